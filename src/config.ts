@@ -1,0 +1,87 @@
+import envSchema from 'env-schema'
+import Type, { type Static } from 'typebox'
+import { ConfigError } from './errors.js'
+import { parseApiKeys, type Keyring } from './tenants.js'
+import { parseEgressAllow, type EgressAllowList } from './tools/egress-guard.js'
+
+/**
+ * Every setting Switchboard reads, with its default. This is the only place that knows about
+ * `process.env`; the rest of the code receives a validated {@link Config}.
+ */
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development', description: '`production` refuses to start without API_KEYS.' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'TCP port to listen on.' }),
+  HOST: Type.Optional(Type.String({ minLength: 1, description: 'Address to bind. Defaults to 0.0.0.0 with API keys, 127.0.0.1 without.' })),
+  DATA_DIR: Type.String({ minLength: 1, default: './data', description: 'Folder of the embedded SQLite database (used when DATABASE_URL is unset).' }),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection string; enables PostgreSQL storage and several replicas.' })),
+  ANTHROPIC_API_KEY: Type.Optional(Type.String({ minLength: 1, description: 'Key for the Anthropic Messages API.' })),
+  ANTHROPIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'Base URL of the Messages API (a proxy, a gateway or a fake).' })),
+  DEFAULT_MODEL: Type.String({ minLength: 1, default: 'claude-sonnet-4-6', description: 'Model of a run that names none.' }),
+  API_KEYS: Type.String({ default: '', description: 'Comma-separated `tenant:key` pairs (or `tenant:sha256:<hex>`). Empty: open mode on 127.0.0.1.' }),
+  LOG_LEVEL: Type.Union([
+    Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
+    Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
+  ], { default: 'info', description: 'pino log level.' }),
+  TOOLS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'YAML or JSON file of tools to register at start-up.' })),
+  TOOL_EGRESS_ALLOW: Type.String({ default: '', description: 'Comma-separated hosts or CIDRs that tool and callback URLs may reach although private or loopback.' }),
+  TOOL_MAX_RESPONSE_BYTES: Type.Integer({ minimum: 1024, default: 1_048_576, description: 'A tool response body is cut at this many bytes.' }),
+  TOOL_MAX_RESULT_CHARS: Type.Integer({ minimum: 100, default: 50_000, description: 'Text sent to the model from one tool result is cut at this many characters.' }),
+  SECRET_ROTATION_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000, description: 'After a secret rotation, how long the old secret keeps signing calls too.' }),
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 4_194_304, description: 'Largest request body accepted (413 past it).' }),
+  RUN_MAX_STEPS: Type.Integer({ minimum: 1, maximum: 1000, default: 1000, description: 'Highest `max_steps` a run may ask for.' }),
+  RUN_MAX_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 3_600_000, description: 'Highest `timeout_ms` a run may ask for.' }),
+  MODEL_MAX_RETRIES: Type.Integer({ minimum: 0, maximum: 20, default: 6, description: 'Retries of a model call on 429, 529, 5xx and connection failures.' }),
+  RUN_LEASE_MS: Type.Integer({ minimum: 1000, default: 15_000, description: 'How long a replica holds a run without renewing its lease.' }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'On SIGTERM, how long running steps may take to finish.' })
+})
+
+export type Env = Static<typeof ConfigSchema>
+
+/** Validated settings, plus the values parsed out of the composite ones. */
+export interface Config extends Env {
+  /** API keys by tenant, hashed; empty in open mode. */
+  readonly keyring: Keyring
+  /** Hosts and CIDRs exempt from the private-address refusal. */
+  readonly egressAllow: EgressAllowList
+  /** Address to listen on, derived from HOST and open mode. */
+  readonly listenHost: string
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost'])
+
+/**
+ * Validates an environment (process.env or a plain object in tests) against {@link ConfigSchema}
+ * and derives the parsed settings. Throws {@link ConfigError} naming the offending variable.
+ */
+export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
+  let parsed: Env
+  try {
+    parsed = envSchema<Env>({ schema: ConfigSchema, data: env, dotenv: false })
+  } catch (err) {
+    throw new ConfigError(describeEnvError(err))
+  }
+
+  const keyring = parseApiKeys(parsed.API_KEYS)
+  const egressAllow = parseEgressAllow(parsed.TOOL_EGRESS_ALLOW)
+  const openMode = keyring.size === 0
+
+  if (openMode && parsed.NODE_ENV === 'production') {
+    throw new ConfigError('API_KEYS is empty but NODE_ENV=production: set API_KEYS to `tenant:key` pairs; open mode is for local use only.')
+  }
+  if (openMode && parsed.HOST !== undefined && !LOOPBACK_HOSTS.has(parsed.HOST)) {
+    throw new ConfigError(`HOST=${parsed.HOST} needs API_KEYS: without keys Switchboard only listens on 127.0.0.1. Set API_KEYS or unset HOST.`)
+  }
+  const listenHost = parsed.HOST ?? (openMode ? '127.0.0.1' : '0.0.0.0')
+  return { ...parsed, keyring, egressAllow, listenHost }
+}
+
+function describeEnvError (err: unknown): string {
+  const errors = (err as { errors?: Array<{ instancePath: string, message?: string, params?: Record<string, unknown> }> }).errors
+  if (Array.isArray(errors) && errors.length > 0) {
+    return errors.map((e) => {
+      const name = e.instancePath.replace(/^\//, '') || String(e.params?.missingProperty ?? 'environment')
+      return `${name} ${e.message ?? 'is invalid'}`
+    }).join('; ')
+  }
+  return err instanceof Error ? err.message : String(err)
+}

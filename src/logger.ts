@@ -1,0 +1,38 @@
+import type { LoggerOptions, Logger } from 'pino'
+
+/** The logger the core writes to: pino's, or any child of it. */
+export type Log = Pick<Logger, 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'child'>
+
+/**
+ * Paths that may hold a secret in a log line. The code never logs secrets on purpose; this is the
+ * safety net for an object logged whole by mistake.
+ */
+const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'req.headers.cookie',
+  'headers',
+  '*.headers',
+  'signing_secret',
+  '*.signing_secret',
+  'signingSecrets',
+  '*.signingSecrets',
+  'apiKey',
+  '*.apiKey',
+  'config.ANTHROPIC_API_KEY',
+  'config.API_KEYS',
+  'config.DATABASE_URL'
+]
+
+/** pino options shared by the server and the tests: JSON lines, secrets redacted. */
+export function loggerOptions (level: string): LoggerOptions {
+  return {
+    level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    base: { service: 'switchboard' },
+    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    formatters: {
+      level: (label) => ({ level: label })
+    }
+  }
+}

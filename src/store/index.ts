@@ -1,0 +1,33 @@
+import type { Log } from '../logger.js'
+import { POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS } from './migrations.js'
+import { openPostgres } from './postgres-driver.js'
+import { openSqlite } from './sqlite-driver.js'
+import { SqlStore } from './sql-store.js'
+import type { Store } from './store.js'
+
+export * from './store.js'
+
+export interface StoreOptions {
+  /** PostgreSQL when set; otherwise SQLite in `dataDir`. */
+  readonly databaseUrl?: string | undefined
+  readonly dataDir: string
+  readonly log: Log
+}
+
+/** Opens the configured storage and brings its schema up to date. */
+export async function createStore (options: StoreOptions): Promise<Store> {
+  const postgres = options.databaseUrl !== undefined
+  const driver = postgres
+    ? openPostgres({
+      connectionString: options.databaseUrl!,
+      onError: (err) => options.log.warn({ err: { message: err.message } }, 'idle PostgreSQL connection failed')
+    })
+    : openSqlite(options.dataDir)
+  try {
+    await driver.migrate(postgres ? POSTGRES_MIGRATIONS : SQLITE_MIGRATIONS)
+  } catch (err) {
+    await driver.close().catch(() => {})
+    throw err
+  }
+  return new SqlStore(driver)
+}

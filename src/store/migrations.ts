@@ -1,0 +1,91 @@
+import type { Migration } from './sql-driver.js'
+
+/**
+ * The schema, as versioned migrations applied in order at start-up. A released migration is never
+ * edited: a change is a new version. The two dialects differ only in their types; timestamps are
+ * milliseconds since the epoch in both; JSON documents are text, except run metadata, which
+ * PostgreSQL keeps as jsonb to filter on it.
+ */
+function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
+  const big = dialect === 'postgres' ? 'BIGINT' : 'INTEGER'
+  const metadata = dialect === 'postgres' ? 'JSONB' : 'TEXT'
+  return [
+    {
+      version: 1,
+      name: 'tools, runs, messages and events',
+      statements: [
+        `CREATE TABLE tools (
+          tenant_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          description TEXT NOT NULL,
+          input_schema TEXT NOT NULL,
+          url TEXT NOT NULL,
+          headers TEXT NOT NULL,
+          timeout_ms INTEGER NOT NULL,
+          effect TEXT NOT NULL,
+          parallel INTEGER NOT NULL,
+          max_concurrency INTEGER,
+          max_attempts INTEGER NOT NULL,
+          signing_secrets TEXT NOT NULL,
+          source TEXT NOT NULL,
+          revision TEXT NOT NULL,
+          created_at ${big} NOT NULL,
+          updated_at ${big} NOT NULL,
+          PRIMARY KEY (tenant_id, name)
+        )`,
+        'CREATE INDEX tools_by_age ON tools (tenant_id, created_at, name)',
+        `CREATE TABLE runs (
+          id TEXT PRIMARY KEY,
+          tenant_id TEXT NOT NULL,
+          status TEXT NOT NULL,
+          stop_reason TEXT,
+          model TEXT NOT NULL,
+          params TEXT NOT NULL,
+          metadata ${metadata} NOT NULL,
+          created_at ${big} NOT NULL,
+          started_at ${big},
+          completed_at ${big},
+          deadline_at ${big} NOT NULL,
+          steps INTEGER NOT NULL DEFAULT 0,
+          tool_calls_total INTEGER NOT NULL DEFAULT 0,
+          tool_calls_errors INTEGER NOT NULL DEFAULT 0,
+          usage TEXT NOT NULL,
+          output TEXT NOT NULL,
+          required_action TEXT,
+          error TEXT,
+          message_count INTEGER NOT NULL DEFAULT 0,
+          event_count INTEGER NOT NULL DEFAULT 0,
+          idempotency_key TEXT,
+          request_hash TEXT,
+          trace_id TEXT NOT NULL,
+          lease_owner TEXT,
+          lease_token ${big} NOT NULL DEFAULT 0,
+          lease_expires_at ${big}
+        )`,
+        'CREATE INDEX runs_by_tenant ON runs (tenant_id, id)',
+        'CREATE INDEX runs_by_status ON runs (tenant_id, status, id)',
+        'CREATE UNIQUE INDEX runs_by_idempotency_key ON runs (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL',
+        "CREATE INDEX runs_active ON runs (lease_expires_at) WHERE status IN ('queued', 'running')",
+        `CREATE TABLE run_messages (
+          run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+          seq INTEGER NOT NULL,
+          tenant_id TEXT NOT NULL,
+          message TEXT NOT NULL,
+          PRIMARY KEY (run_id, seq)
+        )`,
+        `CREATE TABLE run_events (
+          run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+          seq INTEGER NOT NULL,
+          tenant_id TEXT NOT NULL,
+          type TEXT NOT NULL,
+          at ${big} NOT NULL,
+          data TEXT NOT NULL,
+          PRIMARY KEY (run_id, seq)
+        )`
+      ]
+    }
+  ]
+}
+
+export const SQLITE_MIGRATIONS = schema('sqlite')
+export const POSTGRES_MIGRATIONS = schema('postgres')

@@ -1,0 +1,39 @@
+/** A statement with `?` placeholders; the PostgreSQL driver numbers them. */
+export interface Statement {
+  readonly sql: string
+  readonly params: readonly unknown[]
+  /** If set, the transaction is rolled back with {@link RowCountError} unless this many rows were touched. */
+  readonly expectRows?: number
+}
+
+/** Thrown inside a batch when a statement touched an unexpected number of rows. */
+export class RowCountError extends Error {
+  override name = 'RowCountError'
+  constructor (readonly statementIndex: number, readonly rows: number) {
+    super(`statement ${statementIndex} touched ${rows} rows`)
+  }
+}
+
+export type Row = Record<string, unknown>
+
+/** One migration: a version number, a name, and the statements that apply it. */
+export interface Migration {
+  readonly version: number
+  readonly name: string
+  readonly statements: readonly string[]
+}
+
+/**
+ * The little that differs between SQLite and PostgreSQL, under the one SQL store. Every statement
+ * is written once, with `?` placeholders, in the SQL both understand.
+ */
+export interface SqlDriver {
+  readonly dialect: 'sqlite' | 'postgres'
+  /** Runs one statement; answers its rows (empty for statements without RETURNING). */
+  query (sql: string, params?: readonly unknown[]): Promise<Row[]>
+  /** Runs statements in one transaction; answers the rows of each. */
+  batch (statements: readonly Statement[]): Promise<Row[][]>
+  /** Applies the migrations not yet applied, in order, once even with several processes starting. */
+  migrate (migrations: readonly Migration[]): Promise<void>
+  close (): Promise<void>
+}

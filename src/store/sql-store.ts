@@ -1,0 +1,366 @@
+import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
+import { decodeCursor, encodeCursor } from '../pagination.js'
+import { RowCountError, type Row, type SqlDriver, type Statement } from './sql-driver.js'
+import {
+  LeaseLostError,
+  type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type PageRequest,
+  type RunFilter, type RunPatch, type RunRecord, type RunRef, type RunWrite, type SigningSecret, type Store, type ToolRecord
+} from './store.js'
+
+const TOOL_COLUMNS = [
+  'tenant_id', 'name', 'description', 'input_schema', 'url', 'headers', 'timeout_ms', 'effect', 'parallel',
+  'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at'
+] as const
+
+const RUN_INSERT_COLUMNS = [
+  'id', 'tenant_id', 'status', 'stop_reason', 'model', 'params', 'metadata', 'created_at', 'started_at',
+  'completed_at', 'deadline_at', 'steps', 'tool_calls_total', 'tool_calls_errors', 'usage', 'output',
+  'required_action', 'error', 'message_count', 'event_count', 'idempotency_key', 'request_hash', 'trace_id',
+  'lease_owner', 'lease_token', 'lease_expires_at'
+] as const
+
+const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error'])
+const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
+  'status', 'stop_reason', 'started_at', 'completed_at', 'steps', 'tool_calls_total', 'tool_calls_errors',
+  'usage', 'output', 'required_action', 'error'
+])
+
+// Rows per multi-row INSERT: well under both databases' limits on bound parameters.
+const INSERT_CHUNK = 500
+
+/** The one implementation of {@link Store}, over SQLite or PostgreSQL. */
+export class SqlStore implements Store {
+  readonly kind: 'sqlite' | 'postgres'
+  readonly #db: SqlDriver
+
+  constructor (driver: SqlDriver) {
+    this.#db = driver
+    this.kind = driver.dialect
+  }
+
+  async ping (): Promise<void> {
+    await this.#db.query('SELECT 1')
+  }
+
+  async close (): Promise<void> {
+    await this.#db.close()
+  }
+
+  // ---- tools ----
+
+  async putTool (tool: ToolRecord): Promise<{ tool: ToolRecord, created: boolean }> {
+    const values = toolValues(tool)
+    const kept = new Set(['tenant_id', 'name', 'signing_secrets', 'created_at'])
+    const updates = TOOL_COLUMNS.filter((c) => !kept.has(c)).map((c) => `${c} = excluded.${c}`).join(', ')
+    const [row] = await this.#db.query(
+      `INSERT INTO tools (${TOOL_COLUMNS.join(', ')}) VALUES (${placeholders(TOOL_COLUMNS.length)})
+       ON CONFLICT (tenant_id, name) DO UPDATE SET ${updates} RETURNING *`,
+      values
+    )
+    // A replace keeps the stored secrets, so the freshly made one comes back only on a create.
+    const created = row!.signing_secrets === values[TOOL_COLUMNS.indexOf('signing_secrets')]
+    return { tool: toToolRecord(row!), created }
+  }
+
+  async getTool (tenantId: string, name: string): Promise<ToolRecord | null> {
+    const [row] = await this.#db.query('SELECT * FROM tools WHERE tenant_id = ? AND name = ?', [tenantId, name])
+    return row === undefined ? null : toToolRecord(row)
+  }
+
+  async getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]> {
+    if (names.length === 0) return []
+    const rows = await this.#db.query(
+      `SELECT * FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`,
+      [tenantId, ...names]
+    )
+    return rows.map(toToolRecord)
+  }
+
+  async listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>> {
+    const params: unknown[] = [tenantId]
+    let where = 'tenant_id = ?'
+    if (page.after !== undefined) {
+      const [createdAt, name] = decodeCursor(page.after, ['number', 'string']) as [number, string]
+      where += ' AND (created_at < ? OR (created_at = ? AND name < ?))'
+      params.push(createdAt, createdAt, name)
+    }
+    const rows = await this.#db.query(
+      `SELECT * FROM tools WHERE ${where} ORDER BY created_at DESC, name DESC LIMIT ?`,
+      [...params, page.limit + 1]
+    )
+    return toPage(rows.map(toToolRecord), page.limit, (t) => [t.created_at, t.name])
+  }
+
+  async deleteTool (tenantId: string, name: string): Promise<boolean> {
+    const rows = await this.#db.query('DELETE FROM tools WHERE tenant_id = ? AND name = ? RETURNING name', [tenantId, name])
+    return rows.length > 0
+  }
+
+  async setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number): Promise<ToolRecord | null> {
+    const [row] = await this.#db.query(
+      'UPDATE tools SET signing_secrets = ?, updated_at = ? WHERE tenant_id = ? AND name = ? RETURNING *',
+      [JSON.stringify(secrets), updatedAt, tenantId, name]
+    )
+    return row === undefined ? null : toToolRecord(row)
+  }
+
+  // ---- runs ----
+
+  async createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }> {
+    const { run, messages, event } = input
+    const record: RunRecord = {
+      ...run,
+      message_count: messages.length,
+      event_count: event.seq,
+      lease_owner: input.leaseOwner,
+      lease_token: input.leaseOwner === null ? 0 : 1,
+      lease_expires_at: input.leaseOwner === null ? null : run.created_at + input.leaseMs
+    }
+    const statements: Statement[] = [
+      {
+        sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${placeholders(RUN_INSERT_COLUMNS.length)}) RETURNING *`,
+        params: RUN_INSERT_COLUMNS.map((c) => runValue(c, record[c]))
+      },
+      ...messageInserts(run.id, run.tenant_id, 0, messages),
+      ...eventInserts(run.id, run.tenant_id, [event])
+    ]
+    try {
+      const [rows] = await this.#db.batch(statements)
+      return { run: toRunRecord(rows![0]!), created: true }
+    } catch (err) {
+      if (run.idempotency_key === null || !isUniqueViolation(err)) throw err
+      const [row] = await this.#db.query(
+        'SELECT * FROM runs WHERE tenant_id = ? AND idempotency_key = ?',
+        [run.tenant_id, run.idempotency_key]
+      )
+      if (row === undefined) throw err
+      return { run: toRunRecord(row), created: false }
+    }
+  }
+
+  async getRun (tenantId: string, runId: string): Promise<RunRecord | null> {
+    const [row] = await this.#db.query('SELECT * FROM runs WHERE tenant_id = ? AND id = ?', [tenantId, runId])
+    return row === undefined ? null : toRunRecord(row)
+  }
+
+  async listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>> {
+    const params: unknown[] = [tenantId]
+    let where = 'tenant_id = ?'
+    if (filter.status !== undefined) {
+      where += ' AND status = ?'
+      params.push(filter.status)
+    }
+    for (const [key, value] of Object.entries(filter.metadata ?? {})) {
+      if (this.kind === 'postgres') {
+        where += ' AND metadata ->> ? = ?'
+        params.push(key, value)
+      } else {
+        where += ' AND json_extract(metadata, ?) = ?'
+        params.push(`$."${key}"`, value)
+      }
+    }
+    if (filter.after !== undefined) {
+      const [id] = decodeCursor(filter.after, ['string']) as [string]
+      where += ' AND id < ?'
+      params.push(id)
+    }
+    const rows = await this.#db.query(`SELECT * FROM runs WHERE ${where} ORDER BY id DESC LIMIT ?`, [...params, filter.limit + 1])
+    return toPage(rows.map(toRunRecord), filter.limit, (r) => [r.id])
+  }
+
+  async getMessages (runId: string): Promise<MessageParam[]> {
+    const rows = await this.#db.query('SELECT message FROM run_messages WHERE run_id = ? ORDER BY seq', [runId])
+    return rows.map((r) => JSON.parse(r.message as string) as MessageParam)
+  }
+
+  async listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]> {
+    const rows = await this.#db.query(
+      'SELECT run_id, seq, type, at, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      [runId, afterSeq, limit]
+    )
+    return rows.map((r) => ({
+      run_id: r.run_id as string,
+      seq: Number(r.seq),
+      type: r.type as string,
+      at: Number(r.at),
+      data: JSON.parse(r.data as string) as Record<string, unknown>
+    }))
+  }
+
+  // ---- leases and the driver's writes ----
+
+  async claimRun (runId: string, owner: string, leaseMs: number): Promise<Lease | null> {
+    const now = Date.now()
+    const [row] = await this.#db.query(
+      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
+       WHERE id = ? AND status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_expires_at < ?)
+       RETURNING lease_token`,
+      [owner, now + leaseMs, runId, now]
+    )
+    return row === undefined ? null : { owner, token: Number(row.lease_token) }
+  }
+
+  async renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<string[]> {
+    if (runIds.length === 0) return []
+    const rows = await this.#db.query(
+      `UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN (${placeholders(runIds.length)}) RETURNING id`,
+      [Date.now() + leaseMs, owner, ...runIds]
+    )
+    return rows.map((r) => r.id as string)
+  }
+
+  async releaseRun (runId: string, lease: Lease): Promise<void> {
+    await this.#db.query(
+      'UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ?',
+      [runId, lease.token]
+    )
+  }
+
+  async writeRun (run: RunRef, lease: Lease, write: RunWrite): Promise<RunRecord> {
+    const messages = write.messages ?? []
+    const events = write.events ?? []
+    const sets: string[] = []
+    const params: unknown[] = []
+    for (const [column, value] of Object.entries(write.patch ?? {})) {
+      if (!PATCHABLE_RUN_COLUMNS.has(column as keyof RunPatch)) throw new Error(`run column ${column} cannot be patched`)
+      sets.push(`${column} = ?`)
+      params.push(runValue(column, value))
+    }
+    sets.push('message_count = message_count + ?')
+    params.push(messages.length)
+    if (events.length > 0) {
+      sets.push('event_count = ?')
+      params.push(events[events.length - 1]!.seq)
+    }
+    // The fence: this UPDATE touches the run only while the writer's lease token is current; then
+    // nobody else has written the run since the writer last read it, so its counts are right.
+    const fence: Statement = {
+      sql: `UPDATE runs SET ${sets.join(', ')} WHERE id = ? AND lease_token = ? RETURNING *`,
+      params: [...params, run.id, lease.token],
+      expectRows: 1
+    }
+    let results: Row[][]
+    try {
+      results = await this.#db.batch([
+        fence,
+        ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
+        ...eventInserts(run.id, run.tenant_id, events)
+      ])
+    } catch (err) {
+      if (err instanceof RowCountError && err.statementIndex === 0) throw new LeaseLostError(run.id)
+      throw err
+    }
+    return toRunRecord(results[0]![0]!)
+  }
+}
+
+function placeholders (count: number): string {
+  return Array.from({ length: count }, () => '?').join(', ')
+}
+
+function chunks<T> (items: readonly T[]): T[][] {
+  const out: T[][] = []
+  for (let i = 0; i < items.length; i += INSERT_CHUNK) out.push(items.slice(i, i + INSERT_CHUNK))
+  return out
+}
+
+/** Inserts messages numbered from `first`, in multi-row statements. */
+function messageInserts (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): Statement[] {
+  let seq = first
+  return chunks(messages).map((chunk) => ({
+    sql: `INSERT INTO run_messages (run_id, seq, tenant_id, message) VALUES ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
+    params: chunk.flatMap((message) => [runId, seq++, tenantId, JSON.stringify(message)])
+  }))
+}
+
+function eventInserts (runId: string, tenantId: string, events: readonly NewEvent[]): Statement[] {
+  return chunks(events).map((chunk) => ({
+    sql: `INSERT INTO run_events (run_id, seq, tenant_id, type, at, data) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}`,
+    params: chunk.flatMap((e) => [runId, e.seq, tenantId, e.type, e.at, JSON.stringify(e.data)])
+  }))
+}
+
+function toPage<T> (rows: T[], limit: number, position: (item: T) => unknown[]): Page<T> {
+  const items = rows.slice(0, limit)
+  const nextCursor = rows.length > limit ? encodeCursor(position(items[items.length - 1]!)) : null
+  return { items, nextCursor }
+}
+
+function toolValues (tool: ToolRecord): unknown[] {
+  return TOOL_COLUMNS.map((column) => {
+    const value = tool[column]
+    if (column === 'input_schema' || column === 'headers' || column === 'signing_secrets') return JSON.stringify(value)
+    if (column === 'parallel') return value === true ? 1 : 0
+    return value
+  })
+}
+
+function toToolRecord (row: Row): ToolRecord {
+  return {
+    tenant_id: row.tenant_id as string,
+    name: row.name as string,
+    description: row.description as string,
+    input_schema: JSON.parse(row.input_schema as string),
+    url: row.url as string,
+    headers: JSON.parse(row.headers as string),
+    timeout_ms: Number(row.timeout_ms),
+    effect: row.effect as ToolRecord['effect'],
+    parallel: Number(row.parallel) === 1,
+    max_concurrency: row.max_concurrency === null ? null : Number(row.max_concurrency),
+    max_attempts: Number(row.max_attempts),
+    signing_secrets: JSON.parse(row.signing_secrets as string),
+    source: row.source as ToolRecord['source'],
+    revision: row.revision as string,
+    created_at: Number(row.created_at),
+    updated_at: Number(row.updated_at)
+  }
+}
+
+function runValue (column: string, value: unknown): unknown {
+  if (JSON_RUN_COLUMNS.has(column)) return value === null || value === undefined ? null : JSON.stringify(value)
+  return value === undefined ? null : value
+}
+
+function parseJson<T> (value: unknown): T {
+  return (value === null ? null : JSON.parse(value as string)) as T
+}
+
+function numberOrNull (value: unknown): number | null {
+  return value === null || value === undefined ? null : Number(value)
+}
+
+function toRunRecord (row: Row): RunRecord {
+  return {
+    id: row.id as string,
+    tenant_id: row.tenant_id as string,
+    status: row.status as RunRecord['status'],
+    stop_reason: (row.stop_reason ?? null) as string | null,
+    model: row.model as string,
+    params: parseJson(row.params),
+    metadata: parseJson(row.metadata),
+    created_at: Number(row.created_at),
+    started_at: numberOrNull(row.started_at),
+    completed_at: numberOrNull(row.completed_at),
+    deadline_at: Number(row.deadline_at),
+    steps: Number(row.steps),
+    tool_calls_total: Number(row.tool_calls_total),
+    tool_calls_errors: Number(row.tool_calls_errors),
+    usage: parseJson(row.usage),
+    output: parseJson(row.output),
+    required_action: parseJson(row.required_action),
+    error: parseJson(row.error),
+    message_count: Number(row.message_count),
+    event_count: Number(row.event_count),
+    idempotency_key: (row.idempotency_key ?? null) as string | null,
+    request_hash: (row.request_hash ?? null) as string | null,
+    trace_id: row.trace_id as string,
+    lease_owner: (row.lease_owner ?? null) as string | null,
+    lease_token: Number(row.lease_token),
+    lease_expires_at: numberOrNull(row.lease_expires_at)
+  }
+}
+
+function isUniqueViolation (err: unknown): boolean {
+  const code = (err as { code?: string }).code
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
+}

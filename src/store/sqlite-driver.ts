@@ -1,0 +1,99 @@
+import { mkdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import Database from 'better-sqlite3'
+import { ConfigError } from '../errors.js'
+import { RowCountError, type Migration, type Row, type SqlDriver, type Statement } from './sql-driver.js'
+
+export const SQLITE_FILE_NAME = 'switchboard.db'
+
+/**
+ * Opens (creating if need be) the database in `dataDir`. The connection holds an exclusive lock
+ * on the file for as long as the process lives (SQLite's EXCLUSIVE locking mode): a second
+ * process pointed at the same folder is refused at start-up, and the lock dies with the process,
+ * so a crash never leaves a stale lock behind.
+ */
+export function openSqlite (dataDir: string): SqlDriver {
+  const dir = resolve(dataDir)
+  try {
+    mkdirSync(dir, { recursive: true })
+  } catch (err) {
+    throw new ConfigError(`DATA_DIR ${dir} cannot be created: ${(err as Error).message}`)
+  }
+  const db = new Database(join(dir, SQLITE_FILE_NAME), { timeout: 0 })
+  try {
+    db.pragma('locking_mode = EXCLUSIVE')
+    db.pragma('journal_mode = WAL')
+    // In WAL mode, NORMAL survives a process crash (kill -9) without losing a commit; only a
+    // power loss can roll back the last transactions. FULL would fsync every commit.
+    db.pragma('synchronous = NORMAL')
+    db.pragma('foreign_keys = ON')
+    db.exec('BEGIN IMMEDIATE; COMMIT')
+  } catch (err) {
+    db.close()
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      throw new ConfigError(`DATA_DIR ${dir} is in use by another Switchboard process: give each process its own DATA_DIR, or use DATABASE_URL (PostgreSQL) to run several replicas.`)
+    }
+    throw err
+  }
+  return new SqliteDriver(db)
+}
+
+class SqliteDriver implements SqlDriver {
+  readonly dialect = 'sqlite' as const
+  readonly #db: Database.Database
+  readonly #statements = new Map<string, Database.Statement>()
+
+  constructor (db: Database.Database) {
+    this.#db = db
+  }
+
+  #prepare (sql: string): Database.Statement {
+    let statement = this.#statements.get(sql)
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql)
+      this.#statements.set(sql, statement)
+    }
+    return statement
+  }
+
+  #run (sql: string, params: readonly unknown[]): { rows: Row[], changes: number } {
+    const statement = this.#prepare(sql)
+    if (statement.reader) {
+      const rows = statement.all(...params) as Row[]
+      return { rows, changes: rows.length }
+    }
+    return { rows: [], changes: statement.run(...params).changes }
+  }
+
+  async query (sql: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return this.#run(sql, params).rows
+  }
+
+  async batch (statements: readonly Statement[]): Promise<Row[][]> {
+    // better-sqlite3 is synchronous: the whole transaction runs in one turn of the event loop,
+    // so no other query can slip in between its statements.
+    return this.#db.transaction(() => statements.map((statement, index) => {
+      const { rows, changes } = this.#run(statement.sql, statement.params)
+      if (statement.expectRows !== undefined && changes !== statement.expectRows) {
+        throw new RowCountError(index, changes)
+      }
+      return rows
+    }))()
+  }
+
+  async migrate (migrations: readonly Migration[]): Promise<void> {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)')
+    const applied = new Set((this.#db.prepare('SELECT version FROM schema_migrations').all() as Array<{ version: number }>).map((r) => r.version))
+    for (const migration of migrations) {
+      if (applied.has(migration.version)) continue
+      this.#db.transaction(() => {
+        for (const sql of migration.statements) this.#db.exec(sql)
+        this.#db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(migration.version, migration.name, Date.now())
+      })()
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.#db.open) this.#db.close()
+  }
+}

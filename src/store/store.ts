@@ -1,0 +1,181 @@
+import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
+
+export type ToolEffect = 'read_only' | 'idempotent' | 'side_effecting'
+
+/** A signing secret of a tool; `expires_at` is set on the previous secret during a rotation. */
+export interface SigningSecret {
+  readonly secret: string
+  readonly expires_at: number | null
+}
+
+/** A registered tool as stored: its definition, its secrets, and where it came from. */
+export interface ToolRecord {
+  readonly tenant_id: string
+  readonly name: string
+  readonly description: string
+  readonly input_schema: Record<string, unknown>
+  readonly url: string
+  readonly headers: Record<string, string>
+  readonly timeout_ms: number
+  readonly effect: ToolEffect
+  readonly parallel: boolean
+  readonly max_concurrency: number | null
+  readonly max_attempts: number
+  /** Newest first. */
+  readonly signing_secrets: readonly SigningSecret[]
+  readonly source: 'api' | 'file'
+  /** Changes on every write: keys caches of what is derived from the definition. */
+  readonly revision: string
+  readonly created_at: number
+  readonly updated_at: number
+}
+
+export type RunStatus = 'queued' | 'running' | 'requires_action' | 'completed' | 'failed' | 'cancelled'
+
+export interface Usage {
+  input_tokens: number
+  output_tokens: number
+  cache_creation_input_tokens: number
+  cache_read_input_tokens: number
+}
+
+/** A run as stored. `params` holds what the run was started with; the rest is its state. */
+export interface RunRecord {
+  readonly id: string
+  readonly tenant_id: string
+  readonly status: RunStatus
+  readonly stop_reason: string | null
+  readonly model: string
+  readonly params: Record<string, unknown>
+  readonly metadata: Record<string, string>
+  readonly created_at: number
+  readonly started_at: number | null
+  readonly completed_at: number | null
+  readonly deadline_at: number
+  readonly steps: number
+  readonly tool_calls_total: number
+  readonly tool_calls_errors: number
+  readonly usage: Usage
+  readonly output: unknown[]
+  readonly required_action: Record<string, unknown> | null
+  readonly error: { code: string, message: string } | null
+  readonly message_count: number
+  readonly event_count: number
+  readonly idempotency_key: string | null
+  readonly request_hash: string | null
+  readonly trace_id: string
+  readonly lease_owner: string | null
+  readonly lease_token: number
+  readonly lease_expires_at: number | null
+}
+
+/** The part of a run its driver changes as it goes. */
+export type RunPatch = Partial<Pick<RunRecord,
+  'status' | 'stop_reason' | 'started_at' | 'completed_at' | 'steps' | 'tool_calls_total' |
+  'tool_calls_errors' | 'usage' | 'output' | 'required_action' | 'error'>>
+
+export interface EventRecord {
+  readonly run_id: string
+  readonly seq: number
+  readonly type: string
+  readonly at: number
+  readonly data: Record<string, unknown>
+}
+
+/** An event about to be stored; its number is given by the run's driver. */
+export type NewEvent = Omit<EventRecord, 'run_id'>
+
+export interface Page<T> {
+  readonly items: T[]
+  /** Opaque; pass it back as `after` for the next page. Null on the last page. */
+  readonly nextCursor: string | null
+}
+
+export interface PageRequest {
+  readonly limit: number
+  /** The `nextCursor` of the previous page. */
+  readonly after?: string | undefined
+}
+
+export interface RunFilter extends PageRequest {
+  readonly status?: RunStatus | undefined
+  readonly metadata?: Readonly<Record<string, string>> | undefined
+}
+
+/** The fence of a run's driver: a write with a stale token is refused (another replica took over). */
+export interface Lease {
+  readonly owner: string
+  readonly token: number
+}
+
+/** A run's writer lost its lease: it must stop driving the run at once. */
+export class LeaseLostError extends Error {
+  override name = 'LeaseLostError'
+  constructor (runId: string) {
+    super(`lease on ${runId} was lost`)
+  }
+}
+
+export interface NewRun {
+  readonly run: Omit<RunRecord, 'message_count' | 'event_count' | 'lease_token' | 'lease_expires_at' | 'lease_owner'>
+  readonly messages: readonly MessageParam[]
+  /** The first event (`run.created`), numbered 1. */
+  readonly event: NewEvent
+  /** The replica that will drive the run, holding its lease from the start. */
+  readonly leaseOwner: string | null
+  readonly leaseMs: number
+}
+
+/** What a writer must know of the run it writes: the store trusts these under the lease's fence. */
+export type RunRef = Pick<RunRecord, 'id' | 'tenant_id' | 'message_count'>
+
+/** What a run's driver writes at once: a step's messages, the run's new state and events. */
+export interface RunWrite {
+  readonly messages?: readonly MessageParam[]
+  readonly patch?: RunPatch
+  readonly events?: readonly NewEvent[]
+}
+
+/**
+ * Everything Switchboard keeps. Two implementations, SQLite and PostgreSQL, pass one contract
+ * suite (test/store/store.contract.ts). Every read and write of tenant data names the tenant.
+ */
+export interface Store {
+  readonly kind: 'sqlite' | 'postgres'
+  /** Succeeds when the storage answers. */
+  ping (): Promise<void>
+  close (): Promise<void>
+
+  /** Creates the tool or replaces its definition, keeping its secrets and creation time. */
+  putTool (tool: ToolRecord): Promise<{ tool: ToolRecord, created: boolean }>
+  getTool (tenantId: string, name: string): Promise<ToolRecord | null>
+  getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]>
+  listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>>
+  deleteTool (tenantId: string, name: string): Promise<boolean>
+  setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number): Promise<ToolRecord | null>
+
+  /**
+   * Stores a new run with its first messages and event. With an idempotency key already used by
+   * the tenant, stores nothing and returns the existing run with `created: false`.
+   */
+  createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }>
+  getRun (tenantId: string, runId: string): Promise<RunRecord | null>
+  listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>>
+  getMessages (runId: string): Promise<MessageParam[]>
+  listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]>
+
+  /**
+   * Takes the lease of a queued or running run that no live lease holds. Returns the new fence,
+   * or null when another replica holds it or the run has ended.
+   */
+  claimRun (runId: string, owner: string, leaseMs: number): Promise<Lease | null>
+  /** Extends the leases `owner` holds on these runs; returns the ids it still holds. */
+  renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<string[]>
+  /** Gives a lease up, so that another replica may take the run at once. */
+  releaseRun (runId: string, lease: Lease): Promise<void>
+  /**
+   * Writes a driver's messages, run state and events in one transaction, fenced by its lease.
+   * Throws {@link LeaseLostError} when the lease is no longer the driver's.
+   */
+  writeRun (run: RunRef, lease: Lease, write: RunWrite): Promise<RunRecord>
+}

@@ -1,0 +1,243 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { LeaseLostError, type NewRun, type RunRecord, type Store, type ToolRecord } from '../../src/store/index.js'
+import { backends, openTestStore } from '../support/backends.js'
+import { newId } from '../../src/ids.js'
+
+function tool (tenant: string, name: string, overrides: Partial<ToolRecord> = {}): ToolRecord {
+  return {
+    tenant_id: tenant,
+    name,
+    description: `the ${name} tool`,
+    input_schema: { type: 'object', properties: { q: { type: 'string' } } },
+    url: 'https://tools.example.com/' + name,
+    headers: { authorization: 'Bearer tool-secret' },
+    timeout_ms: 30_000,
+    effect: 'side_effecting',
+    parallel: true,
+    max_concurrency: null,
+    max_attempts: 3,
+    signing_secrets: [{ secret: `whsec_${newId('s')}`, expires_at: null }],
+    source: 'api',
+    revision: newId('rev'),
+    created_at: Date.now(),
+    updated_at: Date.now(),
+    ...overrides
+  }
+}
+
+function newRun (tenant: string, overrides: Partial<NewRun['run']> = {}, leaseOwner: string | null = 'replica-a'): NewRun {
+  const now = Date.now()
+  const id = newId('run')
+  return {
+    run: {
+      id,
+      tenant_id: tenant,
+      status: 'queued',
+      stop_reason: null,
+      model: 'claude-test',
+      params: { max_steps: 5 },
+      metadata: { customer: 'c1' },
+      created_at: now,
+      started_at: null,
+      completed_at: null,
+      deadline_at: now + 60_000,
+      steps: 0,
+      tool_calls_total: 0,
+      tool_calls_errors: 0,
+      usage: { input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+      output: [],
+      required_action: null,
+      error: null,
+      idempotency_key: null,
+      request_hash: null,
+      trace_id: 'a'.repeat(32),
+      ...overrides
+    },
+    messages: [{ role: 'user', content: 'hello' }],
+    event: { seq: 1, type: 'run.created', at: now, data: { id } },
+    leaseOwner,
+    leaseMs: 10_000
+  }
+}
+
+for (const backend of backends) {
+  describe.skipIf(backend.skip)(`Store contract: ${backend.name}`, () => {
+    let store: Store
+    let close: () => Promise<void>
+
+    beforeAll(async () => {
+      ({ store, close } = await openTestStore(backend))
+    })
+    afterAll(async () => close?.())
+
+    it('answers ping', async () => {
+      await expect(store.ping()).resolves.toBeUndefined()
+    })
+
+    describe('tools', () => {
+      it('creates a tool, then replaces its definition but keeps its secret and creation time', async () => {
+        const first = tool('t1', 'weather', { created_at: 1000, updated_at: 1000 })
+        const created = await store.putTool(first)
+        expect(created.created).toBe(true)
+        expect(created.tool).toEqual(first)
+
+        const second = tool('t1', 'weather', { description: 'new', created_at: 2000, updated_at: 2000, parallel: false, max_concurrency: 4 })
+        const replaced = await store.putTool(second)
+        expect(replaced.created).toBe(false)
+        expect(replaced.tool.description).toBe('new')
+        expect(replaced.tool.parallel).toBe(false)
+        expect(replaced.tool.max_concurrency).toBe(4)
+        expect(replaced.tool.signing_secrets).toEqual(first.signing_secrets)
+        expect(replaced.tool.created_at).toBe(1000)
+        expect(replaced.tool.updated_at).toBe(2000)
+      })
+
+      it('keeps tools to their tenant', async () => {
+        await store.putTool(tool('t2', 'private'))
+        expect(await store.getTool('t2', 'private')).not.toBeNull()
+        expect(await store.getTool('t3', 'private')).toBeNull()
+        expect(await store.getTools('t3', ['private'])).toEqual([])
+        expect(await store.deleteTool('t3', 'private')).toBe(false)
+        expect(await store.getTool('t2', 'private')).not.toBeNull()
+      })
+
+      it('lists newest first, page by page, without repeating or skipping', async () => {
+        for (let i = 0; i < 7; i++) await store.putTool(tool('lister', `tool_${i}`, { created_at: 5000 + Math.floor(i / 2) }))
+        const seen: string[] = []
+        let after: string | undefined
+        let pages = 0
+        do {
+          const page = await store.listTools('lister', { limit: 3, after })
+          seen.push(...page.items.map((t) => t.name))
+          after = page.nextCursor ?? undefined
+          pages++
+        } while (after !== undefined)
+        expect(pages).toBe(3)
+        expect(seen).toEqual(['tool_6', 'tool_5', 'tool_4', 'tool_3', 'tool_2', 'tool_1', 'tool_0'])
+      })
+
+      it('refuses a cursor it did not make', async () => {
+        await expect(store.listTools('lister', { limit: 3, after: 'not-a-cursor' })).rejects.toMatchObject({ code: 'REQUEST_ERR_INVALID_CURSOR' })
+      })
+
+      it('gets several tools by name and deletes one', async () => {
+        await store.putTool(tool('t4', 'a'))
+        await store.putTool(tool('t4', 'b'))
+        const found = await store.getTools('t4', ['a', 'b', 'missing'])
+        expect(found.map((t) => t.name).sort()).toEqual(['a', 'b'])
+        expect(await store.deleteTool('t4', 'a')).toBe(true)
+        expect(await store.getTool('t4', 'a')).toBeNull()
+      })
+
+      it('replaces the signing secrets', async () => {
+        await store.putTool(tool('t5', 'rot'))
+        const secrets = [{ secret: 'whsec_new', expires_at: null }, { secret: 'whsec_old', expires_at: 99 }]
+        const updated = await store.setToolSecrets('t5', 'rot', secrets, 12345)
+        expect(updated?.signing_secrets).toEqual(secrets)
+        expect(updated?.updated_at).toBe(12345)
+        expect(await store.setToolSecrets('t6', 'rot', secrets, 1)).toBeNull()
+      })
+    })
+
+    describe('runs', () => {
+      it('creates a run with its messages and first event, held by its creator', async () => {
+        const input = newRun('r1')
+        const { run, created } = await store.createRun(input)
+        expect(created).toBe(true)
+        expect(run).toMatchObject({ id: input.run.id, status: 'queued', message_count: 1, event_count: 1, lease_owner: 'replica-a', lease_token: 1 })
+        expect(run.metadata).toEqual({ customer: 'c1' })
+        expect(await store.getMessages(run.id)).toEqual([{ role: 'user', content: 'hello' }])
+        const events = await store.listEvents(run.id, 0, 10)
+        expect(events).toEqual([{ run_id: run.id, seq: 1, type: 'run.created', at: input.event.at, data: { id: run.id } }])
+        expect(await store.getRun('r1', run.id)).toEqual(run)
+        expect(await store.getRun('other', run.id)).toBeNull()
+      })
+
+      it('returns the first run for a repeated idempotency key, per tenant', async () => {
+        const first = await store.createRun(newRun('r2', { idempotency_key: 'k1', request_hash: 'h1' }))
+        const again = await store.createRun(newRun('r2', { idempotency_key: 'k1', request_hash: 'h2' }))
+        expect(again.created).toBe(false)
+        expect(again.run.id).toBe(first.run.id)
+        expect(again.run.request_hash).toBe('h1')
+        const otherTenant = await store.createRun(newRun('r3', { idempotency_key: 'k1' }))
+        expect(otherTenant.created).toBe(true)
+      })
+
+      it('writes a step under its lease: messages appended, state patched, events numbered', async () => {
+        const { run } = await store.createRun(newRun('r4'))
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        const written = await store.writeRun(run, lease, {
+          messages: [{ role: 'assistant', content: [{ type: 'text', text: 'hi' }] }, { role: 'user', content: 'more' }],
+          patch: { status: 'running', steps: 1, usage: { input_tokens: 5, output_tokens: 7, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }, output: [{ type: 'text', text: 'hi' }] },
+          events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }, { seq: 3, type: 'step.completed', at: 2, data: { step: 1 } }]
+        })
+        expect(written).toMatchObject({ status: 'running', steps: 1, message_count: 3, event_count: 3, output: [{ type: 'text', text: 'hi' }] })
+        expect(written.usage.output_tokens).toBe(7)
+        const messages = await store.getMessages(run.id)
+        expect(messages.map((m) => m.role)).toEqual(['user', 'assistant', 'user'])
+        const after = await store.writeRun(written, lease, { messages: [{ role: 'assistant', content: 'bye' }], patch: { status: 'completed', stop_reason: 'end_turn', completed_at: 3 } })
+        expect(after.message_count).toBe(4)
+        expect((await store.getMessages(run.id))[3]).toEqual({ role: 'assistant', content: 'bye' })
+        expect((await store.listEvents(run.id, 1, 10)).map((e) => e.seq)).toEqual([2, 3])
+        expect((await store.listEvents(run.id, 0, 2)).map((e) => e.seq)).toEqual([1, 2])
+      })
+
+      it('refuses a write with a stale lease and stores none of it', async () => {
+        const { run } = await store.createRun(newRun('r5', {}, null))
+        const first = await store.claimRun(run.id, 'replica-a', 60_000)
+        expect(first).not.toBeNull()
+        // Nobody else can claim it while the lease lives.
+        expect(await store.claimRun(run.id, 'replica-b', 60_000)).toBeNull()
+        await store.releaseRun(run.id, first!)
+        const second = await store.claimRun(run.id, 'replica-b', 60_000)
+        expect(second!.token).toBeGreaterThan(first!.token)
+        await expect(store.writeRun(run, first!, {
+          messages: [{ role: 'assistant', content: 'stale' }],
+          events: [{ seq: 2, type: 'step.started', at: 1, data: {} }]
+        })).rejects.toBeInstanceOf(LeaseLostError)
+        expect(await store.getMessages(run.id)).toHaveLength(1)
+        expect(await store.listEvents(run.id, 0, 10)).toHaveLength(1)
+      })
+
+      it('lets an expired lease be claimed, and renews live ones', async () => {
+        const { run } = await store.createRun(newRun('r6', {}, null))
+        const lease = await store.claimRun(run.id, 'replica-a', 1)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        expect(await store.renewLeases('replica-a', [run.id], 60_000)).toEqual([run.id])
+        expect(await store.claimRun(run.id, 'replica-b', 60_000)).toBeNull()
+        expect(await store.renewLeases('replica-b', [run.id], 60_000)).toEqual([])
+        expect(lease).not.toBeNull()
+      })
+
+      it('lists runs newest first, filtered by status and metadata', async () => {
+        const ids: string[] = []
+        for (let i = 0; i < 5; i++) {
+          const { run } = await store.createRun(newRun('lister', { metadata: { batch: i % 2 === 0 ? 'even' : 'odd' }, status: i === 4 ? 'completed' : 'queued' }))
+          ids.push(run.id)
+        }
+        const all: string[] = []
+        let after: string | undefined
+        do {
+          const page = await store.listRuns('lister', { limit: 2, after })
+          all.push(...page.items.map((r) => r.id))
+          after = page.nextCursor ?? undefined
+        } while (after !== undefined)
+        expect(all).toEqual([...ids].reverse())
+        const even = await store.listRuns('lister', { limit: 10, metadata: { batch: 'even' } })
+        expect(even.items.map((r) => r.id)).toEqual([ids[4], ids[2], ids[0]])
+        const completed = await store.listRuns('lister', { limit: 10, status: 'completed' })
+        expect(completed.items.map((r) => r.id)).toEqual([ids[4]])
+        const evenQueued = await store.listRuns('lister', { limit: 10, status: 'queued', metadata: { batch: 'even' } })
+        expect(evenQueued.items.map((r: RunRecord) => r.id)).toEqual([ids[2], ids[0]])
+        expect((await store.listRuns('nobody', { limit: 10 })).items).toEqual([])
+      })
+
+      it('keeps odd text intact: NUL characters, emoji, lone quotes', async () => {
+        const input = newRun('r7')
+        const text = 'a\u0000b 🎉 \'"\\ \u2028'
+        const { run } = await store.createRun({ ...input, messages: [{ role: 'user', content: text }] })
+        expect(await store.getMessages(run.id)).toEqual([{ role: 'user', content: text }])
+      })
+    })
+  })
+}
