@@ -45,6 +45,8 @@ export interface Config extends Env {
   readonly egressAllow: EgressAllowList
   /** Address to listen on, derived from HOST and open mode. */
   readonly listenHost: string
+  /** The environment the settings were read from, for `${VAR}` references in TOOLS_FILE. */
+  readonly env: Readonly<Record<string, string | undefined>>
 }
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost'])
@@ -72,7 +74,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new ConfigError(`HOST=${parsed.HOST} needs API_KEYS: without keys Switchboard only listens on 127.0.0.1. Set API_KEYS or unset HOST.`)
   }
   const listenHost = parsed.HOST ?? (openMode ? '127.0.0.1' : '0.0.0.0')
-  return { ...parsed, keyring, egressAllow, listenHost }
+  return { ...parsed, keyring, egressAllow, listenHost, env: { ...env } }
 }
 
 function describeEnvError (err: unknown): string {

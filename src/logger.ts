@@ -1,7 +1,15 @@
-import type { LoggerOptions, Logger } from 'pino'
+import type { LoggerOptions, LogFn } from 'pino'
 
-/** The logger the core writes to: pino's, or any child of it. */
-export type Log = Pick<Logger, 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'child'>
+/** The logger the core writes to: pino's, Fastify's, or a child of either. */
+export interface Log {
+  fatal: LogFn
+  error: LogFn
+  warn: LogFn
+  info: LogFn
+  debug: LogFn
+  trace: LogFn
+  child (bindings: Record<string, unknown>): Log
+}
 
 /**
  * Paths that may hold a secret in a log line. The code never logs secrets on purpose; this is the

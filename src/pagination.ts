@@ -16,8 +16,12 @@ export function decodeCursor (cursor: string, shape: ReadonlyArray<'string' | 'n
   } catch {
     position = undefined
   }
-  if (!Array.isArray(position) || position.length !== shape.length || position.some((v, i) => typeof v !== shape[i])) {
+  if (!Array.isArray(position) || position.length !== shape.length || position.some((v, i) => !hasType(v, shape[i]!))) {
     throw new AppError('REQUEST_ERR_INVALID_CURSOR', '`after` is not a cursor this list handed out: pass the `next_cursor` of the previous page unchanged, or leave `after` out to start from the top.')
   }
   return position
+}
+
+function hasType (value: unknown, type: 'string' | 'number'): boolean {
+  return type === 'string' ? typeof value === 'string' : typeof value === 'number' && Number.isFinite(value)
 }

@@ -24,7 +24,7 @@ export class EgressDeniedError extends Error {
     const why = addressClass === 'metadata'
       ? 'a cloud metadata or link-local address, which is always refused'
       : 'a private or loopback address not listed in TOOL_EGRESS_ALLOW'
-    const via = hostname !== address ? ` (${hostname} resolves to it)` : ''
+    const via = isIP(unbracket(hostname)) === 0 ? ` (${hostname} resolves to it)` : ''
     super(`address ${address}${via} is not allowed by the egress policy: it is ${why}`)
     this.address = address
   }

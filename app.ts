@@ -1,0 +1,71 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { IncomingMessage } from 'node:http'
+import pino, { type Logger } from 'pino'
+import type { Config } from './src/config.js'
+import { loggerOptions } from './src/logger.js'
+import { newId } from './src/ids.js'
+import { createRequestValidators } from './src/schema-validation.js'
+import type { Store } from './src/store/index.js'
+import configPlugin from './plugins/config.js'
+import lifecyclePlugin from './plugins/lifecycle.js'
+import errorHandlerPlugin from './plugins/error-handler.js'
+import storePlugin from './plugins/store.js'
+import authPlugin from './plugins/auth.js'
+import openapiPlugin from './plugins/openapi.js'
+import registryPlugin from './plugins/registry.js'
+import healthRoutes from './routes/health.js'
+import toolRoutes from './routes/tools/index.js'
+
+export interface AppOptions {
+  readonly config: Config
+  /** A pino logger; by default one writing JSON lines to stdout at LOG_LEVEL. */
+  readonly logger?: Logger
+  /** An open store to use instead of opening the configured one (it is then not closed). */
+  readonly store?: Store
+}
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/
+
+/** Honours a caller's `x-request-id` if it is a sane token; otherwise makes one. */
+function requestId (request: IncomingMessage): string {
+  const given = request.headers['x-request-id']
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : newId('req')
+}
+
+/**
+ * Builds the Switchboard app: Fastify with the TypeBox type provider, its plugins, then its routes.
+ * It does not listen; server.ts does, and tests use `inject` or `listen({ port: 0 })`.
+ */
+export async function buildApp (options: AppOptions) {
+  const { config } = options
+  const fastifyOptions: FastifyServerOptions = {
+    loggerInstance: options.logger ?? pino(loggerOptions(config.LOG_LEVEL)),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    genReqId: requestId,
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true }
+  }
+  const app = Fastify(fastifyOptions).withTypeProvider<TypeBoxTypeProvider>()
+
+  const validators = createRequestValidators()
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? validators.body : validators.text).compile(schema))
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
+  await app.register(configPlugin, { config })
+  await app.register(lifecyclePlugin)
+  await app.register(errorHandlerPlugin)
+  await app.register(storePlugin, { store: options.store })
+  await app.register(authPlugin)
+  await app.register(registryPlugin)
+  await app.register(openapiPlugin)
+
+  await app.register(healthRoutes)
+  await app.register(toolRoutes)
+  return app
+}
+
+export type App = FastifyInstance

@@ -1,0 +1,56 @@
+import fp from 'fastify-plugin'
+import { STATUS_CODES } from 'node:http'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { AppError, type ErrorCode } from '../src/errors.js'
+import type { ErrorBody } from '../src/schemas/common.js'
+import { describeValidation, type ValidationIssue } from '../src/schema-validation.js'
+
+// Fastify's own client errors, as our stable codes.
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'REQUEST_ERR_INVALID_JSON',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'REQUEST_ERR_INVALID_JSON',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'REQUEST_ERR_BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'REQUEST_ERR_UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'REQUEST_ERR_BAD_REQUEST'
+}
+
+const FRIENDLY_MESSAGES: Partial<Record<ErrorCode, (app: FastifyInstance) => string>> = {
+  REQUEST_ERR_INVALID_JSON: () => 'The body is not valid JSON: send a JSON document with `content-type: application/json`.',
+  REQUEST_ERR_BODY_TOO_LARGE: (app) => `The body is larger than ${app.config.BODY_LIMIT_BYTES} bytes (BODY_LIMIT_BYTES): send less, or raise the limit.`,
+  REQUEST_ERR_UNSUPPORTED_MEDIA_TYPE: () => 'Send the body as JSON with `content-type: application/json`.'
+}
+
+function send (reply: FastifyReply, request: FastifyRequest, statusCode: number, code: string, message: string, headers: Record<string, string> = {}): FastifyReply {
+  const body: ErrorBody = { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message, requestId: String(request.id) }
+  return reply.code(statusCode).headers(headers).type('application/json; charset=utf-8').send(body)
+}
+
+/**
+ * One shape for every error answer, `{ statusCode, code, error, message, requestId }`: our own
+ * errors, Fastify's validation and parsing errors, unknown routes, and anything unexpected, which
+ * is logged in full and answered as a bare 500 that leaks nothing.
+ */
+export default fp(async function errorHandlerPlugin (app: FastifyInstance) {
+  app.setNotFoundHandler(async (request, reply) => send(reply, request, 404, 'ROUTE_ERR_NOT_FOUND',
+    `No route ${request.method} ${request.url.split('?')[0]}: see /docs for the API.`))
+
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
+    if (error instanceof AppError) {
+      if (error.statusCode >= 500 && error.cause !== undefined) request.log.error({ err: error }, 'request failed')
+      return send(reply, request, error.statusCode, error.code, error.message, { ...error.headers })
+    }
+    if (error.validation !== undefined) {
+      const message = describeValidation(error.validationContext ?? 'request', error.validation as ValidationIssue[])
+      return send(reply, request, 400, 'REQUEST_ERR_VALIDATION', `${message}.`)
+    }
+    const statusCode = error.statusCode ?? 500
+    if (statusCode >= 400 && statusCode < 500) {
+      const code = (error.code !== undefined ? FASTIFY_CODES[error.code] : undefined) ??
+        (statusCode === 429 ? 'REQUEST_ERR_RATE_LIMITED' : statusCode === 404 ? 'ROUTE_ERR_NOT_FOUND' : 'REQUEST_ERR_BAD_REQUEST')
+      const message = FRIENDLY_MESSAGES[code]?.(app) ?? error.message
+      return send(reply, request, statusCode, code, message)
+    }
+    request.log.error({ err: error }, 'request failed')
+    return send(reply, request, 500, 'INTERNAL_ERR', 'Something went wrong on our side. It has been logged; quote the requestId if you report it.')
+  })
+}, { name: 'error-handler', dependencies: ['config'] })

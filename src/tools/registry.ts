@@ -1,0 +1,194 @@
+import { AppError } from '../errors.js'
+import { newId, randomSecret } from '../ids.js'
+import type { Page, PageRequest, SigningSecret, Store, ToolRecord } from '../store/index.js'
+import type { ToolDefinition } from '../schemas/tools.js'
+import { checkUrlEgress, EgressDeniedError, type EgressAllowList } from './egress-guard.js'
+import { InputValidators, InvalidInputSchemaError } from './input-validator.js'
+
+// Headers Switchboard sets on every call itself; a tool's configured headers may not override them.
+const RESERVED_HEADERS = new Set([
+  'host', 'content-type', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade',
+  'te', 'trailer', 'expect', 'proxy-authorization', 'proxy-connection', 'idempotency-key', 'webhook-id',
+  'webhook-timestamp', 'webhook-signature', 'traceparent', 'tracestate', 'user-agent'
+])
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/** A Standard Webhooks secret: `whsec_` then base64 of 32 random bytes. */
+export function newSigningSecret (): string {
+  return `whsec_${randomSecret(32)}`
+}
+
+/** The secrets that sign calls now: the current one, and the previous one during its rotation window. */
+export function activeSecrets (tool: Pick<ToolRecord, 'signing_secrets'>, now: number): string[] {
+  return tool.signing_secrets.filter((s) => s.expires_at === null || s.expires_at > now).map((s) => s.secret)
+}
+
+export interface ToolRegistryOptions {
+  readonly store: Store
+  readonly egress: EgressAllowList
+  /** After a rotation, how long the previous secret keeps signing. */
+  readonly rotationWindowMs: number
+  readonly validators: InputValidators
+  readonly now?: () => number
+}
+
+export interface ToolWrite {
+  readonly tool: ToolRecord
+  readonly created: boolean
+  /** Present when a secret was issued: on create and on rotation, the only times it is shown. */
+  readonly signingSecret?: string
+}
+
+/**
+ * Registers, reads and removes a tenant's tools. Everything a tool is checked for happens here,
+ * whether it comes through the API or TOOLS_FILE: its input schema must compile, its URL must be
+ * http(s) and allowed by the egress policy, its headers must be sendable.
+ */
+export class ToolRegistry {
+  readonly #store: Store
+  readonly #egress: EgressAllowList
+  readonly #rotationWindowMs: number
+  readonly #validators: InputValidators
+  readonly #now: () => number
+
+  constructor (options: ToolRegistryOptions) {
+    this.#store = options.store
+    this.#egress = options.egress
+    this.#rotationWindowMs = options.rotationWindowMs
+    this.#validators = options.validators
+    this.#now = options.now ?? Date.now
+  }
+
+  /**
+   * Creates or replaces a tool. A replace keeps the tool's secrets; a create issues one. Tools
+   * declared in TOOLS_FILE can only be changed by the file (`source: 'file'`).
+   */
+  async put (tenantId: string, name: string, definition: ToolDefinition, source: 'api' | 'file' = 'api'): Promise<ToolWrite> {
+    const existing = await this.#store.getTool(tenantId, name)
+    if (existing !== null && existing.source === 'file' && source === 'api') {
+      throw new AppError('TOOL_ERR_READ_ONLY', `Tool ${name} is declared in TOOLS_FILE: change it there and restart, or remove it from the file first.`)
+    }
+    const record = await this.#check(tenantId, name, definition, source)
+    const secret = newSigningSecret()
+    const { tool, created } = await this.#store.putTool({ ...record, signing_secrets: [{ secret, expires_at: null }] })
+    this.#validators.compile(tool.input_schema, { key: cacheKey(tenantId, name), revision: tool.revision })
+    return created ? { tool, created, signingSecret: secret } : { tool, created }
+  }
+
+  async get (tenantId: string, name: string): Promise<ToolRecord> {
+    const tool = await this.#store.getTool(tenantId, name)
+    if (tool === null) throw notFound(name)
+    return tool
+  }
+
+  list (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>> {
+    return this.#store.listTools(tenantId, page)
+  }
+
+  async delete (tenantId: string, name: string, source: 'api' | 'file' = 'api'): Promise<void> {
+    const existing = await this.get(tenantId, name)
+    if (existing.source === 'file' && source === 'api') {
+      throw new AppError('TOOL_ERR_READ_ONLY', `Tool ${name} is declared in TOOLS_FILE: remove it from the file and restart.`)
+    }
+    await this.#store.deleteTool(tenantId, name)
+    this.#validators.forget(cacheKey(tenantId, name))
+  }
+
+  /**
+   * Issues a new signing secret. The previous one keeps signing every call, beside the new one,
+   * for the rotation window, so a tool can switch to the new secret without missing a call.
+   */
+  async rotateSecret (tenantId: string, name: string, newSecret = newSigningSecret()): Promise<ToolWrite> {
+    const existing = await this.get(tenantId, name)
+    const now = this.#now()
+    const previous = existing.signing_secrets.find((s) => s.expires_at === null)
+    const secrets: SigningSecret[] = [{ secret: newSecret, expires_at: null }]
+    if (previous !== undefined && this.#rotationWindowMs > 0) {
+      secrets.push({ secret: previous.secret, expires_at: now + this.#rotationWindowMs })
+    }
+    const tool = await this.#store.setToolSecrets(tenantId, name, secrets, now)
+    if (tool === null) throw notFound(name)
+    return { tool, created: false, signingSecret: newSecret }
+  }
+
+  /** The compiled check of a tool's input schema, compiled once per revision of the tool. */
+  inputCheck (tool: ToolRecord): (input: unknown) => string | null {
+    return this.#validators.compile(tool.input_schema, { key: cacheKey(tool.tenant_id, tool.name), revision: tool.revision })
+  }
+
+  /** Checks a definition and turns it into the record to store (without secrets). */
+  async #check (tenantId: string, name: string, definition: ToolDefinition, source: 'api' | 'file'): Promise<ToolRecord> {
+    try {
+      this.#validators.compile(definition.input_schema)
+    } catch (err) {
+      if (err instanceof InvalidInputSchemaError) throw new AppError('TOOL_ERR_INVALID_SCHEMA', err.message)
+      throw err
+    }
+    const url = parseToolUrl(definition.url)
+    try {
+      await checkUrlEgress(this.#egress, url)
+    } catch (err) {
+      if (err instanceof EgressDeniedError) {
+        throw new AppError('TOOL_ERR_URL_NOT_ALLOWED', `url is refused: ${err.message}. To allow a private or loopback host, list it in TOOL_EGRESS_ALLOW.`)
+      }
+      throw err
+    }
+    const headers = definition.headers ?? {}
+    for (const [header, value] of Object.entries(headers)) {
+      if (!HEADER_NAME.test(header)) {
+        throw new AppError('REQUEST_ERR_VALIDATION', `headers has an invalid header name "${header}": use letters, digits and -.`)
+      }
+      if (RESERVED_HEADERS.has(header.toLowerCase())) {
+        throw new AppError('REQUEST_ERR_VALIDATION', `headers may not set "${header}": Switchboard sets it on every call itself.`)
+      }
+      if (!HEADER_VALUE.test(value)) {
+        throw new AppError('REQUEST_ERR_VALIDATION', `headers["${header}"] has a control character (such as a line break) that a header value cannot hold.`)
+      }
+    }
+    const now = this.#now()
+    return {
+      tenant_id: tenantId,
+      name,
+      description: definition.description,
+      input_schema: definition.input_schema,
+      url: url.toString(),
+      headers,
+      timeout_ms: definition.timeout_ms ?? 30_000,
+      effect: definition.effect ?? 'side_effecting',
+      parallel: definition.parallel ?? true,
+      max_concurrency: definition.max_concurrency ?? null,
+      max_attempts: definition.max_attempts ?? 3,
+      signing_secrets: [],
+      source,
+      revision: newId('rev'),
+      created_at: now,
+      updated_at: now
+    }
+  }
+}
+
+function parseToolUrl (value: string): URL {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new AppError('TOOL_ERR_INVALID_URL', `url "${value.slice(0, 200)}" is not an absolute URL: write it as https://host/path.`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new AppError('TOOL_ERR_INVALID_URL', `url must use http or https, not ${url.protocol.replace(':', '')}.`)
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new AppError('TOOL_ERR_INVALID_URL', 'url must not hold credentials (user:password@): URLs are shown when the tool is read; put credentials in `headers`, whose values are write-only.')
+  }
+  url.hash = ''
+  return url
+}
+
+function notFound (name: string): AppError {
+  return new AppError('TOOL_ERR_NOT_FOUND', `No tool named ${name}: register it with PUT /tools/${name}, or list your tools with GET /tools.`)
+}
+
+function cacheKey (tenantId: string, name: string): string {
+  return `${tenantId}\u0000${name}`
+}

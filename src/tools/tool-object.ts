@@ -1,0 +1,26 @@
+import { isoDate } from '../schemas/common.js'
+import type { Tool } from '../schemas/tools.js'
+import type { ToolRecord } from '../store/index.js'
+
+/** A stored tool as the API shows it: header names without values, and no secret. */
+export function toToolObject (tool: ToolRecord, now: number = Date.now()): Tool {
+  const previous = tool.signing_secrets.find((s) => s.expires_at !== null && s.expires_at > now)
+  return {
+    object: 'tool',
+    name: tool.name,
+    description: tool.description,
+    input_schema: tool.input_schema,
+    url: tool.url,
+    header_names: Object.keys(tool.headers),
+    timeout_ms: tool.timeout_ms,
+    effect: tool.effect,
+    parallel: tool.parallel,
+    max_concurrency: tool.max_concurrency,
+    max_attempts: tool.max_attempts,
+    source: tool.source,
+    has_signing_secret: tool.signing_secrets.length > 0,
+    previous_secret_expires_at: previous === undefined ? null : isoDate(previous.expires_at),
+    created_at: isoDate(tool.created_at),
+    updated_at: isoDate(tool.updated_at)
+  }
+}

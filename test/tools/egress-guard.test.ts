@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest'
+import { assertAddressAllowed, classifyAddress, createGuardedLookup, parseEgressAllow } from '../../src/tools/egress-guard.js'
+
+describe('egress policy', () => {
+  it('classifies addresses in every form', () => {
+    const cases: Array<[string, string]> = [
+      ['8.8.8.8', 'public'], ['2606:4700::1111', 'public'],
+      ['127.0.0.1', 'private'], ['10.0.0.1', 'private'], ['172.16.5.4', 'private'], ['192.168.1.1', 'private'],
+      ['100.64.0.1', 'private'], ['0.0.0.0', 'private'], ['::1', 'private'], ['::', 'private'], ['fc00::1', 'private'],
+      ['::ffff:127.0.0.1', 'private'], ['::ffff:7f00:1', 'private'], ['64:ff9b::10.0.0.1', 'private'], ['[::1]', 'private'],
+      ['169.254.169.254', 'metadata'], ['169.254.0.1', 'metadata'], ['100.100.100.200', 'metadata'],
+      ['fd00:ec2::254', 'metadata'], ['fe80::1', 'metadata'], ['::ffff:169.254.169.254', 'metadata'], ['::ffff:a9fe:a9fe', 'metadata']
+    ]
+    for (const [address, expected] of cases) expect(classifyAddress(address), address).toBe(expected)
+  })
+
+  it('allows private addresses only when listed, and metadata never', () => {
+    const policy = parseEgressAllow('10.0.0.0/8,tools.internal,169.254.169.254')
+    expect(() => assertAddressAllowed(policy, '10.9.9.9', '10.9.9.9')).not.toThrow()
+    expect(() => assertAddressAllowed(policy, '192.168.0.1', 'tools.internal')).not.toThrow()
+    expect(() => assertAddressAllowed(policy, '192.168.0.1', 'other.internal')).toThrow(/not listed in TOOL_EGRESS_ALLOW/)
+    expect(() => assertAddressAllowed(policy, '169.254.169.254', 'tools.internal')).toThrow(/always refused/)
+    expect(() => assertAddressAllowed(policy, '::ffff:10.1.1.1', '::ffff:10.1.1.1')).not.toThrow()
+  })
+
+  it('connect-time lookup hands back only allowed addresses, and fails when none is', async () => {
+    const lookup = createGuardedLookup(parseEgressAllow(''))
+    const result = await new Promise<{ err: NodeJS.ErrnoException | null, address: unknown }>((resolve) => {
+      lookup('localhost', { all: true }, (err, address) => resolve({ err, address }))
+    })
+    expect(result.err).toMatchObject({ code: 'ERR_EGRESS_DENIED' })
+    expect(result.err!.message).toMatch(/localhost resolves to it/)
+
+    const allowing = createGuardedLookup(parseEgressAllow('127.0.0.0/8'))
+    const allowed = await new Promise<{ err: NodeJS.ErrnoException | null, address: unknown }>((resolve) => {
+      allowing('localhost', { family: 4 }, (err, address) => resolve({ err, address }))
+    })
+    expect(allowed.err).toBeNull()
+    expect(allowed.address).toBe('127.0.0.1')
+  })
+})
