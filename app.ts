@@ -14,8 +14,10 @@ import storePlugin from './plugins/store.js'
 import authPlugin from './plugins/auth.js'
 import openapiPlugin from './plugins/openapi.js'
 import registryPlugin from './plugins/registry.js'
+import enginePlugin from './plugins/engine.js'
 import healthRoutes from './routes/health.js'
 import toolRoutes from './routes/tools/index.js'
+import runRoutes from './routes/runs/index.js'
 
 export interface AppOptions {
   readonly config: Config
@@ -61,10 +63,12 @@ export async function buildApp (options: AppOptions) {
   await app.register(storePlugin, { store: options.store })
   await app.register(authPlugin)
   await app.register(registryPlugin)
+  await app.register(enginePlugin)
   await app.register(openapiPlugin)
 
   await app.register(healthRoutes)
   await app.register(toolRoutes)
+  await app.register(runRoutes)
   return app
 }
 

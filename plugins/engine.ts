@@ -1,0 +1,46 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import { ModelClient } from '../src/model/model-client.js'
+import { RunEngine } from '../src/runs/engine.js'
+import { WebhookClient } from '../src/tools/webhook-client.js'
+import { VERSION } from '../src/version.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    engine: RunEngine
+  }
+}
+
+/**
+ * The run engine, with its model client (the Anthropic SDK) and its webhook client (undici). On
+ * close it drains: runs in flight get SHUTDOWN_GRACE_MS to finish before they are handed back.
+ * The drain happens before the server stops, so that waiting sync requests still get their answer.
+ */
+export default fp(async function enginePlugin (app: FastifyInstance) {
+  const { config } = app
+  const engine = new RunEngine({
+    store: app.store,
+    registry: app.tools,
+    log: app.log,
+    model: new ModelClient({ apiKey: config.ANTHROPIC_API_KEY, baseURL: config.ANTHROPIC_BASE_URL }),
+    webhooks: new WebhookClient({
+      egress: config.egressAllow,
+      maxResponseBytes: config.TOOL_MAX_RESPONSE_BYTES,
+      maxResultChars: config.TOOL_MAX_RESULT_CHARS,
+      userAgent: `switchboard/${VERSION}`
+    }),
+    limits: {
+      defaultModel: config.DEFAULT_MODEL,
+      maxSteps: config.RUN_MAX_STEPS,
+      maxTimeoutMs: config.RUN_MAX_TIMEOUT_MS,
+      leaseMs: config.RUN_LEASE_MS,
+      modelMaxRetries: config.MODEL_MAX_RETRIES
+    },
+    modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined
+  })
+  app.decorate('engine', engine)
+  app.addHook('preClose', async () => {
+    app.lifecycle.startDraining()
+    await engine.close(config.SHUTDOWN_GRACE_MS)
+  })
+}, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle'] })

@@ -1,0 +1,123 @@
+import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk'
+import type { Message, MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messages'
+import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
+
+/** What one model call sends: the Messages API's request, without `stream`. */
+export type ModelRequest = MessageCreateParamsBase
+
+/** Why a model call failed, in the engine's terms. */
+export class ModelCallError extends Error {
+  override name = 'ModelCallError'
+  /** Worth another try after a pause: overloaded, rate limited, a 5xx, a broken connection. */
+  readonly retryable: boolean
+  /** What the API asked us to wait (retry-after-ms or retry-after), if anything. */
+  readonly retryAfterMs: number | undefined
+  /** The run's error code if this ends the run. */
+  readonly code: string
+  readonly status: number | undefined
+
+  constructor (message: string, options: { retryable: boolean, code: string, status?: number, retryAfterMs?: number, cause?: unknown }) {
+    super(message, { cause: options.cause })
+    this.retryable = options.retryable
+    this.code = options.code
+    this.status = options.status
+    this.retryAfterMs = options.retryAfterMs
+  }
+}
+
+export interface ModelClientOptions {
+  readonly apiKey: string | undefined
+  readonly baseURL: string | undefined
+  /** The longest one model call may take before it is abandoned (and retried). */
+  readonly timeoutMs?: number
+}
+
+/**
+ * The Messages API, through the Anthropic SDK, always streaming. One call is one attempt: the
+ * SDK's own retries are off because the engine retries, so that every retry is an event, waits
+ * within the run's deadline, and also covers failures in the middle of a stream.
+ */
+export class ModelClient {
+  readonly #client: Anthropic
+
+  constructor (options: ModelClientOptions) {
+    this.#client = new Anthropic({
+      // Without a key the SDK would hunt for credentials in profiles on disk: never do that here.
+      apiKey: options.apiKey ?? 'missing-api-key',
+      baseURL: options.baseURL ?? null,
+      maxRetries: 0,
+      timeout: options.timeoutMs ?? 600_000,
+      logLevel: 'off'
+    })
+  }
+
+  /**
+   * Streams one model answer. `handlers` see text as it arrives and each `tool_use` block the
+   * moment it is complete. Resolves with the whole message; rejects with {@link ModelCallError},
+   * or with the signal's reason when aborted.
+   */
+  async stream (request: ModelRequest, handlers: AccumulatorHandlers, signal: AbortSignal): Promise<Message> {
+    const accumulator = new MessageAccumulator(handlers)
+    try {
+      const stream = await this.#client.messages.create({ ...request, stream: true }, { signal })
+      for await (const event of stream) accumulator.push(event)
+    } catch (err) {
+      if (signal.aborted) throw signal.reason
+      throw classify(err)
+    }
+    if (signal.aborted) throw signal.reason
+    if (!accumulator.complete || accumulator.message === null) {
+      throw new ModelCallError('the Messages API stream ended before the message was complete', { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+    }
+    return accumulator.message
+  }
+}
+
+const RETRYABLE_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error', 'timeout_error'])
+
+/** Turns whatever the SDK threw into a {@link ModelCallError}. */
+function classify (err: unknown): ModelCallError {
+  if (err instanceof ModelCallError) return err
+  if (err instanceof APIUserAbortError) {
+    return new ModelCallError('the model call was aborted', { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+  }
+  if (err instanceof APIConnectionError) {
+    return new ModelCallError(`could not reach the Messages API: ${err.message}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+  }
+  if (err instanceof APIError) {
+    const body = err.error as { error?: { type?: string, message?: string } } | undefined
+    const type = body?.error?.type
+    const detail = body?.error?.message ?? err.message
+    const status = err.status
+    const retryAfterMs = retryAfter(err.headers)
+    if (status === undefined) {
+      // An `error` event in the middle of the stream.
+      return new ModelCallError(`the Messages API stream failed (${type ?? 'error'}): ${detail}`, {
+        retryable: type === undefined || RETRYABLE_TYPES.has(type), code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs, cause: err
+      })
+    }
+    const retryable = status === 408 || status === 409 || status === 429 || status >= 500
+    const what = type !== undefined ? `${status} ${type}` : String(status)
+    return new ModelCallError(`the Messages API answered ${what}: ${detail}`, {
+      retryable,
+      code: retryable ? 'MODEL_ERR_UNAVAILABLE' : status === 401 || status === 403 ? 'MODEL_ERR_AUTHENTICATION' : 'MODEL_ERR_REQUEST_REFUSED',
+      status,
+      retryAfterMs,
+      cause: err
+    })
+  }
+  // Anything else (a malformed event, a socket torn mid-stream) is most likely passing.
+  return new ModelCallError(`the model call failed: ${(err as Error)?.message ?? String(err)}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+}
+
+function retryAfter (headers: Headers | undefined): number | undefined {
+  if (headers === undefined) return undefined
+  const ms = Number.parseFloat(headers.get('retry-after-ms') ?? '')
+  if (Number.isFinite(ms) && ms >= 0) return ms
+  const value = headers.get('retry-after')
+  if (value === null) return undefined
+  const seconds = Number.parseFloat(value)
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000
+  const date = Date.parse(value)
+  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined
+}

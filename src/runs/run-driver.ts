@@ -1,0 +1,364 @@
+import type { Message, MessageParam, Tool as ModelTool, ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import type { Log } from '../logger.js'
+import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
+import type { CompletedToolUse } from '../model/message-accumulator.js'
+import type { RunParams, StopReason } from '../schemas/runs.js'
+import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type Store, type ToolRecord, type Usage } from '../store/index.js'
+import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
+import type { ToolRegistry } from '../tools/registry.js'
+import { errorOutcome, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
+import type { WebhookClient } from '../tools/webhook-client.js'
+import { EventLog } from './event-log.js'
+import { toRunObject } from './run-object.js'
+
+/** Why a run was stopped from outside its loop; the abort reason of its signal. */
+export class RunStop extends Error {
+  override name = 'RunStop'
+  constructor (readonly reason: 'timeout' | 'cancelled' | 'shutdown' | 'lease_lost', message: string) {
+    super(message)
+  }
+}
+
+/** What every driver of this process shares. */
+export interface DriverDeps {
+  readonly store: Store
+  readonly registry: ToolRegistry
+  readonly model: ModelClient
+  readonly webhooks: WebhookClient
+  readonly toolConcurrency: ToolConcurrency
+  readonly log: Log
+  /** Retries of a failing model call before the run fails. */
+  readonly modelMaxRetries: number
+}
+
+// Backoff between model attempts when the API gives no retry-after: 0.5 s doubling to 16 s.
+const MODEL_BACKOFF_BASE_MS = 500
+const MODEL_BACKOFF_CAP_MS = 16_000
+
+const TERMINAL_STOP_REASONS: Record<string, StopReason> = {
+  end_turn: 'end_turn',
+  stop_sequence: 'stop_sequence',
+  refusal: 'refusal',
+  max_tokens: 'max_tokens',
+  // Cut by the context window rather than by max_tokens: the same for the caller.
+  model_context_window_exceeded: 'max_tokens'
+}
+
+/**
+ * Drives one run from its stored state to a final state (SPEC §5): each step calls the model,
+ * dispatches each tool_use the moment it is complete in the stream, and stores the assistant
+ * message and every result in one transaction. A failing tool is a result; a failing model call is
+ * retried; the run's deadline, a cancel or shutdown abort everything in flight at once.
+ */
+export class RunDriver {
+  readonly #deps: DriverDeps
+  readonly #lease: Lease
+  readonly #params: RunParams
+  readonly #controller = new AbortController()
+  readonly #history: MessageParam[]
+  readonly #log: Log
+  readonly events: EventLog
+  /** Settles with the run once it is final (or handed back, on shutdown or a lost lease). */
+  readonly done: Promise<RunRecord>
+  #resolveDone!: (run: RunRecord) => void
+  #deadlineTimer: NodeJS.Timeout | undefined
+
+  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[]) {
+    this.#deps = deps
+    this.#lease = lease
+    this.#params = run.params as unknown as RunParams
+    this.#history = history
+    this.#log = deps.log.child({ runId: run.id })
+    this.events = new EventLog(deps.store, run, lease)
+    this.done = new Promise((resolve) => { this.#resolveDone = resolve })
+  }
+
+  get runId (): string {
+    return this.events.run.id
+  }
+
+  get signal (): AbortSignal {
+    return this.#controller.signal
+  }
+
+  /** Stops the run from outside: everything in flight is aborted at once. */
+  stop (reason: RunStop): void {
+    if (!this.#controller.signal.aborted) this.#controller.abort(reason)
+  }
+
+  /** Runs the loop to the end. Never rejects. */
+  async drive (): Promise<void> {
+    const run = this.events.run
+    const remaining = run.deadline_at - Date.now()
+    this.#deadlineTimer = setTimeout(() => this.stop(new RunStop('timeout', `the run reached its timeout of ${this.#params.timeout_ms} ms`)), Math.max(0, remaining))
+    try {
+      if (run.status === 'queued') {
+        const started: RunPatch = { status: 'running', started_at: Date.now() }
+        this.events.emit('run.started', toRunObject({ ...run, ...started }))
+        await this.events.commit({ patch: started })
+      }
+      await this.#loop()
+    } catch (err) {
+      await this.#failed(err)
+    } finally {
+      clearTimeout(this.#deadlineTimer)
+      this.#resolveDone(this.events.run)
+    }
+  }
+
+  async #loop (): Promise<void> {
+    for (;;) {
+      this.#throwIfStopped()
+      const step = this.events.run.steps + 1
+      const stop = await this.#step(step)
+      if (stop !== null) {
+        await this.#finish('completed', stop)
+        return
+      }
+      this.#throwIfStopped()
+    }
+  }
+
+  /** One model call and its tool calls; answers the stop reason if the run is done. */
+  async #step (step: number): Promise<StopReason | null> {
+    const run = this.events.run
+    this.events.emit('step.started', { step })
+    const records = await this.#deps.store.getTools(run.tenant_id, this.#params.tools)
+    const tools = new Map(records.map((t) => [t.name, t]))
+    const request = this.#request(records)
+
+    const { message, calls } = await this.#callModel(step, request, tools)
+    const usage = addUsage(run.usage, message.usage as unknown as Partial<Usage>)
+    this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content })
+
+    const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
+    const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
+    for (const toolUse of toolUses) {
+      if (calls.has(toolUse.id)) continue
+      // Not dispatched while streaming: its input was not complete JSON.
+      const why = toolUse === cutOff
+        ? `Tool ${toolUse.name} was not called: its tool_use block was cut off by max_tokens before its input was complete.`
+        : `Tool ${toolUse.name} was not called: its input was not valid JSON.`
+      calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, why)))
+    }
+    const results = await Promise.all(toolUses.map(async (toolUse) => await calls.get(toolUse.id)!))
+
+    const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
+    // Every tool_use gets its tool_result, first and in the model's order, so that the stored
+    // transcript stays valid whatever the stop reason.
+    if (results.length > 0) messages.push({ role: 'user', content: results })
+    const stopReason = this.#stopReason(message, step)
+    const patch: RunPatch = {
+      steps: step,
+      usage,
+      output: message.content,
+      tool_calls_total: run.tool_calls_total + results.length,
+      tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
+    }
+    this.#history.push(...messages)
+    await this.events.commit({ messages, patch })
+    return stopReason
+  }
+
+  /** The model call of a step, retried on overload and the like; eager dispatch of its tool calls. */
+  async #callModel (step: number, request: ModelRequest, tools: Map<string, ToolRecord>): Promise<{ message: Message, calls: Map<string, Promise<ToolResultBlockParam>> }> {
+    for (let attempt = 1; ; attempt++) {
+      // Each attempt's calls hang off their own signal: if the stream fails halfway, the calls it
+      // already started are cancelled with it, and the retry starts from a clean slate.
+      const attemptController = new AbortController()
+      const signal = AbortSignal.any([this.#controller.signal, attemptController.signal])
+      const dispatcher = new StepDispatcher(this.#params.parallelism, this.#deps.toolConcurrency, signal)
+      const calls = new Map<string, Promise<ToolResultBlockParam>>()
+      try {
+        const message = await this.#deps.model.stream(request, {
+          onText: (text) => this.events.emitDelta(step, text),
+          onToolUse: (toolUse) => {
+            if (toolUse.inputComplete) calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
+          }
+        }, this.#controller.signal)
+        return { message, calls }
+      } catch (err) {
+        attemptController.abort(new RunStop('cancelled', 'the model call it belonged to failed'))
+        await Promise.allSettled(calls.values())
+        if (this.#controller.signal.aborted) throw this.#controller.signal.reason
+        if (!(err instanceof ModelCallError) || !err.retryable || attempt > this.#deps.modelMaxRetries) throw err
+        const delayMs = err.retryAfterMs ?? Math.min(MODEL_BACKOFF_CAP_MS, MODEL_BACKOFF_BASE_MS * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.25)
+        if (Date.now() + delayMs >= this.events.run.deadline_at) throw err
+        this.#log.warn({ step, attempt, delayMs: Math.round(delayMs), status: err.status, error: err.message }, 'model call failed; retrying')
+        this.events.emit('step.retrying', { step, attempt, error: err.message, status: err.status ?? null, retry_in_ms: Math.round(delayMs) })
+        await sleep(delayMs, this.#controller.signal)
+      }
+    }
+  }
+
+  /** Checks a complete tool_use and schedules its webhook call; resolves with its tool_result. */
+  async #dispatch (step: number, toolUse: CompletedToolUse, tools: Map<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
+    const { block } = toolUse
+    const tool = tools.get(block.name)
+    if (tool === undefined) {
+      const available = [...tools.keys()].join(', ')
+      return this.#notCalled(step, block, `Tool ${block.name} is not available in this run${available !== '' ? ` (available: ${available})` : ''}.`)
+    }
+    const problem = this.#deps.registry.inputCheck(tool)(block.input)
+    if (problem !== null) return this.#notCalled(step, block, `Tool ${block.name} was not called: invalid input: ${problem}`)
+
+    const run = this.events.run
+    let startedAt = 0
+    let attempts = 0
+    let outcome: ToolOutcome
+    try {
+      const result = await dispatcher.schedule({
+        parallel: tool.parallel,
+        limit: tool.max_concurrency === null ? null : { key: `${tool.tenant_id}\u0000${tool.name}`, max: tool.max_concurrency }
+      }, async () => {
+        startedAt = Date.now()
+        return await this.#deps.webhooks.call(tool, block.input, {
+          runId: run.id,
+          toolUseId: block.id,
+          metadata: run.metadata,
+          traceId: run.trace_id,
+          runDeadline: run.deadline_at,
+          signal
+        }, {
+          onAttempt: (attempt) => this.events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt }),
+          onRetry: (attempt, failed, durationMs, delayMs) => this.events.emit('tool_call.retrying', {
+            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, error: contentText(failed.content), retry_in_ms: delayMs
+          })
+        })
+      })
+      outcome = result.outcome
+      attempts = result.attempts
+    } catch (err) {
+      // The run stopped before the call's turn came: it was never sent.
+      const reason = err instanceof Error ? err.message : 'the run stopped'
+      outcome = errorOutcome('cancelled', `Tool ${block.name} was not called: ${reason}`)
+    }
+    if (outcome.kind === 'cancelled' && signal.aborted && this.#controller.signal.reason instanceof RunStop) {
+      outcome = errorOutcome('cancelled', `Tool ${block.name} was cancelled: ${this.#controller.signal.reason.message}`)
+    }
+    const durationMs = startedAt === 0 ? 0 : Date.now() - startedAt
+    this.events.emit('tool_call.completed', {
+      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content
+    })
+    return toolResult(block.id, outcome.content, outcome.isError)
+  }
+
+  /** A tool_use answered without a call: unknown tool, invalid input, cut off. */
+  #notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string): ToolResultBlockParam {
+    this.events.emit('tool_call.completed', {
+      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome: 'refused', content: message
+    })
+    return toolResult(block.id, message, true)
+  }
+
+  #request (tools: ToolRecord[]): ModelRequest {
+    const run = this.events.run
+    const params = this.#params
+    const modelTools: ModelTool[] = params.tools
+      .map((name) => tools.find((t) => t.name === name))
+      .filter((t): t is ToolRecord => t !== undefined)
+      .map((t) => ({ name: t.name, description: t.description, input_schema: t.input_schema as ModelTool['input_schema'] }))
+    const request: ModelRequest = { model: run.model, max_tokens: params.max_tokens, messages: this.#history }
+    if (params.system !== undefined) request.system = params.system
+    if (modelTools.length > 0) {
+      request.tools = modelTools
+      const choice = params.tool_choice ?? { type: 'auto' }
+      request.tool_choice = (params.disable_parallel_tool_use && choice.type !== 'none'
+        ? { ...choice, disable_parallel_tool_use: true }
+        : choice) as ModelRequest['tool_choice']
+    }
+    if (params.thinking !== undefined) request.thinking = params.thinking as ModelRequest['thinking']
+    // Sampling settings are passed through as given; this SDK's types no longer list them.
+    const sampling = request as ModelRequest & Record<string, unknown>
+    if (params.temperature !== undefined) sampling.temperature = params.temperature
+    if (params.top_p !== undefined) sampling.top_p = params.top_p
+    if (params.top_k !== undefined) sampling.top_k = params.top_k
+    if (params.stop_sequences !== undefined) request.stop_sequences = params.stop_sequences
+    return request
+  }
+
+  /** Whether the run ends after this step, and with what stop reason. */
+  #stopReason (message: Message, step: number): StopReason | null {
+    const terminal = message.stop_reason === null ? undefined : TERMINAL_STOP_REASONS[message.stop_reason]
+    if (terminal !== undefined) return terminal
+    if (message.stop_reason !== 'tool_use' && message.stop_reason !== 'pause_turn') {
+      this.#log.warn({ stopReason: message.stop_reason }, 'unknown stop reason; ending the run as end_turn')
+      return 'end_turn'
+    }
+    return step >= this.#params.max_steps ? 'max_steps' : null
+  }
+
+  #throwIfStopped (): void {
+    if (this.#controller.signal.aborted) throw this.#controller.signal.reason
+  }
+
+  async #finish (status: 'completed' | 'failed' | 'cancelled', stopReason: StopReason, error: { code: string, message: string } | null = null): Promise<void> {
+    const patch: RunPatch = { status, stop_reason: stopReason, completed_at: Date.now(), error }
+    this.events.emit(`run.${status}`, toRunObject({ ...this.events.run, ...patch }))
+    await this.events.commit({ patch })
+    this.#log.info({ status, stopReason, steps: this.events.run.steps, toolCalls: this.events.run.tool_calls_total }, 'run finished')
+  }
+
+  /** Ends the run after whatever stopped its loop. */
+  async #failed (err: unknown): Promise<void> {
+    const reason = this.#controller.signal.aborted ? this.#controller.signal.reason : err
+    try {
+      if (reason instanceof RunStop) {
+        if (reason.reason === 'timeout') {
+          await this.#finish('failed', 'timeout', { code: 'RUN_ERR_TIMEOUT', message: `The run did not finish within its timeout_ms (${this.#params.timeout_ms} ms).` })
+        } else if (reason.reason === 'cancelled') {
+          await this.#finish('cancelled', 'cancelled')
+        } else {
+          // Shutdown or a lost lease: the run is not over, it is somebody else's to finish.
+          await this.events.flush().catch(() => {})
+          this.#log.info({ reason: reason.reason }, 'run handed back')
+        }
+      } else if (err instanceof LeaseLostError || this.events.failure instanceof LeaseLostError) {
+        this.#log.warn('lease lost: another replica drives this run now')
+      } else if (err instanceof ModelCallError) {
+        this.#log.warn({ code: err.code, status: err.status, error: err.message }, 'model call failed; the run fails')
+        await this.#finish('failed', 'error', { code: err.code, message: `The model call failed: ${err.message}` })
+      } else {
+        this.#log.error({ err }, 'run failed unexpectedly')
+        await this.#finish('failed', 'error', { code: 'RUN_ERR_INTERNAL', message: 'The run failed because of an internal error; it has been logged.' })
+      }
+    } catch (writeError) {
+      this.#log.error({ err: writeError }, 'could not store the end of the run')
+    }
+  }
+}
+
+function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean): ToolResultBlockParam {
+  return isError ? { type: 'tool_result', tool_use_id: toolUseId, content, is_error: true } : { type: 'tool_result', tool_use_id: toolUseId, content }
+}
+
+function contentText (content: ToolResultContent): string {
+  return typeof content === 'string' ? content : content.map((b) => b.type === 'text' ? b.text : `[${b.type}]`).join('')
+}
+
+function addUsage (total: Usage, add: Partial<Usage>): Usage {
+  return {
+    input_tokens: total.input_tokens + (add.input_tokens ?? 0),
+    output_tokens: total.output_tokens + (add.output_tokens ?? 0),
+    cache_creation_input_tokens: total.cache_creation_input_tokens + (add.cache_creation_input_tokens ?? 0),
+    cache_read_input_tokens: total.cache_read_input_tokens + (add.cache_read_input_tokens ?? 0)
+  }
+}
+
+function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason)
+      return
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}

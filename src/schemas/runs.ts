@@ -1,0 +1,145 @@
+import Type, { type Static } from 'typebox'
+import type { MessageParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
+import { ISODate, NullableISODate } from './common.js'
+import { ToolNameSchema } from './tools.js'
+
+export const RunStatusSchema = Type.Union([
+  Type.Literal('queued'), Type.Literal('running'), Type.Literal('requires_action'),
+  Type.Literal('completed'), Type.Literal('failed'), Type.Literal('cancelled')
+])
+export const FINAL_STATUSES: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled'])
+
+const METADATA_KEY = '^[a-zA-Z0-9_.:-]{1,64}$'
+
+export const MetadataSchema = Type.Record(Type.String(), Type.String({ maxLength: 512 }), {
+  maxProperties: 16,
+  propertyNames: { pattern: METADATA_KEY },
+  description: 'Up to 16 string pairs (keys: letters, digits, _ . : -, at most 64; values at most 512 characters). Stored, listed, filterable and sent to every tool call.'
+})
+
+const ContentBlockSchema = Type.Object({ type: Type.String({ minLength: 1 }) }, { additionalProperties: true, description: 'A content block of the Messages API.' })
+
+/** One message of a history: an Anthropic `MessageParam`, checked for shape here and in full by the model. */
+export const MessageParamSchema = Type.Unsafe<MessageParam>(Type.Object({
+  role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]),
+  content: Type.Union([Type.String(), Type.Array(ContentBlockSchema, { minItems: 1 })])
+}, { additionalProperties: false, title: 'MessageParam' }))
+
+const SystemSchema = Type.Unsafe<string | TextBlockParam[]>(Type.Union([
+  Type.String(),
+  Type.Array(Type.Object({ type: Type.Literal('text'), text: Type.String() }, { additionalProperties: true }), { minItems: 1 })
+], { description: 'The system prompt: a string or text blocks (with cache_control, say).' }))
+
+const ToolChoiceSchema = Type.Object({
+  type: Type.Union([Type.Literal('auto'), Type.Literal('any'), Type.Literal('tool'), Type.Literal('none')]),
+  name: Type.Optional(Type.String()),
+  disable_parallel_tool_use: Type.Optional(Type.Boolean())
+}, { additionalProperties: false, description: 'As in the Messages API.' })
+
+const ThinkingSchema = Type.Object({ type: Type.String() }, { additionalProperties: true, description: 'As in the Messages API, e.g. `{ "type": "enabled", "budget_tokens": 2048 }`.' })
+
+/** The body of `POST /runs`. */
+export const CreateRunSchema = Type.Object({
+  input: Type.Optional(Type.String({ minLength: 1, description: 'The first user message. Give this or `messages`, not both.' })),
+  messages: Type.Optional(Type.Array(MessageParamSchema, { minItems: 1, maxItems: 10_000, description: 'A Messages API history ending with a user message. Give this or `input`, not both.' })),
+  tools: Type.Optional(Type.Array(ToolNameSchema, { maxItems: 128, uniqueItems: true, default: [], description: 'Names of registered tools this run may use.' })),
+  model: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'Defaults to DEFAULT_MODEL.' })),
+  system: Type.Optional(SystemSchema),
+  max_tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 4096, description: 'Per model call.' })),
+  max_steps: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 25, description: 'Model calls at the most (at most RUN_MAX_STEPS).' })),
+  timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, default: 600_000, description: 'Deadline of the whole run, from its creation (at most RUN_MAX_TIMEOUT_MS).' })),
+  tool_choice: Type.Optional(ToolChoiceSchema),
+  thinking: Type.Optional(ThinkingSchema),
+  temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+  top_p: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+  top_k: Type.Optional(Type.Integer({ minimum: 0 })),
+  stop_sequences: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { maxItems: 16 })),
+  disable_parallel_tool_use: Type.Optional(Type.Boolean({ default: false, description: 'Passed to the model as `tool_choice.disable_parallel_tool_use`.' })),
+  parallelism: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, default: 64, description: 'Most tool calls of this run in flight at once.' })),
+  metadata: Type.Optional(MetadataSchema),
+  background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once; poll GET /runs/{id}.' }))
+}, { additionalProperties: false, title: 'CreateRun' })
+
+export type CreateRun = Static<typeof CreateRunSchema>
+
+/** What a run was started with, as the engine keeps it. */
+export interface RunParams {
+  readonly tools: string[]
+  readonly system?: CreateRun['system']
+  readonly max_tokens: number
+  readonly max_steps: number
+  readonly timeout_ms: number
+  readonly tool_choice?: CreateRun['tool_choice']
+  readonly thinking?: CreateRun['thinking']
+  readonly temperature?: number
+  readonly top_p?: number
+  readonly top_k?: number
+  readonly stop_sequences?: string[]
+  readonly disable_parallel_tool_use: boolean
+  readonly parallelism: number
+}
+
+const UsageSchema = Type.Object({
+  input_tokens: Type.Integer(),
+  output_tokens: Type.Integer(),
+  cache_creation_input_tokens: Type.Integer(),
+  cache_read_input_tokens: Type.Integer()
+}, { description: 'Summed over every model call of the run.' })
+
+export const StopReasonSchema = Type.Union([
+  Type.Literal('end_turn'), Type.Literal('max_tokens'), Type.Literal('stop_sequence'), Type.Literal('refusal'),
+  Type.Literal('max_steps'), Type.Literal('timeout'), Type.Literal('cancelled'), Type.Literal('error'), Type.Null()
+])
+
+export type StopReason = Exclude<Static<typeof StopReasonSchema>, null>
+
+/** The run object (SPEC §4.2). */
+export const RunSchema = Type.Object({
+  id: Type.String({ description: '`run_…`' }),
+  object: Type.Literal('run'),
+  status: RunStatusSchema,
+  stop_reason: StopReasonSchema,
+  model: Type.String(),
+  created_at: ISODate,
+  started_at: NullableISODate,
+  completed_at: NullableISODate,
+  metadata: Type.Record(Type.String(), Type.String()),
+  output: Type.Array(Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), { description: 'The content blocks of the last assistant message.' }),
+  output_text: Type.String({ description: 'The text of `output`.' }),
+  steps: Type.Integer({ description: 'Model calls made.' }),
+  tool_calls: Type.Object({ total: Type.Integer(), errors: Type.Integer() }),
+  usage: UsageSchema,
+  required_action: Type.Union([Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), Type.Null()]),
+  error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  messages: Type.Optional(Type.Array(Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), { description: 'With `?include=messages`: the whole transcript as sent to the model.' }))
+}, { $id: 'Run', title: 'Run' })
+
+export type Run = Static<typeof RunSchema>
+
+/** One event of a run (SPEC §4.4). */
+export const EventSchema = Type.Object({
+  id: Type.Integer({ description: 'Numbered 1, 2, 3… within the run.' }),
+  type: Type.String(),
+  run_id: Type.String(),
+  at: ISODate,
+  data: Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true })
+}, { $id: 'RunEvent', title: 'RunEvent' })
+
+export type RunEvent = Static<typeof EventSchema>
+
+export const RunIdParams = Type.Object({ id: Type.String({ pattern: '^run_[0-9A-Z]{26}$', description: '`run_…`' }) })
+
+/** `GET /runs`: pages, a status filter, and `metadata[key]=value` filters. */
+export const ListRunsQuerySchema = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+  after: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+  status: Type.Optional(RunStatusSchema)
+}, {
+  additionalProperties: false,
+  patternProperties: { '^metadata\\[[a-zA-Z0-9_.:-]{1,64}\\]$': Type.String({ maxLength: 512 }) },
+  description: 'Filter on metadata with `metadata[key]=value` (several allowed).'
+})
+
+export const GetRunQuerySchema = Type.Object({
+  include: Type.Optional(Type.Literal('messages', { description: '`messages`: add the whole transcript.' }))
+}, { additionalProperties: false })

@@ -1,0 +1,264 @@
+import { randomBytes } from 'node:crypto'
+import { isIP } from 'node:net'
+import { Agent, buildConnector, request } from 'undici'
+import { Webhook } from 'standardwebhooks'
+import type { ToolRecord } from '../store/index.js'
+import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList } from './egress-guard.js'
+import { activeSecrets } from './registry.js'
+import { errorOutcome, outcomeFromResponse, type ToolOutcome } from './tool-result.js'
+
+export interface WebhookClientOptions {
+  readonly egress: EgressAllowList
+  /** A response body is cut at this many bytes. */
+  readonly maxResponseBytes: number
+  /** Text sent to the model from one result is cut at this many characters. */
+  readonly maxResultChars: number
+  /** `switchboard/<version>`. */
+  readonly userAgent: string
+}
+
+/** What a tool call needs to know of its run. */
+export interface CallContext {
+  readonly runId: string
+  readonly toolUseId: string
+  readonly metadata: Readonly<Record<string, string>>
+  /** The run's W3C trace id (32 hex digits); each attempt is a span of it. */
+  readonly traceId: string
+  /** The run's deadline (ms since the epoch): no attempt or wait goes past it. */
+  readonly runDeadline: number
+  /** Aborted when the run stops (cancelled, timed out, shutting down). */
+  readonly signal: AbortSignal
+}
+
+export interface CallHooks {
+  /** An attempt is about to be sent. */
+  onAttempt?: (attempt: number) => void
+  /** An attempt failed and another will follow after `delayMs`. */
+  onRetry?: (attempt: number, outcome: ToolOutcome, durationMs: number, delayMs: number) => void
+}
+
+export interface CallResult {
+  readonly outcome: ToolOutcome
+  readonly attempts: number
+}
+
+// Backoff between attempts: exponential from 200 ms, at most 10 s, with jitter so that calls that
+// failed together do not all come back together.
+const BACKOFF_BASE_MS = 200
+const BACKOFF_CAP_MS = 10_000
+// How long the TCP (and TLS) connection may take, within the attempt's own timeout.
+const CONNECT_TIMEOUT_MS = 10_000
+
+const BEFORE_SEND = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
+const AFTER_SEND = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED'])
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/**
+ * Calls tool webhooks (SPEC §6) through one pooled keep-alive undici Agent. Every connection is
+ * checked against the egress policy on the address actually connected to; every attempt is signed
+ * (Standard Webhooks), has its own deadline chained to the run's signal, reads (or drops) its whole
+ * body up to a cap, and ends as a {@link ToolOutcome}: a failed call is data, never an exception.
+ */
+export class WebhookClient {
+  readonly #options: WebhookClientOptions
+  readonly #agent: Agent
+  readonly #signers = new Map<string, Webhook>()
+
+  constructor (options: WebhookClientOptions) {
+    this.#options = options
+    const connect = buildConnector({ lookup: createGuardedLookup(options.egress), timeout: CONNECT_TIMEOUT_MS })
+    this.#agent = new Agent({
+      connect: (connectOptions, callback) => {
+        // An IP literal never goes through lookup: check it here, before any packet is sent.
+        const host = unbracket(connectOptions.hostname)
+        if (isIP(host) !== 0) {
+          try {
+            assertAddressAllowed(options.egress, host, host)
+          } catch (err) {
+            callback(err as Error, null)
+            return
+          }
+        }
+        connect(connectOptions, callback)
+      },
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 600_000,
+      // Per-request timeouts are set on each attempt; these only bound what nothing else does.
+      headersTimeout: 600_000,
+      bodyTimeout: 600_000
+    })
+  }
+
+  /**
+   * Calls `tool` with `input`: attempts up to `max_attempts` times for retryable failures (SPEC §6),
+   * waiting with backoff (or as Retry-After asks) but never past the run's deadline.
+   */
+  async call (tool: ToolRecord, input: unknown, context: CallContext, hooks: CallHooks = {}): Promise<CallResult> {
+    let attempt = 0
+    for (;;) {
+      attempt++
+      hooks.onAttempt?.(attempt)
+      const started = Date.now()
+      const outcome = await this.attempt(tool, input, context, attempt)
+      const retryable = outcome.retry === 'any-tool' || (outcome.retry === 'idempotent-only' && tool.effect !== 'side_effecting')
+      if (!retryable || attempt >= tool.max_attempts || context.signal.aborted) return { outcome, attempts: attempt }
+      const delayMs = outcome.retryAfterMs ?? backoff(attempt)
+      if (Date.now() + delayMs >= context.runDeadline) return { outcome, attempts: attempt }
+      hooks.onRetry?.(attempt, outcome, Date.now() - started, delayMs)
+      try {
+        await sleep(delayMs, context.signal)
+      } catch {
+        return { outcome: cancelled(tool.name, context.signal), attempts: attempt }
+      }
+    }
+  }
+
+  /** One attempt. Resolves with its outcome whatever happens. */
+  async attempt (tool: ToolRecord, input: unknown, context: CallContext, attempt: number): Promise<ToolOutcome> {
+    const now = Date.now()
+    const deadline = Math.min(now + tool.timeout_ms, context.runDeadline)
+    const payload = JSON.stringify({
+      run_id: context.runId,
+      tool_use_id: context.toolUseId,
+      tool: tool.name,
+      input,
+      attempt,
+      deadline: new Date(deadline).toISOString(),
+      metadata: context.metadata
+    })
+    const messageId = `${context.runId}:${context.toolUseId}`
+    const timestamp = new Date(now)
+    const signature = activeSecrets(tool, now).map((secret) => this.#signer(secret).sign(messageId, timestamp, payload)).join(' ')
+    const headers: Record<string, string> = {
+      ...tool.headers,
+      'content-type': 'application/json',
+      'user-agent': this.#options.userAgent,
+      'idempotency-key': messageId,
+      'webhook-id': messageId,
+      'webhook-timestamp': String(Math.floor(now / 1000)),
+      'webhook-signature': signature,
+      traceparent: `00-${context.traceId}-${randomBytes(8).toString('hex')}-01`
+    }
+
+    const timeout = new AbortController()
+    const timer = setTimeout(() => timeout.abort(), Math.max(0, deadline - now))
+    const signal = AbortSignal.any([context.signal, timeout.signal])
+    try {
+      const response = await request(tool.url, {
+        dispatcher: this.#agent,
+        method: 'POST',
+        headers,
+        body: payload,
+        signal,
+        headersTimeout: tool.timeout_ms,
+        bodyTimeout: tool.timeout_ms
+      })
+      const limit = this.#options.maxResponseBytes
+      const chunks: Buffer[] = []
+      let size = 0
+      let oversized = false
+      for await (const chunk of response.body) {
+        size += (chunk as Buffer).length
+        if (size > limit) {
+          oversized = true
+          break // leaving the loop destroys the body: the rest is never downloaded
+        }
+        chunks.push(chunk as Buffer)
+      }
+      if (oversized) {
+        const start = Buffer.concat(chunks).toString('utf8').slice(0, 200).replace(/\s+/g, ' ')
+        return errorOutcome('error', `${tool.name} answered more than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES); the response was cut there and not used. It began: ${start}`, { status: response.statusCode })
+      }
+      return outcomeFromResponse(tool.name, response.statusCode, response.headers, Buffer.concat(chunks), { maxResultChars: this.#options.maxResultChars })
+    } catch (err) {
+      if (context.signal.aborted) return cancelled(tool.name, context.signal)
+      if (timeout.signal.aborted) return timedOut(tool, deadline - now)
+      return describeFailure(tool, err)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.#agent.close()
+  }
+
+  #signer (secret: string): Webhook {
+    let signer = this.#signers.get(secret)
+    if (signer === undefined) {
+      signer = new Webhook(secret)
+      if (this.#signers.size > 10_000) this.#signers.clear()
+      this.#signers.set(secret, signer)
+    }
+    return signer
+  }
+}
+
+function backoff (attempt: number): number {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1))
+  return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
+}
+
+function timedOut (tool: ToolRecord, limitMs: number): ToolOutcome {
+  const limit = Math.min(tool.timeout_ms, Math.max(limitMs, 0))
+  const why = limit < tool.timeout_ms ? ' (the run\'s deadline)' : ''
+  return errorOutcome('timeout', `Tool ${tool.name} timed out after ${limit} ms${why}`, { retry: 'idempotent-only' })
+}
+
+function cancelled (name: string, signal: AbortSignal): ToolOutcome {
+  const reason = signal.reason instanceof Error ? signal.reason.message : 'the run stopped'
+  return errorOutcome('cancelled', `Tool ${name} was cancelled: ${reason}`)
+}
+
+/** A thrown request error as the outcome the model sees, naming the tool and the failure. */
+function describeFailure (tool: ToolRecord, err: unknown): ToolOutcome {
+  const error = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }
+  const code = error.code ?? error.cause?.code ?? ''
+  const message = error.message ?? String(err)
+  if (code === 'ERR_EGRESS_DENIED' || error.cause?.code === 'ERR_EGRESS_DENIED') {
+    const denied = error.code === 'ERR_EGRESS_DENIED' ? error : error.cause!
+    return errorOutcome('refused', `Tool ${tool.name} was not called: ${denied.message}`)
+  }
+  if (TIMEOUTS.has(code)) return timedOut(tool, tool.timeout_ms)
+  if (BEFORE_SEND.has(code)) {
+    const what = code === 'ECONNREFUSED'
+      ? 'connection refused'
+      : code.startsWith('EAI_') || code === 'ENOTFOUND'
+        ? `DNS lookup of ${safeHost(tool.url)} failed (${code})`
+        : `could not connect (${code})`
+    return errorOutcome('unreachable', `Tool ${tool.name} could not be reached: ${what}`, { retry: 'any-tool' })
+  }
+  if (AFTER_SEND.has(code)) {
+    return errorOutcome('unreachable', `Tool ${tool.name} closed the connection before answering (connection reset)`, { retry: 'idempotent-only' })
+  }
+  if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/.test(code) || /certificate|tls|ssl/i.test(message)) {
+    return errorOutcome('unreachable', `Tool ${tool.name} could not be reached: TLS failure (${code !== '' ? code : message})`)
+  }
+  return errorOutcome('unreachable', `Tool ${tool.name} failed: ${code !== '' ? `${code}: ` : ''}${message}`, { retry: 'idempotent-only' })
+}
+
+function safeHost (url: string): string {
+  try {
+    return new URL(url).host
+  } catch {
+    return 'its host'
+  }
+}
+
+function sleep (ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason)
+      return
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}

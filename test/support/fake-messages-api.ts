@@ -1,0 +1,426 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
+/**
+ * A fake Anthropic Messages API on 127.0.0.1, as strict as the real one about what it is sent,
+ * and scripted per test for what it answers. Tests drive the real SDK against it.
+ */
+
+export type ScriptBlock =
+  | { type: 'text', text: string }
+  | { type: 'tool_use', name: string, input: unknown, id?: string }
+  | { type: 'thinking', thinking: string }
+  | { type: 'redacted_thinking' }
+  /** Any other block, sent as is in content_block_start (an unknown type, say). */
+  | { type: 'raw', block: Record<string, unknown> }
+
+export type StopReason = 'end_turn' | 'tool_use' | 'max_tokens' | 'stop_sequence' | 'pause_turn' | 'refusal' | 'model_context_window_exceeded'
+
+/** What the fake answers to one request. */
+export type Turn =
+  | {
+    kind?: 'message'
+    content: ScriptBlock[]
+    stop_reason?: StopReason
+    /** Wait before answering at all. */
+    delayMs?: number
+    /** Wait before each content block starts streaming. */
+    blockDelayMs?: number
+    /** Cut the last tool_use block's JSON in half and stop with max_tokens, as the API does. */
+    cutAtMaxTokens?: boolean
+    /** After this many content blocks, send an SSE `error` event and end the stream. */
+    streamErrorAfterBlocks?: number
+    streamErrorType?: string
+  }
+  | { kind: 'error', status: number, type: string, message?: string, headers?: Record<string, string> }
+  /** Accept the request and never answer. */
+  | { kind: 'hang' }
+
+export interface RecordedRequest {
+  readonly body: Record<string, any>
+  readonly headers: IncomingMessage['headers']
+  readonly at: number
+  /** Position among all requests this fake received, from 0. */
+  readonly index: number
+}
+
+export type Respond = (request: RecordedRequest) => Turn | Promise<Turn>
+
+interface BuiltMessage {
+  final: Record<string, any>
+  blocks: Array<Record<string, any>>
+  rawJson: Map<number, string>
+}
+
+const ALLOWED_FIELDS = new Set([
+  'model', 'messages', 'max_tokens', 'system', 'tools', 'tool_choice', 'thinking', 'temperature', 'top_p',
+  'top_k', 'stop_sequences', 'stream', 'metadata', 'service_tier'
+])
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,128}$/
+
+export class FakeMessagesApi {
+  readonly requests: RecordedRequest[] = []
+  /** Every request refused with 400, and why: a correct client causes none. */
+  readonly refusals: Array<{ index: number, message: string }> = []
+  /** Requests whose client went away before the answer ended (aborted model calls). */
+  readonly aborted: number[] = []
+  respond: Respond
+  readonly #server: Server
+  readonly #signingKey = randomBytes(32)
+  readonly #redacted = new Set<string>()
+  #url = ''
+
+  constructor (respond?: Respond) {
+    this.respond = respond ?? (() => { throw new Error('no script for this request') })
+    this.#server = createServer((req, res) => { this.#handle(req, res).catch((err) => this.#fail(res, 500, 'api_error', String(err))) })
+    this.#server.keepAliveTimeout = 60_000
+  }
+
+  /** Base URL for ANTHROPIC_BASE_URL. */
+  get url (): string {
+    return this.#url
+  }
+
+  async start (): Promise<this> {
+    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
+    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`
+    return this
+  }
+
+  async close (): Promise<void> {
+    this.#server.closeAllConnections()
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+  }
+
+  /** The signature the fake gives a thinking text, and will insist on getting back unchanged. */
+  signThinking (thinking: string): string {
+    return createHmac('sha256', this.#signingKey).update(thinking).digest('base64')
+  }
+
+  async #handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk as Buffer)
+    if (req.method !== 'POST' || !req.url?.startsWith('/v1/messages')) {
+      this.#fail(res, 404, 'not_found_error', `no route ${req.method} ${req.url}`)
+      return
+    }
+    let body: Record<string, any>
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+    } catch {
+      this.#refuse(res, -1, 'request body is not valid JSON')
+      return
+    }
+    const request: RecordedRequest = { body, headers: req.headers, at: Date.now(), index: this.requests.length }
+    this.requests.push(request)
+    const problem = this.#check(req, body)
+    if (problem !== null) {
+      this.#refuse(res, request.index, problem)
+      return
+    }
+    const turn = await this.respond(request)
+    let finished = false
+    res.on('close', () => { if (!finished) this.aborted.push(request.index) })
+    if (turn.kind === 'hang') return
+    if (turn.kind === 'error') {
+      finished = true
+      this.#fail(res, turn.status, turn.type, turn.message ?? turn.type, turn.headers)
+      return
+    }
+    if (turn.delayMs !== undefined) await sleep(turn.delayMs)
+    const message = this.#build(body, turn)
+    if (body.stream === true) {
+      await this.#stream(res, message, turn)
+    } else {
+      res.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_fake_${request.index}` })
+      res.end(JSON.stringify(message.final))
+    }
+    finished = true
+  }
+
+  /** Everything the real API would refuse, that a correct client must never send. */
+  #check (req: IncomingMessage, body: Record<string, any>): string | null {
+    if (typeof req.headers['x-api-key'] !== 'string' && typeof req.headers.authorization !== 'string') return 'missing x-api-key header'
+    if (typeof req.headers['anthropic-version'] !== 'string') return 'missing anthropic-version header'
+    for (const key of Object.keys(body)) if (!ALLOWED_FIELDS.has(key)) return `${key}: Extra inputs are not permitted`
+    if (typeof body.model !== 'string' || body.model === '') return 'model: Field required'
+    if (!Number.isInteger(body.max_tokens) || body.max_tokens < 1) return 'max_tokens: must be a positive integer'
+    if (!Array.isArray(body.messages) || body.messages.length === 0) return 'messages: at least one message is required'
+
+    const tools = new Set<string>()
+    if (body.tools !== undefined) {
+      if (!Array.isArray(body.tools)) return 'tools: must be a list'
+      for (const [i, tool] of body.tools.entries()) {
+        if (typeof tool?.name !== 'string' || !TOOL_NAME.test(tool.name)) return `tools.${i}.name: String should match pattern '${TOOL_NAME.source}'`
+        if (tools.has(tool.name)) return `tools: Tool names must be unique (${tool.name})`
+        if (tool.input_schema?.type !== 'object') return `tools.${i}.input_schema.type: Input should be 'object'`
+        const extra = Object.keys(tool).find((k) => !['name', 'description', 'input_schema', 'cache_control', 'type'].includes(k))
+        if (extra !== undefined) return `tools.${i}.${extra}: Extra inputs are not permitted`
+        tools.add(tool.name)
+      }
+    }
+    if (body.tool_choice !== undefined) {
+      if (body.tools === undefined) return 'tool_choice may only be specified while providing tools'
+      if (body.tool_choice.type === 'tool' && !tools.has(body.tool_choice.name)) return `tool_choice.name: tool ${body.tool_choice.name} is not in tools`
+    }
+    if (body.thinking?.type === 'enabled' && !(body.thinking.budget_tokens < body.max_tokens)) return '`max_tokens` must be greater than `thinking.budget_tokens`'
+
+    const messages = body.messages as Array<{ role: string, content: unknown }>
+    for (const [i, message] of messages.entries()) {
+      if (message.role !== 'user' && message.role !== 'assistant') return `messages.${i}.role: Input should be 'user' or 'assistant'`
+      if (i === 0 && message.role !== 'user') return 'messages: first message must use the "user" role'
+      if (i > 0 && messages[i - 1]!.role === message.role) return `messages: roles must alternate between "user" and "assistant", but found multiple "${message.role}" roles in a row`
+      if (typeof message.content !== 'string' && !Array.isArray(message.content)) return `messages.${i}.content: Input should be a valid string or list`
+      if (Array.isArray(message.content)) {
+        for (const [j, block] of message.content.entries()) {
+          if (typeof block?.type !== 'string') return `messages.${i}.content.${j}.type: Field required`
+          const problem = this.#checkBlock(block, message.role, tools, `messages.${i}.content.${j}`)
+          if (problem !== null) return problem
+        }
+      }
+    }
+    // Pairing: each assistant tool_use must be answered by exactly one tool_result, first thing in
+    // the next user message; a tool_result must answer a tool_use of the message just before.
+    for (const [i, message] of messages.entries()) {
+      const content = Array.isArray(message.content) ? message.content as Array<Record<string, any>> : []
+      if (message.role === 'assistant') {
+        const uses = content.filter((b) => b.type === 'tool_use').map((b) => b.id as string)
+        if (uses.length === 0) continue
+        if (new Set(uses).size !== uses.length) return `messages.${i}: tool_use ids must be unique`
+        const next = messages[i + 1]
+        if (next === undefined) {
+          if (i === messages.length - 1) return `messages.${i}: the final assistant message cannot end with tool_use blocks; send their tool_result blocks`
+          continue
+        }
+        const results = Array.isArray(next.content) ? next.content as Array<Record<string, any>> : []
+        const leading: string[] = []
+        for (const block of results) {
+          if (block.type !== 'tool_result') break
+          leading.push(block.tool_use_id)
+        }
+        const later = results.slice(leading.length).find((b) => b.type === 'tool_result')
+        if (later !== undefined) return `messages.${i + 1}: tool_result blocks must come before any other content in the user message`
+        for (const id of uses) {
+          const count = leading.filter((r) => r === id).length
+          if (count === 0) return `messages.${i + 1}: tool_use ids were found without tool_result blocks immediately after: ${id}. Each tool_use block must have a corresponding tool_result block in the next message.`
+          if (count > 1) return `messages.${i + 1}: each tool_use must have a single result. Found multiple tool_result blocks with id: ${id}`
+        }
+        const stray = leading.find((r) => !uses.includes(r))
+        if (stray !== undefined) return `messages.${i + 1}: unexpected tool_use_id found in tool_result blocks: ${stray}. Each tool_result block must have a corresponding tool_use block in the previous message.`
+      } else if (i > 0 || content.some((b) => b.type === 'tool_result')) {
+        const previous = messages[i - 1]
+        const previousUses = previous !== undefined && Array.isArray(previous.content)
+          ? (previous.content as Array<Record<string, any>>).filter((b) => b.type === 'tool_use').map((b) => b.id)
+          : []
+        const stray = content.find((b) => b.type === 'tool_result' && !previousUses.includes(b.tool_use_id))
+        if (stray !== undefined) return `messages.${i}: unexpected tool_use_id found in tool_result blocks: ${stray.tool_use_id}`
+      }
+    }
+    return null
+  }
+
+  #checkBlock (block: Record<string, any>, role: string, tools: Set<string>, where: string): string | null {
+    switch (block.type) {
+      case 'text':
+        if (typeof block.text !== 'string') return `${where}.text: Field required`
+        if (block.text === '' && role === 'user') return `${where}: text content blocks must be non-empty`
+        return null
+      case 'image':
+        return role === 'user' || role === 'tool' ? null : `${where}: image blocks are only allowed in user messages`
+      case 'tool_use':
+        if (role !== 'assistant') return `${where}: tool_use blocks are only allowed in assistant messages`
+        if (typeof block.id !== 'string' || typeof block.name !== 'string') return `${where}: tool_use needs id and name`
+        if (typeof block.input !== 'object' || block.input === null || Array.isArray(block.input)) return `${where}.input: Input should be a valid dictionary`
+        if (!tools.has(block.name)) return `${where}: tool_use names tool ${block.name}, which is not in tools`
+        return null
+      case 'tool_result': {
+        if (role !== 'user') return `${where}: tool_result blocks are only allowed in user messages`
+        if (typeof block.tool_use_id !== 'string') return `${where}.tool_use_id: Field required`
+        if (block.is_error !== undefined && typeof block.is_error !== 'boolean') return `${where}.is_error: Input should be a valid boolean`
+        const extra = Object.keys(block).find((k) => !['type', 'tool_use_id', 'content', 'is_error', 'cache_control'].includes(k))
+        if (extra !== undefined) return `${where}.${extra}: Extra inputs are not permitted`
+        if (block.content === undefined || typeof block.content === 'string') return null
+        if (!Array.isArray(block.content)) return `${where}.content: Input should be a valid string or list`
+        for (const [k, inner] of block.content.entries()) {
+          if (inner?.type === 'text') {
+            if (typeof inner.text !== 'string' || inner.text === '') return `${where}.content.${k}: text content blocks must be non-empty`
+          } else if (inner?.type === 'image') {
+            if (inner.source?.type !== 'base64' || typeof inner.source.data !== 'string') return `${where}.content.${k}.source: invalid image source`
+          } else {
+            return `${where}.content.${k}.type: Input tag '${String(inner?.type)}' is not one of 'text', 'image', 'search_result', 'document'`
+          }
+        }
+        return null
+      }
+      case 'thinking':
+        if (role !== 'assistant') return `${where}: thinking blocks are only allowed in assistant messages`
+        if (block.signature !== this.signThinking(String(block.thinking))) return `${where}: Invalid \`signature\` in \`thinking\` block`
+        return null
+      case 'redacted_thinking':
+        if (!this.#redacted.has(block.data)) return `${where}: Invalid \`data\` in \`redacted_thinking\` block`
+        return null
+      default:
+        return null
+    }
+  }
+
+  #build (body: Record<string, any>, turn: Extract<Turn, { content: ScriptBlock[] }>): BuiltMessage {
+    const blocks: Array<Record<string, any>> = []
+    const rawJson = new Map<number, string>()
+    for (const [index, block] of turn.content.entries()) {
+      switch (block.type) {
+        case 'text':
+          blocks.push({ type: 'text', text: block.text, citations: null })
+          break
+        case 'tool_use':
+          blocks.push({ type: 'tool_use', id: block.id ?? `toolu_${randomBytes(12).toString('hex')}`, name: block.name, input: block.input })
+          rawJson.set(index, JSON.stringify(block.input))
+          break
+        case 'thinking':
+          blocks.push({ type: 'thinking', thinking: block.thinking, signature: this.signThinking(block.thinking) })
+          break
+        case 'redacted_thinking': {
+          const data = randomBytes(24).toString('base64')
+          this.#redacted.add(data)
+          blocks.push({ type: 'redacted_thinking', data })
+          break
+        }
+        case 'raw':
+          blocks.push(block.block)
+          break
+      }
+    }
+    let stopReason: StopReason = turn.stop_reason ?? (blocks.some((b) => b.type === 'tool_use') ? 'tool_use' : 'end_turn')
+    if (turn.cutAtMaxTokens === true) {
+      const last = [...rawJson.keys()].pop()
+      if (last !== undefined) {
+        const json = rawJson.get(last)!
+        rawJson.set(last, json.slice(0, Math.max(1, Math.floor(json.length / 2))))
+        blocks[last]!.input = {}
+      }
+      stopReason = 'max_tokens'
+    }
+    const inputTokens = Math.ceil(JSON.stringify(body.messages).length / 4)
+    const outputTokens = Math.max(1, Math.ceil(JSON.stringify(blocks).length / 4))
+    const final = {
+      id: `msg_${randomBytes(12).toString('hex')}`,
+      type: 'message',
+      role: 'assistant',
+      model: body.model,
+      content: blocks,
+      stop_reason: stopReason,
+      stop_sequence: stopReason === 'stop_sequence' ? (body.stop_sequences?.[0] ?? null) : null,
+      usage: { input_tokens: inputTokens, output_tokens: outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }
+    }
+    return { final, blocks, rawJson }
+  }
+
+  async #stream (res: ServerResponse, built: BuiltMessage, turn: Extract<Turn, { content: ScriptBlock[] }>): Promise<void> {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_fake_stream' })
+    const send = (event: string, data: unknown): boolean => {
+      if (res.destroyed) return false
+      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+      return true
+    }
+    const { final, blocks, rawJson } = built
+    send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...final.usage, output_tokens: 1 } } })
+    send('ping', { type: 'ping' })
+    for (const [index, block] of blocks.entries()) {
+      if (turn.streamErrorAfterBlocks === index) {
+        send('error', { type: 'error', error: { type: turn.streamErrorType ?? 'overloaded_error', message: 'Overloaded' } })
+        res.end()
+        return
+      }
+      if (turn.blockDelayMs !== undefined) await sleep(turn.blockDelayMs)
+      if (res.destroyed) return
+      switch (block.type) {
+        case 'text':
+          send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '', citations: null } })
+          for (const piece of pieces(block.text, 12)) send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'text_delta', text: piece } })
+          break
+        case 'tool_use':
+          send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: block.id, name: block.name, input: {} } })
+          for (const piece of pieces(rawJson.get(index) ?? '', 16)) send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: piece } })
+          break
+        case 'thinking':
+          send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'thinking', thinking: '', signature: '' } })
+          for (const piece of pieces(block.thinking, 20)) send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'thinking_delta', thinking: piece } })
+          send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature: block.signature } })
+          break
+        default:
+          send('content_block_start', { type: 'content_block_start', index, content_block: block })
+      }
+      send('content_block_stop', { type: 'content_block_stop', index })
+    }
+    if (turn.streamErrorAfterBlocks !== undefined && turn.streamErrorAfterBlocks >= blocks.length) {
+      send('error', { type: 'error', error: { type: turn.streamErrorType ?? 'overloaded_error', message: 'Overloaded' } })
+      res.end()
+      return
+    }
+    send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens } })
+    send('message_stop', { type: 'message_stop' })
+    res.end()
+  }
+
+  #refuse (res: ServerResponse, index: number, message: string): void {
+    this.refusals.push({ index, message })
+    this.#fail(res, 400, 'invalid_request_error', message)
+  }
+
+  #fail (res: ServerResponse, status: number, type: string, message: string, headers: Record<string, string> = {}): void {
+    if (res.headersSent) {
+      res.destroy()
+      return
+    }
+    res.writeHead(status, { 'content-type': 'application/json', ...headers })
+    res.end(JSON.stringify({ type: 'error', error: { type, message } }))
+  }
+}
+
+function pieces (text: string, size: number): string[] {
+  if (text === '') return []
+  const out: string[] = []
+  for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size))
+  return out
+}
+
+function sleep (ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Starts a fake on a free port. */
+export async function startFakeMessagesApi (respond?: Respond): Promise<FakeMessagesApi> {
+  return await new FakeMessagesApi(respond).start()
+}
+
+// ---- helpers for scripts ----
+
+/** The tool_result blocks of the request's last message (empty on a first turn). */
+export function toolResults (request: RecordedRequest): Array<{ tool_use_id: string, content?: unknown, is_error?: boolean }> {
+  const last = request.body.messages[request.body.messages.length - 1]
+  return Array.isArray(last?.content) ? last.content.filter((b: { type: string }) => b.type === 'tool_result') : []
+}
+
+/** The text of a tool_result's content, whether a string or blocks. */
+export function resultText (result: { content?: unknown }): string {
+  if (typeof result.content === 'string') return result.content
+  if (Array.isArray(result.content)) return result.content.map((b: { text?: string }) => b.text ?? '').join('')
+  return ''
+}
+
+/** How many model calls this run has made so far, counted from its transcript. */
+export function turnNumber (request: RecordedRequest): number {
+  return request.body.messages.filter((m: { role: string }) => m.role === 'assistant').length + 1
+}
+
+/**
+ * The commonest script: on the run's first model call ask for `calls` (all at once), then answer
+ * with text built from the tool results.
+ */
+export function toolsThenAnswer (calls: Array<{ name: string, input: unknown }>, answer: (results: ReturnType<typeof toolResults>) => string = (r) => `done: ${r.map(resultText).join(' | ')}`): Respond {
+  return (request) => {
+    if (turnNumber(request) === 1) return { content: calls.map((c) => ({ type: 'tool_use' as const, ...c })) }
+    return { content: [{ type: 'text', text: answer(toolResults(request)) }] }
+  }
+}
