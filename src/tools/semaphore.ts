@@ -28,6 +28,10 @@ export class Semaphore {
     return this.#queue.length
   }
 
+  get limit (): number {
+    return this.#limit
+  }
+
   set limit (limit: number) {
     this.#limit = limit
     this.#drain()
