@@ -7,6 +7,7 @@ import { loggerOptions } from './src/logger.js'
 import { newId } from './src/ids.js'
 import { createRequestValidators } from './src/schema-validation.js'
 import type { Store } from './src/store/index.js'
+import type { Resolver } from './src/tools/egress-guard.js'
 import configPlugin from './plugins/config.js'
 import lifecyclePlugin from './plugins/lifecycle.js'
 import errorHandlerPlugin from './plugins/error-handler.js'
@@ -25,6 +26,8 @@ export interface AppOptions {
   readonly logger?: Logger
   /** An open store to use instead of opening the configured one (it is then not closed). */
   readonly store?: Store
+  /** How tool and callback host names are resolved; the OS resolver by default (tests replace it). */
+  readonly resolver?: Resolver
 }
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/
@@ -62,8 +65,8 @@ export async function buildApp (options: AppOptions) {
   await app.register(errorHandlerPlugin)
   await app.register(storePlugin, { store: options.store })
   await app.register(authPlugin)
-  await app.register(registryPlugin)
-  await app.register(enginePlugin)
+  await app.register(registryPlugin, { resolver: options.resolver })
+  await app.register(enginePlugin, { resolver: options.resolver })
   await app.register(openapiPlugin)
 
   await app.register(healthRoutes)

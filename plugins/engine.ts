@@ -4,6 +4,7 @@ import { ModelClient } from '../src/model/model-client.js'
 import { RunEngine } from '../src/runs/engine.js'
 import { WebhookClient } from '../src/tools/webhook-client.js'
 import { VERSION } from '../src/version.js'
+import type { Resolver } from '../src/tools/egress-guard.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -16,7 +17,7 @@ declare module 'fastify' {
  * close it drains: runs in flight get SHUTDOWN_GRACE_MS to finish before they are handed back.
  * The drain happens before the server stops, so that waiting sync requests still get their answer.
  */
-export default fp(async function enginePlugin (app: FastifyInstance) {
+export default fp(async function enginePlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined }) {
   const { config } = app
   const engine = new RunEngine({
     store: app.store,
@@ -27,7 +28,8 @@ export default fp(async function enginePlugin (app: FastifyInstance) {
       egress: config.egressAllow,
       maxResponseBytes: config.TOOL_MAX_RESPONSE_BYTES,
       maxResultChars: config.TOOL_MAX_RESULT_CHARS,
-      userAgent: `switchboard/${VERSION}`
+      userAgent: `switchboard/${VERSION}`,
+      ...(options.resolver === undefined ? {} : { resolver: options.resolver })
     }),
     limits: {
       defaultModel: config.DEFAULT_MODEL,

@@ -4,6 +4,7 @@ import { InputValidators } from '../src/tools/input-validator.js'
 import { ToolRegistry } from '../src/tools/registry.js'
 import { loadToolsFile, syncToolsFile } from '../src/tools/tools-file.js'
 import { OPEN_MODE_TENANT } from '../src/tenants.js'
+import type { Resolver } from '../src/tools/egress-guard.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,13 +13,14 @@ declare module 'fastify' {
 }
 
 /** The tool registry, with TOOLS_FILE loaded into it at start-up. */
-export default fp(async function registryPlugin (app: FastifyInstance) {
+export default fp(async function registryPlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined }) {
   const { config } = app
   const registry = new ToolRegistry({
     store: app.store,
     egress: config.egressAllow,
     rotationWindowMs: config.SECRET_ROTATION_WINDOW_MS,
-    validators: new InputValidators()
+    validators: new InputValidators(),
+    ...(options.resolver === undefined ? {} : { resolver: options.resolver })
   })
   app.decorate('tools', registry)
   if (config.TOOLS_FILE !== undefined) {

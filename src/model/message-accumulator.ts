@@ -107,8 +107,12 @@ export class MessageAccumulator {
       }
       case 'message_delta': {
         const message = this.#require()
-        message.stop_reason = event.delta.stop_reason
-        message.stop_sequence = event.delta.stop_sequence
+        // stop_reason, stop_sequence, and whatever else the final message carries (stop_details,
+        // container), as a non-streamed answer would have them.
+        for (const [key, value] of Object.entries(event.delta)) {
+          if (key === 'container' && value === null) continue
+          ;(message as unknown as Record<string, unknown>)[key] = value
+        }
         const usage = event.usage as unknown as Record<string, number | null | undefined>
         const target = message.usage as unknown as Record<string, unknown>
         for (const [key, value] of Object.entries(usage)) {
@@ -117,6 +121,7 @@ export class MessageAccumulator {
         return
       }
       case 'message_stop':
+        this.#require()
         this.#stopped = true
     }
   }

@@ -76,9 +76,10 @@ export class RunEngine {
     if ((body.input === undefined) === (body.messages === undefined)) {
       throw new AppError('RUN_ERR_INVALID_REQUEST', 'Send exactly one of `input` (the first user message, a string) and `messages` (a Messages API history).')
     }
-    const maxSteps = body.max_steps ?? 25
+    // The defaults give way to lower ceilings; only an explicit value over a ceiling is refused.
+    const maxSteps = body.max_steps ?? Math.min(25, limits.maxSteps)
     if (maxSteps > limits.maxSteps) throw new AppError('RUN_ERR_INVALID_REQUEST', `max_steps is ${maxSteps} but this service allows at most ${limits.maxSteps} (RUN_MAX_STEPS).`)
-    const timeoutMs = body.timeout_ms ?? 600_000
+    const timeoutMs = body.timeout_ms ?? Math.min(600_000, limits.maxTimeoutMs)
     if (timeoutMs > limits.maxTimeoutMs) throw new AppError('RUN_ERR_INVALID_REQUEST', `timeout_ms is ${timeoutMs} but this service allows at most ${limits.maxTimeoutMs} (RUN_MAX_TIMEOUT_MS).`)
 
     const messages: MessageParam[] = body.messages ?? [{ role: 'user', content: body.input! }]

@@ -56,6 +56,8 @@ export class RunDriver {
   readonly #params: RunParams
   readonly #controller = new AbortController()
   readonly #history: MessageParam[]
+  /** Names of every tool the history mentions: each must stay defined for the model (see #request). */
+  readonly #historyTools = new Set<string>()
   readonly #log: Log
   readonly events: EventLog
   /** Settles with the run once it is final (or handed back, on shutdown or a lost lease). */
@@ -68,6 +70,7 @@ export class RunDriver {
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
+    for (const message of history) this.#noteToolNames(message)
     this.#log = deps.log.child({ runId: run.id })
     this.events = new EventLog(deps.store, run, lease)
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
@@ -156,6 +159,7 @@ export class RunDriver {
       tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
     }
     this.#history.push(...messages)
+    for (const added of messages) this.#noteToolNames(added)
     await this.events.commit({ messages, patch })
     return stopReason
   }
@@ -258,6 +262,13 @@ export class RunDriver {
       .map((name) => tools.find((t) => t.name === name))
       .filter((t): t is ToolRecord => t !== undefined)
       .map((t) => ({ name: t.name, description: t.description, input_schema: t.input_schema as ModelTool['input_schema'] }))
+    // The API refuses a history whose tool_use blocks name tools it is not given: a tool deleted
+    // mid-run, a name the model made up, or a caller's earlier conversation. Those stay defined, as
+    // stubs; calling one again gets a result saying it is not available.
+    const defined = new Set(modelTools.map((t) => t.name))
+    for (const name of this.#historyTools) {
+      if (!defined.has(name)) modelTools.push({ name, description: 'Not available in this run: calling it returns an error.', input_schema: { type: 'object' } })
+    }
     const request: ModelRequest = { model: run.model, max_tokens: params.max_tokens, messages: this.#history }
     if (params.system !== undefined) request.system = params.system
     if (modelTools.length > 0) {
@@ -286,6 +297,11 @@ export class RunDriver {
       return 'end_turn'
     }
     return step >= this.#params.max_steps ? 'max_steps' : null
+  }
+
+  #noteToolNames (message: MessageParam): void {
+    if (message.role !== 'assistant' || !Array.isArray(message.content)) return
+    for (const block of message.content) if (block.type === 'tool_use') this.#historyTools.add(block.name)
   }
 
   #throwIfStopped (): void {

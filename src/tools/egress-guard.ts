@@ -14,6 +14,14 @@ export interface EgressAllowList {
 
 export type AddressClass = 'public' | 'private' | 'metadata'
 
+/**
+ * Resolves a host name to all its addresses; the OS resolver (`dns.lookup`) unless a test gives
+ * its own, to fail a lookup or to change an answer between two lookups (DNS rebinding).
+ */
+export type Resolver = (hostname: string, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void
+
+export const systemResolver: Resolver = (hostname, callback) => { dnsLookup(hostname, { all: true }, callback) }
+
 /** Refusal of an address by the egress policy: never dispatched, never retried. */
 export class EgressDeniedError extends Error {
   override name = 'EgressDeniedError'
@@ -108,7 +116,7 @@ export function assertAddressAllowed (policy: EgressAllowList, address: string, 
  * that does not resolve is accepted (it is checked again on every connection); a name that
  * resolves to any refused address is not.
  */
-export async function checkUrlEgress (policy: EgressAllowList, url: URL): Promise<void> {
+export async function checkUrlEgress (policy: EgressAllowList, url: URL, resolver: Resolver = systemResolver): Promise<void> {
   const hostname = unbracket(url.hostname)
   if (isIP(hostname) !== 0) {
     assertAddressAllowed(policy, hostname, hostname)
@@ -118,7 +126,7 @@ export async function checkUrlEgress (policy: EgressAllowList, url: URL): Promis
   let addresses: LookupAddress[]
   try {
     addresses = await new Promise<LookupAddress[]>((resolve, reject) => {
-      dnsLookup(hostname, { all: true }, (err, result) => err ? reject(err) : resolve(result))
+      resolver(hostname, (err, result) => err !== null ? reject(err) : resolve(result))
     })
   } catch {
     return
@@ -131,13 +139,15 @@ export async function checkUrlEgress (policy: EgressAllowList, url: URL): Promis
  * only ever connect to those: a name that resolved to a public address when it was registered and
  * resolves to 127.0.0.1 or 169.254.169.254 now is refused (DNS rebinding).
  */
-export function createGuardedLookup (policy: EgressAllowList): LookupFunction {
+export function createGuardedLookup (policy: EgressAllowList, resolve: Resolver = systemResolver): LookupFunction {
   return (hostname, options, callback) => {
-    dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
+    resolve(hostname, (err, found) => {
       if (err !== null) {
         callback(err, '', 0)
         return
       }
+      const family = options.family === 4 || options.family === 6 ? options.family : 0
+      const addresses = family === 0 ? found : found.filter((a) => a.family === family)
       let denied: EgressDeniedError | undefined
       const allowed = addresses.filter(({ address }) => {
         try {

@@ -2,7 +2,7 @@ import { AppError } from '../errors.js'
 import { newId, randomSecret } from '../ids.js'
 import type { Page, PageRequest, SigningSecret, Store, ToolRecord } from '../store/index.js'
 import type { ToolDefinition } from '../schemas/tools.js'
-import { checkUrlEgress, EgressDeniedError, type EgressAllowList } from './egress-guard.js'
+import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { InputValidators, InvalidInputSchemaError } from './input-validator.js'
 
 // Headers Switchboard sets on every call itself; a tool's configured headers may not override them.
@@ -31,6 +31,8 @@ export interface ToolRegistryOptions {
   readonly rotationWindowMs: number
   readonly validators: InputValidators
   readonly now?: () => number
+  /** How host names are resolved; the OS resolver by default. */
+  readonly resolver?: Resolver
 }
 
 export interface ToolWrite {
@@ -51,6 +53,7 @@ export class ToolRegistry {
   readonly #rotationWindowMs: number
   readonly #validators: InputValidators
   readonly #now: () => number
+  readonly #resolver: Resolver | undefined
 
   constructor (options: ToolRegistryOptions) {
     this.#store = options.store
@@ -58,6 +61,7 @@ export class ToolRegistry {
     this.#rotationWindowMs = options.rotationWindowMs
     this.#validators = options.validators
     this.#now = options.now ?? Date.now
+    this.#resolver = options.resolver
   }
 
   /**
@@ -127,7 +131,7 @@ export class ToolRegistry {
     }
     const url = parseToolUrl(definition.url)
     try {
-      await checkUrlEgress(this.#egress, url)
+      await checkUrlEgress(this.#egress, url, this.#resolver)
     } catch (err) {
       if (err instanceof EgressDeniedError) {
         throw new AppError('TOOL_ERR_URL_NOT_ALLOWED', `url is refused: ${err.message}. To allow a private or loopback host, list it in TOOL_EGRESS_ALLOW.`)

@@ -156,11 +156,14 @@ function collapse (text: string): string {
   return text.replace(/\s+/g, ' ').trim()
 }
 
-/** `Retry-After` as seconds or an HTTP date → milliseconds; undefined if absent or unreadable. */
+/**
+ * `Retry-After` (RFC 9110: a whole number of seconds, or an HTTP date) → milliseconds; undefined
+ * if absent or unreadable, so that the caller falls back to its own backoff.
+ */
 export function parseRetryAfter (value: string): number | undefined {
-  if (value === '') return undefined
-  const seconds = Number(value)
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000
-  const date = Date.parse(value)
+  const trimmed = value.trim()
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000
+  if (!/GMT$/i.test(trimmed)) return undefined
+  const date = Date.parse(trimmed)
   return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined
 }

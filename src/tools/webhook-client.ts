@@ -3,7 +3,7 @@ import { isIP } from 'node:net'
 import { Agent, buildConnector, request } from 'undici'
 import { Webhook } from 'standardwebhooks'
 import type { ToolRecord } from '../store/index.js'
-import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList } from './egress-guard.js'
+import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { activeSecrets } from './registry.js'
 import { errorOutcome, outcomeFromResponse, type ToolOutcome } from './tool-result.js'
 
@@ -15,6 +15,8 @@ export interface WebhookClientOptions {
   readonly maxResultChars: number
   /** `switchboard/<version>`. */
   readonly userAgent: string
+  /** How host names are resolved; the OS resolver by default. */
+  readonly resolver?: Resolver
 }
 
 /** What a tool call needs to know of its run. */
@@ -66,7 +68,7 @@ export class WebhookClient {
 
   constructor (options: WebhookClientOptions) {
     this.#options = options
-    const connect = buildConnector({ lookup: createGuardedLookup(options.egress), timeout: CONNECT_TIMEOUT_MS })
+    const connect = buildConnector({ lookup: createGuardedLookup(options.egress, options.resolver), timeout: CONNECT_TIMEOUT_MS })
     this.#agent = new Agent({
       connect: (connectOptions, callback) => {
         // An IP literal never goes through lookup: check it here, before any packet is sent.

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { buildApp } from '../../app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import type { Backend, StorageLocation } from './backends.js'
+import type { Resolver } from '../../src/tools/egress-guard.js'
 import { silentLog } from './log.js'
 
 export interface TestTenant {
@@ -43,6 +44,8 @@ export interface StartOptions {
   readonly beforeReady?: (app: TestApp) => void
   /** Storage to use (and leave in place on close), e.g. to restart on the same data. */
   readonly location?: StorageLocation
+  /** Host name resolution for tool URLs, instead of the OS resolver. */
+  readonly resolver?: Resolver
 }
 
 export async function startApp (backend: Backend, options: StartOptions = {}): Promise<StartedApp> {
@@ -57,7 +60,7 @@ export async function startApp (backend: Backend, options: StartOptions = {}): P
   const config = loadConfig(env)
   let app: TestApp
   try {
-    app = await buildApp({ config, logger: options.logger ?? silentLog })
+    app = await buildApp({ config, logger: options.logger ?? silentLog, ...(options.resolver === undefined ? {} : { resolver: options.resolver }) })
     options.beforeReady?.(app)
     await app.ready()
   } catch (err) {

@@ -3,6 +3,7 @@ import { backends, type Backend } from './backends.js'
 import { auth, startApp, TENANT_A, type StartedApp, type TestTenant } from './app.js'
 import { startFakeMessagesApi, type FakeMessagesApi, type Respond } from './fake-messages-api.js'
 import { startWebhookServer, type WebhookServer } from './webhook-server.js'
+import type { Resolver } from '../../src/tools/egress-guard.js'
 
 /** The real app, a strict fake Messages API and a tool server, wired together. */
 export interface Harness extends StartedApp {
@@ -18,12 +19,13 @@ export interface Harness extends StartedApp {
 
 export const sqliteBackend: Backend = backends[0]!
 
-export async function startHarness (backend: Backend = sqliteBackend, options: { respond?: Respond, env?: Record<string, string | null>, logger?: Logger } = {}): Promise<Harness> {
+export async function startHarness (backend: Backend = sqliteBackend, options: { respond?: Respond, env?: Record<string, string | null>, logger?: Logger, resolver?: Resolver } = {}): Promise<Harness> {
   const model = await startFakeMessagesApi(options.respond)
   const tools = await startWebhookServer()
   const started = await startApp(backend, {
     env: { ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-ant-test-key-000', ...options.env },
-    ...(options.logger === undefined ? {} : { logger: options.logger })
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+    ...(options.resolver === undefined ? {} : { resolver: options.resolver })
   })
   const { app } = started
   return {
