@@ -1,0 +1,142 @@
+/**
+ * npm run demo: Switchboard doing real work on this machine, offline.
+ *
+ * Starts the example tool server (weather, local time, currency), Switchboard itself (embedded
+ * SQLite in ./data/demo), and, unless ANTHROPIC_API_KEY is set, a local fake of the Messages API
+ * that plays Claude; registers the tools through the API, runs one question, and prints the answer
+ * with each tool call's timing. Then it keeps serving until Ctrl-C, so you can try the API.
+ *
+ *   npm run demo                         the default question
+ *   npm run demo -- "Weather in London and Sydney?"
+ *   npm run demo -- --once               exit after the answer
+ *   ANTHROPIC_API_KEY=sk-ant-… npm run demo     the same against Claude
+ */
+import pino from 'pino'
+import { buildApp } from '../app.js'
+import { loadConfig } from '../src/config.js'
+import { loggerOptions } from '../src/logger.js'
+import { startFakeMessagesApi, type FakeMessagesApi } from '../test/support/fake-messages-api.js'
+import { demoAgent } from './demo-agent.js'
+import { DEMO_TOOLS, DemoToolServer } from './tool-server.js'
+
+const args = process.argv.slice(2)
+const once = args.includes('--once')
+const question = args.filter((a) => !a.startsWith('--')).join(' ') ||
+  'What is the weather and the local time in Paris, Tokyo and New York right now?'
+
+const bold = (s: string) => process.stdout.isTTY ? `\u001b[1m${s}\u001b[22m` : s
+const dim = (s: string) => process.stdout.isTTY ? `\u001b[2m${s}\u001b[22m` : s
+
+const tools = await new DemoToolServer().start()
+let fakeModel: FakeMessagesApi | undefined
+const live = process.env.ANTHROPIC_API_KEY !== undefined && process.env.ANTHROPIC_API_KEY !== ''
+if (!live) fakeModel = await startFakeMessagesApi(demoAgent)
+
+const config = loadConfig({
+  ...process.env,
+  DATA_DIR: process.env.DATA_DIR ?? './data/demo',
+  API_KEYS: '',
+  HOST: '127.0.0.1',
+  PORT: process.env.PORT ?? '3000',
+  LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+  TOOL_EGRESS_ALLOW: '127.0.0.1',
+  ...(live ? {} : { ANTHROPIC_BASE_URL: fakeModel!.url, ANTHROPIC_API_KEY: 'demo-offline' })
+})
+const app = await buildApp({ config, logger: pino(loggerOptions(config.LOG_LEVEL)) })
+let base: string
+try {
+  base = await app.listen({ port: config.PORT, host: '127.0.0.1' })
+} catch {
+  base = await app.listen({ port: 0, host: '127.0.0.1' })
+}
+
+async function api (method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  const json = await res.json()
+  if (res.status >= 400) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`)
+  return json
+}
+
+async function shutdown (code: number): Promise<never> {
+  await app.close()
+  await tools.close()
+  await fakeModel?.close()
+  process.exit(code)
+}
+
+try {
+  console.log(bold('Switchboard demo') + dim(` — ${base} (docs at ${base}/docs), model: ${live ? 'Claude (ANTHROPIC_API_KEY)' : 'offline fake of the Messages API'}`))
+  for (const [name, definition] of Object.entries(DEMO_TOOLS)) {
+    const tool = await api('PUT', `/tools/${name}`, { ...definition, url: `${tools.url}/tools/${name}` })
+    const secret = tool.signing_secret ?? (await api('POST', `/tools/${name}/rotate-secret`)).signing_secret
+    tools.secrets.set(name, secret) // the tool server verifies every call's signature with it
+  }
+  console.log(dim(`registered ${Object.keys(DEMO_TOOLS).join(', ')} → ${tools.url}`))
+  console.log(`\n${bold('Q:')} ${question}\n`)
+
+  const run = await api('POST', '/runs', {
+    input: question,
+    tools: Object.keys(DEMO_TOOLS),
+    system: 'Answer briefly. Use the tools, all at once when you can.',
+    max_tokens: 1024,
+    metadata: { source: 'demo' }
+  })
+  const events: Array<{ type: string, at: string, data: Record<string, any> }> = (await api('GET', `/runs/${run.id}/events?limit=1000`)).data
+  printTimeline(events)
+  console.log(`\n${bold('A:')} ${run.status === 'completed' ? run.output_text : `the run ${run.status}: ${JSON.stringify(run.error)}`}\n`)
+  console.log(dim(`run ${run.id}: ${run.steps} model calls, ${run.tool_calls.total} tool calls (${run.tool_calls.errors} errors), ${run.usage.input_tokens} + ${run.usage.output_tokens} tokens`))
+  console.log(dim(`see it all: curl -s '${base}/runs/${run.id}?include=messages'   and   curl -s '${base}/runs/${run.id}/events'`))
+  if (once) await shutdown(run.status === 'completed' ? 0 : 1)
+  console.log(dim('\nServing until Ctrl-C. Try another question with:'))
+  console.log(dim(`  curl -s ${base}/runs -H 'content-type: application/json' -d '{"input":"Weather in London and Sydney?","tools":["get_weather","get_local_time"]}'`))
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => { shutdown(0).catch(() => process.exit(1)) })
+} catch (err) {
+  console.error(`demo failed: ${(err as Error).message}`)
+  await shutdown(1)
+}
+
+/** Each step's tool calls as bars on the step's time axis: what ran together, and for how long. */
+function printTimeline (events: Array<{ type: string, at: string, data: Record<string, any> }>): void {
+  const steps = new Map<number, { start: number, modelDone: number, calls: Array<{ label: string, start: number, end: number, error: boolean }> }>()
+  const starts = new Map<string, number>()
+  for (const event of events) {
+    const at = Date.parse(event.at)
+    const step = event.data.step as number
+    if (event.type === 'step.started') steps.set(step, { start: at, modelDone: at, calls: [] })
+    if (event.type === 'step.completed') steps.get(step)!.modelDone = at
+    if (event.type === 'tool_call.started' && !starts.has(event.data.tool_use_id)) starts.set(event.data.tool_use_id, at)
+    if (event.type === 'tool_call.completed') {
+      const start = starts.get(event.data.tool_use_id) ?? at
+      steps.get(step)!.calls.push({ label: `${event.data.name} ${JSON.stringify(event.data.input ?? findInput(events, event.data.tool_use_id))}`, start, end: at, error: event.data.is_error })
+    }
+  }
+  const width = 36
+  for (const [step, { start, modelDone, calls }] of steps) {
+    if (calls.length === 0) {
+      console.log(dim(`step ${step}: the model answered in ${modelDone - start} ms`))
+      continue
+    }
+    const end = Math.max(...calls.map((c) => c.end), modelDone)
+    const span = Math.max(1, end - start)
+    calls.sort((a, b) => a.start - b.start)
+    const labelWidth = Math.max(...calls.map((c) => c.label.length))
+    console.log(`step ${step}: the model asked for ${calls.length} tools; each bar is one call on the step's ${span} ms`)
+    for (const call of calls) {
+      const from = Math.round((call.start - start) / span * width)
+      const to = Math.max(from + 1, Math.round((call.end - start) / span * width))
+      const bar = ' '.repeat(from) + '█'.repeat(to - from) + ' '.repeat(width - to)
+      console.log(`  ${call.label.padEnd(labelWidth)} │${bar}│ ${String(call.end - call.start).padStart(4)} ms${call.error ? ' (error)' : ''}`)
+    }
+    const sum = calls.reduce((total, c) => total + (c.end - c.start), 0)
+    const wall = Math.max(...calls.map((c) => c.end)) - Math.min(...calls.map((c) => c.start))
+    console.log(dim(`  the calls took ${wall} ms side by side; one after another they would have taken ${sum} ms`))
+  }
+}
+
+function findInput (events: Array<{ type: string, data: Record<string, any> }>, toolUseId: string): unknown {
+  return events.find((e) => e.type === 'tool_call.started' && e.data.tool_use_id === toolUseId)?.data.input
+}
