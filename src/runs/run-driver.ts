@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Message, MessageParam, Tool as ModelTool, ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
@@ -190,7 +191,7 @@ export class RunDriver {
         if (Date.now() + delayMs >= this.events.run.deadline_at) throw err
         this.#log.warn({ step, attempt, delayMs: Math.round(delayMs), status: err.status, error: err.message }, 'model call failed; retrying')
         this.events.emit('step.retrying', { step, attempt, error: err.message, status: err.status ?? null, retry_in_ms: Math.round(delayMs) })
-        await sleep(delayMs, this.#controller.signal)
+        await sleep(delayMs, undefined, { signal: this.#controller.signal })
       }
     }
   }
@@ -359,22 +360,4 @@ function addUsage (total: Usage, add: Partial<Usage>): Usage {
     cache_creation_input_tokens: total.cache_creation_input_tokens + (add.cache_creation_input_tokens ?? 0),
     cache_read_input_tokens: total.cache_read_input_tokens + (add.cache_read_input_tokens ?? 0)
   }
-}
-
-function sleep (ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason)
-      return
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(signal.reason)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }

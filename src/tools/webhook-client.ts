@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { randomBytes } from 'node:crypto'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, request } from 'undici'
@@ -108,7 +109,7 @@ export class WebhookClient {
       if (Date.now() + delayMs >= context.runDeadline) return { outcome, attempts: attempt }
       hooks.onRetry?.(attempt, outcome, Date.now() - started, delayMs)
       try {
-        await sleep(delayMs, context.signal)
+        await sleep(delayMs, undefined, { signal: context.signal })
       } catch {
         return { outcome: cancelled(tool.name, context.signal), attempts: attempt }
       }
@@ -245,22 +246,4 @@ function safeHost (url: string): string {
   } catch {
     return 'its host'
   }
-}
-
-function sleep (ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason)
-      return
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(signal.reason)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }

@@ -1,0 +1,109 @@
+/**
+ * Fan-out latency: one step in which the model asks for N tool calls of 100 ms each and answers at
+ * once, through POST /runs (sync), against a hand-written loop in this process doing the same work
+ * (the SDK's messages.create, then one Promise.all over undici requests), and that loop done one
+ * call after another. Same fake Messages API, same tool server, same machine, same run.
+ *
+ * The figure that counts is Switchboard minus the parallel baseline: what the service adds.
+ */
+import Anthropic from '@anthropic-ai/sdk'
+import type { ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import { request } from 'undici'
+import { startFakeMessagesApi, toolResults, turnNumber } from '../test/support/fake-messages-api.js'
+import { startWebhookServer } from '../test/support/webhook-server.js'
+import { median, startSwitchboard, type BenchOptions } from './support.js'
+
+const TOOL_MS = 100
+
+export interface FanOutRow {
+  readonly calls: number
+  readonly baselineMs: number
+  readonly switchboardMs: number
+  readonly overheadMs: number
+  readonly sequentialMs: number
+}
+
+export async function fanOut (options: BenchOptions): Promise<FanOutRow[]> {
+  const sizes = options.quick ? [1, 4, 16, 64] : [1, 4, 16, 64]
+  const repetitions = options.quick ? 5 : 15
+  const tools = await startWebhookServer()
+  const model = await startFakeMessagesApi((req) => {
+    const n = Number(/(\d+) calls/.exec(String(req.body.messages[0].content))?.[1] ?? 1)
+    if (turnNumber(req) === 1) {
+      return { content: Array.from({ length: n }, (_, i) => ({ type: 'tool_use' as const, name: 'sleep', input: { i } })) }
+    }
+    return { content: [{ type: 'text' as const, text: `got ${toolResults(req).length} results` }] }
+  })
+  const service = await startSwitchboard({ ANTHROPIC_BASE_URL: model.url })
+  const toolUrl = `${tools.url}/delay/${TOOL_MS}`
+  await service.api('PUT', '/tools/sleep', {
+    description: 'Sleeps', input_schema: { type: 'object', properties: { i: { type: 'integer' } } }, url: toolUrl, effect: 'read_only'
+  })
+  const client = new Anthropic({ baseURL: model.url, apiKey: 'bench', maxRetries: 0 })
+  const sleepTool = { name: 'sleep', description: 'Sleeps', input_schema: { type: 'object' as const, properties: { i: { type: 'integer' } } } }
+
+  async function callTool (use: ToolUseBlock): Promise<string> {
+    const res = await request(toolUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ run_id: 'baseline', tool_use_id: use.id, tool: use.name, input: use.input, attempt: 1 })
+    })
+    return JSON.stringify(await res.body.json())
+  }
+
+  async function handLoop (n: number, parallel: boolean): Promise<void> {
+    const messages: Anthropic.MessageParam[] = [{ role: 'user', content: `please make ${n} calls` }]
+    for (;;) {
+      const message = await client.messages.create({ model: 'bench', max_tokens: 1024, messages, tools: [sleepTool] })
+      messages.push({ role: 'assistant', content: message.content })
+      const uses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
+      if (uses.length === 0) return
+      let results: string[]
+      if (parallel) {
+        results = await Promise.all(uses.map(callTool))
+      } else {
+        results = []
+        for (const use of uses) results.push(await callTool(use))
+      }
+      messages.push({ role: 'user', content: uses.map((u, i) => ({ type: 'tool_result' as const, tool_use_id: u.id, content: results[i]! })) })
+    }
+  }
+
+  async function viaSwitchboard (n: number): Promise<void> {
+    const run = await service.api('POST', '/runs', { input: `please make ${n} calls`, tools: ['sleep'], max_tokens: 1024 })
+    if (run.status !== 'completed') throw new Error(`run ${run.id} ended ${run.status}: ${JSON.stringify(run.error)}`)
+  }
+
+  async function time (fn: () => Promise<void>): Promise<number> {
+    const start = performance.now()
+    await fn()
+    return performance.now() - start
+  }
+
+  const rows: FanOutRow[] = []
+  try {
+    // Warm up every path once: connections, JIT, the database file.
+    for (const n of sizes) {
+      await handLoop(n, true)
+      await viaSwitchboard(n)
+    }
+    for (const n of sizes) {
+      const baseline: number[] = []
+      const switchboard: number[] = []
+      const sequential: number[] = []
+      for (let r = 0; r < repetitions; r++) {
+        // Interleave, so that a noisy moment on the machine hits both sides alike.
+        baseline.push(await time(async () => await handLoop(n, true)))
+        switchboard.push(await time(async () => await viaSwitchboard(n)))
+      }
+      for (let r = 0; r < Math.min(3, repetitions); r++) sequential.push(await time(async () => await handLoop(n, false)))
+      const row = { calls: n, baselineMs: median(baseline), switchboardMs: median(switchboard), overheadMs: median(switchboard) - median(baseline), sequentialMs: median(sequential) }
+      rows.push(row)
+      options.log(`fan-out ${n}: baseline ${row.baselineMs.toFixed(1)} ms, switchboard ${row.switchboardMs.toFixed(1)} ms, sequential ${row.sequentialMs.toFixed(1)} ms`)
+    }
+  } finally {
+    await service.stop()
+    await Promise.all([model.close(), tools.close()])
+  }
+  return rows
+}
