@@ -58,7 +58,8 @@ const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost'])
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   let parsed: Env
   try {
-    parsed = envSchema<Env>({ schema: ConfigSchema, data: env, dotenv: false })
+    // env: false: read only what we are given (process.env from server.ts, a plain object in tests).
+    parsed = envSchema<Env>({ schema: ConfigSchema, data: env, env: false, dotenv: false })
   } catch (err) {
     throw new ConfigError(describeEnvError(err))
   }

@@ -105,3 +105,23 @@ describe('configuration', () => {
     })
   })
 })
+
+describe('isolation from the process environment', () => {
+  it('reads only the object it is given, never process.env', () => {
+    const saved = { ...process.env }
+    process.env.API_KEYS = 'leak:sk_leaked_from_process_env'
+    process.env.DATABASE_URL = 'postgres://leak@db/x'
+    process.env.PORT = '8181'
+    try {
+      const config = loadConfig({ LOG_LEVEL: 'silent' })
+      expect(config.keyring.size).toBe(0)
+      expect(config.DATABASE_URL).toBeUndefined()
+      expect(config.PORT).toBe(3000)
+    } finally {
+      for (const name of ['API_KEYS', 'DATABASE_URL', 'PORT']) {
+        if (saved[name] === undefined) delete process.env[name]
+        else process.env[name] = saved[name]
+      }
+    }
+  })
+})

@@ -32,8 +32,10 @@ export class EgressDeniedError extends Error {
     const why = addressClass === 'metadata'
       ? 'a cloud metadata or link-local address, which is always refused'
       : 'a private or loopback address not listed in TOOL_EGRESS_ALLOW'
-    const via = isIP(unbracket(hostname)) === 0 ? ` (${hostname} resolves to it)` : ''
-    super(`address ${address}${via} is not allowed by the egress policy: it is ${why}`)
+    // For a name, say what kind of address it resolves to, not which one: callers must not be able
+    // to map internal DNS through our error messages. The address is kept for logs.
+    const subject = isIP(unbracket(hostname)) === 0 ? `${hostname} resolves to an address that` : `address ${address}`
+    super(`${subject} is not allowed by the egress policy: it is ${why}`)
     this.address = address
   }
 }
@@ -53,7 +55,9 @@ for (const [net, prefix] of [
   ['198.51.100.0', 24], ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4]
 ] as const) PRIVATE.addSubnet(net, prefix, 'ipv4')
 for (const [net, prefix] of [
-  ['::', 128], ['::1', 128], ['fc00::', 7], ['ff00::', 8], ['2001:db8::', 32], ['100::', 64]
+  ['::', 128], ['::1', 128], ['fc00::', 7], ['ff00::', 8], ['2001:db8::', 32], ['100::', 64],
+  // Teredo tunnels to IPv4 hosts it hides: refused unless allowed.
+  ['2001::', 32]
 ] as const) PRIVATE.addSubnet(net, prefix, 'ipv6')
 
 /**
@@ -176,17 +180,51 @@ export function unbracket (hostname: string): string {
   return hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname
 }
 
-/** Reduces IPv4-mapped and NAT64 IPv6 forms to the IPv4 address they carry. */
+/**
+ * An IPv6 address that carries an IPv4 one (IPv4-mapped, IPv4-translated, IPv4-compatible, NAT64,
+ * 6to4) stands for that IPv4 address: a request to it reaches the IPv4 network, so it is judged as
+ * the IPv4 address. Other addresses are returned as written (lower case, without brackets).
+ */
 function normalizeAddress (address: string): string {
-  const ip = unbracket(address).toLowerCase()
+  const ip = unbracket(address).toLowerCase().split('%')[0]!
   if (isIP(ip) !== 6) return ip
-  const mapped = /^(?:0{0,4}:){0,5}(?:::)?ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(ip) ?? /^64:ff9b::(\d+\.\d+\.\d+\.\d+)$/.exec(ip)
-  if (mapped !== null) return mapped[1]!
-  const hexMapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(ip)
-  if (hexMapped !== null) {
-    const high = parseInt(hexMapped[1]!, 16)
-    const low = parseInt(hexMapped[2]!, 16)
-    return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`
+  const bytes = ipv6Bytes(ip)
+  if (bytes === null) return ip
+  const embedded = embeddedIPv4(bytes)
+  return embedded ?? ip
+}
+
+function embeddedIPv4 (b: number[]): string | null {
+  const zero = (from: number, to: number) => b.slice(from, to).every((x) => x === 0)
+  const v4 = (at: number) => b.slice(at, at + 4).join('.')
+  // ::ffff:a.b.c.d (mapped) and ::ffff:0:a.b.c.d (translated)
+  if (zero(0, 10) && b[10] === 0xff && b[11] === 0xff) return v4(12)
+  if (zero(0, 8) && b[8] === 0xff && b[9] === 0xff && b[10] === 0 && b[11] === 0) return v4(12)
+  // 64:ff9b::/96 (NAT64, well-known) and 64:ff9b:1::/48 (NAT64, local use)
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b) {
+    if (zero(4, 12)) return v4(12)
+    if (b[4] === 0 && b[5] === 1) return v4(12)
   }
-  return ip
+  // ::a.b.c.d (IPv4-compatible, deprecated), but not :: and ::1 themselves
+  if (zero(0, 12) && !(zero(12, 15) && (b[15] === 0 || b[15] === 1))) return v4(12)
+  // 2002:aabb:ccdd::/16 (6to4)
+  if (b[0] === 0x20 && b[1] === 0x02) return v4(2)
+  return null
+}
+
+/** The 16 bytes of an IPv6 address (already checked by isIP), or null. */
+function ipv6Bytes (ip: string): number[] | null {
+  // A dotted IPv4 tail (::ffff:1.2.3.4) is two more groups of hex.
+  const text = ip.replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a: string, b: string, c: string, d: string) =>
+    `${((Number(a) << 8) | Number(b)).toString(16)}:${((Number(c) << 8) | Number(d)).toString(16)}`)
+  const halves = text.split('::')
+  if (halves.length > 2) return null
+  const groups = (part: string) => part === '' ? [] : part.split(':').map((g) => parseInt(g, 16))
+  const front = groups(halves[0]!)
+  const back = halves.length === 2 ? groups(halves[1]!) : []
+  const missing = 8 - front.length - back.length
+  if (missing < 0 || (halves.length === 1 && missing !== 0)) return null
+  const all = [...front, ...Array.from({ length: missing }, () => 0), ...back]
+  if (all.some((g) => !Number.isInteger(g) || g < 0 || g > 0xffff)) return null
+  return all.flatMap((g) => [g >> 8, g & 0xff])
 }

@@ -103,6 +103,10 @@ for (const backend of backends) {
         ['a private address not allowed', 'p1', { ...weather, url: 'http://10.1.2.3/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /private or loopback address not listed in TOOL_EGRESS_ALLOW/],
         ['a loopback address not allowed', 'p2', { ...weather, url: 'http://127.0.0.2/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /address 127.0.0.2 is not allowed/],
         ['an IPv4-mapped IPv6 loopback', 'p3', { ...weather, url: 'http://[::ffff:127.0.0.2]/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /address 127.0.0.2 is not allowed/],
+        ['the metadata address through NAT64', 'n1', { ...weather, url: 'http://[64:ff9b::169.254.169.254]/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /always refused/],
+        ['a private address through local-use NAT64', 'n2', { ...weather, url: 'http://[64:ff9b:1::a00:5]/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /private or loopback/],
+        ['the metadata address through 6to4', 'n3', { ...weather, url: 'http://[2002:a9fe:a9fe::1]/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /always refused/],
+        ['an IPv4-translated loopback', 'n4', { ...weather, url: 'http://[::ffff:0:127.0.0.3]/' }, 'TOOL_ERR_URL_NOT_ALLOWED', /private or loopback/],
         ['a reserved header', 'r1', { ...weather, headers: { 'Webhook-Signature': 'v1,forged' } }, 'REQUEST_ERR_VALIDATION', /may not set "Webhook-Signature"/],
         ['a header name with a space', 'r2', { ...weather, headers: { 'x bad': 'v' } }, 'REQUEST_ERR_VALIDATION', /invalid header name/],
         ['a header value with a line break', 'r3', { ...weather, headers: { 'x-ok': 'a\r\nx-injected: 1' } }, 'REQUEST_ERR_VALIDATION', /control character/],
@@ -129,7 +133,8 @@ for (const backend of backends) {
           // Here loopback is not allowed: a name that resolves to it is refused like the address.
           const named = await open.app.inject({ method: 'PUT', url: '/tools/named', headers: auth(TENANT_A), payload: { ...weather, url: 'http://localhost:8080/' } })
           expect(named.json()).toMatchObject({ statusCode: 400, code: 'TOOL_ERR_URL_NOT_ALLOWED' })
-          expect(named.json().message).toMatch(/localhost resolves to it/)
+          expect(named.json().message).toMatch(/localhost resolves to an address that is not allowed/)
+          expect(named.json().message).not.toMatch(/127\.0\.0\.1|::1/)
         } finally {
           await open.close()
         }
