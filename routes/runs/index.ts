@@ -31,7 +31,16 @@ export default async function runRoutes (fastify: FastifyInstance) {
     if (request.body.background === true) {
       return reply.code(202).header('location', `/runs/${run.id}`).send(toRunObject(run))
     }
-    return toRunObject(await app.engine.settled(request.tenantId, run.id))
+    // Waiting may take minutes: stop waiting (not the run) if the caller goes away.
+    const gone = new AbortController()
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) gone.abort() })
+    try {
+      return toRunObject(await app.engine.settled(request.tenantId, run.id, gone.signal))
+    } catch (err) {
+      if (!gone.signal.aborted) throw err
+      request.log.info({ runId: run.id }, 'caller went away; the run goes on')
+      return reply.hijack()
+    }
   })
 
   app.get('/runs', {

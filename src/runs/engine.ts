@@ -48,6 +48,8 @@ export class RunEngine {
   readonly #drivers = new Map<string, RunDriver>()
   readonly #toolConcurrency = new ToolConcurrency()
   readonly #renewal: NodeJS.Timeout
+  /** Creates under way: the drain waits for them, so that no run starts after it looked. */
+  readonly #creating = new Set<Promise<unknown>>()
   #accepting = true
 
   constructor (options: RunEngineOptions) {
@@ -69,6 +71,16 @@ export class RunEngine {
    */
   async create (tenantId: string, body: CreateRun): Promise<RunRecord> {
     if (!this.#accepting) throw new AppError('SERVICE_ERR_DRAINING', 'This replica is shutting down: retry on another one.', { headers: { 'retry-after': '1' } })
+    const creating = this.#create(tenantId, body)
+    this.#creating.add(creating)
+    try {
+      return await creating
+    } finally {
+      this.#creating.delete(creating)
+    }
+  }
+
+  async #create (tenantId: string, body: CreateRun): Promise<RunRecord> {
     if (!this.#options.modelConfigured) {
       throw new AppError('SERVICE_ERR_MODEL_NOT_CONFIGURED', 'No model API is configured: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a gateway) and restart.')
     }
@@ -164,20 +176,33 @@ export class RunEngine {
   }
 
   /**
-   * Resolves with the run once it is final (or waits for the caller, in `requires_action`).
-   * Follows the local driver when there is one, else polls storage: another replica drives it.
+   * Resolves with the run once it is final (or waits for the caller, in `requires_action`): what
+   * a sync `POST /runs` answers. Follows the local driver when there is one, else polls storage
+   * (another replica drives it). Always ends: if this replica gives the run up (shutdown, storage
+   * down), or nobody drives it past its deadline, it rejects with a 503 whose `Location` leads to
+   * the run; if `signal` aborts (the caller went away), it stops waiting.
    */
-  async settled (tenantId: string, runId: string): Promise<RunRecord> {
+  async settled (tenantId: string, runId: string, signal?: AbortSignal): Promise<RunRecord> {
     const driver = this.#drivers.get(runId)
     if (driver !== undefined) {
-      const run = await driver.done
+      const run = await abortable(driver.done, signal)
       if (isSettled(run)) return run
+      const follow = { location: `/runs/${runId}`, 'retry-after': '1' }
+      if (driver.handback === 'shutdown') {
+        throw new AppError('SERVICE_ERR_DRAINING', `This replica shut down before run ${runId} finished. The run goes on without this connection: follow it with GET /runs/${runId}.`, { headers: follow })
+      }
+      if (driver.handback === 'storage') {
+        throw new AppError('SERVICE_ERR_STORE_UNAVAILABLE', `Storage failed while run ${runId} was going; follow it with GET /runs/${runId}.`, { headers: follow })
+      }
     }
     let delay = 100
     for (;;) {
       const run = await this.get(tenantId, runId)
       if (isSettled(run)) return run
-      await new Promise((resolve) => setTimeout(resolve, delay))
+      if (Date.now() > run.deadline_at + 2 * this.#options.limits.leaseMs) {
+        throw new AppError('RUN_ERR_STALLED', `Run ${runId} is past its deadline and no replica is driving it; follow it with GET /runs/${runId}.`, { headers: { location: `/runs/${runId}` } })
+      }
+      await abortable(new Promise((resolve) => setTimeout(resolve, delay)), signal)
       delay = Math.min(delay * 2, 2000)
     }
   }
@@ -188,6 +213,7 @@ export class RunEngine {
    */
   async close (graceMs: number): Promise<void> {
     this.#accepting = false
+    await Promise.allSettled([...this.#creating])
     const drivers = [...this.#drivers.values()]
     if (drivers.length > 0) {
       this.#options.log.info({ runs: drivers.length, graceMs }, 'draining runs')
@@ -231,6 +257,22 @@ export class RunEngine {
     for (const id of ids) {
       if (!held.has(id)) this.#drivers.get(id)?.stop(new RunStop('lease_lost', 'this replica lost the run\'s lease'))
     }
+  }
+}
+
+/** `promise`, or a rejection as soon as `signal` aborts. */
+async function abortable<T> (promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return await promise
+  signal.throwIfAborted()
+  let onAbort!: () => void
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  try {
+    return await Promise.race([promise, aborted])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
   }
 }
 

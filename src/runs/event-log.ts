@@ -1,4 +1,10 @@
-import type { EventRecord, Lease, NewEvent, RunRecord, RunWrite, Store } from '../store/index.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Log } from '../logger.js'
+import { LeaseLostError, type EventRecord, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store } from '../store/index.js'
+
+// A failed write is retried for about half a minute (a database restarting, a pool momentarily
+// exhausted) before the log gives up; the events wait in memory meanwhile, in order.
+const WRITE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
 
 export type EventListener = (events: readonly EventRecord[]) => void
 
@@ -10,7 +16,7 @@ export type EventListener = (events: readonly EventRecord[]) => void
  * text deltas of a step merge into one `message.delta` event the same way.
  *
  * Every write is fenced by the run's lease: once another replica has taken the run, writes fail
- * with LeaseLostError and the log refuses further events.
+ * with LeaseLostError and the log refuses further events. Other write errors are retried.
  */
 export class EventLog {
   readonly #store: Store
@@ -23,10 +29,13 @@ export class EventLog {
   #scheduled = false
   #failure: Error | null = null
 
-  constructor (store: Store, run: RunRecord, lease: Lease) {
+  readonly #log: Log
+
+  constructor (store: Store, run: RunRecord, lease: Lease, log: Log) {
     this.#store = store
     this.#run = run
     this.#lease = lease
+    this.#log = log
     this.#seq = run.event_count
   }
 
@@ -35,9 +44,14 @@ export class EventLog {
     return this.#run
   }
 
-  /** Set when a write failed: the log takes nothing more. */
+  /** Set when a write failed for good: the log takes nothing more until {@link recover}. */
   get failure (): Error | null {
     return this.#failure
+  }
+
+  /** After a failure that was not a lost lease: accept writes again, for one last try. */
+  recover (): void {
+    if (!(this.#failure instanceof LeaseLostError)) this.#failure = null
   }
 
   /** Called with each batch of events once stored, in order. */
@@ -96,11 +110,29 @@ export class EventLog {
     const events = this.#pending
     if (events.length === 0 && write.messages === undefined && write.patch === undefined) return this.#run
     this.#pending = []
-    try {
-      this.#run = await this.#store.writeRun(this.#run, this.#lease, { ...write, events })
-    } catch (err) {
-      this.#failure = err instanceof Error ? err : new Error(String(err))
-      throw this.#failure
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.#run = await this.#store.writeRun(this.#run, this.#lease, { ...write, events })
+        break
+      } catch (err) {
+        // A retry that finds its rows already there means the previous attempt did commit (the
+        // connection broke while COMMIT was answered): the write is done.
+        if (attempt > 0 && isDuplicate(err)) {
+          const stored = await this.#store.getRun(this.#run.tenant_id, this.#run.id).catch(() => null)
+          if (stored !== null && stored.event_count >= (events[events.length - 1]?.seq ?? 0)) {
+            this.#run = stored
+            break
+          }
+        }
+        const delay = WRITE_RETRY_DELAYS_MS[attempt]
+        if (err instanceof LeaseLostError || delay === undefined) {
+          this.#failure = err instanceof Error ? err : new Error(String(err))
+          this.#pending = [...events, ...this.#pending]
+          throw this.#failure
+        }
+        this.#log.warn({ attempt: attempt + 1, delayMs: delay, err: { message: (err as Error).message } }, 'storing the run failed; retrying')
+        await sleep(delay)
+      }
     }
     if (events.length > 0) {
       const stored = events.map((e) => ({ ...e, run_id: this.#run.id }))
@@ -114,4 +146,9 @@ export class EventLog {
     }
     return this.#run
   }
+}
+
+function isDuplicate (err: unknown): boolean {
+  const code = (err as { code?: string }).code
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE'
 }

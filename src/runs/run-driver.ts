@@ -61,8 +61,10 @@ export class RunDriver {
   readonly #historyTools = new Set<string>()
   readonly #log: Log
   readonly events: EventLog
-  /** Settles with the run once it is final (or handed back, on shutdown or a lost lease). */
+  /** Settles with the run once it is final, or once this driver gave it up (see `handback`). */
   readonly done: Promise<RunRecord>
+  /** Why the driver stopped without finishing the run, if it did. */
+  handback: 'shutdown' | 'lease_lost' | 'storage' | null = null
   #resolveDone!: (run: RunRecord) => void
   #deadlineTimer: NodeJS.Timeout | undefined
 
@@ -73,7 +75,7 @@ export class RunDriver {
     this.#history = history
     for (const message of history) this.#noteToolNames(message)
     this.#log = deps.log.child({ runId: run.id })
-    this.events = new EventLog(deps.store, run, lease)
+    this.events = new EventLog(deps.store, run, lease, this.#log)
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
   }
 
@@ -146,6 +148,10 @@ export class RunDriver {
       calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, why)))
     }
     const results = await Promise.all(toolUses.map(async (toolUse) => await calls.get(toolUse.id)!))
+    // Handing the run back (shutdown, lost lease): the results of calls cut short are not real
+    // results, so the step is not stored; whoever resumes the run decides what those calls became.
+    const stop = this.#controller.signal.reason
+    if (stop instanceof RunStop && (stop.reason === 'shutdown' || stop.reason === 'lease_lost')) throw stop
 
     const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
     // Every tool_use gets its tool_result, first and in the model's order, so that the stored
@@ -196,8 +202,17 @@ export class RunDriver {
     }
   }
 
-  /** Checks a complete tool_use and schedules its webhook call; resolves with its tool_result. */
+  /** Checks a complete tool_use and schedules its webhook call; resolves with its tool_result, never rejects. */
   async #dispatch (step: number, toolUse: CompletedToolUse, tools: Map<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
+    try {
+      return await this.#dispatchChecked(step, toolUse, tools, dispatcher, signal)
+    } catch (err) {
+      this.#log.error({ err, toolUseId: toolUse.block.id }, 'tool call failed unexpectedly')
+      return this.#notCalled(step, toolUse.block, `Tool ${toolUse.block.name} failed inside Switchboard; the error has been logged.`)
+    }
+  }
+
+  async #dispatchChecked (step: number, toolUse: CompletedToolUse, tools: Map<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
     const { block } = toolUse
     const tool = tools.get(block.name)
     if (tool === undefined) {
@@ -327,11 +342,21 @@ export class RunDriver {
           await this.#finish('cancelled', 'cancelled')
         } else {
           // Shutdown or a lost lease: the run is not over, it is somebody else's to finish.
+          this.handback = reason.reason === 'shutdown' ? 'shutdown' : 'lease_lost'
           await this.events.flush().catch(() => {})
           this.#log.info({ reason: reason.reason }, 'run handed back')
         }
       } else if (err instanceof LeaseLostError || this.events.failure instanceof LeaseLostError) {
+        this.handback = 'lease_lost'
         this.#log.warn('lease lost: another replica drives this run now')
+      } else if (this.events.failure !== null) {
+        // Storage kept failing through every retry. One last try to record the end of the run;
+        // if that fails too, the lease runs out and the run is left to be taken over.
+        this.#log.error({ err: this.events.failure }, 'storage failed; the run cannot go on')
+        this.handback = 'storage'
+        this.events.recover()
+        await this.#finish('failed', 'error', { code: 'RUN_ERR_STORAGE', message: 'The run stopped because its storage was unavailable.' })
+        this.handback = null
       } else if (err instanceof ModelCallError) {
         this.#log.warn({ code: err.code, status: err.status, error: err.message }, 'model call failed; the run fails')
         await this.#finish('failed', 'error', { code: err.code, message: `The model call failed: ${err.message}` })

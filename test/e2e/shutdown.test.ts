@@ -1,0 +1,71 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServerProcess } from '../support/process.js'
+import { startFakeMessagesApi, turnNumber, type FakeMessagesApi } from '../support/fake-messages-api.js'
+import { startWebhookServer, type WebhookServer } from '../support/webhook-server.js'
+
+describe('SIGTERM with runs in flight', () => {
+  let model: FakeMessagesApi
+  let tools: WebhookServer
+  let dataDir: string
+  beforeAll(async () => {
+    model = await startFakeMessagesApi((request) => turnNumber(request) === 1
+      ? { content: [{ type: 'tool_use', name: 'slow', input: {} }] }
+      : { content: [{ type: 'text', text: 'finished' }] })
+    tools = await startWebhookServer()
+    dataDir = mkdtempSync(join(tmpdir(), 'switchboard-shutdown-'))
+  })
+  afterAll(async () => {
+    await Promise.all([model.close(), tools.close()])
+    rmSync(dataDir, { recursive: true, force: true })
+  })
+
+  async function start (graceMs: number) {
+    const server = await startServerProcess({
+      DATA_DIR: dataDir, ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test', TOOL_EGRESS_ALLOW: '127.0.0.1', SHUTDOWN_GRACE_MS: String(graceMs)
+    })
+    await server.ready()
+    return server
+  }
+
+  async function register (url: string, path: string): Promise<void> {
+    const res = await fetch(`${url}/tools/slow`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ description: 'slow', input_schema: { type: 'object' }, url: `${tools.url}${path}`, timeout_ms: 120_000 })
+    })
+    expect(res.status).toBeLessThan(300)
+  }
+
+  it('lets a step that ends within the grace period finish, answers its sync caller, and exits 0', async () => {
+    const server = await start(10_000)
+    await register(server.url, '/delay/1500')
+    const pending = fetch(`${server.url}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: 'x', tools: ['slow'] }) })
+    await expect.poll(() => tools.callsTo('/delay/1500').length).toBe(1)
+    server.child.kill('SIGTERM')
+    const res = await pending
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ status: 'completed', output_text: 'finished' })
+    expect((await server.exited).code).toBe(0)
+  })
+
+  it('past the grace period, hands the run back, answers its sync caller 503 with a Location, and still exits 0', async () => {
+    const server = await start(500)
+    await register(server.url, '/delay/60000')
+    const pending = fetch(`${server.url}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: 'x', tools: ['slow'] }) })
+    await expect.poll(() => tools.callsTo('/delay/60000').length).toBe(1)
+    server.child.kill('SIGTERM')
+    const res = await pending
+    expect(res.status).toBe(503)
+    const body = await res.json() as { code: string, message: string }
+    expect(body.code).toBe('SERVICE_ERR_DRAINING')
+    expect(res.headers.get('location')).toMatch(/^\/runs\/run_/)
+    // 0, not the 1 of close-with-grace forcing the exit: nothing was left hanging.
+    expect((await server.exited).code).toBe(0)
+    expect(server.output()).toContain('"run handed back"')
+    // The tool's connection was closed, not left hanging.
+    await expect.poll(() => tools.callsTo('/delay/60000')[0]!.aborted).toBe(true)
+  })
+})

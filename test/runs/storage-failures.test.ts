@@ -1,0 +1,86 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { buildApp } from '../../app.js'
+import { loadConfig } from '../../src/config.js'
+import { createStore, type Store } from '../../src/store/index.js'
+import { auth, BASE_ENV, TENANT_A } from '../support/app.js'
+import { sqliteBackend } from '../support/harness.js'
+import { startFakeMessagesApi, toolsThenAnswer, type FakeMessagesApi } from '../support/fake-messages-api.js'
+import { startWebhookServer, type WebhookServer } from '../support/webhook-server.js'
+import { silentLog } from '../support/log.js'
+import type { StorageLocation } from '../support/backends.js'
+
+/**
+ * The real store, with writeRun failing as a flaky database would: `failNext` writes throw before
+ * touching anything; `commitThenFail` writes are stored and then throw, as when a connection breaks
+ * while COMMIT is being answered.
+ */
+function flaky (store: Store) {
+  const plan = { failNext: 0, commitThenFail: 0, failures: 0 }
+  const wrapped = new Proxy(store, {
+    get (target, property) {
+      if (property !== 'writeRun') {
+        const value = Reflect.get(target, property, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      }
+      return async (...args: Parameters<Store['writeRun']>) => {
+        if (plan.failNext > 0) {
+          plan.failNext--
+          plan.failures++
+          throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
+        }
+        const result = await target.writeRun(...args)
+        if (plan.commitThenFail > 0) {
+          plan.commitThenFail--
+          plan.failures++
+          throw Object.assign(new Error('connection lost during COMMIT'), { code: 'ECONNRESET' })
+        }
+        return result
+      }
+    }
+  })
+  return { store: wrapped, plan }
+}
+
+describe('storage that fails for a moment', () => {
+  let cleanup: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    for (const fn of cleanup.reverse()) await fn()
+    cleanup = []
+  })
+
+  async function setup () {
+    const location: StorageLocation = await sqliteBackend.location()
+    const store = await createStore({ dataDir: location.dataDir, log: silentLog })
+    const model: FakeMessagesApi = await startFakeMessagesApi(toolsThenAnswer([{ name: 'ok', input: {} }, { name: 'ok', input: { q: 'b' } }]))
+    const tools: WebhookServer = await startWebhookServer()
+    const { store: wrapped, plan } = flaky(store)
+    const config = loadConfig({ ...BASE_ENV, DATA_DIR: location.dataDir, ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'k' })
+    const app = await buildApp({ config, logger: silentLog, store: wrapped })
+    cleanup.push(async () => { await app.close(); await store.close(); await model.close(); await tools.close(); await location.destroy() })
+    await app.inject({ method: 'PUT', url: '/tools/ok', headers: auth(TENANT_A), payload: { description: 'ok', input_schema: { type: 'object' }, url: `${tools.url}/ok` } })
+    return { app, plan, store }
+  }
+
+  it('retries failed writes within the lease: the run completes with every event, in order, once', async () => {
+    const { app, plan } = await setup()
+    plan.failNext = 3
+    const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
+    expect(res.json()).toMatchObject({ status: 'completed', tool_calls: { total: 2, errors: 0 } })
+    expect(plan.failures).toBe(3)
+    const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+    expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
+    expect(events.filter((e: { type: string }) => e.type === 'tool_call.completed')).toHaveLength(2)
+  })
+
+  it('recognises a write that was committed although it reported failure, and does not store it twice', async () => {
+    const { app, plan } = await setup()
+    plan.commitThenFail = 2
+    const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
+    expect(res.json()).toMatchObject({ status: 'completed' })
+    const run = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}?include=messages`, headers: auth(TENANT_A) })).json()
+    expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant'])
+    const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+    expect(new Set(events.map((e: { id: number }) => e.id)).size).toBe(events.length)
+    expect(events[events.length - 1].type).toBe('run.completed')
+  })
+})
