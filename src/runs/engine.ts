@@ -12,7 +12,7 @@ import type { ToolRegistry } from '../tools/registry.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { RunDriver, RunStop } from './run-driver.js'
 import { toRunObject } from './run-object.js'
-import { findTranscriptProblem } from './transcript.js'
+import { findTranscriptProblem, hasLoneSurrogate } from './transcript.js'
 
 export interface EngineLimits {
   readonly defaultModel: string
@@ -97,6 +97,9 @@ export class RunEngine {
     const messages: MessageParam[] = body.messages ?? [{ role: 'user', content: body.input! }]
     const problem = findTranscriptProblem(messages)
     if (problem !== null) throw new AppError('RUN_ERR_INVALID_MESSAGES', problem)
+    if (hasLoneSurrogate(messages) || hasLoneSurrogate(body.system)) {
+      throw new AppError('RUN_ERR_INVALID_MESSAGES', 'The text holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
+    }
 
     const toolNames = body.tools ?? []
     const found = new Set((await this.#options.store.getTools(tenantId, toolNames)).map((t) => t.name))

@@ -9,6 +9,7 @@ import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import { errorOutcome, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
+import { linkedController } from '../abort.js'
 import { EventLog } from './event-log.js'
 import { toRunObject } from './run-object.js'
 
@@ -176,21 +177,39 @@ export class RunDriver {
     for (let attempt = 1; ; attempt++) {
       // Each attempt's calls hang off their own signal: if the stream fails halfway, the calls it
       // already started are cancelled with it, and the retry starts from a clean slate.
-      const attemptController = new AbortController()
-      const signal = AbortSignal.any([this.#controller.signal, attemptController.signal])
+      const attemptLink = linkedController(this.#controller.signal)
+      const signal = attemptLink.signal
       const dispatcher = new StepDispatcher(this.#params.parallelism, this.#deps.toolConcurrency, signal)
       const calls = new Map<string, Promise<ToolResultBlockParam>>()
+      // read_only and idempotent calls start the moment their block is complete. A side_effecting
+      // call waits for the whole message: if the stream broke and the model were asked again, its
+      // new answer would carry new ids, and the side effect would happen twice. A call that must
+      // follow a deferred one (around a parallel: false call) is deferred with it, in order.
+      const deferred: CompletedToolUse[] = []
+      let deferredSerial = false
       try {
         const message = await this.#deps.model.stream(request, {
           onText: (text) => this.events.emitDelta(step, text),
           onToolUse: (toolUse) => {
-            if (toolUse.inputComplete) calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
+            if (!toolUse.inputComplete) return
+            const tool = tools.get(toolUse.block.name)
+            const serial = tool?.parallel === false
+            if (tool?.effect === 'side_effecting' || deferredSerial || (serial && deferred.length > 0)) {
+              deferred.push(toolUse)
+              deferredSerial ||= serial
+              return
+            }
+            calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
           }
         }, this.#controller.signal)
+        for (const toolUse of deferred) calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
+        // Unhook from the run's signal once every call of the step has its result.
+        Promise.allSettled(calls.values()).then(attemptLink.dispose, attemptLink.dispose)
         return { message, calls }
       } catch (err) {
-        attemptController.abort(new RunStop('cancelled', 'the model call it belonged to failed'))
+        attemptLink.controller.abort(new RunStop('cancelled', 'the model call it belonged to failed'))
         await Promise.allSettled(calls.values())
+        attemptLink.dispose()
         if (this.#controller.signal.aborted) throw this.#controller.signal.reason
         if (!(err instanceof ModelCallError) || !err.retryable || attempt > this.#deps.modelMaxRetries) throw err
         const delayMs = err.retryAfterMs ?? Math.min(MODEL_BACKOFF_CAP_MS, MODEL_BACKOFF_BASE_MS * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.25)

@@ -33,6 +33,23 @@ export interface ResultLimits {
 }
 
 const BODY_PREVIEW_CHARS = 500
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+
+/**
+ * Text the Messages API accepts: a lone UTF-16 surrogate (half an emoji, from a tool's `\ud83d`
+ * escape or a careless cut) makes it refuse the whole request, and every later one with it.
+ */
+export function wellFormed (text: string): string {
+  return text.replace(LONE_SURROGATE, '\uFFFD')
+}
+
+/** The first `max` UTF-16 units of `text`, never ending on half a surrogate pair. */
+export function cutText (text: string, max: number): string {
+  if (text.length <= max) return text
+  const end = /[\uD800-\uDBFF]/.test(text.charAt(max - 1)) ? max - 1 : max
+  return text.slice(0, end)
+}
+
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
 const RETRYABLE_STATUSES = new Set([408, 429, 502, 503, 504])
 
@@ -54,7 +71,7 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
     return errorOutcome('error', `HTTP ${status} from ${tool}: redirects are not followed${location !== '' ? ` (Location: ${location.slice(0, 200)})` : ''}; register the final URL instead`, { status })
   }
   if (status < 200 || status >= 300) {
-    const preview = collapse(body.toString('utf8')).slice(0, BODY_PREVIEW_CHARS)
+    const preview = wellFormed(cutText(collapse(body.toString('utf8')), BODY_PREVIEW_CHARS))
     return errorOutcome('error', `HTTP ${status} from ${tool}${preview !== '' ? `: ${preview}` : ''}`, {
       status,
       retry: RETRYABLE_STATUSES.has(status) ? 'idempotent-only' : 'no',
@@ -80,7 +97,7 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
   if (contentType === '' || contentType.startsWith('text/')) {
     return ok(capContent(body.toString('utf8'), limits.maxResultChars), status, false)
   }
-  return errorOutcome('error', `${tool} answered content-type ${contentType}, which cannot be given to the model: answer JSON, text or an image`, { status })
+  return errorOutcome('error', `${tool} answered content-type ${wellFormed(contentType)}, which cannot be given to the model: answer JSON, text or an image`, { status })
 }
 
 /**
@@ -89,8 +106,9 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
  */
 export function capContent (content: ToolResultContent, maxChars: number): ToolResultContent {
   if (typeof content === 'string') {
-    if (content.length <= maxChars) return content
-    return content.slice(0, maxChars) + cutNote(content.length - maxChars, maxChars)
+    if (content.length <= maxChars) return wellFormed(content)
+    const kept = cutText(content, maxChars)
+    return wellFormed(kept) + cutNote(content.length - kept.length, maxChars)
   }
   let budget = maxChars
   let leftOut = 0
@@ -105,12 +123,13 @@ export function capContent (content: ToolResultContent, maxChars: number): ToolR
       continue
     }
     if (block.text.length > budget) {
-      out.push({ type: 'text', text: block.text.slice(0, budget) })
-      leftOut += block.text.length - budget
+      const kept = cutText(block.text, budget)
+      if (kept !== '') out.push({ type: 'text', text: wellFormed(kept) })
+      leftOut += block.text.length - kept.length
       budget = 0
       continue
     }
-    out.push(block)
+    out.push({ ...block, text: wellFormed(block.text) })
     budget -= block.text.length
   }
   if (leftOut > 0) out.push({ type: 'text', text: cutNote(leftOut, maxChars).trimStart() })

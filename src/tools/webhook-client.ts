@@ -1,12 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { randomBytes } from 'node:crypto'
+import { linkedController } from '../abort.js'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, request } from 'undici'
 import { Webhook } from 'standardwebhooks'
 import type { ToolRecord } from '../store/index.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { activeSecrets } from './registry.js'
-import { errorOutcome, outcomeFromResponse, type ToolOutcome } from './tool-result.js'
+import { cutText, errorOutcome, outcomeFromResponse, wellFormed, type ToolOutcome } from './tool-result.js'
 
 export interface WebhookClientOptions {
   readonly egress: EgressAllowList
@@ -143,9 +144,13 @@ export class WebhookClient {
       traceparent: `00-${context.traceId}-${randomBytes(8).toString('hex')}-01`
     }
 
-    const timeout = new AbortController()
-    const timer = setTimeout(() => timeout.abort(), Math.max(0, deadline - now))
-    const signal = AbortSignal.any([context.signal, timeout.signal])
+    const link = linkedController(context.signal)
+    let timedOutAttempt = false
+    const timer = setTimeout(() => {
+      timedOutAttempt = true
+      link.controller.abort()
+    }, Math.max(0, deadline - now))
+    const signal = link.signal
     try {
       const response = await request(tool.url, {
         dispatcher: this.#agent,
@@ -169,16 +174,17 @@ export class WebhookClient {
         chunks.push(chunk as Buffer)
       }
       if (oversized) {
-        const start = Buffer.concat(chunks).toString('utf8').slice(0, 200).replace(/\s+/g, ' ')
+        const start = wellFormed(cutText(Buffer.concat(chunks).toString('utf8'), 200).replace(/\s+/g, ' '))
         return errorOutcome('error', `${tool.name} answered more than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES); the response was cut there and not used. It began: ${start}`, { status: response.statusCode })
       }
       return outcomeFromResponse(tool.name, response.statusCode, response.headers, Buffer.concat(chunks), { maxResultChars: this.#options.maxResultChars })
     } catch (err) {
       if (context.signal.aborted) return cancelled(tool.name, context.signal)
-      if (timeout.signal.aborted) return timedOut(tool, deadline - now)
+      if (timedOutAttempt) return timedOut(tool, deadline - now)
       return describeFailure(tool, err)
     } finally {
       clearTimeout(timer)
+      link.dispose()
     }
   }
 

@@ -38,7 +38,8 @@ for (const backend of backends) {
         ['metadata with too many keys', { input: 'a', metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v'])) }, 400, 'REQUEST_ERR_VALIDATION', /body.metadata must NOT have more than 16 properties/],
         ['metadata that is not strings', { input: 'a', metadata: { n: 1 } }, 400, 'REQUEST_ERR_VALIDATION', /body.metadata.n must be string/],
         ['an unknown field', { input: 'a', max_turns: 3 }, 400, 'REQUEST_ERR_VALIDATION', /unknown field "max_turns"/],
-        ['parallelism 0', { input: 'a', parallelism: 0 }, 400, 'REQUEST_ERR_VALIDATION', /body.parallelism must be >= 1/]
+        ['parallelism 0', { input: 'a', parallelism: 0 }, 400, 'REQUEST_ERR_VALIDATION', /body.parallelism must be >= 1/],
+        ['half an emoji', { input: 'smile \ud83d' }, 400, 'RUN_ERR_INVALID_MESSAGES', /half of a UTF-16 surrogate pair/]
       ]
       for (const [what, body, status, code, message] of cases) {
         it(`refuses ${what}`, async () => {

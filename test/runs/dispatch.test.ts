@@ -55,8 +55,8 @@ for (const backend of backends) {
       expect(h.model.refusals).toEqual([])
     })
 
-    it('dispatches each tool_use the moment it is complete in the stream, not at the end of the message', async () => {
-      await h.registerTool('eager', '/delay/50')
+    it('dispatches each read_only or idempotent tool_use the moment it is complete in the stream, not at the end of the message', async () => {
+      await h.registerTool('eager', '/delay/50', { effect: 'read_only' })
       // Blocks arrive 150 ms apart: the first call must start (and finish) while the rest stream.
       h.model.respond = ask([{ name: 'eager', q: 'e0' }, { name: 'eager', q: 'e1' }, { name: 'eager', q: 'e2' }], { blockDelayMs: 150 })
       const { body } = await h.startRun({ input: 'go', tools: ['eager'] })
@@ -68,6 +68,35 @@ for (const backend of backends) {
       expect(firstCallDone.id).toBeLessThan(completedStep.id)
       // The tool server saw the first call end before the last one began.
       expect(byQuery(h.tools.calls, 'e0').end!).toBeLessThan(byQuery(h.tools.calls, 'e2').start)
+    })
+
+    it('holds a side_effecting call until the message is complete, so a broken stream cannot repeat it', async () => {
+      await h.registerTool('charge', '/delay/10', { effect: 'side_effecting' })
+      await h.registerTool('look', '/delay/10', { effect: 'idempotent' })
+      h.model.respond = ask([{ name: 'charge', q: 'pay' }, { name: 'look', q: 'peek' }], { blockDelayMs: 150 })
+      const { body } = await h.startRun({ input: 'go', tools: ['charge', 'look'] })
+      const events = await h.events(body.id)
+      const completedStep = events.find((e) => e.type === 'step.completed' && e.data.step === 1)!
+      const started = (q: string) => events.find((e) => e.type === 'tool_call.started' && e.data.input.q === q)!
+      expect(started('pay').id).toBeGreaterThan(completedStep.id)
+      expect(started('peek').id).toBeLessThan(completedStep.id)
+    })
+
+    it('never calls a side_effecting tool twice when the model stream breaks and is retried', async () => {
+      await h.registerTool('charge_once', '/ok', { effect: 'side_effecting' })
+      await h.registerTool('peek', '/delay/5', { effect: 'read_only' })
+      let attempt = 0
+      h.model.respond = (request) => {
+        if (turnNumber(request) > 1) return { content: [{ type: 'text', text: 'paid' }] }
+        attempt++
+        const content = [{ type: 'tool_use' as const, name: 'peek', input: { q: 'balance' } }, { type: 'tool_use' as const, name: 'charge_once', input: { q: '42 EUR' } }, { type: 'text' as const, text: 'charging' }]
+        // The first answer breaks after both tool_use blocks; the second arrives whole.
+        return attempt === 1 ? { content, blockDelayMs: 20, streamErrorAfterBlocks: 2 } : { content }
+      }
+      const { body } = await h.startRun({ input: 'pay 42', tools: ['charge_once', 'peek'] })
+      expect(body).toMatchObject({ status: 'completed', output_text: 'paid' })
+      expect(h.tools.callsTo('/ok').filter((c) => c.body.tool === 'charge_once')).toHaveLength(1)
+      expect(h.model.refusals).toEqual([])
     })
 
     it('keeps at most `parallelism` of a run\'s calls in flight', async () => {

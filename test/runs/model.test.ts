@@ -165,6 +165,8 @@ for (const backend of backends) {
         expect(body).toMatchObject({ status: 'completed', output_text: 'recovered', steps: 1 })
         const events = await h.events(body.id)
         expect(events.filter((e) => e.type === 'step.retrying')).toHaveLength(2)
+        // The broken answer's call (of a side_effecting tool) was never made.
+        expect(h.tools.calls.filter((c) => c.body.input?.q === 'orphan')).toHaveLength(0)
         expect(h.model.refusals).toEqual([])
       })
 

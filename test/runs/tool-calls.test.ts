@@ -148,6 +148,20 @@ for (const backend of backends) {
         expect(text).toBe(`${'y'.repeat(200)}\n[800 more characters left out: a tool result is cut at 200 characters]`)
       })
 
+      it('never hands the model half an emoji: cut results and a tool\'s own broken escapes are made well-formed', async () => {
+        await h.registerTool('emoji', '/emoji')
+        // 199 letters then an emoji: the cut at 200 characters falls in the middle of its pair.
+        h.tools.on('/emoji', (_req, res) => { res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('a'.repeat(199) + '😀'.repeat(10)) })
+        const cut = await resultOf(h, 'emoji')
+        expect(cut.text.startsWith('a'.repeat(199) + '\n[')).toBe(true)
+        await h.registerTool('broken_escape', '/broken-escape')
+        h.tools.on('/broken-escape', (_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"content": "half \\ud83d of a smile"}') })
+        const escaped = await resultOf(h, 'broken_escape')
+        expect(escaped.text).toBe('half \uFFFD of a smile')
+        // The strict fake refuses any request holding half a pair, as the real API does.
+        expect(h.model.refusals).toEqual([])
+      })
+
       it('one bad tool never sinks the step: the others\' results arrive beside its error', async () => {
         await h.registerTool('good', '/ok')
         await h.registerTool('bad', '/status/500')

@@ -106,10 +106,16 @@ export class FakeMessagesApi {
       return
     }
     let body: Record<string, any>
+    const raw = Buffer.concat(chunks).toString('utf8')
     try {
-      body = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+      body = JSON.parse(raw)
     } catch {
       this.#refuse(res, -1, 'request body is not valid JSON')
+      return
+    }
+    // Half a surrogate pair anywhere (half an emoji): the real API refuses the request whole.
+    if (hasLoneSurrogate(body)) {
+      this.#refuse(res, -1, 'The request body is not valid JSON: no low surrogate in string')
       return
     }
     const request: RecordedRequest = { body, headers: req.headers, at: Date.now(), index: this.requests.length }
@@ -376,6 +382,13 @@ export class FakeMessagesApi {
     res.writeHead(status, { 'content-type': 'application/json', ...headers })
     res.end(JSON.stringify({ type: 'error', error: { type, message } }))
   }
+}
+
+function hasLoneSurrogate (value: unknown): boolean {
+  if (typeof value === 'string') return /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(value)
+  if (Array.isArray(value)) return value.some(hasLoneSurrogate)
+  if (typeof value === 'object' && value !== null) return Object.values(value).some(hasLoneSurrogate)
+  return false
 }
 
 function pieces (text: string, size: number): string[] {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { capContent, errorOutcome, outcomeFromResponse, parseRetryAfter, type ToolResultContent } from '../../src/tools/tool-result.js'
+import { capContent, cutText, errorOutcome, outcomeFromResponse, parseRetryAfter, wellFormed, type ToolResultContent } from '../../src/tools/tool-result.js'
 
 const limits = { maxResultChars: 10_000 }
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff])
@@ -299,5 +299,27 @@ describe('capContent', () => {
       { type: 'text', text: '[4 more characters left out: a tool result is cut at 5 characters]' }
     ])
     expect(capContent([image, image], 0)).toEqual([image, image])
+  })
+})
+
+describe('well-formed text', () => {
+  it('never cuts a surrogate pair in two', () => {
+    expect(cutText('ab😀cd', 3)).toBe('ab')
+    expect(cutText('ab😀cd', 4)).toBe('ab😀')
+    expect(cutText('abc', 5)).toBe('abc')
+  })
+
+  it('replaces lone surrogates and keeps pairs', () => {
+    expect(wellFormed('x\ud83dy')).toBe('x\uFFFDy')
+    expect(wellFormed('x\ude00y')).toBe('x\uFFFDy')
+    expect(wellFormed('x😀y')).toBe('x😀y')
+  })
+
+  it('cuts a long result before an emoji, not through it, and cleans a tool\'s own lone surrogates', () => {
+    const cut = capContent('a'.repeat(9) + '😀😀', 10)
+    expect(typeof cut === 'string' && cut.startsWith('a'.repeat(9) + '\n[')).toBe(true)
+    expect(capContent([{ type: 'text', text: 'ok \ud83d' }], 100)).toEqual([{ type: 'text', text: 'ok \uFFFD' }])
+    const preview = outcomeFromResponse('t', 500, { 'content-type': 'text/plain' }, Buffer.from('a'.repeat(499) + '😀'), { maxResultChars: 1000 })
+    expect(preview.content).toBe(`HTTP 500 from t: ${'a'.repeat(499)}`)
   })
 })
