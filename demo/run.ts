@@ -85,7 +85,11 @@ try {
     max_tokens: 1024,
     metadata: { source: 'demo' }
   })
-  const events: Array<{ type: string, at: string, data: Record<string, any> }> = (await api('GET', `/runs/${run.id}/events?limit=1000`)).data
+  const events: Array<{ type: string, at: string, data: Record<string, any> }> = []
+  for (let page = await api('GET', `/runs/${run.id}/events?limit=100`); ; page = await api('GET', `/runs/${run.id}/events?limit=100&after=${page.next_cursor}`)) {
+    events.push(...page.data)
+    if (!page.has_more) break
+  }
   printTimeline(events)
   console.log(`\n${bold('A:')} ${run.status === 'completed' ? run.output_text : `the run ${run.status}: ${JSON.stringify(run.error)}`}\n`)
   console.log(dim(`run ${run.id}: ${run.steps} model calls, ${run.tool_calls.total} tool calls (${run.tool_calls.errors} errors), ${run.usage.input_tokens} + ${run.usage.output_tokens} tokens`))

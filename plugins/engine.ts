@@ -23,7 +23,7 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
     store: app.store,
     registry: app.tools,
     log: app.log,
-    model: new ModelClient({ apiKey: config.ANTHROPIC_API_KEY, baseURL: config.ANTHROPIC_BASE_URL }),
+    model: new ModelClient({ apiKey: config.ANTHROPIC_API_KEY, baseURL: config.ANTHROPIC_BASE_URL, idleTimeoutMs: config.MODEL_IDLE_TIMEOUT_MS }),
     webhooks: new WebhookClient({
       egress: config.egressAllow,
       maxResponseBytes: config.TOOL_MAX_RESPONSE_BYTES,

@@ -29,8 +29,9 @@ export const ConfigSchema = Type.Object({
   SECRET_ROTATION_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000, description: 'After a secret rotation, how long the old secret keeps signing calls too.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 4_194_304, description: 'Largest request body accepted (413 past it).' }),
   RUN_MAX_STEPS: Type.Integer({ minimum: 1, maximum: 1000, default: 1000, description: 'Highest `max_steps` a run may ask for.' }),
-  RUN_MAX_TIMEOUT_MS: Type.Integer({ minimum: 1000, default: 3_600_000, description: 'Highest `timeout_ms` a run may ask for.' }),
+  RUN_MAX_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 2_147_483_647, default: 3_600_000, description: 'Highest `timeout_ms` a run may ask for.' }),
   MODEL_MAX_RETRIES: Type.Integer({ minimum: 0, maximum: 20, default: 6, description: 'Retries of a model call on 429, 529, 5xx and connection failures.' }),
+  MODEL_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 120_000, description: 'A model stream that sends nothing for this long is abandoned and retried.' }),
   RUN_LEASE_MS: Type.Integer({ minimum: 1000, default: 15_000, description: 'How long a replica holds a run without renewing its lease.' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'On SIGTERM, how long running steps may take to finish.' })
 })

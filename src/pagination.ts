@@ -23,5 +23,6 @@ export function decodeCursor (cursor: string, shape: ReadonlyArray<'string' | 'n
 }
 
 function hasType (value: unknown, type: 'string' | 'number'): boolean {
-  return type === 'string' ? typeof value === 'string' : typeof value === 'number' && Number.isFinite(value)
+  // Numbers in cursors are ids and timestamps: whole, and within what every database stores.
+  return type === 'string' ? typeof value === 'string' : Number.isSafeInteger(value)
 }

@@ -9,8 +9,8 @@ const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error')
 const METADATA_FILTER = /^metadata\[(.+)\]$/
 
 const EventsQuerySchema = Type.Object({
-  after: Type.Integer({ minimum: 0, default: 0, description: 'Events after this number.' }),
-  limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 })
+  after: Type.Integer({ minimum: 0, maximum: 2_147_483_647, default: 0, description: 'Events after this number.' }),
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Events per page, 1 to 100.' })
 }, { additionalProperties: false })
 
 /** Runs: SPEC §4. */

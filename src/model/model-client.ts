@@ -1,5 +1,6 @@
 import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk'
 import type { Message, MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messages'
+import { linkedController } from '../abort.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
 
 /** What one model call sends: the Messages API's request, without `stream`. */
@@ -30,6 +31,8 @@ export interface ModelClientOptions {
   readonly baseURL: string | undefined
   /** The longest one model call may take before it is abandoned (and retried). */
   readonly timeoutMs?: number
+  /** The longest a stream may send nothing (no event) before it is abandoned (and retried). */
+  readonly idleTimeoutMs?: number
 }
 
 /**
@@ -39,8 +42,10 @@ export interface ModelClientOptions {
  */
 export class ModelClient {
   readonly #client: Anthropic
+  readonly #idleTimeoutMs: number
 
   constructor (options: ModelClientOptions) {
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 120_000
     this.#client = new Anthropic({
       // Without a key the SDK would hunt for credentials in profiles on disk: never do that here.
       apiKey: options.apiKey ?? 'missing-api-key',
@@ -58,18 +63,45 @@ export class ModelClient {
    */
   async stream (request: ModelRequest, handlers: AccumulatorHandlers, signal: AbortSignal): Promise<Message> {
     const accumulator = new MessageAccumulator(handlers)
+    // The SDK's timeout stops at the response headers: a stream that goes silent halfway would hang
+    // until the run's deadline. A gap of idleTimeoutMs between events abandons the attempt instead.
+    const attempt = linkedController(signal)
+    let idle = false
+    let timer: NodeJS.Timeout | undefined
+    const watch = (): void => {
+      clearTimeout(timer)
+      timer = setTimeout(() => {
+        idle = true
+        attempt.controller.abort()
+      }, this.#idleTimeoutMs)
+    }
+    watch()
     try {
-      const stream = await this.#client.messages.create({ ...request, stream: true }, { signal })
-      for await (const event of stream) accumulator.push(event)
+      const stream = await this.#client.messages.create({ ...request, stream: true }, { signal: attempt.signal })
+      watch()
+      for await (const event of stream) {
+        watch()
+        accumulator.push(event)
+      }
     } catch (err) {
       if (signal.aborted) throw signal.reason
+      if (idle) throw this.#idleError()
       throw classify(err)
+    } finally {
+      clearTimeout(timer)
+      attempt.dispose()
     }
+    // An aborted SDK stream ends quietly rather than throwing: look at why it ended.
     if (signal.aborted) throw signal.reason
+    if (idle) throw this.#idleError()
     if (!accumulator.complete || accumulator.message === null) {
       throw new ModelCallError('the Messages API stream ended before the message was complete', { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
     }
     return accumulator.message
+  }
+
+  #idleError (): ModelCallError {
+    return new ModelCallError(`the Messages API sent nothing for ${this.#idleTimeoutMs} ms (MODEL_IDLE_TIMEOUT_MS)`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
   }
 }
 

@@ -47,7 +47,7 @@ export const CreateRunSchema = Type.Object({
   system: Type.Optional(SystemSchema),
   max_tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 4096, description: 'Per model call.' })),
   max_steps: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Model calls at the most. Default 25, or RUN_MAX_STEPS if lower; more than RUN_MAX_STEPS is refused.' })),
-  timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, description: 'Deadline of the whole run, from its creation. Default 600000 (10 minutes), or RUN_MAX_TIMEOUT_MS if lower; more than RUN_MAX_TIMEOUT_MS is refused.' })),
+  timeout_ms: Type.Optional(Type.Integer({ minimum: 1000, maximum: 2_147_483_647, description: 'Deadline of the whole run, from its creation. Default 600000 (10 minutes), or RUN_MAX_TIMEOUT_MS if lower; more than RUN_MAX_TIMEOUT_MS is refused.' })),
   tool_choice: Type.Optional(ToolChoiceSchema),
   thinking: Type.Optional(ThinkingSchema),
   temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),

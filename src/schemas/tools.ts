@@ -26,7 +26,7 @@ export const ToolDefinitionSchema = Type.Object({
   timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000, default: 30_000, description: 'Per attempt, from dispatch to the last byte of the response.' })),
   effect: Type.Optional(effectSchema({ default: 'side_effecting' })),
   parallel: Type.Optional(Type.Boolean({ default: true, description: '`false`: a call runs alone, after the calls listed before it and before those listed after it.' })),
-  max_concurrency: Type.Optional(Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { default: null, description: 'Most calls of this tool in flight at once in one replica; more wait their turn. null: no limit.' })),
+  max_concurrency: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()], { default: null, description: 'Most calls of this tool in flight at once in one replica; more wait their turn. null: no limit.' })),
   max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts for a retryable failure.' }))
 }, { additionalProperties: false })
 

@@ -96,10 +96,11 @@ export class SqlStore implements Store {
     return rows.length > 0
   }
 
-  async setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number): Promise<ToolRecord | null> {
+  async setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[]): Promise<ToolRecord | null> {
+    // The stored text is exactly what JSON.stringify made of the secrets when they were written.
     const [row] = await this.#db.query(
-      'UPDATE tools SET signing_secrets = ?, updated_at = ? WHERE tenant_id = ? AND name = ? RETURNING *',
-      [JSON.stringify(secrets), updatedAt, tenantId, name]
+      'UPDATE tools SET signing_secrets = ?, updated_at = ? WHERE tenant_id = ? AND name = ? AND signing_secrets = ? RETURNING *',
+      [JSON.stringify(secrets), updatedAt, tenantId, name, JSON.stringify(expected)]
     )
     return row === undefined ? null : toToolRecord(row)
   }

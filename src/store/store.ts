@@ -138,7 +138,7 @@ export interface RunWrite {
 
 /**
  * Everything Switchboard keeps. Two implementations, SQLite and PostgreSQL, pass one contract
- * suite (test/store/store.contract.ts). Every read and write of tenant data names the tenant.
+ * suite (test/store/store.test.ts). Every read and write of tenant data names the tenant.
  */
 export interface Store {
   readonly kind: 'sqlite' | 'postgres'
@@ -152,7 +152,11 @@ export interface Store {
   getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]>
   listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>>
   deleteTool (tenantId: string, name: string): Promise<boolean>
-  setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number): Promise<ToolRecord | null>
+  /**
+   * Replaces a tool's secrets if they still are `expected` (compare-and-set, so that two rotations
+   * at once cannot lose one's secret). Null when the tool is gone or its secrets changed meanwhile.
+   */
+  setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[]): Promise<ToolRecord | null>
 
   /**
    * Stores a new run with its first messages and event. With an idempotency key already used by

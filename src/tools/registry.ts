@@ -104,16 +104,18 @@ export class ToolRegistry {
    * for the rotation window, so a tool can switch to the new secret without missing a call.
    */
   async rotateSecret (tenantId: string, name: string, newSecret = newSigningSecret()): Promise<ToolWrite> {
-    const existing = await this.get(tenantId, name)
-    const now = this.#now()
-    const previous = existing.signing_secrets.find((s) => s.expires_at === null)
-    const secrets: SigningSecret[] = [{ secret: newSecret, expires_at: null }]
-    if (previous !== undefined && this.#rotationWindowMs > 0) {
-      secrets.push({ secret: previous.secret, expires_at: now + this.#rotationWindowMs })
+    // Compare-and-set: if another rotation lands between our read and our write, read again.
+    for (;;) {
+      const existing = await this.get(tenantId, name)
+      const now = this.#now()
+      const previous = existing.signing_secrets.find((s) => s.expires_at === null)
+      const secrets: SigningSecret[] = [{ secret: newSecret, expires_at: null }]
+      if (previous !== undefined && this.#rotationWindowMs > 0) {
+        secrets.push({ secret: previous.secret, expires_at: now + this.#rotationWindowMs })
+      }
+      const tool = await this.#store.setToolSecrets(tenantId, name, secrets, now, existing.signing_secrets)
+      if (tool !== null) return { tool, created: false, signingSecret: newSecret }
     }
-    const tool = await this.#store.setToolSecrets(tenantId, name, secrets, now)
-    if (tool === null) throw notFound(name)
-    return { tool, created: false, signingSecret: newSecret }
   }
 
   /** The compiled check of a tool's input schema, compiled once per revision of the tool. */

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { randomBytes } from 'node:crypto'
+import { StringDecoder } from 'node:string_decoder'
 import { linkedController } from '../abort.js'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, request } from 'undici'
@@ -7,7 +8,7 @@ import { Webhook } from 'standardwebhooks'
 import type { ToolRecord } from '../store/index.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { activeSecrets } from './registry.js'
-import { cutText, errorOutcome, outcomeFromResponse, wellFormed, type ToolOutcome } from './tool-result.js'
+import { capContent, cutText, errorOutcome, outcomeFromResponse, wellFormed, type ToolOutcome } from './tool-result.js'
 
 export interface WebhookClientOptions {
   readonly egress: EgressAllowList
@@ -85,7 +86,10 @@ export class WebhookClient {
         }
         connect(connectOptions, callback)
       },
-      keepAliveTimeout: 30_000,
+      // Reuse a connection for 4 s unless the server says longer: a server that closes idle
+      // connections sooner would otherwise meet a reused, dead socket, and a side_effecting call
+      // on it could not be retried although it was never processed.
+      keepAliveTimeout: 4_000,
       keepAliveMaxTimeout: 600_000,
       // Per-request timeouts are set on each attempt; these only bound what nothing else does.
       headersTimeout: 600_000,
@@ -166,17 +170,16 @@ export class WebhookClient {
       let size = 0
       let oversized = false
       for await (const chunk of response.body) {
-        size += (chunk as Buffer).length
-        if (size > limit) {
+        const buffer = chunk as Buffer
+        if (size + buffer.length > limit) {
+          chunks.push(buffer.subarray(0, limit - size))
           oversized = true
           break // leaving the loop destroys the body: the rest is never downloaded
         }
-        chunks.push(chunk as Buffer)
+        size += buffer.length
+        chunks.push(buffer)
       }
-      if (oversized) {
-        const start = wellFormed(cutText(Buffer.concat(chunks).toString('utf8'), 200).replace(/\s+/g, ' '))
-        return errorOutcome('error', `${tool.name} answered more than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES); the response was cut there and not used. It began: ${start}`, { status: response.statusCode })
-      }
+      if (oversized) return this.#oversized(tool, response.statusCode, response.headers, Buffer.concat(chunks))
       return outcomeFromResponse(tool.name, response.statusCode, response.headers, Buffer.concat(chunks), { maxResultChars: this.#options.maxResultChars })
     } catch (err) {
       if (context.signal.aborted) return cancelled(tool.name, context.signal)
@@ -190,6 +193,22 @@ export class WebhookClient {
 
   async close (): Promise<void> {
     await this.#agent.close()
+  }
+
+  /**
+   * An answer longer than TOOL_MAX_RESPONSE_BYTES, cut there (SPEC §6). Text is still worth giving
+   * the model, with a note that it was cut; a cut JSON document does not parse, so that is an error.
+   */
+  #oversized (tool: ToolRecord, status: number, headers: Record<string, string | string[] | undefined>, head: Buffer): ToolOutcome {
+    const limit = this.#options.maxResponseBytes
+    const contentType = String(headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
+    const text = new StringDecoder('utf8').write(head) // drops a character cut in the middle
+    if (status >= 200 && status < 300 && (contentType === '' || contentType.startsWith('text/'))) {
+      const content = capContent(text, this.#options.maxResultChars)
+      return { kind: 'ok', isError: false, status, retry: 'no', content: `${content as string}\n[the response was longer than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES) and was cut there]` }
+    }
+    const start = wellFormed(cutText(text, 200).replace(/\s+/g, ' '))
+    return errorOutcome('error', `${tool.name} answered more than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES); the response was cut there and, being ${contentType !== '' ? contentType : 'binary'}, could not be used. It began: ${start}`, { status })
   }
 
   #signer (secret: string): Webhook {

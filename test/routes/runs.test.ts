@@ -173,6 +173,11 @@ for (const backend of backends) {
         const page = (await h.app.inject({ method: 'GET', url: `/runs/${body.id}/events?after=2&limit=3`, headers: auth(TENANT_A) })).json()
         expect(page.data.map((e: { id: number }) => e.id)).toEqual([3, 4, 5])
         expect(page).toMatchObject({ has_more: true, next_cursor: '5' })
+        // Lists follow the general rules: 20 by default, at most 100.
+        expect((await h.app.inject({ method: 'GET', url: `/runs/${body.id}/events`, headers: auth(TENANT_A) })).json().data.length).toBeLessThanOrEqual(20)
+        expect((await h.app.inject({ method: 'GET', url: `/runs/${body.id}/events?limit=101`, headers: auth(TENANT_A) })).statusCode).toBe(400)
+        // Numbers beyond what storage holds are refused up front, on every backend.
+        expect((await h.app.inject({ method: 'GET', url: `/runs/${body.id}/events?after=3000000000`, headers: auth(TENANT_A) })).statusCode).toBe(400)
       })
     })
 

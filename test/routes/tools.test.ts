@@ -86,6 +86,7 @@ for (const backend of backends) {
         ['11 attempts', 'a11', { ...weather, max_attempts: 11 }, 'REQUEST_ERR_VALIDATION', /body.max_attempts must be <= 10/],
         ['0 attempts', 'a0', { ...weather, max_attempts: 0 }, 'REQUEST_ERR_VALIDATION', /body.max_attempts must be >= 1/],
         ['max_concurrency 0', 'c0', { ...weather, max_concurrency: 0 }, 'REQUEST_ERR_VALIDATION', /body.max_concurrency/],
+        ['max_concurrency beyond storage', 'c1', { ...weather, max_concurrency: 3e9 }, 'REQUEST_ERR_VALIDATION', /body.max_concurrency/],
         ['an unknown effect', 'e', { ...weather, effect: 'sometimes' }, 'REQUEST_ERR_VALIDATION', /body.effect/],
         ['a header value that is not a string', 'h', { ...weather, headers: { 'x-n': 5 } }, 'REQUEST_ERR_VALIDATION', /body.headers/],
         ['a schema that does not compile', 's1', { ...weather, input_schema: { type: 'object', properties: { city: { type: 'strin' } } } }, 'TOOL_ERR_INVALID_SCHEMA', /input_schema does not compile: schema is invalid: data\/properties\/city\/type must be equal to one of the allowed values/],
@@ -191,6 +192,18 @@ for (const backend of backends) {
         expect(storedAgain!.signing_secrets.map((s) => s.secret)).toEqual([again.json().signing_secret, fresh])
       })
 
+      it('chains rotations that race: the previous secret kept is one a rotation handed out', async () => {
+        const created = await put('racing', weather)
+        const answers = await Promise.all(Array.from({ length: 5 }, async () =>
+          (await started.app.inject({ method: 'POST', url: '/tools/racing/rotate-secret', headers: auth(TENANT_A) })).json().signing_secret as string))
+        const stored = (await started.app.store.getTool(TENANT_A.id, 'racing'))!.signing_secrets.map((s) => s.secret)
+        expect(answers).toContain(stored[0])
+        // Without compare-and-set every rotation would have read the creation secret and kept it.
+        expect(answers).toContain(stored[1])
+        expect(stored[1]).not.toBe(created.json().signing_secret)
+        expect(new Set(answers).size).toBe(5)
+      })
+
       it('with a zero window, drops the previous secret at once', async () => {
         const noWindow = await startApp(backend, { env: { SECRET_ROTATION_WINDOW_MS: '0' } })
         try {
@@ -225,6 +238,12 @@ for (const backend of backends) {
         expect((await get('/tools?limit=101')).json()).toMatchObject({ statusCode: 400, code: 'REQUEST_ERR_VALIDATION', message: 'querystring.limit must be <= 100.' })
         expect((await get('/tools?limit=0')).statusCode).toBe(400)
         expect((await get('/tools?after=eyJub3QiOiJvdXJzIn0')).json().code).toBe('REQUEST_ERR_INVALID_CURSOR')
+        // Shaped like ours, but with numbers no timestamp has.
+        for (const forged of [[1.5, 'a'], [1e300, 'a']]) {
+          const res = await get(`/tools?after=${Buffer.from(JSON.stringify(forged)).toString('base64url')}`)
+          expect(res.statusCode).toBe(400)
+          expect(res.json().code).toBe('REQUEST_ERR_INVALID_CURSOR')
+        }
       })
 
       it('deletes, after which the tool is gone', async () => {

@@ -170,6 +170,23 @@ for (const backend of backends) {
         expect(h.model.refusals).toEqual([])
       })
 
+      it('abandons and retries a stream that goes silent halfway', async () => {
+        const quiet = await startHarness(backend, { env: { MODEL_IDLE_TIMEOUT_MS: '1000' } })
+        try {
+          let calls = 0
+          quiet.model.respond = () => ++calls === 1
+            ? { content: [{ type: 'text', text: 'I was saying' }, { type: 'text', text: 'never sent' }], stallAfterBlocks: 1 }
+            : { content: [{ type: 'text', text: 'second wind' }] }
+          const { body } = await quiet.startRun({ input: 'x' })
+          expect(body).toMatchObject({ status: 'completed', output_text: 'second wind' })
+          const retry = (await quiet.events(body.id)).find((e) => e.type === 'step.retrying')!
+          expect(retry.data.error).toBe('the Messages API sent nothing for 1000 ms (MODEL_IDLE_TIMEOUT_MS)')
+          await expect.poll(() => quiet.model.aborted).toContain(0)
+        } finally {
+          await quiet.close()
+        }
+      })
+
       it('fails the run on a request the API refuses, with the API\'s reason', async () => {
         h.model.respond = () => ({ kind: 'error', status: 400, type: 'invalid_request_error', message: 'prompt is too long: 300000 tokens > 200000 maximum' })
         const { body } = await h.startRun({ input: 'x' })

@@ -94,12 +94,21 @@ for (const backend of backends) {
         expect(text).toBe('Tool nowhere could not be reached: DNS lookup of no-such-host.test:8080 failed (ENOTFOUND)')
       })
 
-      it('a body over TOOL_MAX_RESPONSE_BYTES, cut there and not used', async () => {
+      it('a text body over TOOL_MAX_RESPONSE_BYTES: cut there, and given to the model with a note', async () => {
         await h.registerTool('huge', '/oversized/10000000')
-        const { text } = await resultOf(h, 'huge')
-        expect(text).toMatch(/^huge answered more than 4096 bytes \(TOOL_MAX_RESPONSE_BYTES\); the response was cut there and not used/)
+        const { result, text } = await resultOf(h, 'huge')
+        expect(result.is_error).toBeUndefined()
+        expect(text).toBe(`${'x'.repeat(200)}\n[3,896 more characters left out: a tool result is cut at 200 characters]\n[the response was longer than 4096 bytes (TOOL_MAX_RESPONSE_BYTES) and was cut there]`)
         // It stopped reading: ten megabytes were not downloaded.
         await expect.poll(() => h.tools.callsTo('/oversized/10000000')[0]?.end).not.toBeNull()
+      })
+
+      it('a JSON body over TOOL_MAX_RESPONSE_BYTES: cut, it does not parse, so it is an error', async () => {
+        await h.registerTool('huge_json', '/huge-json')
+        h.tools.on('/huge-json', (_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ content: 'z'.repeat(20_000) })) })
+        const { result, text } = await resultOf(h, 'huge_json')
+        expect(result.is_error).toBe(true)
+        expect(text).toMatch(/^huge_json answered more than 4096 bytes \(TOOL_MAX_RESPONSE_BYTES\); the response was cut there and, being application\/json, could not be used\. It began: \{"content":"zzz/)
       })
 
       it('invalid JSON from a tool that said it was JSON', async () => {

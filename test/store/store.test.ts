@@ -129,13 +129,16 @@ for (const backend of backends) {
         expect(await store.getTool('t4', 'a')).toBeNull()
       })
 
-      it('replaces the signing secrets', async () => {
-        await store.putTool(tool('t5', 'rot'))
+      it('replaces the signing secrets only if they are still the ones read (compare-and-set)', async () => {
+        const { tool: created } = await store.putTool(tool('t5', 'rot'))
         const secrets = [{ secret: 'whsec_new', expires_at: null }, { secret: 'whsec_old', expires_at: 99 }]
-        const updated = await store.setToolSecrets('t5', 'rot', secrets, 12345)
+        const updated = await store.setToolSecrets('t5', 'rot', secrets, 12345, created.signing_secrets)
         expect(updated?.signing_secrets).toEqual(secrets)
         expect(updated?.updated_at).toBe(12345)
-        expect(await store.setToolSecrets('t6', 'rot', secrets, 1)).toBeNull()
+        // A second writer that read the old secrets loses, and changes nothing.
+        expect(await store.setToolSecrets('t5', 'rot', [{ secret: 'whsec_other', expires_at: null }], 1, created.signing_secrets)).toBeNull()
+        expect((await store.getTool('t5', 'rot'))!.signing_secrets).toEqual(secrets)
+        expect(await store.setToolSecrets('t6', 'rot', secrets, 1, secrets)).toBeNull()
       })
     })
 

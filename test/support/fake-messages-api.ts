@@ -31,6 +31,8 @@ export type Turn =
     cutAtMaxTokens?: boolean
     /** After this many content blocks, send an SSE `error` event and end the stream. */
     streamErrorAfterBlocks?: number
+    /** After this many content blocks, send nothing more, and keep the connection open. */
+    stallAfterBlocks?: number
     streamErrorType?: string
   }
   | { kind: 'error', status: number, type: string, message?: string, headers?: Record<string, string> }
@@ -137,7 +139,8 @@ export class FakeMessagesApi {
     if (turn.delayMs !== undefined) await sleep(turn.delayMs)
     const message = this.#build(body, turn)
     if (body.stream === true) {
-      await this.#stream(res, message, turn)
+      // A stalled stream is left open: only the client can end it.
+      if (!await this.#stream(res, message, turn)) return
     } else {
       res.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_fake_${request.index}` })
       res.end(JSON.stringify(message.final))
@@ -322,7 +325,8 @@ export class FakeMessagesApi {
     return { final, blocks, rawJson }
   }
 
-  async #stream (res: ServerResponse, built: BuiltMessage, turn: Extract<Turn, { content: ScriptBlock[] }>): Promise<void> {
+  /** Streams the answer; false if it stalled on purpose and was left open. */
+  async #stream (res: ServerResponse, built: BuiltMessage, turn: Extract<Turn, { content: ScriptBlock[] }>): Promise<boolean> {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_fake_stream' })
     const send = (event: string, data: unknown): boolean => {
       if (res.destroyed) return false
@@ -333,13 +337,14 @@ export class FakeMessagesApi {
     send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...final.usage, output_tokens: 1 } } })
     send('ping', { type: 'ping' })
     for (const [index, block] of blocks.entries()) {
+      if (turn.stallAfterBlocks === index) return false
       if (turn.streamErrorAfterBlocks === index) {
         send('error', { type: 'error', error: { type: turn.streamErrorType ?? 'overloaded_error', message: 'Overloaded' } })
         res.end()
-        return
+        return true
       }
       if (turn.blockDelayMs !== undefined) await sleep(turn.blockDelayMs)
-      if (res.destroyed) return
+      if (res.destroyed) return true
       switch (block.type) {
         case 'text':
           send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '', citations: null } })
@@ -362,11 +367,12 @@ export class FakeMessagesApi {
     if (turn.streamErrorAfterBlocks !== undefined && turn.streamErrorAfterBlocks >= blocks.length) {
       send('error', { type: 'error', error: { type: turn.streamErrorType ?? 'overloaded_error', message: 'Overloaded' } })
       res.end()
-      return
+      return true
     }
     send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens } })
     send('message_stop', { type: 'message_stop' })
     res.end()
+    return true
   }
 
   #refuse (res: ServerResponse, index: number, message: string): void {

@@ -59,7 +59,7 @@ export async function startHarness (backend: Backend = sqliteBackend, options: {
       const out: Array<{ id: number, type: string, data: Record<string, any>, at: string }> = []
       let after = 0
       for (;;) {
-        const res = await app.inject({ method: 'GET', url: `/runs/${runId}/events?after=${after}&limit=1000`, headers: auth(tenant) })
+        const res = await app.inject({ method: 'GET', url: `/runs/${runId}/events?after=${after}&limit=100`, headers: auth(tenant) })
         const page = res.json()
         out.push(...page.data)
         if (!page.has_more) return out

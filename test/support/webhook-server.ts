@@ -150,7 +150,7 @@ export class WebhookServer {
         let sent = 0
         while (sent < total && !res.destroyed) {
           const size = Math.min(chunk.length, total - sent)
-          if (!res.write(chunk.subarray(0, size))) await new Promise((resolve) => { res.once('drain', resolve); res.once('close', resolve) })
+          if (!res.write(chunk.subarray(0, size))) await drainOrClose(res)
           sent += size
         }
         if (!res.destroyed) res.end()
@@ -207,6 +207,19 @@ export class WebhookServer {
         res.end(`no such test route ${path}`)
     }
   }
+}
+
+/** Waits until a paused response can take more, or is gone; leaves no listener behind. */
+function drainOrClose (res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
 }
 
 function json (res: ServerResponse, status: number, body: unknown): void {
