@@ -31,9 +31,9 @@ const lines = [
   `\`npm run bench${quick ? ' -- --quick' : ''}\` on ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${osType()} ${release()}, Node ${process.version}; fastify ${versions('fastify')}, undici ${versions('undici')}, @anthropic-ai/sdk ${versions('@anthropic-ai/sdk')}, SQLite (better-sqlite3 ${versions('better-sqlite3')}).`,
   'One step of N tool calls of 100 ms each; the fake model answers at once. Medians; overhead = Switchboard − parallel baseline.',
   '',
-  '| calls | baseline (Promise.all) | Switchboard | overhead | sequential loop | Switchboard vs sequential |',
+  '| calls | baseline (Promise.all) | Switchboard | overhead | sequential loop | sequential ÷ Switchboard |',
   '|---:|---:|---:|---:|---:|---:|',
-  ...rows.map((r) => `| ${r.calls} | ${r.baselineMs.toFixed(1)} ms | ${r.switchboardMs.toFixed(1)} ms | ${r.overheadMs >= 0 ? '+' : ''}${r.overheadMs.toFixed(1)} ms | ${r.sequentialMs.toFixed(0)} ms | ${(r.sequentialMs / r.switchboardMs).toFixed(1)}× faster |`)
+  ...rows.map((r) => `| ${r.calls} | ${r.baselineMs.toFixed(1)} ms | ${r.switchboardMs.toFixed(1)} ms | ${r.overheadMs >= 0 ? '+' : ''}${r.overheadMs.toFixed(1)} ms | ${r.sequentialMs.toFixed(0)} ms | ${(r.sequentialMs / r.switchboardMs).toFixed(1)}× |`)
 ]
 const table = lines.join('\n')
 process.stdout.write(`\n${table}\n`)

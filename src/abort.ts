@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events'
+
 /** A controller that aborts when its parent signal does; `dispose` unhooks it from the parent. */
 export interface LinkedController {
   readonly controller: AbortController
@@ -13,6 +15,8 @@ export interface LinkedController {
  */
 export function linkedController (parent: AbortSignal): LinkedController {
   const controller = new AbortController()
+  // A step's signal has one listener per call in flight (64 by default): not a leak.
+  setMaxListeners(0, controller.signal)
   if (parent.aborted) {
     controller.abort(parent.reason)
     return { controller, signal: controller.signal, dispose: () => {} }

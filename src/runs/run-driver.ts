@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Message, MessageParam, Tool as ModelTool, ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
@@ -74,6 +75,8 @@ export class RunDriver {
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
+    // One listener per step and per wait on the run's signal at most; never a leak to warn about.
+    setMaxListeners(0, this.#controller.signal)
     for (const message of history) this.#noteToolNames(message)
     this.#log = deps.log.child({ runId: run.id })
     this.events = new EventLog(deps.store, run, lease, this.#log)
