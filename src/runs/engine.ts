@@ -12,7 +12,8 @@ import type { ToolRegistry } from '../tools/registry.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { RunDriver, RunStop } from './run-driver.js'
 import { toRunObject } from './run-object.js'
-import { findTranscriptProblem, hasLoneSurrogate } from './transcript.js'
+import { hasLoneSurrogate } from '../text.js'
+import { findTranscriptProblem } from './transcript.js'
 
 export interface EngineLimits {
   readonly defaultModel: string

@@ -46,16 +46,3 @@ export function findTranscriptProblem (messages: readonly MessageParam[]): strin
   }
   return null
 }
-
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-
-/**
- * Whether some string inside `value` holds half a UTF-16 surrogate pair (half an emoji): the
- * Messages API refuses such a request whole, so a run started with one could never succeed.
- */
-export function hasLoneSurrogate (value: unknown): boolean {
-  if (typeof value === 'string') return LONE_SURROGATE.test(value)
-  if (Array.isArray(value)) return value.some(hasLoneSurrogate)
-  if (typeof value === 'object' && value !== null) return Object.values(value).some(hasLoneSurrogate)
-  return false
-}

@@ -1,4 +1,5 @@
 import type { ImageBlockParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
+import { cutText, wellFormed } from '../text.js'
 
 /** What a tool_result carries to the model. */
 export type ToolResultContent = string | Array<TextBlockParam | ImageBlockParam>
@@ -33,23 +34,6 @@ export interface ResultLimits {
 }
 
 const BODY_PREVIEW_CHARS = 500
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
-
-/**
- * Text the Messages API accepts: a lone UTF-16 surrogate (half an emoji, from a tool's `\ud83d`
- * escape or a careless cut) makes it refuse the whole request, and every later one with it.
- */
-export function wellFormed (text: string): string {
-  return text.replace(LONE_SURROGATE, '\uFFFD')
-}
-
-/** The first `max` UTF-16 units of `text`, never ending on half a surrogate pair. */
-export function cutText (text: string, max: number): string {
-  if (text.length <= max) return text
-  const end = /[\uD800-\uDBFF]/.test(text.charAt(max - 1)) ? max - 1 : max
-  return text.slice(0, end)
-}
-
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
 const RETRYABLE_STATUSES = new Set([408, 429, 502, 503, 504])
 

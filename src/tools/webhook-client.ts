@@ -8,7 +8,8 @@ import { Webhook } from 'standardwebhooks'
 import type { ToolRecord } from '../store/index.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { activeSecrets } from './registry.js'
-import { capContent, cutText, errorOutcome, outcomeFromResponse, wellFormed, type ToolOutcome } from './tool-result.js'
+import { cutText, wellFormed } from '../text.js'
+import { capContent, errorOutcome, outcomeFromResponse, type ToolOutcome } from './tool-result.js'
 
 export interface WebhookClientOptions {
   readonly egress: EgressAllowList
