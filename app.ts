@@ -19,6 +19,7 @@ import enginePlugin from './plugins/engine.js'
 import healthRoutes from './routes/health.js'
 import toolRoutes from './routes/tools/index.js'
 import runRoutes from './routes/runs/index.js'
+import callbackRoutes from './routes/callbacks/index.js'
 
 export interface AppOptions {
   readonly config: Config
@@ -72,6 +73,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(healthRoutes)
   await app.register(toolRoutes)
   await app.register(runRoutes)
+  await app.register(callbackRoutes)
   return app
 }
 

@@ -36,8 +36,17 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       maxSteps: config.RUN_MAX_STEPS,
       maxTimeoutMs: config.RUN_MAX_TIMEOUT_MS,
       leaseMs: config.RUN_LEASE_MS,
-      modelMaxRetries: config.MODEL_MAX_RETRIES
+      modelMaxRetries: config.MODEL_MAX_RETRIES,
+      maxResultChars: config.TOOL_MAX_RESULT_CHARS
     },
+    callbacks: {
+      maxAttempts: config.CALLBACK_MAX_ATTEMPTS,
+      retryBaseMs: config.CALLBACK_RETRY_BASE_MS,
+      timeoutMs: config.CALLBACK_TIMEOUT_MS,
+      rotationWindowMs: config.SECRET_ROTATION_WINDOW_MS
+    },
+    egress: config.egressAllow,
+    resolver: options.resolver,
     modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined
   })
   app.decorate('engine', engine)

@@ -32,6 +32,9 @@ export const ConfigSchema = Type.Object({
   RUN_MAX_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 2_147_483_647, default: 3_600_000, description: 'Highest `timeout_ms` a run may ask for.' }),
   MODEL_MAX_RETRIES: Type.Integer({ minimum: 0, maximum: 20, default: 6, description: 'Retries of a model call on 429, 529, 5xx and connection failures.' }),
   MODEL_IDLE_TIMEOUT_MS: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 120_000, description: 'A model stream that sends nothing for this long is abandoned and retried.' }),
+  CALLBACK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 8, description: 'Delivery attempts of a completion callback before it is given up.' }),
+  CALLBACK_RETRY_BASE_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait before a callback\'s second attempt; each later one waits four times longer, at most an hour.' }),
+  CALLBACK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000, description: 'One callback attempt\'s timeout.' }),
   RUN_LEASE_MS: Type.Integer({ minimum: 1000, default: 15_000, description: 'How long a replica holds a run without renewing its lease.' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'On SIGTERM, how long running steps may take to finish.' })
 })

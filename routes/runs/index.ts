@@ -1,17 +1,46 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
+import { AppError } from '../../src/errors.js'
 import { toRunObject } from '../../src/runs/run-object.js'
 import { commonErrors, isoDate, ListOf } from '../../src/schemas/common.js'
-import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema } from '../../src/schemas/runs.js'
+import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema } from '../../src/schemas/runs.js'
+import type { RunRecord } from '../../src/store/index.js'
+import { streamRunEvents, wantsEventStream } from './sse.js'
 
 const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error'), 503: Type.Ref('Error') }
 const METADATA_FILTER = /^metadata\[(.+)\]$/
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
 
 const EventsQuerySchema = Type.Object({
-  after: Type.Integer({ minimum: 0, maximum: 2_147_483_647, default: 0, description: 'Events after this number.' }),
+  after: Type.Integer({ minimum: 0, maximum: 2_147_483_647, default: 0, description: 'Events after this number (for a stream, `Last-Event-ID` wins).' }),
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Events per page, 1 to 100.' })
 }, { additionalProperties: false })
+
+const CreateRunHeaders = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({ description: 'The same key and body return the same run instead of starting another (1 to 255 printable characters).' }))
+})
+
+/**
+ * Answers a started (or resumed) run the way the caller asked: a stream of its events from
+ * `after` on, 202 at once, or (by default) the run once it ends or waits for the caller.
+ */
+async function answerRun (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, run: RunRecord, mode: { stream?: boolean | undefined, background?: boolean | undefined }, after: number): Promise<unknown> {
+  if (mode.stream === true) return await streamRunEvents(app, request, reply, run.id, after)
+  if (mode.background === true) {
+    return reply.code(202).header('location', `/runs/${run.id}`).send(toRunObject(run))
+  }
+  // Waiting may take minutes: stop waiting (not the run) if the caller goes away.
+  const gone = new AbortController()
+  reply.raw.on('close', () => { if (!reply.raw.writableFinished) gone.abort() })
+  try {
+    return toRunObject(await app.engine.settled(run.tenant_id, run.id, gone.signal))
+  } catch (err) {
+    if (!gone.signal.aborted) throw err
+    request.log.info({ runId: run.id }, 'caller went away; the run goes on')
+    return reply.hijack()
+  }
+}
 
 /** Runs: SPEC §4. */
 export default async function runRoutes (fastify: FastifyInstance) {
@@ -22,25 +51,19 @@ export default async function runRoutes (fastify: FastifyInstance) {
     schema: {
       tags: ['runs'],
       summary: 'Start a run',
-      description: 'By default the answer comes when the run ends: 200 with the run. With `background: true`, 202 at once with a `Location` to poll. A client that disconnects does not stop the run.',
+      description: 'By default the answer comes when the run ends (or waits for client tool outputs): 200 with the run. With `background: true`, 202 at once with a `Location` to poll. With `stream: true`, Server-Sent Events. A client that disconnects does not stop the run. A repeated `Idempotency-Key` with the same body returns the same run (header `idempotent-replayed: true`); with another body, 409.',
+      headers: CreateRunHeaders,
       body: CreateRunSchema,
       response: { 200: RunSchema, 202: RunSchema, ...errors }
     }
   }, async (request, reply) => {
-    const run = await app.engine.create(request.tenantId, request.body)
-    if (request.body.background === true) {
-      return reply.code(202).header('location', `/runs/${run.id}`).send(toRunObject(run))
+    const key = request.headers['idempotency-key']
+    if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+      throw new AppError('REQUEST_ERR_VALIDATION', 'The Idempotency-Key header must be 1 to 255 printable ASCII characters (a UUID, say).')
     }
-    // Waiting may take minutes: stop waiting (not the run) if the caller goes away.
-    const gone = new AbortController()
-    reply.raw.on('close', () => { if (!reply.raw.writableFinished) gone.abort() })
-    try {
-      return toRunObject(await app.engine.settled(request.tenantId, run.id, gone.signal))
-    } catch (err) {
-      if (!gone.signal.aborted) throw err
-      request.log.info({ runId: run.id }, 'caller went away; the run goes on')
-      return reply.hijack()
-    }
+    const { run, created } = await app.engine.create(request.tenantId, request.body, { idempotencyKey: key })
+    if (!created) reply.header('idempotent-replayed', 'true')
+    return await answerRun(app, request, reply, run, request.body, 0)
   })
 
   app.get('/runs', {
@@ -78,14 +101,26 @@ export default async function runRoutes (fastify: FastifyInstance) {
   app.get('/runs/:id/events', {
     schema: {
       tags: ['runs'],
-      summary: 'List a run\'s events, oldest first',
-      description: 'Events are numbered 1, 2, 3… within the run; page with `after` (an event number).',
+      summary: 'A run\'s events, oldest first; or a live stream of them',
+      description: 'Events are numbered 1, 2, 3… within the run; page with `after` (an event number). With `Accept: text/event-stream`: Server-Sent Events from `Last-Event-ID` (or `after`) on, live until the run\'s last event.',
       params: RunIdParams,
       querystring: EventsQuerySchema,
-      response: { 200: Type.Object({ object: Type.Literal('list'), data: Type.Array(EventSchema), has_more: Type.Boolean(), next_cursor: Type.Union([Type.String(), Type.Null()]) }), ...errors }
+      response: {
+        200: Type.Object({ object: Type.Literal('list'), data: Type.Array(EventSchema), has_more: Type.Boolean(), next_cursor: Type.Union([Type.String(), Type.Null()]) }),
+        ...errors
+      }
     }
-  }, async (request) => {
+  }, async (request, reply) => {
     const run = await app.engine.get(request.tenantId, request.params.id)
+    if (wantsEventStream(request)) {
+      const lastEventId = request.headers['last-event-id']
+      let after = request.query.after
+      if (lastEventId !== undefined) {
+        if (!/^\d{1,10}$/.test(String(lastEventId))) throw new AppError('REQUEST_ERR_VALIDATION', 'Last-Event-ID must be the number of an event (the `id:` of the last one received).')
+        after = Number(lastEventId)
+      }
+      return await streamRunEvents(app, request, reply, run.id, after)
+    }
     const events = await app.store.listEvents(run.id, request.query.after, request.query.limit + 1)
     const page = events.slice(0, request.query.limit)
     const hasMore = events.length > request.query.limit
@@ -95,5 +130,30 @@ export default async function runRoutes (fastify: FastifyInstance) {
       has_more: hasMore,
       next_cursor: hasMore ? String(page[page.length - 1]!.seq) : null
     }
+  })
+
+  app.post('/runs/:id/cancel', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Cancel a run',
+      description: 'Aborts the model call and every tool call in flight; each open tool_use gets an `is_error` "cancelled" result; the run ends `cancelled`. A run that already ended is a 409.',
+      params: RunIdParams,
+      response: { 200: RunSchema, ...errors }
+    }
+  }, async (request) => toRunObject(await app.engine.cancel(request.tenantId, request.params.id)))
+
+  app.post('/runs/:id/tool_outputs', {
+    schema: {
+      tags: ['runs'],
+      summary: 'Answer the client tool calls a run waits on',
+      description: 'One output for each call in `required_action.tool_calls`; a missing, unknown or repeated id is a 400. The run then goes on, answered like POST /runs: by default when it ends, or with `background`/`stream`.',
+      params: RunIdParams,
+      body: ToolOutputsSchema,
+      response: { 200: RunSchema, 202: RunSchema, ...errors }
+    }
+  }, async (request, reply) => {
+    const before = await app.engine.get(request.tenantId, request.params.id)
+    const run = await app.engine.submitToolOutputs(request.tenantId, request.params.id, request.body)
+    return await answerRun(app, request, reply, run, request.body, before.event_count)
   })
 }

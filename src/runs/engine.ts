@@ -1,18 +1,20 @@
 import { hostname } from 'node:os'
-import { randomBytes } from 'node:crypto'
-import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
+import { createHash, randomBytes } from 'node:crypto'
+import type { MessageParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { AppError } from '../errors.js'
 import { newId } from '../ids.js'
 import type { Log } from '../logger.js'
 import type { ModelClient } from '../model/model-client.js'
-import { FINAL_STATUSES, type CreateRun, type RunParams } from '../schemas/runs.js'
-import type { Page, RunFilter, RunRecord, Store } from '../store/index.js'
+import { FINAL_STATUSES, type CreateRun, type RunParams, type ToolOutputs } from '../schemas/runs.js'
+import type { Lease, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
+import { hasLoneSurrogate, wellFormed } from '../text.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
-import type { ToolRegistry } from '../tools/registry.js'
+import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from '../tools/egress-guard.js'
+import { activeSecrets, newSigningSecret, parseWebhookUrl, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
+import { capContent, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
-import { RunDriver, RunStop } from './run-driver.js'
+import { RunDriver, RunStop, type InitialWrite } from './run-driver.js'
 import { toRunObject } from './run-object.js'
-import { hasLoneSurrogate } from '../text.js'
 import { findTranscriptProblem } from './transcript.js'
 
 export interface EngineLimits {
@@ -24,6 +26,19 @@ export interface EngineLimits {
   /** How long a lease lasts without renewal. */
   readonly leaseMs: number
   readonly modelMaxRetries: number
+  /** Text given to the model from one caller's tool output is cut here, as a webhook's is. */
+  readonly maxResultChars: number
+}
+
+export interface CallbackLimits {
+  /** Delivery attempts before a callback is given up. */
+  readonly maxAttempts: number
+  /** Wait before the second attempt; each later one waits four times longer (at most an hour). */
+  readonly retryBaseMs: number
+  /** One attempt's timeout. */
+  readonly timeoutMs: number
+  /** After a rotation, how long the previous callback secret keeps signing. */
+  readonly rotationWindowMs: number
 }
 
 export interface RunEngineOptions {
@@ -33,11 +48,23 @@ export interface RunEngineOptions {
   readonly webhooks: WebhookClient
   readonly log: Log
   readonly limits: EngineLimits
+  readonly callbacks: CallbackLimits
+  /** Where callback URLs may point, as for tools. */
+  readonly egress: EgressAllowList
+  readonly resolver?: Resolver | undefined
   /** False when no API key (nor a base URL of a gateway) is configured: runs are refused. */
   readonly modelConfigured: boolean
   /** This process's name in leases; unique per process. */
   readonly replicaId?: string
 }
+
+// The sweeper: deadlines of runs waiting for their caller, callbacks due, cancels asked of another
+// replica. Once a second keeps a remote cancel well under two seconds.
+const SWEEP_INTERVAL_MS = 1000
+const SWEEP_BATCH = 100
+/** How long a callback being delivered stays claimed by one replica. */
+const CALLBACK_CLAIM_MS = 60_000
+const CALLBACK_BACKOFF_CAP_MS = 3_600_000
 
 /**
  * Starts, drives and reports runs. Each run is driven in this process by a {@link RunDriver}
@@ -49,8 +76,13 @@ export class RunEngine {
   readonly #drivers = new Map<string, RunDriver>()
   readonly #toolConcurrency = new ToolConcurrency()
   readonly #renewal: NodeJS.Timeout
+  readonly #sweeper: NodeJS.Timeout
   /** Creates under way: the drain waits for them, so that no run starts after it looked. */
   readonly #creating = new Set<Promise<unknown>>()
+  /** Wakes waiters for a run's events when this process stores some (see waitForEvents). */
+  readonly #eventWaiters = new Map<string, Set<() => void>>()
+  readonly #deliveries = new Set<Promise<void>>()
+  #sweeping = false
   #accepting = true
 
   constructor (options: RunEngineOptions) {
@@ -59,6 +91,8 @@ export class RunEngine {
     // Renew well before expiry: a third of the lease, so two missed renewals still hold it.
     this.#renewal = setInterval(() => { this.#renewLeases().catch(() => {}) }, Math.max(250, Math.floor(options.limits.leaseMs / 3)))
     this.#renewal.unref()
+    this.#sweeper = setInterval(() => { this.#sweep().catch(() => {}) }, SWEEP_INTERVAL_MS)
+    this.#sweeper.unref()
   }
 
   /** Runs driven by this process right now. */
@@ -68,11 +102,12 @@ export class RunEngine {
 
   /**
    * Checks a run request, stores the run (status `queued`, event `run.created`) and starts driving
-   * it. Every refusal is an {@link AppError} whose message says what to fix.
+   * it. With an idempotency key already used for the same request, answers that run instead
+   * (`created: false`); used for another request, a 409. Every refusal says what to fix.
    */
-  async create (tenantId: string, body: CreateRun): Promise<RunRecord> {
+  async create (tenantId: string, body: CreateRun, options: { idempotencyKey?: string | undefined } = {}): Promise<{ run: RunRecord, created: boolean }> {
     if (!this.#accepting) throw new AppError('SERVICE_ERR_DRAINING', 'This replica is shutting down: retry on another one.', { headers: { 'retry-after': '1' } })
-    const creating = this.#create(tenantId, body)
+    const creating = this.#create(tenantId, body, options.idempotencyKey)
     this.#creating.add(creating)
     try {
       return await creating
@@ -81,13 +116,23 @@ export class RunEngine {
     }
   }
 
-  async #create (tenantId: string, body: CreateRun): Promise<RunRecord> {
+  async #create (tenantId: string, body: CreateRun, idempotencyKey: string | undefined): Promise<{ run: RunRecord, created: boolean }> {
     if (!this.#options.modelConfigured) {
       throw new AppError('SERVICE_ERR_MODEL_NOT_CONFIGURED', 'No model API is configured: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a gateway) and restart.')
     }
-    const { limits } = this.#options
+    const { limits, store } = this.#options
+    // A repeat of a request already made returns its run before anything else is checked: the
+    // first request passed every check, and it must come back the same even if tools changed since.
+    const requestHash = idempotencyKey === undefined ? null : hashRequest(body)
+    if (idempotencyKey !== undefined) {
+      const earlier = await store.getRunByIdempotencyKey(tenantId, idempotencyKey)
+      if (earlier !== null) return { run: this.#sameRequest(earlier, requestHash!), created: false }
+    }
     if ((body.input === undefined) === (body.messages === undefined)) {
       throw new AppError('RUN_ERR_INVALID_REQUEST', 'Send exactly one of `input` (the first user message, a string) and `messages` (a Messages API history).')
+    }
+    if (body.stream === true && body.background === true) {
+      throw new AppError('RUN_ERR_INVALID_REQUEST', 'Choose `stream` or `background`, not both: a stream already answers at once.')
     }
     // The defaults give way to lower ceilings; only an explicit value over a ceiling is refused.
     const maxSteps = body.max_steps ?? Math.min(25, limits.maxSteps)
@@ -103,17 +148,20 @@ export class RunEngine {
     }
 
     const toolNames = body.tools ?? []
-    const found = new Set((await this.#options.store.getTools(tenantId, toolNames)).map((t) => t.name))
+    const found = new Set((await store.getTools(tenantId, toolNames)).map((t) => t.name))
     const unknown = toolNames.filter((name) => !found.has(name))
     if (unknown.length > 0) {
       throw new AppError('RUN_ERR_UNKNOWN_TOOL', `Unknown tool${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}. Register ${unknown.length > 1 ? 'them' : 'it'} with PUT /tools/{name} first, or list yours with GET /tools.`)
     }
-    if (body.tool_choice?.type === 'tool' && !found.has(body.tool_choice.name ?? '')) {
+    this.#checkClientTools(body, found)
+    const allTools = new Set([...found, ...(body.client_tools ?? []).map((t) => t.name)])
+    if (body.tool_choice?.type === 'tool' && !allTools.has(body.tool_choice.name ?? '')) {
       throw new AppError('RUN_ERR_INVALID_REQUEST', `tool_choice names ${body.tool_choice.name ?? '(nothing)'}, which is not one of this run's tools.`)
     }
-    if (body.tool_choice !== undefined && toolNames.length === 0) {
+    if (body.tool_choice !== undefined && allTools.size === 0) {
       throw new AppError('RUN_ERR_INVALID_REQUEST', 'tool_choice needs tools: list the run\'s tools in `tools`, or leave tool_choice out.')
     }
+    const callbackUrl = body.callback_url === undefined ? null : await this.#checkCallbackUrl(tenantId, body.callback_url)
 
     const params: RunParams = {
       tools: toolNames,
@@ -122,7 +170,7 @@ export class RunEngine {
       timeout_ms: timeoutMs,
       disable_parallel_tool_use: body.disable_parallel_tool_use ?? false,
       parallelism: body.parallelism ?? 64,
-      ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences'])
+      ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools'])
     }
     const now = Date.now()
     const run: RunRecord = {
@@ -144,25 +192,28 @@ export class RunEngine {
       output: [],
       required_action: null,
       error: null,
+      idempotency_key: idempotencyKey ?? null,
+      request_hash: requestHash,
+      trace_id: randomBytes(16).toString('hex'),
+      callback_url: callbackUrl,
       message_count: messages.length,
       event_count: 1,
-      idempotency_key: null,
-      request_hash: null,
-      trace_id: randomBytes(16).toString('hex'),
       lease_owner: this.replicaId,
       lease_token: 1,
-      lease_expires_at: now + limits.leaseMs
+      lease_expires_at: now + limits.leaseMs,
+      pending_results: null,
+      cancel_requested_at: null,
+      callback_status: null,
+      callback_attempts: 0,
+      callback_next_at: null,
+      callback_error: null
     }
-    const { run: stored } = await this.#options.store.createRun({
-      run,
-      messages,
-      event: { seq: 1, type: 'run.created', at: now, data: toRunObject(run) },
-      leaseOwner: this.replicaId,
-      leaseMs: limits.leaseMs
-    })
+    const event = { seq: 1, type: 'run.created', at: now, data: toRunObject(run) }
+    const { run: stored, created } = await store.createRun({ run, messages, event, leaseOwner: this.replicaId, leaseMs: limits.leaseMs })
+    if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
     this.#options.log.info({ runId: stored.id, tenantId, tools: toolNames.length, model: stored.model }, 'run created')
     this.#start(stored, messages)
-    return stored
+    return { run: stored, created: true }
   }
 
   async get (tenantId: string, runId: string): Promise<RunRecord> {
@@ -206,8 +257,126 @@ export class RunEngine {
       if (Date.now() > run.deadline_at + 2 * this.#options.limits.leaseMs) {
         throw new AppError('RUN_ERR_STALLED', `Run ${runId} is past its deadline and no replica is driving it; follow it with GET /runs/${runId}.`, { headers: { location: `/runs/${runId}` } })
       }
-      await abortable(new Promise((resolve) => setTimeout(resolve, delay)), signal)
+      await this.waitForEvents(runId, delay, signal)
+      signal?.throwIfAborted()
       delay = Math.min(delay * 2, 2000)
+    }
+  }
+
+  /**
+   * Resolves when this process stores new events of `runId`, or after `timeoutMs` at the latest
+   * (events stored by another replica are only seen by reading again), or when `signal` aborts.
+   */
+  async waitForEvents (runId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve) => {
+      let waiters = this.#eventWaiters.get(runId)
+      if (waiters === undefined) {
+        waiters = new Set()
+        this.#eventWaiters.set(runId, waiters)
+      }
+      const set = waiters
+      const done = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', done)
+        set.delete(done)
+        if (set.size === 0 && this.#eventWaiters.get(runId) === set) this.#eventWaiters.delete(runId)
+        resolve()
+      }
+      const timer = setTimeout(done, timeoutMs)
+      signal?.addEventListener('abort', done, { once: true })
+      set.add(done)
+    })
+  }
+
+  /**
+   * Cancels a run (SPEC §4.3): everything in flight is aborted, each open tool_use gets a
+   * "cancelled" result, and the run ends `cancelled`. A run that already ended is a 409.
+   */
+  async cancel (tenantId: string, runId: string): Promise<RunRecord> {
+    const run = await this.get(tenantId, runId)
+    if (FINAL_STATUSES.has(run.status)) {
+      throw new AppError('RUN_ERR_NOT_ACTIVE', `Run ${runId} already ended (${run.status}): there is nothing to cancel.`)
+    }
+    const stop = new RunStop('cancelled', 'the run was cancelled')
+    const local = this.#drivers.get(runId)
+    if (local !== undefined) {
+      local.stop(stop)
+      const ended = await local.done
+      if (FINAL_STATUSES.has(ended.status)) return ended
+    }
+    if (run.status === 'requires_action') {
+      const resumed = await this.#resumeWaiting(tenantId, runId, (call) => cancelledOutput(call.id, 'the run was cancelled before the caller answered'))
+      if (resumed !== null) {
+        resumed.stop(stop)
+        return await resumed.done
+      }
+    } else {
+      // Driven by another replica: it sees the request within a second and cancels.
+      await this.#options.store.requestCancel(tenantId, runId, Date.now())
+    }
+    const deadline = Date.now() + 2 * this.#options.limits.leaseMs
+    for (;;) {
+      const current = await this.get(tenantId, runId)
+      if (FINAL_STATUSES.has(current.status)) return current
+      if (Date.now() > deadline) {
+        throw new AppError('RUN_ERR_STALLED', `The cancel of run ${runId} is recorded, but no replica has acted on it yet; follow the run with GET /runs/${runId}.`, { headers: { location: `/runs/${runId}` } })
+      }
+      await this.waitForEvents(runId, 200)
+    }
+  }
+
+  /**
+   * The caller's outputs for the client tool calls a run waits on (SPEC §4.3): one per listed
+   * call, checked, then the run goes on. Answers the run as it resumes.
+   */
+  async submitToolOutputs (tenantId: string, runId: string, body: ToolOutputs): Promise<RunRecord> {
+    const run = await this.get(tenantId, runId)
+    if (run.status !== 'requires_action') {
+      throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is ${run.status}, not waiting for tool outputs.`)
+    }
+    const asked = (run.required_action?.tool_calls ?? []) as Array<{ id: string, name: string }>
+    const askedIds = new Set(asked.map((c) => c.id))
+    const seen = new Set<string>()
+    for (const output of body.tool_outputs) {
+      if (!askedIds.has(output.tool_use_id)) {
+        throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', `tool_outputs names ${output.tool_use_id}, which the run did not ask for: answer exactly ${[...askedIds].join(', ')}.`)
+      }
+      if (seen.has(output.tool_use_id)) {
+        throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', `tool_outputs answers ${output.tool_use_id} more than once: give one output per call.`)
+      }
+      seen.add(output.tool_use_id)
+    }
+    const missing = asked.filter((c) => !seen.has(c.id)).map((c) => c.id)
+    if (missing.length > 0) {
+      throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', `tool_outputs lacks ${missing.join(', ')}: give one output for each call in required_action.`)
+    }
+    if (hasLoneSurrogate(body.tool_outputs)) {
+      throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', 'An output holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
+    }
+    const byId = new Map(body.tool_outputs.map((o) => [o.tool_use_id, o]))
+    const resumed = await this.#resumeWaiting(tenantId, runId, (call) => {
+      const output = byId.get(call.id)!
+      const content = capContent((output.content ?? '') as ToolResultContent, this.#options.limits.maxResultChars)
+      return output.is_error === true
+        ? { type: 'tool_result', tool_use_id: call.id, content, is_error: true }
+        : { type: 'tool_result', tool_use_id: call.id, content }
+    })
+    if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for tool outputs: they were given (or the run ended) meanwhile.`)
+    return resumed.events.run
+  }
+
+  /** What `GET /callbacks` shows of the tenant's callback signing secrets. */
+  async callbackSecrets (tenantId: string): Promise<readonly SigningSecret[]> {
+    return await this.#options.store.getCallbackSecrets(tenantId) ?? []
+  }
+
+  /** A new callback signing secret; the previous one keeps signing for the rotation window. */
+  async rotateCallbackSecret (tenantId: string): Promise<{ secret: string, secrets: SigningSecret[] }> {
+    const fresh = newSigningSecret()
+    for (;;) {
+      const current = await this.#options.store.getCallbackSecrets(tenantId)
+      const secrets = rotatedSecrets(current ?? [], fresh, Date.now(), this.#options.callbacks.rotationWindowMs)
+      if (await this.#options.store.setCallbackSecrets(tenantId, secrets, Date.now(), current)) return { secret: fresh, secrets }
     }
   }
 
@@ -219,11 +388,11 @@ export class RunEngine {
     this.#accepting = false
     await Promise.allSettled([...this.#creating])
     const drivers = [...this.#drivers.values()]
-    if (drivers.length > 0) {
+    if (drivers.length > 0 || this.#deliveries.size > 0) {
       this.#options.log.info({ runs: drivers.length, graceMs }, 'draining runs')
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
-        Promise.allSettled(drivers.map(async (d) => await d.done)),
+        Promise.allSettled([...drivers.map(async (d) => await d.done), ...this.#deliveries]),
         new Promise((resolve) => { timer = setTimeout(resolve, graceMs) })
       ])
       clearTimeout(timer)
@@ -231,29 +400,115 @@ export class RunEngine {
       await Promise.allSettled(drivers.map(async (d) => await d.done))
     }
     clearInterval(this.#renewal)
+    clearInterval(this.#sweeper)
     await this.#options.webhooks.close()
   }
 
-  #start (run: RunRecord, messages: MessageParam[]): void {
+  #checkClientTools (body: CreateRun, registered: Set<string>): void {
+    const names = new Set<string>()
+    for (const [index, tool] of (body.client_tools ?? []).entries()) {
+      const where = `client_tools[${index}] (${tool.name})`
+      if (registered.has(tool.name)) throw new AppError('RUN_ERR_INVALID_REQUEST', `${where} has the name of a registered tool the run uses: give it another name.`)
+      if (names.has(tool.name)) throw new AppError('RUN_ERR_INVALID_REQUEST', `${where} repeats a name: each client tool needs its own.`)
+      names.add(tool.name)
+      try {
+        this.#options.registry.compileSchema(tool.input_schema)
+      } catch (err) {
+        throw new AppError('RUN_ERR_INVALID_REQUEST', `${where}: ${(err as Error).message}`)
+      }
+    }
+  }
+
+  async #checkCallbackUrl (tenantId: string, value: string): Promise<string> {
+    const url = parseWebhookUrl(value, 'callback_url', 'RUN_ERR_CALLBACK_URL')
+    try {
+      await checkUrlEgress(this.#options.egress, url, this.#options.resolver)
+    } catch (err) {
+      if (err instanceof EgressDeniedError) throw new AppError('RUN_ERR_CALLBACK_URL', `callback_url is refused: ${err.message}.`)
+      throw err
+    }
+    if ((await this.#options.store.getCallbackSecrets(tenantId)) === null) {
+      throw new AppError('RUN_ERR_NO_CALLBACK_SECRET', 'Callbacks are signed with your callback secret, and you have none yet: make it with POST /callbacks/rotate-secret (once), then retry.')
+    }
+    return url.toString()
+  }
+
+  #sameRequest (earlier: RunRecord, requestHash: string): RunRecord {
+    if (earlier.request_hash !== requestHash) {
+      throw new AppError('RUN_ERR_IDEMPOTENCY_CONFLICT', `This Idempotency-Key was used for another request (run ${earlier.id}): use a new key for a new run, or send the same body to get that run back.`)
+    }
+    return earlier
+  }
+
+  /**
+   * Takes a waiting run back (status `running`, under our lease) and starts driving it, with the
+   * step's stored webhook results and, for each client call, `answer`. Null if another request
+   * got there first.
+   */
+  async #resumeWaiting (tenantId: string, runId: string, answer: (call: { id: string, name: string }) => ToolResultBlockParam): Promise<RunDriver | null> {
+    const { store, limits } = this.#options
+    const run = await store.resumeWaitingRun(runId, this.replicaId, limits.leaseMs)
+    if (run === null || run.tenant_id !== tenantId) return null
+    const calls = (run.required_action?.tool_calls ?? []) as Array<{ id: string, name: string }>
+    const answers = new Map(calls.map((c) => [c.id, answer(c)]))
+    const pending = (run.pending_results ?? []) as Array<ToolResultBlockParam | null>
+    const messages = await store.getMessages(runId)
+    const assistant = messages.at(-1)
+    const toolUseIds = Array.isArray(assistant?.content) ? assistant.content.filter((b) => b.type === 'tool_use').map((b) => (b as { id: string }).id) : []
+    // Every result in the model's order: the webhook results kept while waiting, and the answers.
+    const results = toolUseIds.map((id, index) => pending[index] ?? answers.get(id)!)
+    const step = run.steps
+    const events = calls.map((call) => {
+      const result = answers.get(call.id)!
+      return {
+        type: 'tool_call.completed',
+        data: { step, tool_use_id: call.id, name: call.name, is_error: result.is_error === true, duration_ms: 0, attempts: 0, status: null, outcome: 'client', content: result.content ?? '' }
+      }
+    })
+    const initialWrite: InitialWrite = {
+      messages: [{ role: 'user', content: results }],
+      patch: {
+        required_action: null,
+        pending_results: null,
+        tool_calls_total: run.tool_calls_total + calls.length,
+        tool_calls_errors: run.tool_calls_errors + [...answers.values()].filter((r) => r.is_error === true).length
+      },
+      events
+    }
+    return this.#start(run, messages, initialWrite)
+  }
+
+  #start (run: RunRecord, messages: MessageParam[], initialWrite?: InitialWrite): RunDriver {
     const { store, registry, model, webhooks, log, limits } = this.#options
-    const lease = { owner: this.replicaId, token: run.lease_token }
-    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries }, run, lease, messages)
+    const lease: Lease = { owner: this.replicaId, token: run.lease_token }
+    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries }, run, lease, messages, initialWrite)
     this.#drivers.set(run.id, driver)
+    driver.events.subscribe(() => this.#wake(run.id))
     driver.drive().finally(async () => {
       this.#drivers.delete(run.id)
-      if (!FINAL_STATUSES.has(driver.events.run.status)) {
-        // Handed back (shutdown): let another replica take it without waiting for the lease to expire.
+      const ended = driver.events.run
+      if (!FINAL_STATUSES.has(ended.status)) {
+        // Waiting for its caller, or handed back (shutdown): let anyone take it from here at once.
         await store.releaseRun(run.id, lease).catch(() => {})
+      } else if (ended.callback_status === 'pending') {
+        this.#deliverCallbacks().catch(() => {})
       }
+      this.#wake(run.id)
     }).catch(() => {})
+    return driver
+  }
+
+  #wake (runId: string): void {
+    const waiters = this.#eventWaiters.get(runId)
+    if (waiters !== undefined) for (const wake of [...waiters]) wake()
   }
 
   async #renewLeases (): Promise<void> {
     const ids = [...this.#drivers.keys()]
     if (ids.length === 0) return
-    let held: Set<string>
+    let held: Map<string, boolean>
     try {
-      held = new Set(await this.#options.store.renewLeases(this.replicaId, ids, this.#options.limits.leaseMs))
+      held = new Map((await this.#options.store.renewLeases(this.replicaId, ids, this.#options.limits.leaseMs)).map((r) => [r.id, r.cancelRequested]))
     } catch (err) {
       this.#options.log.warn({ err: { message: (err as Error).message } }, 'could not renew leases')
       return
@@ -262,6 +517,84 @@ export class RunEngine {
       if (!held.has(id)) this.#drivers.get(id)?.stop(new RunStop('lease_lost', 'this replica lost the run\'s lease'))
     }
   }
+
+  /** Once a second: deadlines of waiting runs, due callbacks, cancels asked elsewhere. */
+  async #sweep (): Promise<void> {
+    if (this.#sweeping || !this.#accepting) return
+    this.#sweeping = true
+    try {
+      const { store } = this.#options
+      if (this.#drivers.size > 0) {
+        for (const id of await store.cancelRequested(this.replicaId)) {
+          this.#drivers.get(id)?.stop(new RunStop('cancelled', 'the run was cancelled'))
+        }
+      }
+      for (const run of await store.expiredWaitingRuns(Date.now(), SWEEP_BATCH)) {
+        // Its driver's deadline fires at once: the run ends `timeout`, its client calls answered so.
+        await this.#resumeWaiting(run.tenant_id, run.id, (call) => cancelledOutput(call.id, 'the run reached its timeout before the caller answered'))
+      }
+      await this.#deliverCallbacks()
+    } catch (err) {
+      this.#options.log.warn({ err: { message: (err as Error).message } }, 'sweep failed')
+    } finally {
+      this.#sweeping = false
+    }
+  }
+
+  /** Delivers the callbacks that are due, each claimed so that one replica sends it. */
+  async #deliverCallbacks (): Promise<void> {
+    const now = Date.now()
+    const due = await this.#options.store.claimDueCallbacks(now, now + CALLBACK_CLAIM_MS, SWEEP_BATCH)
+    await Promise.all(due.map(async (run) => {
+      const delivery = this.#deliverCallback(run)
+      this.#deliveries.add(delivery)
+      try {
+        await delivery
+      } finally {
+        this.#deliveries.delete(delivery)
+      }
+    }))
+  }
+
+  async #deliverCallback (run: RunRecord): Promise<void> {
+    const { store, webhooks, callbacks, log } = this.#options
+    const secrets = activeSecrets({ signing_secrets: await store.getCallbackSecrets(run.tenant_id) ?? [] }, Date.now())
+    const attempts = run.callback_attempts + 1
+    const result = await webhooks.deliver(run.callback_url!, JSON.stringify(toRunObject(run)), { messageId: `${run.id}:callback`, secrets, timeoutMs: callbacks.timeoutMs })
+    if (result.ok) {
+      await store.recordCallback(run.id, { status: 'delivered', attempts, next_at: null, error: null })
+      log.info({ runId: run.id, attempts }, 'callback delivered')
+      return
+    }
+    const error = wellFormed(result.error ?? 'failed')
+    if (attempts >= callbacks.maxAttempts) {
+      await store.recordCallback(run.id, { status: 'failed', attempts, next_at: null, error })
+      log.warn({ runId: run.id, attempts, error }, 'callback failed; no more attempts')
+      return
+    }
+    const delay = Math.min(CALLBACK_BACKOFF_CAP_MS, callbacks.retryBaseMs * 4 ** (attempts - 1)) * (0.8 + Math.random() * 0.4)
+    await store.recordCallback(run.id, { status: 'pending', attempts, next_at: Date.now() + delay, error })
+    log.info({ runId: run.id, attempts, delayMs: Math.round(delay), error }, 'callback failed; retrying')
+    // Come back for it on time here; the sweeper would too, on any replica, within a second.
+    setTimeout(() => { if (this.#accepting) this.#deliverCallbacks().catch(() => {}) }, delay).unref()
+  }
+}
+
+function cancelledOutput (toolUseId: string, why: string): ToolResultBlockParam {
+  return { type: 'tool_result', tool_use_id: toolUseId, content: `Not answered: ${why}.`, is_error: true }
+}
+
+/** A digest of a request's body, the same for the same JSON whatever the order of its keys. */
+function hashRequest (body: unknown): string {
+  return createHash('sha256').update(canonicalJson(body)).digest('hex')
+}
+
+function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (typeof value === 'object' && value !== null) {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`
+  }
+  return JSON.stringify(value) ?? 'null'
 }
 
 /** `promise`, or a rejection as soon as `signal` aborts. */

@@ -4,7 +4,7 @@ import type { Message, MessageParam, Tool as ModelTool, ToolResultBlockParam, To
 import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
-import type { RunParams, StopReason } from '../schemas/runs.js'
+import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
 import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type Store, type ToolRecord, type Usage } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
@@ -13,6 +13,13 @@ import type { WebhookClient } from '../tools/webhook-client.js'
 import { linkedController } from '../abort.js'
 import { EventLog } from './event-log.js'
 import { toRunObject } from './run-object.js'
+
+/** What a resumed run stores before its next step: the caller's outputs, with their events. */
+export interface InitialWrite {
+  readonly messages: MessageParam[]
+  readonly patch: RunPatch
+  readonly events: ReadonlyArray<{ type: string, data: Record<string, unknown> }>
+}
 
 /** Why a run was stopped from outside its loop; the abort reason of its signal. */
 export class RunStop extends Error {
@@ -69,12 +76,16 @@ export class RunDriver {
   handback: 'shutdown' | 'lease_lost' | 'storage' | null = null
   #resolveDone!: (run: RunRecord) => void
   #deadlineTimer: NodeJS.Timeout | undefined
+  readonly #initialWrite: InitialWrite | undefined
+  readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
 
-  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[]) {
+  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], initialWrite?: InitialWrite) {
     this.#deps = deps
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
+    this.#initialWrite = initialWrite
+    this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
     setMaxListeners(0, this.#controller.signal)
     for (const message of history) this.#noteToolNames(message)
@@ -100,8 +111,16 @@ export class RunDriver {
   async drive (): Promise<void> {
     const run = this.events.run
     const remaining = run.deadline_at - Date.now()
-    this.#deadlineTimer = setTimeout(() => this.stop(new RunStop('timeout', `the run reached its timeout of ${this.#params.timeout_ms} ms`)), Math.max(0, remaining))
+    const timeout = (): void => this.stop(new RunStop('timeout', `the run reached its timeout of ${this.#params.timeout_ms} ms`))
+    if (remaining <= 0) timeout()
+    else this.#deadlineTimer = setTimeout(timeout, remaining)
     try {
+      if (this.#initialWrite !== undefined) {
+        const { messages, patch, events } = this.#initialWrite
+        for (const event of events) this.events.emit(event.type, event.data)
+        this.#history.push(...messages)
+        await this.events.commit({ messages, patch })
+      }
       if (run.status === 'queued') {
         const started: RunPatch = { status: 'running', started_at: Date.now() }
         this.events.emit('run.started', toRunObject({ ...run, ...started }))
@@ -119,8 +138,14 @@ export class RunDriver {
   async #loop (): Promise<void> {
     for (;;) {
       this.#throwIfStopped()
+      // A run resumed after its last allowed step (which asked for client tools) ends here.
+      if (this.events.run.steps >= this.#params.max_steps) {
+        await this.#finish('completed', 'max_steps')
+        return
+      }
       const step = this.events.run.steps + 1
       const stop = await this.#step(step)
+      if (stop === 'requires_action') return
       if (stop !== null) {
         await this.#finish('completed', stop)
         return
@@ -130,53 +155,94 @@ export class RunDriver {
   }
 
   /** One model call and its tool calls; answers the stop reason if the run is done. */
-  async #step (step: number): Promise<StopReason | null> {
+  async #step (step: number): Promise<StopReason | 'requires_action' | null> {
     const run = this.events.run
     this.events.emit('step.started', { step })
     const records = await this.#deps.store.getTools(run.tenant_id, this.#params.tools)
     const tools = new Map(records.map((t) => [t.name, t]))
     const request = this.#request(records)
 
-    const { message, calls } = await this.#callModel(step, request, tools)
+    const { message, calls, clientComplete } = await this.#callModel(step, request, tools)
     const usage = addUsage(run.usage, message.usage as unknown as Partial<Usage>)
     this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content })
 
     const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
     const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
+    const clientCalls: ToolUseBlock[] = []
     for (const toolUse of toolUses) {
       if (calls.has(toolUse.id)) continue
+      const client = this.#clientTools.get(toolUse.name)
+      if (client !== undefined && clientComplete.has(toolUse.id)) {
+        // The caller runs it: checked here, then listed in required_action, unless the turn is over.
+        const problem = client.check(toolUse.input)
+        if (problem !== null) {
+          calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, `Tool ${toolUse.name} was not called: invalid input: ${problem}`)))
+        } else if (message.stop_reason !== 'tool_use') {
+          calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, `Tool ${toolUse.name} was not called: the model ended its turn (${String(message.stop_reason)}).`)))
+        } else {
+          clientCalls.push(toolUse)
+        }
+        continue
+      }
       // Not dispatched while streaming: its input was not complete JSON.
       const why = toolUse === cutOff
         ? `Tool ${toolUse.name} was not called: its tool_use block was cut off by max_tokens before its input was complete.`
         : `Tool ${toolUse.name} was not called: its input was not valid JSON.`
       calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, why)))
     }
-    const results = await Promise.all(toolUses.map(async (toolUse) => await calls.get(toolUse.id)!))
+    const waiting = new Set(clientCalls.map((c) => c.id))
+    const answered = toolUses.filter((u) => !waiting.has(u.id))
+    const results = await Promise.all(answered.map(async (toolUse) => await calls.get(toolUse.id)!))
     // Handing the run back (shutdown, lost lease): the results of calls cut short are not real
     // results, so the step is not stored; whoever resumes the run decides what those calls became.
     const stop = this.#controller.signal.reason
     if (stop instanceof RunStop && (stop.reason === 'shutdown' || stop.reason === 'lease_lost')) throw stop
 
-    const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
-    // Every tool_use gets its tool_result, first and in the model's order, so that the stored
-    // transcript stays valid whatever the stop reason.
-    if (results.length > 0) messages.push({ role: 'user', content: results })
-    const stopReason = this.#stopReason(message, step)
-    const patch: RunPatch = {
+    const counters: RunPatch = {
       steps: step,
       usage,
       output: message.content,
       tool_calls_total: run.tool_calls_total + results.length,
       tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
     }
+    if (clientCalls.length > 0) return await this.#awaitCaller(message, toolUses, results, clientCalls, counters)
+
+    const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
+    // Every tool_use gets its tool_result, first and in the model's order, so that the stored
+    // transcript stays valid whatever the stop reason.
+    if (results.length > 0) messages.push({ role: 'user', content: results })
+    const stopReason = this.#stopReason(message, step)
+    const patch = counters
     this.#history.push(...messages)
     for (const added of messages) this.#noteToolNames(added)
     await this.events.commit({ messages, patch })
     return stopReason
   }
 
+  /**
+   * The step asked for client tools: its webhook calls are done; store the assistant message and
+   * their results, list the client calls in required_action, and stop until the caller answers.
+   */
+  async #awaitCaller (message: Message, toolUses: ToolUseBlock[], results: ToolResultBlockParam[], clientCalls: ToolUseBlock[], counters: RunPatch): Promise<'requires_action'> {
+    const byId = new Map(results.map((r) => [r.tool_use_id, r]))
+    const patch: RunPatch = {
+      ...counters,
+      status: 'requires_action',
+      required_action: { type: 'submit_tool_outputs', tool_calls: clientCalls.map((c) => ({ id: c.id, name: c.name, input: c.input })) },
+      // Aligned with the model's tool_use blocks; null where the caller's output goes.
+      pending_results: toolUses.map((u) => byId.get(u.id) ?? null)
+    }
+    const assistant: MessageParam = { role: 'assistant', content: message.content }
+    this.events.emit('run.requires_action', toRunObject({ ...this.events.run, ...patch }))
+    this.#history.push(assistant)
+    this.#noteToolNames(assistant)
+    await this.events.commit({ messages: [assistant], patch })
+    this.#log.info({ calls: clientCalls.length }, 'run waits for client tool outputs')
+    return 'requires_action'
+  }
+
   /** The model call of a step, retried on overload and the like; eager dispatch of its tool calls. */
-  async #callModel (step: number, request: ModelRequest, tools: Map<string, ToolRecord>): Promise<{ message: Message, calls: Map<string, Promise<ToolResultBlockParam>> }> {
+  async #callModel (step: number, request: ModelRequest, tools: Map<string, ToolRecord>): Promise<{ message: Message, calls: Map<string, Promise<ToolResultBlockParam>>, clientComplete: Set<string> }> {
     for (let attempt = 1; ; attempt++) {
       // Each attempt's calls hang off their own signal: if the stream fails halfway, the calls it
       // already started are cancelled with it, and the retry starts from a clean slate.
@@ -190,11 +256,16 @@ export class RunDriver {
       // follow a deferred one (around a parallel: false call) is deferred with it, in order.
       const deferred: CompletedToolUse[] = []
       let deferredSerial = false
+      const clientComplete = new Set<string>()
       try {
         const message = await this.#deps.model.stream(request, {
           onText: (text) => this.events.emitDelta(step, text),
           onToolUse: (toolUse) => {
             if (!toolUse.inputComplete) return
+            if (this.#clientTools.has(toolUse.block.name) && !tools.has(toolUse.block.name)) {
+              clientComplete.add(toolUse.block.id)
+              return
+            }
             const tool = tools.get(toolUse.block.name)
             const serial = tool?.parallel === false
             if (tool?.effect === 'side_effecting' || deferredSerial || (serial && deferred.length > 0)) {
@@ -208,7 +279,7 @@ export class RunDriver {
         for (const toolUse of deferred) calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
         // Unhook from the run's signal once every call of the step has its result.
         Promise.allSettled(calls.values()).then(attemptLink.dispose, attemptLink.dispose)
-        return { message, calls }
+        return { message, calls, clientComplete }
       } catch (err) {
         attemptLink.controller.abort(new RunStop('cancelled', 'the model call it belonged to failed'))
         await Promise.allSettled(calls.values())
@@ -300,6 +371,9 @@ export class RunDriver {
       .map((name) => tools.find((t) => t.name === name))
       .filter((t): t is ToolRecord => t !== undefined)
       .map((t) => ({ name: t.name, description: t.description, input_schema: t.input_schema as ModelTool['input_schema'] }))
+    for (const { definition } of this.#clientTools.values()) {
+      modelTools.push({ name: definition.name, description: definition.description, input_schema: definition.input_schema as ModelTool['input_schema'] })
+    }
     // The API refuses a history whose tool_use blocks name tools it is not given: a tool deleted
     // mid-run, a name the model made up, or a caller's earlier conversation. Those stay defined, as
     // stubs; calling one again gets a result saying it is not available.

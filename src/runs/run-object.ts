@@ -23,6 +23,9 @@ export function toRunObject (run: RunRecord, messages?: MessageParam[]): Run {
     usage: run.usage,
     required_action: run.required_action,
     error: run.error,
+    callback: run.callback_url === null
+      ? null
+      : { url: run.callback_url, status: run.callback_status ?? 'waiting', attempts: run.callback_attempts, last_error: run.callback_error },
     ...(messages === undefined ? {} : { messages: messages as unknown as Array<Record<string, unknown>> })
   }
 }

@@ -1,7 +1,7 @@
 import Type, { type Static } from 'typebox'
 import type { MessageParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { ISODate, NullableISODate } from './common.js'
-import { ToolNameSchema } from './tools.js'
+import { JsonObject, ToolNameSchema } from './tools.js'
 
 export const RunStatusSchema = Type.Union([
   Type.Literal('queued'), Type.Literal('running'), Type.Literal('requires_action'),
@@ -38,6 +38,15 @@ const ToolChoiceSchema = Type.Object({
 
 const ThinkingSchema = Type.Object({ type: Type.String() }, { additionalProperties: true, description: 'As in the Messages API, e.g. `{ "type": "enabled", "budget_tokens": 2048 }`.' })
 
+/** A tool the caller runs itself, described to the model like a registered one. */
+export const ClientToolSchema = Type.Object({
+  name: ToolNameSchema,
+  description: Type.String({ minLength: 1, maxLength: 20_000 }),
+  input_schema: JsonObject('JSON Schema of the input, `type: "object"` at the top.')
+}, { additionalProperties: false })
+
+export type ClientTool = Static<typeof ClientToolSchema>
+
 /** The body of `POST /runs`. */
 export const CreateRunSchema = Type.Object({
   input: Type.Optional(Type.String({ minLength: 1, description: 'The first user message. Give this or `messages`, not both.' })),
@@ -57,7 +66,10 @@ export const CreateRunSchema = Type.Object({
   disable_parallel_tool_use: Type.Optional(Type.Boolean({ default: false, description: 'Passed to the model as `tool_choice.disable_parallel_tool_use`.' })),
   parallelism: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, default: 64, description: 'Most tool calls of this run in flight at once.' })),
   metadata: Type.Optional(MetadataSchema),
-  background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once; poll GET /runs/{id}.' }))
+  client_tools: Type.Optional(Type.Array(ClientToolSchema, { maxItems: 128, description: 'Tools the caller runs itself: a step that calls one stops in `requires_action` until POST /runs/{id}/tool_outputs.' })),
+  callback_url: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'Receives the final run object, signed with the tenant\'s callback secret (POST /callbacks/rotate-secret), retried with backoff.' })),
+  background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once; poll GET /runs/{id}.' })),
+  stream: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer with Server-Sent Events, one per event, ending after the last.' }))
 }, { additionalProperties: false, title: 'CreateRun' })
 
 export type CreateRun = Static<typeof CreateRunSchema>
@@ -77,6 +89,7 @@ export interface RunParams {
   readonly stop_sequences?: string[]
   readonly disable_parallel_tool_use: boolean
   readonly parallelism: number
+  readonly client_tools?: ClientTool[]
 }
 
 const UsageSchema = Type.Object({
@@ -111,6 +124,12 @@ export const RunSchema = Type.Object({
   usage: UsageSchema,
   required_action: Type.Union([Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), Type.Null()]),
   error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  callback: Type.Union([Type.Object({
+    url: Type.String(),
+    status: Type.Union([Type.Literal('waiting'), Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('failed')], { description: '`waiting` until the run ends, then `pending` until delivered (or `failed` after the last attempt).' }),
+    attempts: Type.Integer(),
+    last_error: Type.Union([Type.String(), Type.Null()])
+  }), Type.Null()], { description: 'Where the final run object goes, and how that went; null without `callback_url`.' }),
   messages: Type.Optional(Type.Array(Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), { description: 'With `?include=messages`: the whole transcript as sent to the model.' }))
 }, { $id: 'Run', title: 'Run' })
 
@@ -143,3 +162,30 @@ export const ListRunsQuerySchema = Type.Object({
 export const GetRunQuerySchema = Type.Object({
   include: Type.Optional(Type.Literal('messages', { description: '`messages`: add the whole transcript.' }))
 }, { additionalProperties: false })
+
+const ToolResultBlockSchema = Type.Object({ type: Type.Union([Type.Literal('text'), Type.Literal('image')]) }, { additionalProperties: true })
+
+/** The body of `POST /runs/{id}/tool_outputs`. */
+export const ToolOutputsSchema = Type.Object({
+  tool_outputs: Type.Array(Type.Object({
+    tool_use_id: Type.String({ minLength: 1, maxLength: 256 }),
+    content: Type.Optional(Type.Union([Type.String(), Type.Array(ToolResultBlockSchema, { maxItems: 100 })], { description: 'A string, or `text` and `image` blocks, as in a tool_result.' })),
+    is_error: Type.Optional(Type.Boolean())
+  }, { additionalProperties: false }), { minItems: 1, maxItems: 128 }),
+  background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once.' })),
+  stream: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer with the run\'s next events as Server-Sent Events.' }))
+}, { additionalProperties: false, title: 'ToolOutputs' })
+
+export type ToolOutputs = Static<typeof ToolOutputsSchema>
+
+/** What `GET /callbacks` shows: never the secret itself. */
+export const CallbackSettingsSchema = Type.Object({
+  object: Type.Literal('callback_settings'),
+  has_signing_secret: Type.Boolean(),
+  previous_secret_expires_at: Type.Union([ISODate, Type.Null()])
+}, { title: 'CallbackSettings' })
+
+export const CallbackSecretSchema = Type.Object({
+  ...CallbackSettingsSchema.properties,
+  signing_secret: Type.String({ description: 'Standard Webhooks secret (`whsec_…`) that signs completion callbacks. Shown this once.' })
+}, { title: 'CallbackSecret' })

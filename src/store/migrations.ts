@@ -83,6 +83,28 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
           PRIMARY KEY (run_id, seq)
         )`
       ]
+    },
+    {
+      version: 2,
+      name: 'cancel requests, caller-run tools, completion callbacks',
+      statements: [
+        // Results of a step's webhook calls, kept while the run waits for the caller's outputs.
+        'ALTER TABLE runs ADD COLUMN pending_results TEXT',
+        `ALTER TABLE runs ADD COLUMN cancel_requested_at ${big}`,
+        'ALTER TABLE runs ADD COLUMN callback_url TEXT',
+        'ALTER TABLE runs ADD COLUMN callback_status TEXT',
+        'ALTER TABLE runs ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0',
+        `ALTER TABLE runs ADD COLUMN callback_next_at ${big}`,
+        'ALTER TABLE runs ADD COLUMN callback_error TEXT',
+        "CREATE INDEX runs_waiting ON runs (deadline_at) WHERE status = 'requires_action'",
+        "CREATE INDEX runs_callbacks_due ON runs (callback_next_at) WHERE callback_status = 'pending'",
+        'CREATE INDEX runs_cancel_requested ON runs (lease_owner) WHERE cancel_requested_at IS NOT NULL',
+        `CREATE TABLE callback_secrets (
+          tenant_id TEXT PRIMARY KEY,
+          signing_secrets TEXT NOT NULL,
+          updated_at ${big} NOT NULL
+        )`
+      ]
     }
   ]
 }

@@ -4,7 +4,7 @@ import { RowCountError, type Row, type SqlDriver, type Statement } from './sql-d
 import {
   LeaseLostError,
   type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type PageRequest,
-  type RunFilter, type RunPatch, type RunRecord, type RunRef, type RunWrite, type SigningSecret, type Store, type ToolRecord
+  type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunRef, type RunWrite, type SigningSecret, type Store, type ToolRecord
 } from './store.js'
 
 const TOOL_COLUMNS = [
@@ -16,13 +16,14 @@ const RUN_INSERT_COLUMNS = [
   'id', 'tenant_id', 'status', 'stop_reason', 'model', 'params', 'metadata', 'created_at', 'started_at',
   'completed_at', 'deadline_at', 'steps', 'tool_calls_total', 'tool_calls_errors', 'usage', 'output',
   'required_action', 'error', 'message_count', 'event_count', 'idempotency_key', 'request_hash', 'trace_id',
-  'lease_owner', 'lease_token', 'lease_expires_at'
+  'lease_owner', 'lease_token', 'lease_expires_at', 'pending_results', 'cancel_requested_at', 'callback_url',
+  'callback_status', 'callback_attempts', 'callback_next_at', 'callback_error'
 ] as const
 
-const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error'])
+const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error', 'pending_results'])
 const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
   'status', 'stop_reason', 'started_at', 'completed_at', 'steps', 'tool_calls_total', 'tool_calls_errors',
-  'usage', 'output', 'required_action', 'error'
+  'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at'
 ])
 
 // Rows per multi-row INSERT: well under both databases' limits on bound parameters.
@@ -115,7 +116,13 @@ export class SqlStore implements Store {
       event_count: event.seq,
       lease_owner: input.leaseOwner,
       lease_token: input.leaseOwner === null ? 0 : 1,
-      lease_expires_at: input.leaseOwner === null ? null : run.created_at + input.leaseMs
+      lease_expires_at: input.leaseOwner === null ? null : run.created_at + input.leaseMs,
+      pending_results: null,
+      cancel_requested_at: null,
+      callback_status: null,
+      callback_attempts: 0,
+      callback_next_at: null,
+      callback_error: null
     }
     const statements: Statement[] = [
       {
@@ -130,17 +137,19 @@ export class SqlStore implements Store {
       return { run: toRunRecord(rows![0]!), created: true }
     } catch (err) {
       if (run.idempotency_key === null || !isUniqueViolation(err)) throw err
-      const [row] = await this.#db.query(
-        'SELECT * FROM runs WHERE tenant_id = ? AND idempotency_key = ?',
-        [run.tenant_id, run.idempotency_key]
-      )
-      if (row === undefined) throw err
-      return { run: toRunRecord(row), created: false }
+      const existing = await this.getRunByIdempotencyKey(run.tenant_id, run.idempotency_key)
+      if (existing === null) throw err
+      return { run: existing, created: false }
     }
   }
 
   async getRun (tenantId: string, runId: string): Promise<RunRecord | null> {
     const [row] = await this.#db.query('SELECT * FROM runs WHERE tenant_id = ? AND id = ?', [tenantId, runId])
+    return row === undefined ? null : toRunRecord(row)
+  }
+
+  async getRunByIdempotencyKey (tenantId: string, key: string): Promise<RunRecord | null> {
+    const [row] = await this.#db.query('SELECT * FROM runs WHERE tenant_id = ? AND idempotency_key = ?', [tenantId, key])
     return row === undefined ? null : toRunRecord(row)
   }
 
@@ -201,13 +210,82 @@ export class SqlStore implements Store {
     return row === undefined ? null : { owner, token: Number(row.lease_token) }
   }
 
-  async renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<string[]> {
+  async renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<Array<{ id: string, cancelRequested: boolean }>> {
     if (runIds.length === 0) return []
     const rows = await this.#db.query(
-      `UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN (${placeholders(runIds.length)}) RETURNING id`,
+      `UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN (${placeholders(runIds.length)}) RETURNING id, cancel_requested_at`,
       [Date.now() + leaseMs, owner, ...runIds]
     )
+    return rows.map((r) => ({ id: r.id as string, cancelRequested: r.cancel_requested_at !== null }))
+  }
+
+  async resumeWaitingRun (runId: string, owner: string, leaseMs: number): Promise<RunRecord | null> {
+    const [row] = await this.#db.query(
+      `UPDATE runs SET status = 'running', lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
+       WHERE id = ? AND status = 'requires_action' RETURNING *`,
+      [owner, Date.now() + leaseMs, runId]
+    )
+    return row === undefined ? null : toRunRecord(row)
+  }
+
+  async requestCancel (tenantId: string, runId: string, at: number): Promise<RunRecord | null> {
+    const [row] = await this.#db.query(
+      'UPDATE runs SET cancel_requested_at = ? WHERE tenant_id = ? AND id = ? AND status IN (\'queued\', \'running\') RETURNING *',
+      [at, tenantId, runId]
+    )
+    return row === undefined ? null : toRunRecord(row)
+  }
+
+  async cancelRequested (owner: string): Promise<string[]> {
+    const rows = await this.#db.query(
+      "SELECT id FROM runs WHERE lease_owner = ? AND cancel_requested_at IS NOT NULL AND status IN ('queued', 'running')",
+      [owner]
+    )
     return rows.map((r) => r.id as string)
+  }
+
+  async expiredWaitingRuns (now: number, limit: number): Promise<RunRecord[]> {
+    const rows = await this.#db.query(
+      "SELECT * FROM runs WHERE status = 'requires_action' AND deadline_at < ? ORDER BY deadline_at LIMIT ?",
+      [now, limit]
+    )
+    return rows.map(toRunRecord)
+  }
+
+  async claimDueCallbacks (now: number, claimUntil: number, limit: number): Promise<RunRecord[]> {
+    // One UPDATE claims them: two replicas never deliver the same callback at once. PostgreSQL
+    // skips rows another replica is claiming rather than waiting for it.
+    const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
+    const rows = await this.#db.query(
+      `UPDATE runs SET callback_next_at = ? WHERE id IN (
+         SELECT id FROM runs WHERE callback_status = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?${lock}
+       ) RETURNING *`,
+      [claimUntil, now, limit]
+    )
+    return rows.map(toRunRecord)
+  }
+
+  async recordCallback (runId: string, update: CallbackUpdate): Promise<void> {
+    await this.#db.query(
+      'UPDATE runs SET callback_status = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ? WHERE id = ?',
+      [update.status, update.attempts, update.next_at, update.error, runId]
+    )
+  }
+
+  async getCallbackSecrets (tenantId: string): Promise<SigningSecret[] | null> {
+    const [row] = await this.#db.query('SELECT signing_secrets FROM callback_secrets WHERE tenant_id = ?', [tenantId])
+    return row === undefined ? null : JSON.parse(row.signing_secrets as string)
+  }
+
+  async setCallbackSecrets (tenantId: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[] | null): Promise<boolean> {
+    const rows = expected === null
+      ? await this.#db.query(
+        'INSERT INTO callback_secrets (tenant_id, signing_secrets, updated_at) VALUES (?, ?, ?) ON CONFLICT (tenant_id) DO NOTHING RETURNING tenant_id',
+        [tenantId, JSON.stringify(secrets), updatedAt])
+      : await this.#db.query(
+        'UPDATE callback_secrets SET signing_secrets = ?, updated_at = ? WHERE tenant_id = ? AND signing_secrets = ? RETURNING tenant_id',
+        [JSON.stringify(secrets), updatedAt, tenantId, JSON.stringify(expected)])
+    return rows.length > 0
   }
 
   async releaseRun (runId: string, lease: Lease): Promise<void> {
@@ -357,7 +435,14 @@ function toRunRecord (row: Row): RunRecord {
     trace_id: row.trace_id as string,
     lease_owner: (row.lease_owner ?? null) as string | null,
     lease_token: Number(row.lease_token),
-    lease_expires_at: numberOrNull(row.lease_expires_at)
+    lease_expires_at: numberOrNull(row.lease_expires_at),
+    pending_results: parseJson(row.pending_results ?? null),
+    cancel_requested_at: numberOrNull(row.cancel_requested_at),
+    callback_url: (row.callback_url ?? null) as string | null,
+    callback_status: (row.callback_status ?? null) as RunRecord['callback_status'],
+    callback_attempts: Number(row.callback_attempts ?? 0),
+    callback_next_at: numberOrNull(row.callback_next_at),
+    callback_error: (row.callback_error ?? null) as string | null
   }
 }
 

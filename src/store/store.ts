@@ -67,12 +67,33 @@ export interface RunRecord {
   readonly lease_owner: string | null
   readonly lease_token: number
   readonly lease_expires_at: number | null
+  /** While `requires_action`: the tool_results of the step's webhook calls, in the model's order. */
+  readonly pending_results: unknown[] | null
+  /** Set when a cancel was asked of a replica that does not drive the run. */
+  readonly cancel_requested_at: number | null
+  readonly callback_url: string | null
+  readonly callback_status: CallbackStatus | null
+  readonly callback_attempts: number
+  /** When the next delivery attempt is due (or, while one is under way, until when it is claimed). */
+  readonly callback_next_at: number | null
+  readonly callback_error: string | null
 }
+
+export type CallbackStatus = 'pending' | 'delivered' | 'failed'
 
 /** The part of a run its driver changes as it goes. */
 export type RunPatch = Partial<Pick<RunRecord,
   'status' | 'stop_reason' | 'started_at' | 'completed_at' | 'steps' | 'tool_calls_total' |
-  'tool_calls_errors' | 'usage' | 'output' | 'required_action' | 'error'>>
+  'tool_calls_errors' | 'usage' | 'output' | 'required_action' | 'error' | 'pending_results' |
+  'callback_status' | 'callback_next_at'>>
+
+/** The outcome of a callback delivery attempt. */
+export interface CallbackUpdate {
+  readonly status: CallbackStatus
+  readonly attempts: number
+  readonly next_at: number | null
+  readonly error: string | null
+}
 
 export interface EventRecord {
   readonly run_id: string
@@ -117,7 +138,8 @@ export class LeaseLostError extends Error {
 }
 
 export interface NewRun {
-  readonly run: Omit<RunRecord, 'message_count' | 'event_count' | 'lease_token' | 'lease_expires_at' | 'lease_owner'>
+  readonly run: Omit<RunRecord, 'message_count' | 'event_count' | 'lease_token' | 'lease_expires_at' | 'lease_owner' |
+  'pending_results' | 'cancel_requested_at' | 'callback_status' | 'callback_attempts' | 'callback_next_at' | 'callback_error'>
   readonly messages: readonly MessageParam[]
   /** The first event (`run.created`), numbered 1. */
   readonly event: NewEvent
@@ -164,6 +186,7 @@ export interface Store {
    */
   createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }>
   getRun (tenantId: string, runId: string): Promise<RunRecord | null>
+  getRunByIdempotencyKey (tenantId: string, key: string): Promise<RunRecord | null>
   listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>>
   getMessages (runId: string): Promise<MessageParam[]>
   listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]>
@@ -173,10 +196,35 @@ export interface Store {
    * or null when another replica holds it or the run has ended.
    */
   claimRun (runId: string, owner: string, leaseMs: number): Promise<Lease | null>
-  /** Extends the leases `owner` holds on these runs; returns the ids it still holds. */
-  renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<string[]>
+  /**
+   * Extends the leases `owner` holds on these runs; answers those it still holds, and whether a
+   * cancel was asked of another replica for each.
+   */
+  renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<Array<{ id: string, cancelRequested: boolean }>>
   /** Gives a lease up, so that another replica may take the run at once. */
   releaseRun (runId: string, lease: Lease): Promise<void>
+  /**
+   * Takes a run out of `requires_action` (status `running`, lease held by `owner`), for the one
+   * caller that gets there first. Null if the run is not waiting (any more).
+   */
+  resumeWaitingRun (runId: string, owner: string, leaseMs: number): Promise<RunRecord | null>
+  /** Marks a queued or running run for cancellation by whichever replica drives it. */
+  requestCancel (tenantId: string, runId: string, at: number): Promise<RunRecord | null>
+  /** Runs `owner` drives for which another replica was asked to cancel. */
+  cancelRequested (owner: string): Promise<string[]>
+  /** Runs waiting in `requires_action` past their deadline. */
+  expiredWaitingRuns (now: number, limit: number): Promise<RunRecord[]>
+
+  /**
+   * Claims callbacks due by `now` until `claimUntil` (another replica skips them meanwhile) and
+   * answers them; at most `limit`.
+   */
+  claimDueCallbacks (now: number, claimUntil: number, limit: number): Promise<RunRecord[]>
+  recordCallback (runId: string, update: CallbackUpdate): Promise<void>
+  getCallbackSecrets (tenantId: string): Promise<SigningSecret[] | null>
+  /** Compare-and-set of a tenant's callback secrets: `expected` null means there are none yet. */
+  setCallbackSecrets (tenantId: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[] | null): Promise<boolean>
+
   /**
    * Writes a driver's messages, run state and events in one transaction, fenced by its lease.
    * Throws {@link LeaseLostError} when the lease is no longer the driver's.

@@ -19,6 +19,17 @@ export function newSigningSecret (): string {
   return `whsec_${randomSecret(32)}`
 }
 
+/**
+ * The secrets after a rotation to `fresh`: it alone is current; the one it replaces goes on signing
+ * until `now + windowMs` (not at all with a zero window); older ones are dropped.
+ */
+export function rotatedSecrets (current: readonly SigningSecret[], fresh: string, now: number, windowMs: number): SigningSecret[] {
+  const previous = current.find((s) => s.expires_at === null)
+  const secrets: SigningSecret[] = [{ secret: fresh, expires_at: null }]
+  if (previous !== undefined && windowMs > 0) secrets.push({ secret: previous.secret, expires_at: now + windowMs })
+  return secrets
+}
+
 /** The secrets that sign calls now: the current one, and the previous one during its rotation window. */
 export function activeSecrets (tool: Pick<ToolRecord, 'signing_secrets'>, now: number): string[] {
   return tool.signing_secrets.filter((s) => s.expires_at === null || s.expires_at > now).map((s) => s.secret)
@@ -108,14 +119,15 @@ export class ToolRegistry {
     for (;;) {
       const existing = await this.get(tenantId, name)
       const now = this.#now()
-      const previous = existing.signing_secrets.find((s) => s.expires_at === null)
-      const secrets: SigningSecret[] = [{ secret: newSecret, expires_at: null }]
-      if (previous !== undefined && this.#rotationWindowMs > 0) {
-        secrets.push({ secret: previous.secret, expires_at: now + this.#rotationWindowMs })
-      }
+      const secrets = rotatedSecrets(existing.signing_secrets, newSecret, now, this.#rotationWindowMs)
       const tool = await this.#store.setToolSecrets(tenantId, name, secrets, now, existing.signing_secrets)
       if (tool !== null) return { tool, created: false, signingSecret: newSecret }
     }
+  }
+
+  /** Checks a schema that is not a registered tool's (a run's client tool), without caching it. */
+  compileSchema (schema: Record<string, unknown>): (input: unknown) => string | null {
+    return this.#validators.compile(schema)
   }
 
   /** The compiled check of a tool's input schema, compiled once per revision of the tool. */
@@ -131,7 +143,7 @@ export class ToolRegistry {
       if (err instanceof InvalidInputSchemaError) throw new AppError('TOOL_ERR_INVALID_SCHEMA', err.message)
       throw err
     }
-    const url = parseToolUrl(definition.url)
+    const url = parseWebhookUrl(definition.url, 'url', 'TOOL_ERR_INVALID_URL')
     try {
       await checkUrlEgress(this.#egress, url, this.#resolver)
     } catch (err) {
@@ -174,18 +186,22 @@ export class ToolRegistry {
   }
 }
 
-function parseToolUrl (value: string): URL {
+/**
+ * A webhook URL as given by a caller (a tool's `url`, a run's `callback_url`): absolute, http or
+ * https, without credentials (URLs are shown back). Refusals carry `code` and name `field`.
+ */
+export function parseWebhookUrl (value: string, field: string, code: 'TOOL_ERR_INVALID_URL' | 'RUN_ERR_CALLBACK_URL'): URL {
   let url: URL
   try {
     url = new URL(value)
   } catch {
-    throw new AppError('TOOL_ERR_INVALID_URL', `url "${value.slice(0, 200)}" is not an absolute URL: write it as https://host/path.`)
+    throw new AppError(code, `${field} "${value.slice(0, 200)}" is not an absolute URL: write it as https://host/path.`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new AppError('TOOL_ERR_INVALID_URL', `url must use http or https, not ${url.protocol.replace(':', '')}.`)
+    throw new AppError(code, `${field} must use http or https, not ${url.protocol.replace(':', '')}.`)
   }
   if (url.username !== '' || url.password !== '') {
-    throw new AppError('TOOL_ERR_INVALID_URL', 'url must not hold credentials (user:password@): URLs are shown when the tool is read; put credentials in `headers`, whose values are write-only.')
+    throw new AppError(code, `${field} must not hold credentials (user:password@): URLs are shown when read back; tools can have write-only \`headers\` instead.`)
   }
   url.hash = ''
   return url

@@ -36,6 +36,25 @@ export interface CallContext {
   readonly signal: AbortSignal
 }
 
+interface SignedPost {
+  readonly url: string
+  readonly payload: string
+  /** The Standard Webhooks message id, also sent as the idempotency key. */
+  readonly messageId: string
+  readonly secrets: readonly string[]
+  readonly headers: Record<string, string>
+  readonly timeoutMs: number
+  /** When the attempt is abandoned (ms since the epoch); null: only when `signal` aborts. */
+  readonly deadline: number | null
+  readonly signal: AbortSignal
+}
+
+type PostResult =
+  | { kind: 'answered', status: number, headers: Record<string, string | string[] | undefined>, body: Buffer, oversized: boolean }
+  | { kind: 'timeout' }
+  | { kind: 'cancelled' }
+  | { kind: 'failed', error: unknown }
+
 export interface CallHooks {
   /** An attempt is about to be sent. */
   onAttempt?: (attempt: number) => void
@@ -135,36 +154,72 @@ export class WebhookClient {
       deadline: new Date(deadline).toISOString(),
       metadata: context.metadata
     })
-    const messageId = `${context.runId}:${context.toolUseId}`
-    const timestamp = new Date(now)
-    const signature = activeSecrets(tool, now).map((secret) => this.#signer(secret).sign(messageId, timestamp, payload)).join(' ')
+    const sent = await this.#signedPost({
+      url: tool.url,
+      payload,
+      messageId: `${context.runId}:${context.toolUseId}`,
+      secrets: activeSecrets(tool, now),
+      headers: { ...tool.headers, traceparent: `00-${context.traceId}-${randomBytes(8).toString('hex')}-01` },
+      timeoutMs: tool.timeout_ms,
+      // When the run's deadline comes first, it is the run that stops the call (with its reason),
+      // not a timer of the call's own racing it.
+      deadline: now + tool.timeout_ms < context.runDeadline ? deadline : null,
+      signal: context.signal
+    })
+    if (sent.kind === 'answered') {
+      if (sent.oversized) return this.#oversized(tool, sent.status, sent.headers, sent.body)
+      return outcomeFromResponse(tool.name, sent.status, sent.headers, sent.body, { maxResultChars: this.#options.maxResultChars })
+    }
+    if (sent.kind === 'cancelled') return cancelled(tool.name, context.signal)
+    if (sent.kind === 'timeout') return timedOut(tool, deadline - now)
+    return describeFailure(`Tool ${tool.name}`, tool.url, tool.timeout_ms, sent.error)
+  }
+
+  /**
+   * POSTs a signed JSON document (a completion callback): one attempt, with its own timeout, under
+   * the same egress policy and size cap as tool calls. `ok` for a 2xx answer.
+   */
+  async deliver (url: string, payload: string, options: { messageId: string, secrets: readonly string[], timeoutMs: number }): Promise<{ ok: boolean, status: number | null, error: string | null }> {
+    const sent = await this.#signedPost({ ...options, url, payload, headers: {}, deadline: Date.now() + options.timeoutMs, signal: new AbortController().signal })
+    if (sent.kind === 'answered') {
+      const ok = sent.status >= 200 && sent.status < 300
+      const preview = wellFormed(cutText(sent.body.toString('utf8'), 200)).replace(/\s+/g, ' ')
+      return { ok, status: sent.status, error: ok ? null : `HTTP ${sent.status}${preview !== '' ? `: ${preview}` : ''}` }
+    }
+    if (sent.kind === 'timeout') return { ok: false, status: null, error: `no answer within ${options.timeoutMs} ms` }
+    const failure = sent.kind === 'failed' ? describeFailure('The callback', url, options.timeoutMs, sent.error) : null
+    return { ok: false, status: null, error: failure === null ? 'cancelled' : String(failure.content) }
+  }
+
+  async #signedPost (post: SignedPost): Promise<PostResult> {
+    const now = Date.now()
+    const signature = post.secrets.map((secret) => this.#signer(secret).sign(post.messageId, new Date(now), post.payload)).join(' ')
     const headers: Record<string, string> = {
-      ...tool.headers,
+      ...post.headers,
       'content-type': 'application/json',
       'user-agent': this.#options.userAgent,
-      'idempotency-key': messageId,
-      'webhook-id': messageId,
+      'idempotency-key': post.messageId,
+      'webhook-id': post.messageId,
       'webhook-timestamp': String(Math.floor(now / 1000)),
-      'webhook-signature': signature,
-      traceparent: `00-${context.traceId}-${randomBytes(8).toString('hex')}-01`
+      'webhook-signature': signature
     }
-
-    const link = linkedController(context.signal)
-    let timedOutAttempt = false
-    const timer = setTimeout(() => {
-      timedOutAttempt = true
-      link.controller.abort()
-    }, Math.max(0, deadline - now))
-    const signal = link.signal
+    const link = linkedController(post.signal)
+    let timedOut = false
+    const timer = post.deadline === null
+      ? undefined
+      : setTimeout(() => {
+        timedOut = true
+        link.controller.abort()
+      }, Math.max(0, post.deadline - now))
     try {
-      const response = await request(tool.url, {
+      const response = await request(post.url, {
         dispatcher: this.#agent,
         method: 'POST',
         headers,
-        body: payload,
-        signal,
-        headersTimeout: tool.timeout_ms,
-        bodyTimeout: tool.timeout_ms
+        body: post.payload,
+        signal: link.signal,
+        headersTimeout: post.timeoutMs,
+        bodyTimeout: post.timeoutMs
       })
       const limit = this.#options.maxResponseBytes
       const chunks: Buffer[] = []
@@ -180,12 +235,11 @@ export class WebhookClient {
         size += buffer.length
         chunks.push(buffer)
       }
-      if (oversized) return this.#oversized(tool, response.statusCode, response.headers, Buffer.concat(chunks))
-      return outcomeFromResponse(tool.name, response.statusCode, response.headers, Buffer.concat(chunks), { maxResultChars: this.#options.maxResultChars })
+      return { kind: 'answered', status: response.statusCode, headers: response.headers, body: Buffer.concat(chunks), oversized }
     } catch (err) {
-      if (context.signal.aborted) return cancelled(tool.name, context.signal)
-      if (timedOutAttempt) return timedOut(tool, deadline - now)
-      return describeFailure(tool, err)
+      if (post.signal.aborted) return { kind: 'cancelled' }
+      if (timedOut) return { kind: 'timeout' }
+      return { kind: 'failed', error: err }
     } finally {
       clearTimeout(timer)
       link.dispose()
@@ -240,30 +294,30 @@ function cancelled (name: string, signal: AbortSignal): ToolOutcome {
 }
 
 /** A thrown request error as the outcome the model sees, naming the tool and the failure. */
-function describeFailure (tool: ToolRecord, err: unknown): ToolOutcome {
+function describeFailure (subject: string, url: string, timeoutMs: number, err: unknown): ToolOutcome {
   const error = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException }
   const code = error.code ?? error.cause?.code ?? ''
   const message = error.message ?? String(err)
   if (code === 'ERR_EGRESS_DENIED' || error.cause?.code === 'ERR_EGRESS_DENIED') {
     const denied = error.code === 'ERR_EGRESS_DENIED' ? error : error.cause!
-    return errorOutcome('refused', `Tool ${tool.name} was not called: ${denied.message}`)
+    return errorOutcome('refused', `${subject} was not called: ${denied.message}`)
   }
-  if (TIMEOUTS.has(code)) return timedOut(tool, tool.timeout_ms)
+  if (TIMEOUTS.has(code)) return errorOutcome('timeout', `${subject} timed out after ${timeoutMs} ms`, { retry: 'idempotent-only' })
   if (BEFORE_SEND.has(code)) {
     const what = code === 'ECONNREFUSED'
       ? 'connection refused'
       : code.startsWith('EAI_') || code === 'ENOTFOUND'
-        ? `DNS lookup of ${safeHost(tool.url)} failed (${code})`
+        ? `DNS lookup of ${safeHost(url)} failed (${code})`
         : `could not connect (${code})`
-    return errorOutcome('unreachable', `Tool ${tool.name} could not be reached: ${what}`, { retry: 'any-tool' })
+    return errorOutcome('unreachable', `${subject} could not be reached: ${what}`, { retry: 'any-tool' })
   }
   if (AFTER_SEND.has(code)) {
-    return errorOutcome('unreachable', `Tool ${tool.name} closed the connection before answering (connection reset)`, { retry: 'idempotent-only' })
+    return errorOutcome('unreachable', `${subject} closed the connection before answering (connection reset)`, { retry: 'idempotent-only' })
   }
   if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/.test(code) || /certificate|tls|ssl/i.test(message)) {
-    return errorOutcome('unreachable', `Tool ${tool.name} could not be reached: TLS failure (${code !== '' ? code : message})`)
+    return errorOutcome('unreachable', `${subject} could not be reached: TLS failure (${code !== '' ? code : message})`)
   }
-  return errorOutcome('unreachable', `Tool ${tool.name} failed: ${code !== '' ? `${code}: ` : ''}${message}`, { retry: 'idempotent-only' })
+  return errorOutcome('unreachable', `${subject} failed: ${code !== '' ? `${code}: ` : ''}${message}`, { retry: 'idempotent-only' })
 }
 
 function safeHost (url: string): string {
