@@ -491,7 +491,7 @@ export class RunEngine {
         // Waiting for its caller, or handed back (shutdown): let anyone take it from here at once.
         await store.releaseRun(run.id, lease).catch(() => {})
       } else if (ended.callback_status === 'pending') {
-        this.#deliverCallbacks().catch(() => {})
+        this.#deliverCallbacks().catch((err) => log.warn({ err }, 'callback delivery failed'))
       }
       this.#wake(run.id)
     }).catch(() => {})
@@ -572,11 +572,11 @@ export class RunEngine {
       log.warn({ runId: run.id, attempts, error }, 'callback failed; no more attempts')
       return
     }
-    const delay = Math.min(CALLBACK_BACKOFF_CAP_MS, callbacks.retryBaseMs * 4 ** (attempts - 1)) * (0.8 + Math.random() * 0.4)
+    const delay = Math.round(Math.min(CALLBACK_BACKOFF_CAP_MS, callbacks.retryBaseMs * 4 ** (attempts - 1)) * (0.8 + Math.random() * 0.4))
     await store.recordCallback(run.id, { status: 'pending', attempts, next_at: Date.now() + delay, error })
-    log.info({ runId: run.id, attempts, delayMs: Math.round(delay), error }, 'callback failed; retrying')
+    log.info({ runId: run.id, attempts, delayMs: delay, error }, 'callback failed; retrying')
     // Come back for it on time here; the sweeper would too, on any replica, within a second.
-    setTimeout(() => { if (this.#accepting) this.#deliverCallbacks().catch(() => {}) }, delay).unref()
+    setTimeout(() => { if (this.#accepting) this.#deliverCallbacks().catch((err) => log.warn({ err }, 'callback delivery failed')) }, delay).unref()
   }
 }
 

@@ -421,7 +421,10 @@ export class RunDriver {
   }
 
   async #finish (status: 'completed' | 'failed' | 'cancelled', stopReason: StopReason, error: { code: string, message: string } | null = null): Promise<void> {
-    const patch: RunPatch = { status, stop_reason: stopReason, completed_at: Date.now(), error }
+    const now = Date.now()
+    const patch: RunPatch = { status, stop_reason: stopReason, completed_at: now, error }
+    // The final run object is due at the callback URL now; the engine delivers it (SPEC §4).
+    if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: now })
     this.events.emit(`run.${status}`, toRunObject({ ...this.events.run, ...patch }))
     await this.events.commit({ patch })
     this.#log.info({ status, stopReason, steps: this.events.run.steps, toolCalls: this.events.run.tool_calls_total }, 'run finished')

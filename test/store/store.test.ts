@@ -236,6 +236,21 @@ for (const backend of backends) {
         expect((await store.listRuns('nobody', { limit: 10 })).items).toEqual([])
       })
 
+      it('claims due callbacks once, and records their outcome', async () => {
+        const { run } = await store.createRun(newRun('cb', { callback_url: 'https://hooks.example.com/x' }))
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        await store.writeRun(run, lease, { patch: { status: 'completed', callback_status: 'pending', callback_next_at: 1000 } })
+        const [claimed] = await store.claimDueCallbacks(2000, 62_000, 10)
+        expect(claimed).toMatchObject({ id: run.id, callback_next_at: 62_000 })
+        // Claimed: not due again until the claim runs out.
+        expect((await store.claimDueCallbacks(3000, 63_000, 10)).map((r) => r.id)).not.toContain(run.id)
+        await store.recordCallback(run.id, { status: 'pending', attempts: 1, next_at: 5000, error: 'HTTP 500' })
+        expect((await store.claimDueCallbacks(6000, 66_000, 10)).map((r) => r.id)).toContain(run.id)
+        await store.recordCallback(run.id, { status: 'delivered', attempts: 2, next_at: null, error: null })
+        expect(await store.getRun('cb', run.id)).toMatchObject({ callback_status: 'delivered', callback_attempts: 2, callback_next_at: null, callback_error: null })
+        expect(await store.claimDueCallbacks(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 10)).toEqual([])
+      })
+
       it('keeps odd text intact: NUL characters, emoji, lone quotes', async () => {
         const input = newRun('r7')
         const text = 'a\u0000b 🎉 \'"\\ \u2028'
