@@ -299,12 +299,15 @@ export class RunEngine {
     }
     const stop = new RunStop('cancelled', 'the run was cancelled')
     const local = this.#drivers.get(runId)
+    let current = run
     if (local !== undefined) {
       local.stop(stop)
-      const ended = await local.done
-      if (FINAL_STATUSES.has(ended.status)) return ended
+      current = await local.done
+      if (FINAL_STATUSES.has(current.status)) return current
+      // It reached requires_action (or was handed back) just before the stop: look again.
+      current = await this.get(tenantId, runId)
     }
-    if (run.status === 'requires_action') {
+    if (current.status === 'requires_action') {
       const resumed = await this.#resumeWaiting(tenantId, runId, (call) => cancelledOutput(call.id, 'the run was cancelled before the caller answered'))
       if (resumed !== null) {
         resumed.stop(stop)
