@@ -209,7 +209,7 @@ export class RunEngine {
       callback_error: null
     }
     const event = { seq: 1, type: 'run.created', at: now, data: toRunObject(run) }
-    const { run: stored, created } = await store.createRun({ run, messages, event, leaseOwner: this.replicaId, leaseMs: limits.leaseMs })
+    const { run: stored, created } = await store.createRun({ run, messages, event })
     if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
     this.#options.log.info({ runId: stored.id, tenantId, tools: toolNames.length, model: stored.model }, 'run created')
     this.#start(stored, messages)

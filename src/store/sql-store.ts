@@ -110,24 +110,10 @@ export class SqlStore implements Store {
 
   async createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }> {
     const { run, messages, event } = input
-    const record: RunRecord = {
-      ...run,
-      message_count: messages.length,
-      event_count: event.seq,
-      lease_owner: input.leaseOwner,
-      lease_token: input.leaseOwner === null ? 0 : 1,
-      lease_expires_at: input.leaseOwner === null ? null : run.created_at + input.leaseMs,
-      pending_results: null,
-      cancel_requested_at: null,
-      callback_status: null,
-      callback_attempts: 0,
-      callback_next_at: null,
-      callback_error: null
-    }
     const statements: Statement[] = [
       {
         sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${placeholders(RUN_INSERT_COLUMNS.length)}) RETURNING *`,
-        params: RUN_INSERT_COLUMNS.map((c) => runValue(c, record[c]))
+        params: RUN_INSERT_COLUMNS.map((c) => runValue(c, run[c]))
       },
       ...messageInserts(run.id, run.tenant_id, 0, messages),
       ...eventInserts(run.id, run.tenant_id, [event])

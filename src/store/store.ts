@@ -138,14 +138,11 @@ export class LeaseLostError extends Error {
 }
 
 export interface NewRun {
-  readonly run: Omit<RunRecord, 'message_count' | 'event_count' | 'lease_token' | 'lease_expires_at' | 'lease_owner' |
-  'pending_results' | 'cancel_requested_at' | 'callback_status' | 'callback_attempts' | 'callback_next_at' | 'callback_error'>
+  /** The whole run, as it starts (with its lease when its creator drives it). */
+  readonly run: RunRecord
   readonly messages: readonly MessageParam[]
   /** The first event (`run.created`), numbered 1. */
   readonly event: NewEvent
-  /** The replica that will drive the run, holding its lease from the start. */
-  readonly leaseOwner: string | null
-  readonly leaseMs: number
 }
 
 /** What a writer must know of the run it writes: the store trusts these under the lease's fence. */

@@ -25,7 +25,7 @@ function tool (tenant: string, name: string, overrides: Partial<ToolRecord> = {}
   }
 }
 
-function newRun (tenant: string, overrides: Partial<NewRun['run']> = {}, leaseOwner: string | null = 'replica-a'): NewRun {
+function newRun (tenant: string, overrides: Partial<RunRecord> = {}, leaseOwner: string | null = 'replica-a'): NewRun {
   const now = Date.now()
   const id = newId('run')
   return {
@@ -48,16 +48,25 @@ function newRun (tenant: string, overrides: Partial<NewRun['run']> = {}, leaseOw
       output: [],
       required_action: null,
       error: null,
+      message_count: 1,
+      event_count: 1,
       idempotency_key: null,
       request_hash: null,
       trace_id: 'a'.repeat(32),
+      lease_owner: leaseOwner,
+      lease_token: leaseOwner === null ? 0 : 1,
+      lease_expires_at: leaseOwner === null ? null : now + 10_000,
+      pending_results: null,
+      cancel_requested_at: null,
       callback_url: null,
+      callback_status: null,
+      callback_attempts: 0,
+      callback_next_at: null,
+      callback_error: null,
       ...overrides
     },
     messages: [{ role: 'user', content: 'hello' }],
-    event: { seq: 1, type: 'run.created', at: now, data: { id } },
-    leaseOwner,
-    leaseMs: 10_000
+    event: { seq: 1, type: 'run.created', at: now, data: { id } }
   }
 }
 
