@@ -50,6 +50,9 @@ export async function buildApp (options: AppOptions) {
     bodyLimit: config.BODY_LIMIT_BYTES,
     genReqId: requestId,
     return503OnClosing: true,
+    // Bounds plugin start-up and the close hooks alike: the drain on close may take up to
+    // SHUTDOWN_GRACE_MS, and Fastify's default (10 s) would cut it short.
+    pluginTimeout: Math.max(10_000, config.SHUTDOWN_GRACE_MS + 15_000),
     routerOptions: { ignoreTrailingSlash: true }
   }
   const app = Fastify(fastifyOptions).withTypeProvider<TypeBoxTypeProvider>()

@@ -26,7 +26,7 @@ const CreateRunHeaders = Type.Object({
  * `after` on, 202 at once, or (by default) the run once it ends or waits for the caller.
  */
 async function answerRun (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, run: RunRecord, mode: { stream?: boolean | undefined, background?: boolean | undefined }, after: number): Promise<unknown> {
-  if (mode.stream === true) return await streamRunEvents(app, request, reply, run.id, after)
+  if (mode.stream === true) return await streamRunEvents(app, request, reply, run, after)
   if (mode.background === true) {
     return reply.code(202).header('location', `/runs/${run.id}`).send(toRunObject(run))
   }
@@ -116,10 +116,12 @@ export default async function runRoutes (fastify: FastifyInstance) {
       const lastEventId = request.headers['last-event-id']
       let after = request.query.after
       if (lastEventId !== undefined) {
-        if (!/^\d{1,10}$/.test(String(lastEventId))) throw new AppError('REQUEST_ERR_VALIDATION', 'Last-Event-ID must be the number of an event (the `id:` of the last one received).')
         after = Number(lastEventId)
+        if (!/^\d{1,10}$/.test(String(lastEventId)) || after > 2_147_483_647) {
+          throw new AppError('REQUEST_ERR_VALIDATION', 'Last-Event-ID must be the number of an event (the `id:` of the last one received).')
+        }
       }
-      return await streamRunEvents(app, request, reply, run.id, after)
+      return await streamRunEvents(app, request, reply, run, after)
     }
     const events = await app.store.listEvents(run.id, request.query.after, request.query.limit + 1)
     const page = events.slice(0, request.query.limit)

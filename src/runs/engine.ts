@@ -62,8 +62,8 @@ export interface RunEngineOptions {
 // replica. Once a second keeps a remote cancel well under two seconds.
 const SWEEP_INTERVAL_MS = 1000
 const SWEEP_BATCH = 100
-/** How long a callback being delivered stays claimed by one replica. */
-const CALLBACK_CLAIM_MS = 60_000
+/** Beyond an attempt's timeout, how long a callback being delivered stays claimed by one replica. */
+const CALLBACK_CLAIM_MARGIN_MS = 30_000
 const CALLBACK_BACKOFF_CAP_MS = 3_600_000
 
 /**
@@ -82,6 +82,8 @@ export class RunEngine {
   /** Wakes waiters for a run's events when this process stores some (see waitForEvents). */
   readonly #eventWaiters = new Map<string, Set<() => void>>()
   readonly #deliveries = new Set<Promise<void>>()
+  /** Aborted when the drain is over: callback attempts still under way stop (and are retried later). */
+  readonly #closing = new AbortController()
   #sweeping = false
   #accepting = true
 
@@ -293,38 +295,35 @@ export class RunEngine {
    * "cancelled" result, and the run ends `cancelled`. A run that already ended is a 409.
    */
   async cancel (tenantId: string, runId: string): Promise<RunRecord> {
-    const run = await this.get(tenantId, runId)
-    if (FINAL_STATUSES.has(run.status)) {
-      throw new AppError('RUN_ERR_NOT_ACTIVE', `Run ${runId} already ended (${run.status}): there is nothing to cancel.`)
+    const first = await this.get(tenantId, runId)
+    if (FINAL_STATUSES.has(first.status)) {
+      throw new AppError('RUN_ERR_NOT_ACTIVE', `Run ${runId} already ended (${first.status}): there is nothing to cancel.`)
     }
     const stop = new RunStop('cancelled', 'the run was cancelled')
-    const local = this.#drivers.get(runId)
-    let current = run
-    if (local !== undefined) {
-      local.stop(stop)
-      current = await local.done
-      if (FINAL_STATUSES.has(current.status)) return current
-      // It reached requires_action (or was handed back) just before the stop: look again.
-      current = await this.get(tenantId, runId)
-    }
-    if (current.status === 'requires_action') {
-      const resumed = await this.#resumeWaiting(tenantId, runId, (call) => cancelledOutput(call.id, 'the run was cancelled before the caller answered'))
-      if (resumed !== null) {
-        resumed.stop(stop)
-        return await resumed.done
-      }
-    } else {
-      // Driven by another replica: it sees the request within a second and cancels.
-      await this.#options.store.requestCancel(tenantId, runId, Date.now())
-    }
     const deadline = Date.now() + 2 * this.#options.limits.leaseMs
+    // Act on the run as it is now, and look again after each move: it may have moved meanwhile
+    // (reached requires_action, been resumed by its caller, been taken by another replica).
+    let current = first
     for (;;) {
-      const current = await this.get(tenantId, runId)
       if (FINAL_STATUSES.has(current.status)) return current
+      const local = this.#drivers.get(runId)
+      if (local !== undefined) {
+        local.stop(stop)
+        await local.done
+      } else if (current.status === 'requires_action') {
+        const resumed = await this.#resumeWaiting(current, (call) => cancelledOutput(call.id, 'the run was cancelled before the caller answered'))
+        if (resumed !== null) {
+          resumed.stop(stop)
+          await resumed.done
+        }
+      } else if (await this.#options.store.requestCancel(tenantId, runId, Date.now()) !== null) {
+        // Driven by another replica: it sees the request within a second and cancels.
+        await this.waitForEvents(runId, 200)
+      }
       if (Date.now() > deadline) {
         throw new AppError('RUN_ERR_STALLED', `The cancel of run ${runId} is recorded, but no replica has acted on it yet; follow the run with GET /runs/${runId}.`, { headers: { location: `/runs/${runId}` } })
       }
-      await this.waitForEvents(runId, 200)
+      current = await this.get(tenantId, runId)
     }
   }
 
@@ -357,14 +356,14 @@ export class RunEngine {
       throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', 'An output holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
     }
     const byId = new Map(body.tool_outputs.map((o) => [o.tool_use_id, o]))
-    const resumed = await this.#resumeWaiting(tenantId, runId, (call) => {
+    const resumed = await this.#resumeWaiting(run, (call) => {
       const output = byId.get(call.id)!
       const content = capContent((output.content ?? '') as ToolResultContent, this.#options.limits.maxResultChars)
       return output.is_error === true
         ? { type: 'tool_result', tool_use_id: call.id, content, is_error: true }
         : { type: 'tool_result', tool_use_id: call.id, content }
     })
-    if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for tool outputs: they were given (or the run ended) meanwhile.`)
+    if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these tool outputs: they were given (or the run was cancelled or ended) meanwhile.`)
     return resumed.events.run
   }
 
@@ -391,17 +390,20 @@ export class RunEngine {
     this.#accepting = false
     await Promise.allSettled([...this.#creating])
     const drivers = [...this.#drivers.values()]
-    if (drivers.length > 0 || this.#deliveries.size > 0) {
+    if (drivers.length > 0) {
       this.#options.log.info({ runs: drivers.length, graceMs }, 'draining runs')
       let timer: NodeJS.Timeout | undefined
       await Promise.race([
-        Promise.allSettled([...drivers.map(async (d) => await d.done), ...this.#deliveries]),
+        Promise.allSettled(drivers.map(async (d) => await d.done)),
         new Promise((resolve) => { timer = setTimeout(resolve, graceMs) })
       ])
       clearTimeout(timer)
       for (const driver of this.#drivers.values()) driver.stop(new RunStop('shutdown', 'this replica is shutting down'))
       await Promise.allSettled(drivers.map(async (d) => await d.done))
     }
+    // Callbacks under way are stopped, not waited for: they are due again at once, for any replica.
+    this.#closing.abort()
+    await Promise.allSettled([...this.#deliveries])
     clearInterval(this.#renewal)
     clearInterval(this.#sweeper)
     await this.#options.webhooks.close()
@@ -445,40 +447,48 @@ export class RunEngine {
 
   /**
    * Takes a waiting run back (status `running`, under our lease) and starts driving it, with the
-   * step's stored webhook results and, for each client call, `answer`. Null if another request
-   * got there first.
+   * step's stored webhook results and, for each client call, `answer`. Only from the wait that
+   * `waiting` shows: null if the run moved on meanwhile (answered by another request, cancelled).
+   * If anything fails once the run is taken, it is put back to waiting, never left stuck.
    */
-  async #resumeWaiting (tenantId: string, runId: string, answer: (call: { id: string, name: string }) => ToolResultBlockParam): Promise<RunDriver | null> {
+  async #resumeWaiting (waiting: RunRecord, answer: (call: { id: string, name: string }) => ToolResultBlockParam): Promise<RunDriver | null> {
     const { store, limits } = this.#options
-    const run = await store.resumeWaitingRun(runId, this.replicaId, limits.leaseMs)
-    if (run === null || run.tenant_id !== tenantId) return null
-    const calls = (run.required_action?.tool_calls ?? []) as Array<{ id: string, name: string }>
-    const answers = new Map(calls.map((c) => [c.id, answer(c)]))
-    const pending = (run.pending_results ?? []) as Array<ToolResultBlockParam | null>
-    const messages = await store.getMessages(runId)
-    const assistant = messages.at(-1)
-    const toolUseIds = Array.isArray(assistant?.content) ? assistant.content.filter((b) => b.type === 'tool_use').map((b) => (b as { id: string }).id) : []
-    // Every result in the model's order: the webhook results kept while waiting, and the answers.
-    const results = toolUseIds.map((id, index) => pending[index] ?? answers.get(id)!)
-    const step = run.steps
-    const events = calls.map((call) => {
-      const result = answers.get(call.id)!
-      return {
-        type: 'tool_call.completed',
-        data: { step, tool_use_id: call.id, name: call.name, is_error: result.is_error === true, duration_ms: 0, attempts: 0, status: null, outcome: 'client', content: result.content ?? '' }
+    const run = await store.resumeWaitingRun(waiting.id, waiting.event_count, this.replicaId, limits.leaseMs)
+    if (run === null) return null
+    const lease: Lease = { owner: this.replicaId, token: run.lease_token }
+    try {
+      const calls = (run.required_action?.tool_calls ?? []) as Array<{ id: string, name: string }>
+      const answers = new Map(calls.map((c) => [c.id, answer(c)]))
+      const pending = (run.pending_results ?? []) as Array<ToolResultBlockParam | null>
+      const messages = await store.getMessages(run.id)
+      const assistant = messages.at(-1)
+      const toolUseIds = Array.isArray(assistant?.content) ? assistant.content.filter((b) => b.type === 'tool_use').map((b) => (b as { id: string }).id) : []
+      // Every result in the model's order: the webhook results kept while waiting, and the answers.
+      const results = toolUseIds.map((id, index) => pending[index] ?? answers.get(id))
+      if (results.some((r) => r === undefined)) throw new Error(`run ${run.id}: the stored wait does not match its transcript`)
+      const events = calls.map((call) => {
+        const result = answers.get(call.id)!
+        return {
+          type: 'tool_call.completed',
+          data: { step: run.steps, tool_use_id: call.id, name: call.name, is_error: result.is_error === true, duration_ms: 0, attempts: 0, status: null, outcome: 'client', content: result.content ?? '' }
+        }
+      })
+      const initialWrite: InitialWrite = {
+        messages: [{ role: 'user', content: results as ToolResultBlockParam[] }],
+        patch: {
+          required_action: null,
+          pending_results: null,
+          tool_calls_total: run.tool_calls_total + calls.length,
+          tool_calls_errors: run.tool_calls_errors + [...answers.values()].filter((r) => r.is_error === true).length
+        },
+        events
       }
-    })
-    const initialWrite: InitialWrite = {
-      messages: [{ role: 'user', content: results }],
-      patch: {
-        required_action: null,
-        pending_results: null,
-        tool_calls_total: run.tool_calls_total + calls.length,
-        tool_calls_errors: run.tool_calls_errors + [...answers.values()].filter((r) => r.is_error === true).length
-      },
-      events
+      return this.#start(run, messages, initialWrite)
+    } catch (err) {
+      this.#options.log.error({ err, runId: run.id }, 'could not resume a waiting run; it waits again')
+      await store.returnToWaiting(run.id, lease).catch(() => {})
+      throw err
     }
-    return this.#start(run, messages, initialWrite)
   }
 
   #start (run: RunRecord, messages: MessageParam[], initialWrite?: InitialWrite): RunDriver {
@@ -488,9 +498,12 @@ export class RunEngine {
     this.#drivers.set(run.id, driver)
     driver.events.subscribe(() => this.#wake(run.id))
     driver.drive().finally(async () => {
-      this.#drivers.delete(run.id)
+      if (this.#drivers.get(run.id) === driver) this.#drivers.delete(run.id)
       const ended = driver.events.run
-      if (!FINAL_STATUSES.has(ended.status)) {
+      if (ended.status === 'requires_action' && ended.cancel_requested_at !== null) {
+        // A cancel asked of another replica arrived while this step ran: honour it now.
+        await this.cancel(ended.tenant_id, ended.id).catch((err) => log.warn({ err, runId: run.id }, 'could not cancel a run that was asked to stop'))
+      } else if (!FINAL_STATUSES.has(ended.status)) {
         // Waiting for its caller, or handed back (shutdown): let anyone take it from here at once.
         await store.releaseRun(run.id, lease).catch(() => {})
       } else if (ended.callback_status === 'pending') {
@@ -518,6 +531,7 @@ export class RunEngine {
     }
     for (const id of ids) {
       if (!held.has(id)) this.#drivers.get(id)?.stop(new RunStop('lease_lost', 'this replica lost the run\'s lease'))
+      else if (held.get(id) === true) this.#drivers.get(id)?.stop(new RunStop('cancelled', 'the run was cancelled'))
     }
   }
 
@@ -525,8 +539,8 @@ export class RunEngine {
   async #sweep (): Promise<void> {
     if (this.#sweeping || !this.#accepting) return
     this.#sweeping = true
+    const { store, log } = this.#options
     try {
-      const { store } = this.#options
       if (this.#drivers.size > 0) {
         for (const id of await store.cancelRequested(this.replicaId)) {
           this.#drivers.get(id)?.stop(new RunStop('cancelled', 'the run was cancelled'))
@@ -534,49 +548,58 @@ export class RunEngine {
       }
       for (const run of await store.expiredWaitingRuns(Date.now(), SWEEP_BATCH)) {
         // Its driver's deadline fires at once: the run ends `timeout`, its client calls answered so.
-        await this.#resumeWaiting(run.tenant_id, run.id, (call) => cancelledOutput(call.id, 'the run reached its timeout before the caller answered'))
+        // One run that cannot be resumed must not hold up the others.
+        await this.#resumeWaiting(run, (call) => cancelledOutput(call.id, 'the run reached its timeout before the caller answered'))
+          .catch((err) => log.warn({ err: { message: (err as Error).message }, runId: run.id }, 'could not end a waiting run at its deadline'))
       }
       await this.#deliverCallbacks()
     } catch (err) {
-      this.#options.log.warn({ err: { message: (err as Error).message } }, 'sweep failed')
+      log.warn({ err: { message: (err as Error).message } }, 'sweep failed')
     } finally {
       this.#sweeping = false
     }
   }
 
-  /** Delivers the callbacks that are due, each claimed so that one replica sends it. */
+  /**
+   * Claims the callbacks that are due, each for one replica, and sends them without waiting for
+   * them: a slow receiver must not hold up deadlines and cancels.
+   */
   async #deliverCallbacks (): Promise<void> {
     const now = Date.now()
-    const due = await this.#options.store.claimDueCallbacks(now, now + CALLBACK_CLAIM_MS, SWEEP_BATCH)
-    await Promise.all(due.map(async (run) => {
-      const delivery = this.#deliverCallback(run)
+    // Claimed for longer than an attempt can take, so that nobody else sends it meanwhile.
+    const claimUntil = now + this.#options.callbacks.timeoutMs + CALLBACK_CLAIM_MARGIN_MS
+    const due = await this.#options.store.claimDueCallbacks(now, claimUntil, SWEEP_BATCH)
+    for (const run of due) {
+      const delivery = this.#deliverCallback(run, claimUntil)
+        .catch((err) => this.#options.log.warn({ err, runId: run.id }, 'callback delivery failed'))
+        .finally(() => this.#deliveries.delete(delivery))
       this.#deliveries.add(delivery)
-      try {
-        await delivery
-      } finally {
-        this.#deliveries.delete(delivery)
-      }
-    }))
+    }
   }
 
-  async #deliverCallback (run: RunRecord): Promise<void> {
+  async #deliverCallback (run: RunRecord, claimedUntil: number): Promise<void> {
     const { store, webhooks, callbacks, log } = this.#options
     const secrets = activeSecrets({ signing_secrets: await store.getCallbackSecrets(run.tenant_id) ?? [] }, Date.now())
     const attempts = run.callback_attempts + 1
-    const result = await webhooks.deliver(run.callback_url!, JSON.stringify(toRunObject(run)), { messageId: `${run.id}:callback`, secrets, timeoutMs: callbacks.timeoutMs })
+    const result = await webhooks.deliver(run.callback_url!, JSON.stringify(toRunObject(run)), { messageId: `${run.id}:callback`, secrets, timeoutMs: callbacks.timeoutMs, signal: this.#closing.signal })
     if (result.ok) {
-      await store.recordCallback(run.id, { status: 'delivered', attempts, next_at: null, error: null })
+      await store.recordCallback(run.id, claimedUntil, { status: 'delivered', attempts, next_at: null, error: null })
       log.info({ runId: run.id, attempts }, 'callback delivered')
+      return
+    }
+    if (this.#closing.signal.aborted && result.status === null) {
+      // Cut short by shutdown: not an attempt that counts.
+      await store.recordCallback(run.id, claimedUntil, { status: 'pending', attempts: run.callback_attempts, next_at: Date.now(), error: run.callback_error })
       return
     }
     const error = wellFormed(result.error ?? 'failed')
     if (attempts >= callbacks.maxAttempts) {
-      await store.recordCallback(run.id, { status: 'failed', attempts, next_at: null, error })
+      await store.recordCallback(run.id, claimedUntil, { status: 'failed', attempts, next_at: null, error })
       log.warn({ runId: run.id, attempts, error }, 'callback failed; no more attempts')
       return
     }
     const delay = Math.round(Math.min(CALLBACK_BACKOFF_CAP_MS, callbacks.retryBaseMs * 4 ** (attempts - 1)) * (0.8 + Math.random() * 0.4))
-    await store.recordCallback(run.id, { status: 'pending', attempts, next_at: Date.now() + delay, error })
+    await store.recordCallback(run.id, claimedUntil, { status: 'pending', attempts, next_at: Date.now() + delay, error })
     log.info({ runId: run.id, attempts, delayMs: delay, error }, 'callback failed; retrying')
     // Come back for it on time here; the sweeper would too, on any replica, within a second.
     setTimeout(() => { if (this.#accepting) this.#deliverCallbacks().catch((err) => log.warn({ err }, 'callback delivery failed')) }, delay).unref()

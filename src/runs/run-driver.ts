@@ -137,6 +137,8 @@ export class RunDriver {
 
   async #loop (): Promise<void> {
     for (;;) {
+      // A cancel asked of another replica, read back with the last write: act on it here.
+      if (this.events.run.cancel_requested_at !== null) this.stop(new RunStop('cancelled', 'the run was cancelled'))
       this.#throwIfStopped()
       // A run resumed after its last allowed step (which asked for client tools) ends here.
       if (this.events.run.steps >= this.#params.max_steps) {

@@ -163,7 +163,18 @@ export const GetRunQuerySchema = Type.Object({
   include: Type.Optional(Type.Literal('messages', { description: '`messages`: add the whole transcript.' }))
 }, { additionalProperties: false })
 
-const ToolResultBlockSchema = Type.Object({ type: Type.Union([Type.Literal('text'), Type.Literal('image')]) }, { additionalProperties: true })
+// What a tool_result may hold, checked as strictly as the Messages API checks it: a caller's typo
+// is a 400 here, not a failed model call later.
+const ToolResultBlockSchema = Type.Union([
+  Type.Object({ type: Type.Literal('text'), text: Type.String({ minLength: 1 }), cache_control: Type.Optional(Type.Object({ type: Type.Literal('ephemeral') }, { additionalProperties: true })) }, { additionalProperties: false }),
+  Type.Object({
+    type: Type.Literal('image'),
+    source: Type.Union([
+      Type.Object({ type: Type.Literal('base64'), media_type: Type.Union([Type.Literal('image/png'), Type.Literal('image/jpeg'), Type.Literal('image/gif'), Type.Literal('image/webp')]), data: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
+      Type.Object({ type: Type.Literal('url'), url: Type.String({ pattern: '^https?://' }) }, { additionalProperties: false })
+    ])
+  }, { additionalProperties: false })
+])
 
 /** The body of `POST /runs/{id}/tool_outputs`. */
 export const ToolOutputsSchema = Type.Object({

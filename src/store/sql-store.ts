@@ -205,16 +205,24 @@ export class SqlStore implements Store {
     return rows.map((r) => ({ id: r.id as string, cancelRequested: r.cancel_requested_at !== null }))
   }
 
-  async resumeWaitingRun (runId: string, owner: string, leaseMs: number): Promise<RunRecord | null> {
+  async resumeWaitingRun (runId: string, eventCount: number, owner: string, leaseMs: number): Promise<RunRecord | null> {
     const [row] = await this.#db.query(
       `UPDATE runs SET status = 'running', lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
-       WHERE id = ? AND status = 'requires_action' RETURNING *`,
-      [owner, Date.now() + leaseMs, runId]
+       WHERE id = ? AND status = 'requires_action' AND event_count = ? RETURNING *`,
+      [owner, Date.now() + leaseMs, runId, eventCount]
     )
     return row === undefined ? null : toRunRecord(row)
   }
 
+  async returnToWaiting (runId: string, lease: Lease): Promise<void> {
+    await this.#db.query(
+      "UPDATE runs SET status = 'requires_action', lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ?",
+      [runId, lease.token]
+    )
+  }
+
   async requestCancel (tenantId: string, runId: string, at: number): Promise<RunRecord | null> {
+    // Only runs being driven: a waiting run is cancelled by taking it (see the engine's cancel).
     const [row] = await this.#db.query(
       'UPDATE runs SET cancel_requested_at = ? WHERE tenant_id = ? AND id = ? AND status IN (\'queued\', \'running\') RETURNING *',
       [at, tenantId, runId]
@@ -251,11 +259,12 @@ export class SqlStore implements Store {
     return rows.map(toRunRecord)
   }
 
-  async recordCallback (runId: string, update: CallbackUpdate): Promise<void> {
-    await this.#db.query(
-      'UPDATE runs SET callback_status = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ? WHERE id = ?',
-      [update.status, update.attempts, update.next_at, update.error, runId]
+  async recordCallback (runId: string, claimedUntil: number, update: CallbackUpdate): Promise<boolean> {
+    const rows = await this.#db.query(
+      'UPDATE runs SET callback_status = ?, callback_attempts = ?, callback_next_at = ?, callback_error = ? WHERE id = ? AND callback_next_at = ? RETURNING id',
+      [update.status, update.attempts, update.next_at, update.error, runId, claimedUntil]
     )
+    return rows.length > 0
   }
 
   async getCallbackSecrets (tenantId: string): Promise<SigningSecret[] | null> {

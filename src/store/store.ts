@@ -202,9 +202,12 @@ export interface Store {
   releaseRun (runId: string, lease: Lease): Promise<void>
   /**
    * Takes a run out of `requires_action` (status `running`, lease held by `owner`), for the one
-   * caller that gets there first. Null if the run is not waiting (any more).
+   * caller that gets there first, and only from the wait the caller read (`eventCount` is the
+   * run's event count then). Null if the run is not in that wait (any more).
    */
-  resumeWaitingRun (runId: string, owner: string, leaseMs: number): Promise<RunRecord | null>
+  resumeWaitingRun (runId: string, eventCount: number, owner: string, leaseMs: number): Promise<RunRecord | null>
+  /** Puts a run taken by resumeWaitingRun back to waiting, when resuming it failed. */
+  returnToWaiting (runId: string, lease: Lease): Promise<void>
   /** Marks a queued or running run for cancellation by whichever replica drives it. */
   requestCancel (tenantId: string, runId: string, at: number): Promise<RunRecord | null>
   /** Runs `owner` drives for which another replica was asked to cancel. */
@@ -217,7 +220,8 @@ export interface Store {
    * answers them; at most `limit`.
    */
   claimDueCallbacks (now: number, claimUntil: number, limit: number): Promise<RunRecord[]>
-  recordCallback (runId: string, update: CallbackUpdate): Promise<void>
+  /** Records a delivery's outcome, unless its claim (`claimedUntil`) was lost meanwhile. */
+  recordCallback (runId: string, claimedUntil: number, update: CallbackUpdate): Promise<boolean>
   getCallbackSecrets (tenantId: string): Promise<SigningSecret[] | null>
   /** Compare-and-set of a tenant's callback secrets: `expected` null means there are none yet. */
   setCallbackSecrets (tenantId: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[] | null): Promise<boolean>

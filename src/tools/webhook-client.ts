@@ -179,8 +179,8 @@ export class WebhookClient {
    * POSTs a signed JSON document (a completion callback): one attempt, with its own timeout, under
    * the same egress policy and size cap as tool calls. `ok` for a 2xx answer.
    */
-  async deliver (url: string, payload: string, options: { messageId: string, secrets: readonly string[], timeoutMs: number }): Promise<{ ok: boolean, status: number | null, error: string | null }> {
-    const sent = await this.#signedPost({ ...options, url, payload, headers: {}, deadline: Date.now() + options.timeoutMs, signal: new AbortController().signal })
+  async deliver (url: string, payload: string, options: { messageId: string, secrets: readonly string[], timeoutMs: number, signal: AbortSignal }): Promise<{ ok: boolean, status: number | null, error: string | null }> {
+    const sent = await this.#signedPost({ ...options, url, payload, headers: {}, deadline: Date.now() + options.timeoutMs })
     if (sent.kind === 'answered') {
       const ok = sent.status >= 200 && sent.status < 300
       const preview = wellFormed(cutText(sent.body.toString('utf8'), 200)).replace(/\s+/g, ' ')

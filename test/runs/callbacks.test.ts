@@ -95,6 +95,26 @@ for (const backend of backends) {
       expect(res.body.message).toContain('POST /callbacks/rotate-secret')
     })
 
+    it('never holds up other work behind a slow receiver', async () => {
+      // A receiver that never answers, and a callback timeout far longer than the run below.
+      const slow = await startHarness(backend, { env: { CALLBACK_TIMEOUT_MS: '60000' } })
+      try {
+        slow.model.respond = (request) => request.body.messages.length === 1 && request.body.messages[0].content === 'wait for me'
+          ? { content: [{ type: 'tool_use', name: 'ask', input: {} }] }
+          : { content: [{ type: 'text', text: 'done' }] }
+        await slow.app.inject({ method: 'POST', url: '/callbacks/rotate-secret', headers: auth(TENANT_A) })
+        await slow.startRun({ input: 'x', callback_url: `${slow.tools.url}/hang` })
+        await expect.poll(() => slow.tools.callsTo('/hang').length).toBeGreaterThan(0)
+        // While that delivery hangs, a waiting run's deadline is still enforced.
+        const { body } = await slow.startRun({ input: 'wait for me', client_tools: [{ name: 'ask', description: 'ask', input_schema: { type: 'object' } }], timeout_ms: 1500 })
+        expect(body.status).toBe('requires_action')
+        await expect.poll(async () => (await slow.app.inject({ method: 'GET', url: `/runs/${body.id as string}`, headers: auth(TENANT_A) })).json().status, { timeout: 20_000 }).toBe('failed')
+        expect(slow.tools.callsTo('/hang')[0]!.end).toBeNull()
+      } finally {
+        await slow.close()
+      }
+    })
+
     it('never logs the secret', () => {
       expect(logs.lines().join('\n')).not.toContain(secret)
     })

@@ -65,6 +65,33 @@ for (const backend of backends) {
 
 const postgres = backends.find((b) => b.name === 'postgres')!
 describe.skipIf(postgres.skip)('cancel through another replica (PostgreSQL)', () => {
+  it('cancels a run that reaches requires_action on its replica while the cancel is under way, or waits there already', async () => {
+    const location = await postgres.location()
+    const a = await startHarness(postgres, { env: { DATABASE_URL: location.databaseUrl! } })
+    const b = await startApp(postgres, { location, env: { ANTHROPIC_BASE_URL: a.model.url, ANTHROPIC_API_KEY: 'k' } })
+    const confirm = { name: 'confirm', description: 'ask', input_schema: { type: 'object' } }
+    try {
+      await a.registerTool('slowish', '/delay/300', { effect: 'read_only' })
+      a.model.respond = (request) => turnNumber(request) === 1
+        ? { content: [{ type: 'tool_use', name: 'slowish', input: { q: 'x' } }, { type: 'tool_use', name: 'confirm', input: {} }] }
+        : { content: [{ type: 'text', text: 'done' }] }
+      // Cancelled through b while a's step still runs its webhook call, then stops to wait.
+      const { body: first } = await a.startRun({ input: 'x', tools: ['slowish'], client_tools: [confirm], background: true })
+      await expect.poll(() => a.tools.calls.length).toBeGreaterThan(0)
+      const racing = await b.app.inject({ method: 'POST', url: `/runs/${first.id}/cancel`, headers: auth(TENANT_A) })
+      expect(racing.json()).toMatchObject({ status: 'cancelled', stop_reason: 'cancelled' })
+      // Cancelled through b while it waits for its caller.
+      const { body: second } = await a.startRun({ input: 'x', tools: ['slowish'], client_tools: [confirm] })
+      expect(second.status).toBe('requires_action')
+      const waiting = await b.app.inject({ method: 'POST', url: `/runs/${second.id}/cancel`, headers: auth(TENANT_A) })
+      expect(waiting.json()).toMatchObject({ status: 'cancelled', stop_reason: 'cancelled' })
+    } finally {
+      await b.close()
+      await a.close()
+      await location.destroy()
+    }
+  })
+
   it('reaches the replica that drives the run', async () => {
     const location = await postgres.location()
     const a = await startHarness(postgres, { env: { DATABASE_URL: location.databaseUrl! } })

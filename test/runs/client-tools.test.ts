@@ -78,6 +78,35 @@ for (const backend of backends) {
       expect((await h.app.inject({ method: 'GET', url: `/runs/${run.id}`, headers: auth(TENANT_A) })).json().status).toBe('requires_action')
     })
 
+    it('refuses content the model would refuse, before taking the run, which still waits', async () => {
+      const run = await waiting()
+      const id = run.required_action.tool_calls[0].id
+      for (const content of [[{ type: 'text', text: 5 }], [{ type: 'text' }], [{ type: 'text', text: '' }], [{ type: 'image' }], [{ type: 'image', source: { type: 'base64', media_type: 'image/bmp', data: 'x' } }], [{ type: 'video' }]]) {
+        const res = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, content }] })
+        expect(res.statusCode, JSON.stringify(content)).toBe(400)
+        expect(res.json().code).toBe('REQUEST_ERR_VALIDATION')
+      }
+      expect((await h.app.inject({ method: 'GET', url: `/runs/${run.id}`, headers: auth(TENANT_A) })).json().status).toBe('requires_action')
+      const ok = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, content: [{ type: 'text', text: 'yes' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } }] }] })
+      expect(ok.json().status).toBe('completed')
+      expect(h.model.refusals).toEqual([])
+    })
+
+    it('never loses a cancel that races the caller\'s outputs: the run ends, and the cancel says how', async () => {
+      for (let i = 0; i < 3; i++) {
+        const run = await waiting()
+        const body = { tool_outputs: [{ tool_use_id: run.required_action.tool_calls[0].id, content: 'yes' }] }
+        const [cancelled] = await Promise.all([
+          h.app.inject({ method: 'POST', url: `/runs/${run.id}/cancel`, headers: auth(TENANT_A) }),
+          outputs(run.id, body)
+        ])
+        expect(cancelled.statusCode).toBe(200)
+        expect(['cancelled', 'completed']).toContain(cancelled.json().status)
+        const final = (await h.app.inject({ method: 'GET', url: `/runs/${run.id}`, headers: auth(TENANT_A) })).json()
+        expect(final.status).toBe(cancelled.json().status)
+      }
+    })
+
     it('names the calls an answer leaves out', async () => {
       h.model.respond = (request) => turnNumber(request) === 1
         ? { content: [{ type: 'tool_use', name: 'confirm_with_user', input: { question: 'one' } }, { type: 'tool_use', name: 'confirm_with_user', input: { question: 'two' } }] }

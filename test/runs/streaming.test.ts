@@ -90,8 +90,48 @@ for (const backend of backends) {
 
     it('refuses a Last-Event-ID that is not an event number', async () => {
       const run = await (await post({ input: 'x', tools: ['slow'] })).json() as { id: string }
-      const res = await stream(run.id, { 'last-event-id': 'yesterday' })
-      expect(res.status).toBe(400)
+      expect((await stream(run.id, { 'last-event-id': 'yesterday' })).status).toBe(400)
+      expect((await stream(run.id, { 'last-event-id': '9999999999' })).status).toBe(400)
+    })
+
+    it('answers 204 to a reconnect after the last event of a finished run, so EventSource stops', async () => {
+      const run = await (await post({ input: 'x', tools: ['slow'] })).json() as { id: string }
+      const total = (await h.events(run.id)).length
+      const res = await stream(run.id, { 'last-event-id': String(total) })
+      expect(res.status).toBe(204)
+      expect((await stream(run.id, {}, `?after=${total + 5}`)).status).toBe(204)
+    })
+
+    it('sends its headers at once, before any event, then follows the run to its end', async () => {
+      await h.registerTool('stuck', '/hang', { timeout_ms: 600_000 })
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: [{ type: 'tool_use', name: 'stuck', input: { q: 'x' } }] }
+        : { content: [{ type: 'text', text: 'never' }] }
+      const run = await (await post({ input: 'x', tools: ['stuck'], background: true })).json() as { id: string }
+      await expect.poll(() => h.tools.callsTo('/hang').length).toBeGreaterThan(0)
+      const seen = (await h.events(run.id)).length
+      // Nothing new happens until the cancel below: the answer must not wait for an event.
+      const res = await stream(run.id, { 'last-event-id': String(seen) })
+      expect(res.status).toBe(200)
+      const reading = readEvents(res)
+      await h.app.inject({ method: 'POST', url: `/runs/${run.id}/cancel`, headers: auth(TENANT_A) })
+      const { events, ended } = await reading
+      expect(ended).toBe(true)
+      expect(events.at(-1)!.event).toBe('run.cancelled')
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: [{ type: 'text', text: 'Looking that up for you.' }, { type: 'tool_use', name: 'slow', input: { q: 'a' } }, { type: 'tool_use', name: 'slow', input: { q: 'b' } }] }
+        : { content: [{ type: 'text', text: 'Here is the whole answer, streamed piece by piece.' }] }
+    })
+
+    it('keeps the idempotent-replayed header on a replayed stream', async () => {
+      const body = JSON.stringify({ input: 'x', tools: ['slow'], stream: true })
+      const headers = { ...auth(TENANT_A), 'content-type': 'application/json', 'idempotency-key': 'stream-replay' }
+      await readEvents(await fetch(`${base}/runs`, { method: 'POST', headers, body }))
+      const again = await fetch(`${base}/runs`, { method: 'POST', headers, body })
+      expect(again.headers.get('idempotent-replayed')).toBe('true')
+      const { events } = await readEvents(again)
+      expect(events[0]!.event).toBe('run.created')
+      expect(events.at(-1)!.event).toBe('run.completed')
     })
   })
 }

@@ -222,6 +222,21 @@ for (const backend of backends) {
         expect(lease).not.toBeNull()
       })
 
+      it('resumes a waiting run once, and only from the wait that was read', async () => {
+        const { run } = await store.createRun(newRun('w1'))
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        const waiting = await store.writeRun(run, lease, { patch: { status: 'requires_action' }, events: [{ seq: 2, type: 'run.requires_action', at: 1, data: {} }] })
+        await store.releaseRun(run.id, lease)
+        // A stale read (an earlier wait) cannot take it.
+        expect(await store.resumeWaitingRun(run.id, waiting.event_count - 1, 'replica-b', 60_000)).toBeNull()
+        const taken = await store.resumeWaitingRun(run.id, waiting.event_count, 'replica-b', 60_000)
+        expect(taken).toMatchObject({ status: 'running', lease_owner: 'replica-b' })
+        expect(await store.resumeWaitingRun(run.id, waiting.event_count, 'replica-c', 60_000)).toBeNull()
+        // And if resuming fails, it waits again, free for the next attempt.
+        await store.returnToWaiting(run.id, { owner: 'replica-b', token: taken!.lease_token })
+        expect(await store.getRun('w1', run.id)).toMatchObject({ status: 'requires_action', lease_owner: null })
+      })
+
       it('lists runs newest first, filtered by status and metadata', async () => {
         const ids: string[] = []
         for (let i = 0; i < 5; i++) {
@@ -253,9 +268,11 @@ for (const backend of backends) {
         expect(claimed).toMatchObject({ id: run.id, callback_next_at: 62_000 })
         // Claimed: not due again until the claim runs out.
         expect((await store.claimDueCallbacks(3000, 63_000, 10)).map((r) => r.id)).not.toContain(run.id)
-        await store.recordCallback(run.id, { status: 'pending', attempts: 1, next_at: 5000, error: 'HTTP 500' })
+        // An outcome recorded under a claim that is no longer the current one changes nothing.
+        expect(await store.recordCallback(run.id, 1234, { status: 'delivered', attempts: 9, next_at: null, error: null })).toBe(false)
+        expect(await store.recordCallback(run.id, 62_000, { status: 'pending', attempts: 1, next_at: 5000, error: 'HTTP 500' })).toBe(true)
         expect((await store.claimDueCallbacks(6000, 66_000, 10)).map((r) => r.id)).toContain(run.id)
-        await store.recordCallback(run.id, { status: 'delivered', attempts: 2, next_at: null, error: null })
+        expect(await store.recordCallback(run.id, 66_000, { status: 'delivered', attempts: 2, next_at: null, error: null })).toBe(true)
         expect(await store.getRun('cb', run.id)).toMatchObject({ callback_status: 'delivered', callback_attempts: 2, callback_next_at: null, callback_error: null })
         expect(await store.claimDueCallbacks(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 10)).toEqual([])
       })
