@@ -37,7 +37,8 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       maxTimeoutMs: config.RUN_MAX_TIMEOUT_MS,
       leaseMs: config.RUN_LEASE_MS,
       modelMaxRetries: config.MODEL_MAX_RETRIES,
-      maxResultChars: config.TOOL_MAX_RESULT_CHARS
+      maxResultChars: config.TOOL_MAX_RESULT_CHARS,
+      maxRunningRuns: config.MAX_RUNNING_RUNS
     },
     callbacks: {
       maxAttempts: config.CALLBACK_MAX_ATTEMPTS,

@@ -4,8 +4,9 @@
 #   scripts/pg-test-cluster.sh start   initdb in a new temporary folder, start the server on a free
 #                                      loopback port; prints `export TEST_DATABASE_URL=...`
 #   scripts/pg-test-cluster.sh stop    stop that server and delete its folder
-#   scripts/pg-test-cluster.sh run CMD start, run CMD with TEST_DATABASE_URL set, stop (always);
-#                                      exits with CMD's status
+#   scripts/pg-test-cluster.sh run CMD start a cluster of its own, run CMD with TEST_DATABASE_URL set,
+#                                      stop it (always); exits with CMD's status. Several `run`s at
+#                                      once each get their own cluster.
 #
 # Uses the PostgreSQL server binaries on this machine (Debian's postgresql package). initdb refuses
 # to run as root, so as root the server runs as the `postgres` user. Nothing outside the temporary
@@ -13,7 +14,7 @@
 # fsync off: it exists for tests, never for data.
 set -euo pipefail
 
-state_file="${TMPDIR:-/tmp}/switchboard-pg-test-cluster.state"
+state_file="${PG_TEST_CLUSTER_STATE:-${TMPDIR:-/tmp}/switchboard-pg-test-cluster.state}"
 
 find_bindir() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then
@@ -70,9 +71,13 @@ case "${1:-}" in
   run)
     shift
     [ $# -gt 0 ] || { echo "usage: $0 run COMMAND..." >&2; exit 2; }
-    eval "$(start)"
-    export TEST_DATABASE_URL
+    # Its own state file: another run (or a started cluster) is never touched.
+    state_file=$(mktemp "${TMPDIR:-/tmp}/switchboard-pg-test-cluster.XXXXXX")
+    rm -f "$state_file"
     trap stop EXIT
+    cluster=$(start) || { echo "pg-test-cluster: could not start a cluster" >&2; exit 1; }
+    eval "$cluster"
+    export TEST_DATABASE_URL
     status=0
     "$@" || status=$?
     exit "$status"

@@ -35,6 +35,7 @@ export const ConfigSchema = Type.Object({
   CALLBACK_MAX_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 50, default: 8, description: 'Delivery attempts of a completion callback before it is given up.' }),
   CALLBACK_RETRY_BASE_MS: Type.Integer({ minimum: 10, default: 5000, description: 'Wait before a callback\'s second attempt; each later one waits four times longer, at most an hour.' }),
   CALLBACK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000, description: 'One callback attempt\'s timeout.' }),
+  MAX_RUNNING_RUNS: Type.Integer({ minimum: 1, default: 5000, description: 'Runs one replica drives at once; more wait as `queued` for any replica with room.' }),
   RUN_LEASE_MS: Type.Integer({ minimum: 1000, default: 15_000, description: 'How long a replica holds a run without renewing its lease.' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'On SIGTERM, how long running steps may take to finish.' })
 })

@@ -6,14 +6,14 @@ import { newId } from '../ids.js'
 import type { Log } from '../logger.js'
 import type { ModelClient } from '../model/model-client.js'
 import { FINAL_STATUSES, type CreateRun, type RunParams, type ToolOutputs } from '../schemas/runs.js'
-import type { Lease, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
+import type { EventRecord, Lease, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
 import { hasLoneSurrogate, wellFormed } from '../text.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from '../tools/egress-guard.js'
 import { activeSecrets, newSigningSecret, parseWebhookUrl, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
 import { capContent, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
-import { RunDriver, RunStop, type InitialWrite } from './run-driver.js'
+import { RunDriver, RunStop, type InitialWrite, type ResumedStep } from './run-driver.js'
 import { toRunObject } from './run-object.js'
 import { findTranscriptProblem } from './transcript.js'
 
@@ -28,6 +28,8 @@ export interface EngineLimits {
   readonly modelMaxRetries: number
   /** Text given to the model from one caller's tool output is cut here, as a webhook's is. */
   readonly maxResultChars: number
+  /** Runs this replica drives at once; more wait as `queued`. */
+  readonly maxRunningRuns: number
 }
 
 export interface CallbackLimits {
@@ -86,6 +88,7 @@ export class RunEngine {
   readonly #closing = new AbortController()
   #sweeping = false
   #accepting = true
+  #firstSweep = true
 
   constructor (options: RunEngineOptions) {
     this.#options = options
@@ -95,6 +98,8 @@ export class RunEngine {
     this.#renewal.unref()
     this.#sweeper = setInterval(() => { this.#sweep().catch(() => {}) }, SWEEP_INTERVAL_MS)
     this.#sweeper.unref()
+    // At once: a restart takes up what was left running without waiting a second.
+    setImmediate(() => { this.#sweep().catch(() => {}) })
   }
 
   /** Runs driven by this process right now. */
@@ -175,6 +180,8 @@ export class RunEngine {
       ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools'])
     }
     const now = Date.now()
+    // At capacity, the run waits as `queued`, without a lease, for any replica with room.
+    const drive = this.#drivers.size < limits.maxRunningRuns
     const run: RunRecord = {
       id: newId('run'),
       tenant_id: tenantId,
@@ -200,21 +207,22 @@ export class RunEngine {
       callback_url: callbackUrl,
       message_count: messages.length,
       event_count: 1,
-      lease_owner: this.replicaId,
-      lease_token: 1,
-      lease_expires_at: now + limits.leaseMs,
+      lease_owner: drive ? this.replicaId : null,
+      lease_token: drive ? 1 : 0,
+      lease_expires_at: drive ? now + limits.leaseMs : null,
       pending_results: null,
       cancel_requested_at: null,
       callback_status: null,
       callback_attempts: 0,
       callback_next_at: null,
-      callback_error: null
+      callback_error: null,
+      step_events_after: 1
     }
     const event = { seq: 1, type: 'run.created', at: now, data: toRunObject(run) }
     const { run: stored, created } = await store.createRun({ run, messages, event })
     if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
-    this.#options.log.info({ runId: stored.id, tenantId, tools: toolNames.length, model: stored.model }, 'run created')
-    this.#start(stored, messages)
+    this.#options.log.info({ runId: stored.id, tenantId, tools: toolNames.length, model: stored.model, queued: !drive }, 'run created')
+    if (drive) this.#start(stored, messages)
     return { run: stored, created: true }
   }
 
@@ -491,10 +499,10 @@ export class RunEngine {
     }
   }
 
-  #start (run: RunRecord, messages: MessageParam[], initialWrite?: InitialWrite): RunDriver {
+  #start (run: RunRecord, messages: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep): RunDriver {
     const { store, registry, model, webhooks, log, limits } = this.#options
     const lease: Lease = { owner: this.replicaId, token: run.lease_token }
-    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries }, run, lease, messages, initialWrite)
+    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries }, run, lease, messages, initialWrite, resumed)
     this.#drivers.set(run.id, driver)
     driver.events.subscribe(() => this.#wake(run.id))
     driver.drive().finally(async () => {
@@ -510,6 +518,8 @@ export class RunEngine {
         this.#deliverCallbacks().catch((err) => log.warn({ err }, 'callback delivery failed'))
       }
       this.#wake(run.id)
+      // Room for one more: take up a queued run (ours or anyone's) now rather than at the next sweep.
+      if (this.#accepting) this.#takeOver().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'could not take up queued runs'))
     }).catch(() => {})
     return driver
   }
@@ -541,6 +551,16 @@ export class RunEngine {
     this.#sweeping = true
     const { store, log } = this.#options
     try {
+      if (this.#firstSweep) {
+        this.#firstSweep = false
+        // SQLite is held by this process alone (its file lock): every lease in it belonged to a
+        // process that is gone, so its runs are taken up now rather than when the leases expire.
+        if (store.kind === 'sqlite') {
+          const released = await store.releaseAllLeases()
+          if (released > 0) log.info({ runs: released }, 'releasing the leases of a previous process')
+        }
+      }
+      await this.#takeOver()
       if (this.#drivers.size > 0) {
         for (const id of await store.cancelRequested(this.replicaId)) {
           this.#drivers.get(id)?.stop(new RunStop('cancelled', 'the run was cancelled'))
@@ -557,6 +577,43 @@ export class RunEngine {
       log.warn({ err: { message: (err as Error).message } }, 'sweep failed')
     } finally {
       this.#sweeping = false
+    }
+  }
+
+  /**
+   * Takes up runs nobody drives, as far as this replica has room: queued runs (created at a full
+   * replica, or whose creator died before starting them), and runs whose replica stopped renewing
+   * its lease (died, or stalled). Each resumes from its last stored step.
+   */
+  async #takeOver (): Promise<void> {
+    if (!this.#accepting) return
+    const { store, limits, log } = this.#options
+    const room = Math.min(SWEEP_BATCH, limits.maxRunningRuns - this.#drivers.size)
+    for (const run of await store.claimAbandonedRuns(this.replicaId, limits.leaseMs, room)) {
+      try {
+        const messages = await store.getMessages(run.id)
+        if (run.status === 'queued') {
+          this.#start(run, messages)
+          continue
+        }
+        const resumed = resumedStep(run.steps + 1, await this.#stepEvents(run))
+        this.#start(run, messages, undefined, resumed)
+      } catch (err) {
+        log.error({ err, runId: run.id }, 'could not take a run over; leaving it for another try')
+        await store.releaseRun(run.id, { owner: this.replicaId, token: run.lease_token }).catch(() => {})
+      }
+    }
+  }
+
+  /** The events of the step in progress of a run: all of them, however many pages. */
+  async #stepEvents (run: RunRecord): Promise<EventRecord[]> {
+    const events: EventRecord[] = []
+    let after = run.step_events_after
+    for (;;) {
+      const page = await this.#options.store.listEvents(run.id, after, 1000)
+      events.push(...page)
+      if (page.length < 1000) return events
+      after = page[page.length - 1]!.seq
     }
   }
 
@@ -604,6 +661,37 @@ export class RunEngine {
     // Come back for it on time here; the sweeper would too, on any replica, within a second.
     setTimeout(() => { if (this.#accepting) this.#deliverCallbacks().catch((err) => log.warn({ err }, 'callback delivery failed')) }, delay).unref()
   }
+}
+
+/**
+ * What the stored events say of a step in progress: its model answer if `step.completed` was
+ * stored, the calls with a result (a call cut short by a shutdown or a cancel has none), and the
+ * calls that were sent without one.
+ */
+function resumedStep (step: number, events: readonly EventRecord[]): ResumedStep {
+  const ofStep = events.filter((e) => e.data.step === step)
+  const completed = [...ofStep].reverse().find((e) => e.type === 'step.completed')
+  const results = new Map<string, ToolResultBlockParam>()
+  const sent = new Set<string>()
+  for (const event of ofStep) {
+    const id = event.data.tool_use_id as string
+    if (event.type === 'tool_call.started') sent.add(id)
+    if (event.type === 'tool_call.completed' && event.data.outcome !== 'cancelled') {
+      const content = event.data.content as ToolResultBlockParam['content']
+      results.set(id, event.data.is_error === true
+        ? { type: 'tool_result', tool_use_id: id, content, is_error: true }
+        : { type: 'tool_result', tool_use_id: id, content })
+    }
+  }
+  const inFlight = new Set([...sent].filter((id) => !results.has(id)))
+  if (completed === undefined) return { step, results, inFlight }
+  type Answer = NonNullable<ResumedStep['message']>
+  const message: Answer = {
+    content: completed.data.content as Answer['content'],
+    stop_reason: completed.data.stop_reason as Answer['stop_reason'],
+    usage: completed.data.usage as Answer['usage']
+  }
+  return { step, message, results, inFlight }
 }
 
 function cancelledOutput (toolUseId: string, why: string): ToolResultBlockParam {

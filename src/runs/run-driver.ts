@@ -21,6 +21,20 @@ export interface InitialWrite {
   readonly events: ReadonlyArray<{ type: string, data: Record<string, unknown> }>
 }
 
+/**
+ * What a replica taking over a run found of the step in progress, from its stored events. With
+ * `message` (its `step.completed` was stored), the step resumes after the model call; without,
+ * the model is asked again.
+ */
+export interface ResumedStep {
+  readonly step: number
+  readonly message?: Pick<Message, 'content' | 'stop_reason' | 'usage'>
+  /** Calls with a stored result: never called again. */
+  readonly results: ReadonlyMap<string, ToolResultBlockParam>
+  /** Calls that were sent but have no result: in flight when the replica stopped. */
+  readonly inFlight: ReadonlySet<string>
+}
+
 /** Why a run was stopped from outside its loop; the abort reason of its signal. */
 export class RunStop extends Error {
   override name = 'RunStop'
@@ -77,14 +91,16 @@ export class RunDriver {
   #resolveDone!: (run: RunRecord) => void
   #deadlineTimer: NodeJS.Timeout | undefined
   readonly #initialWrite: InitialWrite | undefined
+  #resumed: ResumedStep | undefined
   readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
 
-  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], initialWrite?: InitialWrite) {
+  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep) {
     this.#deps = deps
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
     this.#initialWrite = initialWrite
+    this.#resumed = resumed
     this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
     setMaxListeners(0, this.#controller.signal)
@@ -120,6 +136,10 @@ export class RunDriver {
         for (const event of events) this.events.emit(event.type, event.data)
         this.#history.push(...messages)
         await this.events.commit({ messages, patch })
+      }
+      if (this.#resumed !== undefined) {
+        this.events.emit('run.resumed', { step: this.#resumed.step, replica: this.#lease.owner, after_model_call: this.#resumed.message !== undefined })
+        this.#log.info({ step: this.#resumed.step }, 'run taken over')
       }
       if (run.status === 'queued') {
         const started: RunPatch = { status: 'running', started_at: Date.now() }
@@ -159,14 +179,19 @@ export class RunDriver {
   /** One model call and its tool calls; answers the stop reason if the run is done. */
   async #step (step: number): Promise<StopReason | 'requires_action' | null> {
     const run = this.events.run
-    this.events.emit('step.started', { step })
     const records = await this.#deps.store.getTools(run.tenant_id, this.#params.tools)
     const tools = new Map(records.map((t) => [t.name, t]))
-    const request = this.#request(records)
-
-    const { message, calls, clientComplete } = await this.#callModel(step, request, tools)
+    const resumed = this.#resumed?.step === step && this.#resumed.message !== undefined ? this.#resumed : undefined
+    this.#resumed = undefined
+    let answer: StepAnswer
+    if (resumed !== undefined) {
+      answer = this.#recover(step, resumed, tools)
+    } else {
+      this.events.emit('step.started', { step })
+      answer = await this.#callModel(step, this.#request(records), tools)
+    }
+    const { message, calls, clientComplete } = answer
     const usage = addUsage(run.usage, message.usage as unknown as Partial<Usage>)
-    this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content })
 
     const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
     const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
@@ -244,7 +269,7 @@ export class RunDriver {
   }
 
   /** The model call of a step, retried on overload and the like; eager dispatch of its tool calls. */
-  async #callModel (step: number, request: ModelRequest, tools: Map<string, ToolRecord>): Promise<{ message: Message, calls: Map<string, Promise<ToolResultBlockParam>>, clientComplete: Set<string> }> {
+  async #callModel (step: number, request: ModelRequest, tools: Map<string, ToolRecord>): Promise<StepAnswer> {
     for (let attempt = 1; ; attempt++) {
       // Each attempt's calls hang off their own signal: if the stream fails halfway, the calls it
       // already started are cancelled with it, and the retry starts from a clean slate.
@@ -278,6 +303,10 @@ export class RunDriver {
             calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
           }
         }, this.#controller.signal)
+        this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content })
+        // Before a held-back call is sent, the message that asked for it is stored: a replica that
+        // takes the run over then knows the call may have been made, and does not ask again.
+        if (deferred.length > 0) await this.events.flush()
         for (const toolUse of deferred) calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
         // Unhook from the run's signal once every call of the step has its result.
         Promise.allSettled(calls.values()).then(attemptLink.dispose, attemptLink.dispose)
@@ -335,7 +364,11 @@ export class RunDriver {
           runDeadline: run.deadline_at,
           signal
         }, {
-          onAttempt: (attempt) => this.events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt }),
+          onAttempt: async (attempt) => {
+            this.events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt })
+            // A side effect is only sent once the record that it may have happened is stored.
+            if (tool.effect === 'side_effecting') await this.events.flush()
+          },
           onRetry: (attempt, failed, durationMs, delayMs) => this.events.emit('tool_call.retrying', {
             step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, error: contentText(failed.content), retry_in_ms: delayMs
           })
@@ -358,10 +391,43 @@ export class RunDriver {
     return toolResult(block.id, outcome.content, outcome.isError)
   }
 
+  /**
+   * The step of a run taken over, after its model call: stored results are used as they are;
+   * calls that were in flight are sent again if their tool is read_only or idempotent (the same
+   * tool_use id, so the same idempotency key), and otherwise answered "outcome unknown"; calls
+   * never sent are sent now.
+   */
+  #recover (step: number, resumed: ResumedStep, tools: Map<string, ToolRecord>): StepAnswer {
+    const message = resumed.message! as Message
+    const dispatcher = new StepDispatcher(this.#params.parallelism, this.#deps.toolConcurrency, this.#controller.signal)
+    const calls = new Map<string, Promise<ToolResultBlockParam>>()
+    const clientComplete = new Set<string>()
+    const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
+    const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
+    for (const [index, toolUse] of toolUses.entries()) {
+      const known = resumed.results.get(toolUse.id)
+      if (known !== undefined) {
+        calls.set(toolUse.id, Promise.resolve(known))
+        continue
+      }
+      if (toolUse === cutOff) continue
+      if (this.#clientTools.has(toolUse.name) && !tools.has(toolUse.name)) {
+        clientComplete.add(toolUse.id)
+        continue
+      }
+      if (resumed.inFlight.has(toolUse.id) && tools.get(toolUse.name)?.effect === 'side_effecting') {
+        calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
+        continue
+      }
+      calls.set(toolUse.id, this.#dispatch(step, { block: toolUse, index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
+    }
+    return { message, calls, clientComplete }
+  }
+
   /** A tool_use answered without a call: unknown tool, invalid input, cut off. */
-  #notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string): ToolResultBlockParam {
+  #notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string, outcome: 'refused' | 'unknown' = 'refused'): ToolResultBlockParam {
     this.events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome: 'refused', content: message
+      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message
     })
     return toolResult(block.id, message, true)
   }
@@ -469,6 +535,14 @@ export class RunDriver {
       this.#log.error({ err: writeError }, 'could not store the end of the run')
     }
   }
+}
+
+/** A step's model answer, with its tool calls under way. */
+interface StepAnswer {
+  readonly message: Message
+  readonly calls: Map<string, Promise<ToolResultBlockParam>>
+  /** Client tool calls whose input was complete. */
+  readonly clientComplete: Set<string>
 }
 
 function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean): ToolResultBlockParam {

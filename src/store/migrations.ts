@@ -105,6 +105,15 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
           updated_at ${big} NOT NULL
         )`
       ]
+    },
+    {
+      version: 3,
+      name: 'where the current step\'s events begin, for resuming a run',
+      statements: [
+        'ALTER TABLE runs ADD COLUMN step_events_after INTEGER NOT NULL DEFAULT 0',
+        // Runs that may need taking over: queued ones, and running ones whose lease may expire.
+        "CREATE INDEX runs_claimable ON runs (created_at) WHERE status IN ('queued', 'running')"
+      ]
     }
   ]
 }

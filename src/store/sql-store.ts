@@ -17,7 +17,7 @@ const RUN_INSERT_COLUMNS = [
   'completed_at', 'deadline_at', 'steps', 'tool_calls_total', 'tool_calls_errors', 'usage', 'output',
   'required_action', 'error', 'message_count', 'event_count', 'idempotency_key', 'request_hash', 'trace_id',
   'lease_owner', 'lease_token', 'lease_expires_at', 'pending_results', 'cancel_requested_at', 'callback_url',
-  'callback_status', 'callback_attempts', 'callback_next_at', 'callback_error'
+  'callback_status', 'callback_attempts', 'callback_next_at', 'callback_error', 'step_events_after'
 ] as const
 
 const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error', 'pending_results'])
@@ -283,6 +283,25 @@ export class SqlStore implements Store {
     return rows.length > 0
   }
 
+  async claimAbandonedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
+    if (limit <= 0) return []
+    const now = Date.now()
+    const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
+    const rows = await this.#db.query(
+      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ? WHERE id IN (
+         SELECT id FROM runs WHERE status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_expires_at < ?)
+         ORDER BY created_at LIMIT ?${lock}
+       ) RETURNING *`,
+      [owner, now + leaseMs, now, limit]
+    )
+    return rows.map(toRunRecord).sort((a, b) => a.created_at - b.created_at)
+  }
+
+  async releaseAllLeases (): Promise<number> {
+    const rows = await this.#db.query('UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL RETURNING id')
+    return rows.length
+  }
+
   async releaseRun (runId: string, lease: Lease): Promise<void> {
     await this.#db.query(
       'UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ?',
@@ -302,9 +321,15 @@ export class SqlStore implements Store {
     }
     sets.push('message_count = message_count + ?')
     params.push(messages.length)
+    const eventCount = events.length > 0 ? events[events.length - 1]!.seq : run.event_count
     if (events.length > 0) {
       sets.push('event_count = ?')
-      params.push(events[events.length - 1]!.seq)
+      params.push(eventCount)
+    }
+    // A write with messages commits a step: the next step's events begin after this one's.
+    if (messages.length > 0) {
+      sets.push('step_events_after = ?')
+      params.push(eventCount)
     }
     // The fence: this UPDATE touches the run only while the writer's lease token is current; then
     // nobody else has written the run since the writer last read it, so its counts are right.
@@ -437,7 +462,8 @@ function toRunRecord (row: Row): RunRecord {
     callback_status: (row.callback_status ?? null) as RunRecord['callback_status'],
     callback_attempts: Number(row.callback_attempts ?? 0),
     callback_next_at: numberOrNull(row.callback_next_at),
-    callback_error: (row.callback_error ?? null) as string | null
+    callback_error: (row.callback_error ?? null) as string | null,
+    step_events_after: Number(row.step_events_after ?? 0)
   }
 }
 

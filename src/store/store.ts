@@ -77,6 +77,8 @@ export interface RunRecord {
   /** When the next delivery attempt is due (or, while one is under way, until when it is claimed). */
   readonly callback_next_at: number | null
   readonly callback_error: string | null
+  /** Events after this number belong to the step in progress (the last step commit's last event). */
+  readonly step_events_after: number
 }
 
 export type CallbackStatus = 'pending' | 'delivered' | 'failed'
@@ -146,7 +148,7 @@ export interface NewRun {
 }
 
 /** What a writer must know of the run it writes: the store trusts these under the lease's fence. */
-export type RunRef = Pick<RunRecord, 'id' | 'tenant_id' | 'message_count'>
+export type RunRef = Pick<RunRecord, 'id' | 'tenant_id' | 'message_count' | 'event_count'>
 
 /** What a run's driver writes at once: a step's messages, the run's new state and events. */
 export interface RunWrite {
@@ -200,6 +202,17 @@ export interface Store {
   renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<Array<{ id: string, cancelRequested: boolean }>>
   /** Gives a lease up, so that another replica may take the run at once. */
   releaseRun (runId: string, lease: Lease): Promise<void>
+  /**
+   * Takes up to `limit` runs nobody drives: queued ones without a lease, and queued or running
+   * ones whose lease has expired (their replica died, or stalled). Oldest first. Each is claimed
+   * by one replica only (PostgreSQL skips rows another replica is claiming).
+   */
+  claimAbandonedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]>
+  /**
+   * Drops every lease: only for a store no other process can be using (SQLite holds its file
+   * exclusively), at start-up, so that a restart resumes at once what the dead process held.
+   */
+  releaseAllLeases (): Promise<number>
   /**
    * Takes a run out of `requires_action` (status `running`, lease held by `owner`), for the one
    * caller that gets there first, and only from the wait the caller read (`eventCount` is the

@@ -56,8 +56,8 @@ type PostResult =
   | { kind: 'failed', error: unknown }
 
 export interface CallHooks {
-  /** An attempt is about to be sent. */
-  onAttempt?: (attempt: number) => void
+  /** An attempt is about to be sent; a promise it returns is awaited first (to store the fact). */
+  onAttempt?: (attempt: number) => void | Promise<void>
   /** An attempt failed and another will follow after `delayMs`. */
   onRetry?: (attempt: number, outcome: ToolOutcome, durationMs: number, delayMs: number) => void
 }
@@ -125,7 +125,7 @@ export class WebhookClient {
     let attempt = 0
     for (;;) {
       attempt++
-      hooks.onAttempt?.(attempt)
+      await hooks.onAttempt?.(attempt)
       const started = Date.now()
       const outcome = await this.attempt(tool, input, context, attempt)
       const retryable = outcome.retry === 'any-tool' || (outcome.retry === 'idempotent-only' && tool.effect !== 'side_effecting')

@@ -63,6 +63,7 @@ function newRun (tenant: string, overrides: Partial<RunRecord> = {}, leaseOwner:
       callback_attempts: 0,
       callback_next_at: null,
       callback_error: null,
+      step_events_after: 0,
       ...overrides
     },
     messages: [{ role: 'user', content: 'hello' }],
