@@ -17,6 +17,7 @@ export default fp(async function storePlugin (app: FastifyInstance, options: { s
   const store = options.store ?? await createStore({
     databaseUrl: app.config.DATABASE_URL,
     dataDir: app.config.DATA_DIR,
+    leaseMs: app.config.RUN_LEASE_MS,
     log: app.log
   })
   app.decorate('store', store)

@@ -67,6 +67,8 @@ const SWEEP_BATCH = 100
 /** Beyond an attempt's timeout, how long a callback being delivered stays claimed by one replica. */
 const CALLBACK_CLAIM_MARGIN_MS = 30_000
 const CALLBACK_BACKOFF_CAP_MS = 3_600_000
+/** Takeovers of one run that may fail on one replica before it fails the run. */
+const MAX_TAKEOVER_FAILURES = 3
 
 /**
  * Starts, drives and reports runs. Each run is driven in this process by a {@link RunDriver}
@@ -89,6 +91,16 @@ export class RunEngine {
   #sweeping = false
   #accepting = true
   #firstSweep = true
+  /** Slots promised to runs being created or taken over, not yet driving: counted against the cap. */
+  #reserved = 0
+  #takingOver: Promise<void> | null = null
+  #takeOverAgain = false
+  /** Takeovers of a run that failed here: after a few, the run is failed rather than retried for ever. */
+  readonly #takeOverFailures = new Map<string, number>()
+  /** When this replica last confirmed its leases. */
+  #renewedAt = Date.now()
+  /** Set when runs were queued here (or a takeover filled every free slot): worth looking again when one ends. */
+  #mayHaveQueued = false
 
   constructor (options: RunEngineOptions) {
     this.#options = options
@@ -179,9 +191,20 @@ export class RunEngine {
       parallelism: body.parallelism ?? 64,
       ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools'])
     }
+    // At capacity, the run waits as `queued`, without a lease, for any replica with room. The slot
+    // is reserved now, before any await, so that concurrent creates cannot overshoot the cap.
+    const drive = this.#drivers.size + this.#reserved < limits.maxRunningRuns
+    if (drive) this.#reserved++
+    try {
+      return await this.#insert(tenantId, body, messages, params, drive, idempotencyKey, requestHash, callbackUrl)
+    } finally {
+      if (drive) this.#reserved--
+    }
+  }
+
+  async #insert (tenantId: string, body: CreateRun, messages: MessageParam[], params: RunParams, drive: boolean, idempotencyKey: string | undefined, requestHash: string | null, callbackUrl: string | null): Promise<{ run: RunRecord, created: boolean }> {
+    const { limits, store } = this.#options
     const now = Date.now()
-    // At capacity, the run waits as `queued`, without a lease, for any replica with room.
-    const drive = this.#drivers.size < limits.maxRunningRuns
     const run: RunRecord = {
       id: newId('run'),
       tenant_id: tenantId,
@@ -193,7 +216,7 @@ export class RunEngine {
       created_at: now,
       started_at: null,
       completed_at: null,
-      deadline_at: now + timeoutMs,
+      deadline_at: now + params.timeout_ms,
       steps: 0,
       tool_calls_total: 0,
       tool_calls_errors: 0,
@@ -209,7 +232,7 @@ export class RunEngine {
       event_count: 1,
       lease_owner: drive ? this.replicaId : null,
       lease_token: drive ? 1 : 0,
-      lease_expires_at: drive ? now + limits.leaseMs : null,
+      lease_expires_at: drive ? now + limits.leaseMs : 0,
       pending_results: null,
       cancel_requested_at: null,
       callback_status: null,
@@ -221,8 +244,9 @@ export class RunEngine {
     const event = { seq: 1, type: 'run.created', at: now, data: toRunObject(run) }
     const { run: stored, created } = await store.createRun({ run, messages, event })
     if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
-    this.#options.log.info({ runId: stored.id, tenantId, tools: toolNames.length, model: stored.model, queued: !drive }, 'run created')
+    this.#options.log.info({ runId: stored.id, tenantId, tools: params.tools.length, model: stored.model, queued: !drive }, 'run created')
     if (drive) this.#start(stored, messages)
+    else this.#mayHaveQueued = true
     return { run: stored, created: true }
   }
 
@@ -324,6 +348,14 @@ export class RunEngine {
           resumed.stop(stop)
           await resumed.done
         }
+      } else if (current.status === 'queued' && current.lease_owner === null) {
+        // Queued with nobody holding it: take it (whatever our room) just to end it.
+        const lease = await this.#options.store.claimRun(runId, this.replicaId, this.#options.limits.leaseMs)
+        if (lease !== null) {
+          const driver = this.#start({ ...current, lease_owner: this.replicaId, lease_token: lease.token }, [])
+          driver.stop(stop)
+          await driver.done
+        }
       } else if (await this.#options.store.requestCancel(tenantId, runId, Date.now()) !== null) {
         // Driven by another replica: it sees the request within a second and cancels.
         await this.waitForEvents(runId, 200)
@@ -397,7 +429,10 @@ export class RunEngine {
   async close (graceMs: number): Promise<void> {
     this.#accepting = false
     await Promise.allSettled([...this.#creating])
+    await this.#takingOver?.catch(() => {})
     const drivers = [...this.#drivers.values()]
+    // Steps in progress may finish; no run starts another (SPEC §7).
+    for (const driver of drivers) driver.drain()
     if (drivers.length > 0) {
       this.#options.log.info({ runs: drivers.length, graceMs }, 'draining runs')
       let timer: NodeJS.Timeout | undefined
@@ -518,8 +553,11 @@ export class RunEngine {
         this.#deliverCallbacks().catch((err) => log.warn({ err }, 'callback delivery failed'))
       }
       this.#wake(run.id)
-      // Room for one more: take up a queued run (ours or anyone's) now rather than at the next sweep.
-      if (this.#accepting) this.#takeOver().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'could not take up queued runs'))
+      // Room for one more: take up a queued run now rather than at the next sweep, if any may wait.
+      if (this.#accepting && this.#mayHaveQueued) {
+        this.#mayHaveQueued = false
+        this.#takeOver().catch((err) => log.warn({ err: { message: (err as Error).message } }, 'could not take up queued runs'))
+      }
     }).catch(() => {})
     return driver
   }
@@ -533,10 +571,17 @@ export class RunEngine {
     const ids = [...this.#drivers.keys()]
     if (ids.length === 0) return
     let held: Map<string, boolean>
+    const asked = Date.now()
     try {
       held = new Map((await this.#options.store.renewLeases(this.replicaId, ids, this.#options.limits.leaseMs)).map((r) => [r.id, r.cancelRequested]))
+      this.#renewedAt = asked
     } catch (err) {
       this.#options.log.warn({ err: { message: (err as Error).message } }, 'could not renew leases')
+      // Unconfirmed for most of a lease: another replica may take these runs any moment now. Stop
+      // driving them before it does, rather than both sending calls.
+      if (Date.now() - this.#renewedAt > this.#options.limits.leaseMs * 0.8) {
+        for (const driver of this.#drivers.values()) driver.stop(new RunStop('lease_lost', 'this replica could not renew its leases'))
+      }
       return
     }
     for (const id of ids) {
@@ -556,7 +601,7 @@ export class RunEngine {
         // SQLite is held by this process alone (its file lock): every lease in it belonged to a
         // process that is gone, so its runs are taken up now rather than when the leases expire.
         if (store.kind === 'sqlite') {
-          const released = await store.releaseAllLeases()
+          const released = await store.releaseAllLeases(this.replicaId)
           if (released > 0) log.info({ runs: released }, 'releasing the leases of a previous process')
         }
       }
@@ -583,26 +628,89 @@ export class RunEngine {
   /**
    * Takes up runs nobody drives, as far as this replica has room: queued runs (created at a full
    * replica, or whose creator died before starting them), and runs whose replica stopped renewing
-   * its lease (died, or stalled). Each resumes from its last stored step.
+   * its lease (died, or stalled). Each resumes from its last stored step. One at a time: a call
+   * made meanwhile runs once more after it.
    */
   async #takeOver (): Promise<void> {
+    if (this.#takingOver !== null) {
+      this.#takeOverAgain = true
+      return await this.#takingOver
+    }
+    this.#takingOver = (async () => {
+      do {
+        this.#takeOverAgain = false
+        await this.#takeOverOnce()
+      } while (this.#takeOverAgain && this.#accepting)
+    })().finally(() => { this.#takingOver = null })
+    return await this.#takingOver
+  }
+
+  async #takeOverOnce (): Promise<void> {
     if (!this.#accepting) return
-    const { store, limits, log } = this.#options
-    const room = Math.min(SWEEP_BATCH, limits.maxRunningRuns - this.#drivers.size)
-    for (const run of await store.claimAbandonedRuns(this.replicaId, limits.leaseMs, room)) {
+    const { store, limits } = this.#options
+    // Runs queued past their deadline are ended whatever the room: they will not run.
+    for (const run of await store.claimExpiredQueuedRuns(this.replicaId, limits.leaseMs, SWEEP_BATCH)) {
+      this.#start(run, []).stop(new RunStop('timeout', `the run reached its timeout of ${(run.params as unknown as RunParams).timeout_ms} ms while queued`))
+    }
+    const room = Math.min(SWEEP_BATCH, limits.maxRunningRuns - this.#drivers.size - this.#reserved)
+    if (room <= 0) return
+    this.#reserved += room
+    let claimed: RunRecord[]
+    try {
+      claimed = await store.claimAbandonedRuns(this.replicaId, limits.leaseMs, room)
+    } finally {
+      this.#reserved -= room
+    }
+    if (claimed.length === room) this.#mayHaveQueued = true
+    for (const run of claimed) {
+      const lease: Lease = { owner: this.replicaId, token: run.lease_token }
       try {
-        const messages = await store.getMessages(run.id)
-        if (run.status === 'queued') {
-          this.#start(run, messages)
+        // Our own run, whose lease ran out while we could not renew it: its old driver stops first.
+        const stale = this.#drivers.get(run.id)
+        if (stale !== undefined) {
+          stale.stop(new RunStop('lease_lost', 'the run was taken over'))
+          await stale.done
+        }
+        if (!this.#accepting) {
+          await store.releaseRun(run.id, lease)
           continue
         }
-        const resumed = resumedStep(run.steps + 1, await this.#stepEvents(run))
+        if (run.required_action !== null) {
+          // Taken out of requires_action by a caller's outputs (or a cancel) whose replica died
+          // before storing them: it waits again, and the caller's retry will be accepted.
+          await store.returnToWaiting(run.id, lease)
+          continue
+        }
+        const messages = await store.getMessages(run.id)
+        const resumed = run.status === 'queued' ? undefined : resumedStep(run.steps + 1, await this.#stepEvents(run))
         this.#start(run, messages, undefined, resumed)
+        this.#takeOverFailures.delete(run.id)
       } catch (err) {
-        log.error({ err, runId: run.id }, 'could not take a run over; leaving it for another try')
-        await store.releaseRun(run.id, { owner: this.replicaId, token: run.lease_token }).catch(() => {})
+        await this.#takeOverFailed(run, lease, err)
       }
     }
+  }
+
+  /**
+   * A run that could not be resumed (its stored state unreadable, say): released for another try,
+   * and after a few tries here, failed, so that it neither loops for ever nor blocks its callers.
+   */
+  async #takeOverFailed (run: RunRecord, lease: Lease, err: unknown): Promise<void> {
+    const { store, log } = this.#options
+    const failures = (this.#takeOverFailures.get(run.id) ?? 0) + 1
+    this.#takeOverFailures.set(run.id, failures)
+    log.error({ err, runId: run.id, failures }, 'could not take a run over')
+    if (failures < MAX_TAKEOVER_FAILURES) {
+      await store.releaseRun(run.id, lease).catch(() => {})
+      return
+    }
+    this.#takeOverFailures.delete(run.id)
+    const now = Date.now()
+    const patch = { status: 'failed' as const, stop_reason: 'error', completed_at: now, error: { code: 'RUN_ERR_INTERNAL', message: 'The run could not be resumed after its replica stopped; the error has been logged.' } }
+    await store.writeRun(run, lease, {
+      patch,
+      events: [{ seq: run.event_count + 1, type: 'run.failed', at: now, data: toRunObject({ ...run, ...patch }) }]
+    }).catch(async () => { await store.releaseRun(run.id, lease).catch(() => {}) })
   }
 
   /** The events of the step in progress of a run: all of them, however many pages. */
@@ -672,10 +780,10 @@ function resumedStep (step: number, events: readonly EventRecord[]): ResumedStep
   const ofStep = events.filter((e) => e.data.step === step)
   const completed = [...ofStep].reverse().find((e) => e.type === 'step.completed')
   const results = new Map<string, ToolResultBlockParam>()
-  const sent = new Set<string>()
+  const sent = new Map<string, { effect: string | undefined }>()
   for (const event of ofStep) {
     const id = event.data.tool_use_id as string
-    if (event.type === 'tool_call.started') sent.add(id)
+    if (event.type === 'tool_call.started') sent.set(id, { effect: event.data.effect as string | undefined })
     if (event.type === 'tool_call.completed' && event.data.outcome !== 'cancelled') {
       const content = event.data.content as ToolResultBlockParam['content']
       results.set(id, event.data.is_error === true
@@ -683,15 +791,16 @@ function resumedStep (step: number, events: readonly EventRecord[]): ResumedStep
         : { type: 'tool_result', tool_use_id: id, content })
     }
   }
-  const inFlight = new Set([...sent].filter((id) => !results.has(id)))
-  if (completed === undefined) return { step, results, inFlight }
+  const inFlight = new Map([...sent].filter(([id]) => !results.has(id)))
+  if (completed === undefined) return { step, results, inFlight, incomplete: null }
+  const incomplete = Array.isArray(completed.data.incomplete) ? new Set(completed.data.incomplete as string[]) : null
   type Answer = NonNullable<ResumedStep['message']>
   const message: Answer = {
     content: completed.data.content as Answer['content'],
     stop_reason: completed.data.stop_reason as Answer['stop_reason'],
     usage: completed.data.usage as Answer['usage']
   }
-  return { step, message, results, inFlight }
+  return { step, message, results, inFlight, incomplete }
 }
 
 function cancelledOutput (toolUseId: string, why: string): ToolResultBlockParam {

@@ -32,7 +32,9 @@ export interface ResumedStep {
   /** Calls with a stored result: never called again. */
   readonly results: ReadonlyMap<string, ToolResultBlockParam>
   /** Calls that were sent but have no result: in flight when the replica stopped. */
-  readonly inFlight: ReadonlySet<string>
+  readonly inFlight: ReadonlyMap<string, { effect: string | undefined }>
+  /** tool_use blocks whose input was incomplete (never sent); null when the event did not say. */
+  readonly incomplete: ReadonlySet<string> | null
 }
 
 /** Why a run was stopped from outside its loop; the abort reason of its signal. */
@@ -118,6 +120,16 @@ export class RunDriver {
     return this.#controller.signal
   }
 
+  #draining = false
+
+  /**
+   * Shutdown has begun: let the step in progress finish and be stored, then hand the run back
+   * rather than start another step (SPEC §7).
+   */
+  drain (): void {
+    this.#draining = true
+  }
+
   /** Stops the run from outside: everything in flight is aborted at once. */
   stop (reason: RunStop): void {
     if (!this.#controller.signal.aborted) this.#controller.abort(reason)
@@ -141,7 +153,7 @@ export class RunDriver {
         this.events.emit('run.resumed', { step: this.#resumed.step, replica: this.#lease.owner, after_model_call: this.#resumed.message !== undefined })
         this.#log.info({ step: this.#resumed.step }, 'run taken over')
       }
-      if (run.status === 'queued') {
+      if (run.status === 'queued' && !this.#controller.signal.aborted) {
         const started: RunPatch = { status: 'running', started_at: Date.now() }
         this.events.emit('run.started', toRunObject({ ...run, ...started }))
         await this.events.commit({ patch: started })
@@ -165,6 +177,7 @@ export class RunDriver {
         await this.#finish('completed', 'max_steps')
         return
       }
+      if (this.#draining && this.events.run.steps > 0) throw new RunStop('shutdown', 'this replica is shutting down')
       const step = this.events.run.steps + 1
       const stop = await this.#step(step)
       if (stop === 'requires_action') return
@@ -179,7 +192,7 @@ export class RunDriver {
   /** One model call and its tool calls; answers the stop reason if the run is done. */
   async #step (step: number): Promise<StopReason | 'requires_action' | null> {
     const run = this.events.run
-    const records = await this.#deps.store.getTools(run.tenant_id, this.#params.tools)
+    const records = await withRetries(async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), this.#controller.signal)
     const tools = new Map(records.map((t) => [t.name, t]))
     const resumed = this.#resumed?.step === step && this.#resumed.message !== undefined ? this.#resumed : undefined
     this.#resumed = undefined
@@ -284,11 +297,15 @@ export class RunDriver {
       const deferred: CompletedToolUse[] = []
       let deferredSerial = false
       const clientComplete = new Set<string>()
+      const incomplete = new Set<string>()
       try {
         const message = await this.#deps.model.stream(request, {
           onText: (text) => this.events.emitDelta(step, text),
           onToolUse: (toolUse) => {
-            if (!toolUse.inputComplete) return
+            if (!toolUse.inputComplete) {
+              incomplete.add(toolUse.block.id)
+              return
+            }
             if (this.#clientTools.has(toolUse.block.name) && !tools.has(toolUse.block.name)) {
               clientComplete.add(toolUse.block.id)
               return
@@ -303,7 +320,9 @@ export class RunDriver {
             calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
           }
         }, this.#controller.signal)
-        this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content })
+        // `incomplete`: tool_use blocks whose input was cut or broken, never sent: what a replica
+        // resuming the step must not send either.
+        this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content, incomplete: [...incomplete] })
         // Before a held-back call is sent, the message that asked for it is stored: a replica that
         // takes the run over then knows the call may have been made, and does not ask again.
         if (deferred.length > 0) await this.events.flush()
@@ -365,7 +384,7 @@ export class RunDriver {
           signal
         }, {
           onAttempt: async (attempt) => {
-            this.events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt })
+            this.events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect })
             // A side effect is only sent once the record that it may have happened is stored.
             if (tool.effect === 'side_effecting') await this.events.flush()
           },
@@ -403,19 +422,23 @@ export class RunDriver {
     const calls = new Map<string, Promise<ToolResultBlockParam>>()
     const clientComplete = new Set<string>()
     const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
-    const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
+    // Which blocks were never complete: as the step said; for events of before it said, the last
+    // block of a max_tokens message.
+    const incomplete = resumed.incomplete ?? new Set(message.stop_reason === 'max_tokens' && toolUses.length > 0 ? [toolUses[toolUses.length - 1]!.id] : [])
     for (const [index, toolUse] of toolUses.entries()) {
       const known = resumed.results.get(toolUse.id)
       if (known !== undefined) {
         calls.set(toolUse.id, Promise.resolve(known))
         continue
       }
-      if (toolUse === cutOff) continue
+      const inFlight = resumed.inFlight.get(toolUse.id)
+      if (inFlight === undefined && incomplete.has(toolUse.id)) continue
       if (this.#clientTools.has(toolUse.name) && !tools.has(toolUse.name)) {
         clientComplete.add(toolUse.id)
         continue
       }
-      if (resumed.inFlight.has(toolUse.id) && tools.get(toolUse.name)?.effect === 'side_effecting') {
+      // The effect the call was sent with, not the tool's effect now (it may have been edited).
+      if (inFlight !== undefined && (inFlight.effect ?? tools.get(toolUse.name)?.effect ?? 'side_effecting') === 'side_effecting') {
         calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
         continue
       }
@@ -543,6 +566,21 @@ interface StepAnswer {
   readonly calls: Map<string, Promise<ToolResultBlockParam>>
   /** Client tool calls whose input was complete. */
   readonly clientComplete: Set<string>
+}
+
+// A read that fails (a database failing over, say) is retried as writes are, for about half a minute.
+const READ_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
+
+async function withRetries<T> (read: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await read()
+    } catch (err) {
+      const delay = READ_RETRY_DELAYS_MS[attempt]
+      if (delay === undefined || signal.aborted) throw err
+      await sleep(delay, undefined, { signal })
+    }
+  }
 }
 
 function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean): ToolResultBlockParam {

@@ -12,6 +12,8 @@ export interface StoreOptions {
   readonly databaseUrl?: string | undefined
   readonly dataDir: string
   readonly log: Log
+  /** The run lease: PostgreSQL ends a transaction left idle for a third of it. */
+  readonly leaseMs?: number
 }
 
 /** Opens the configured storage and brings its schema up to date. */
@@ -20,6 +22,7 @@ export async function createStore (options: StoreOptions): Promise<Store> {
   const driver = postgres
     ? openPostgres({
       connectionString: options.databaseUrl!,
+      idleInTransactionMs: Math.max(1000, Math.min(5000, Math.floor((options.leaseMs ?? 15_000) / 3))),
       onError: (err) => options.log.warn({ err: { message: err.message } }, 'idle PostgreSQL connection failed')
     })
     : openSqlite(options.dataDir)

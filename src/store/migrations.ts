@@ -111,8 +111,8 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
       name: 'where the current step\'s events begin, for resuming a run',
       statements: [
         'ALTER TABLE runs ADD COLUMN step_events_after INTEGER NOT NULL DEFAULT 0',
-        // Runs that may need taking over: queued ones, and running ones whose lease may expire.
-        "CREATE INDEX runs_claimable ON runs (created_at) WHERE status IN ('queued', 'running')"
+        // A run nobody holds has lease_expires_at 0, not null: "expired" is then one range scan.
+        'UPDATE runs SET lease_expires_at = 0 WHERE lease_expires_at IS NULL'
       ]
     }
   ]

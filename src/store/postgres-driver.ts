@@ -20,6 +20,12 @@ const MIGRATION_LOCK = 7_403_112_001
 export interface PostgresOptions {
   readonly connectionString: string
   readonly maxConnections?: number
+  /**
+   * A session idle inside a transaction longer than this is ended by the server, releasing its
+   * locks: a replica frozen mid-write (a paused VM, a long GC) must not block the takeover of its
+   * runs. Keep it well under the lease.
+   */
+  readonly idleInTransactionMs?: number
   /** Called when an idle pooled connection fails (the server restarted, say). */
   readonly onError?: (err: Error) => void
 }
@@ -32,6 +38,9 @@ export function openPostgres (options: PostgresOptions): SqlDriver {
     types,
     // A statement that hangs (a lock held by a dead session, say) must not hang a run for ever.
     statement_timeout: 30_000,
+    // A write waits at most this long for a row lock (then it is retried), never indefinitely.
+    lock_timeout: 5_000,
+    idle_in_transaction_session_timeout: options.idleInTransactionMs ?? 5_000,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     application_name: 'switchboard'

@@ -7,6 +7,9 @@ import {
   type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunRef, type RunWrite, type SigningSecret, type Store, type ToolRecord
 } from './store.js'
 
+// SQLite: milliseconds since the epoch from its own clock (the only process using the file).
+const CAST_NOW_SQLITE = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
 const TOOL_COLUMNS = [
   'tenant_id', 'name', 'description', 'input_schema', 'url', 'headers', 'timeout_ms', 'effect', 'parallel',
   'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at'
@@ -33,10 +36,17 @@ const INSERT_CHUNK = 500
 export class SqlStore implements Store {
   readonly kind: 'sqlite' | 'postgres'
   readonly #db: SqlDriver
+  /**
+   * "Now" in SQL, in ms, for leases. PostgreSQL's clock is the one every replica shares, so a
+   * replica whose own clock runs ahead cannot take live runs; SQLite has one process, whose clock
+   * it is.
+   */
+  readonly #now: string
 
   constructor (driver: SqlDriver) {
     this.#db = driver
     this.kind = driver.dialect
+    this.#now = driver.dialect === 'postgres' ? 'CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)' : CAST_NOW_SQLITE
   }
 
   async ping (): Promise<void> {
@@ -116,11 +126,13 @@ export class SqlStore implements Store {
         params: RUN_INSERT_COLUMNS.map((c) => runValue(c, run[c]))
       },
       ...messageInserts(run.id, run.tenant_id, 0, messages),
-      ...eventInserts(run.id, run.tenant_id, [event])
+      ...eventInserts(run.id, run.tenant_id, [event]),
+      // The creator's lease, on the clock the other replicas judge it by.
+      ...(run.lease_owner === null ? [] : [{ sql: `UPDATE runs SET lease_expires_at = ${this.#now} + ? WHERE id = ?`, params: [Math.max(0, (run.lease_expires_at ?? 0) - run.created_at), run.id] }])
     ]
     try {
-      const [rows] = await this.#db.batch(statements)
-      return { run: toRunRecord(rows![0]!), created: true }
+      const results = await this.#db.batch(statements)
+      return { run: toRunRecord(results[0]![0]!), created: true }
     } catch (err) {
       if (run.idempotency_key === null || !isUniqueViolation(err)) throw err
       const existing = await this.getRunByIdempotencyKey(run.tenant_id, run.idempotency_key)
@@ -186,37 +198,41 @@ export class SqlStore implements Store {
   // ---- leases and the driver's writes ----
 
   async claimRun (runId: string, owner: string, leaseMs: number): Promise<Lease | null> {
-    const now = Date.now()
     const [row] = await this.#db.query(
-      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
-       WHERE id = ? AND status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_expires_at < ?)
+      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ?
+       WHERE id = ? AND status IN ('queued', 'running') AND lease_expires_at < ${this.#now}
        RETURNING lease_token`,
-      [owner, now + leaseMs, runId, now]
+      [owner, leaseMs, runId]
     )
     return row === undefined ? null : { owner, token: Number(row.lease_token) }
   }
 
   async renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<Array<{ id: string, cancelRequested: boolean }>> {
     if (runIds.length === 0) return []
-    const rows = await this.#db.query(
-      `UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? AND id IN (${placeholders(runIds.length)}) RETURNING id, cancel_requested_at`,
-      [Date.now() + leaseMs, owner, ...runIds]
-    )
-    return rows.map((r) => ({ id: r.id as string, cancelRequested: r.cancel_requested_at !== null }))
+    // In chunks: one bound parameter per run, and databases cap how many a statement may have.
+    const held: Array<{ id: string, cancelRequested: boolean }> = []
+    for (const chunk of chunks(runIds)) {
+      const rows = await this.#db.query(
+        `UPDATE runs SET lease_expires_at = ${this.#now} + ? WHERE lease_owner = ? AND id IN (${placeholders(chunk.length)}) RETURNING id, cancel_requested_at`,
+        [leaseMs, owner, ...chunk]
+      )
+      held.push(...rows.map((r) => ({ id: r.id as string, cancelRequested: r.cancel_requested_at !== null })))
+    }
+    return held
   }
 
   async resumeWaitingRun (runId: string, eventCount: number, owner: string, leaseMs: number): Promise<RunRecord | null> {
     const [row] = await this.#db.query(
-      `UPDATE runs SET status = 'running', lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ?
+      `UPDATE runs SET status = 'running', lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ?
        WHERE id = ? AND status = 'requires_action' AND event_count = ? RETURNING *`,
-      [owner, Date.now() + leaseMs, runId, eventCount]
+      [owner, leaseMs, runId, eventCount]
     )
     return row === undefined ? null : toRunRecord(row)
   }
 
   async returnToWaiting (runId: string, lease: Lease): Promise<void> {
     await this.#db.query(
-      "UPDATE runs SET status = 'requires_action', lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ?",
+      "UPDATE runs SET status = 'requires_action', lease_owner = NULL, lease_expires_at = 0 WHERE id = ? AND lease_token = ?",
       [runId, lease.token]
     )
   }
@@ -285,26 +301,42 @@ export class SqlStore implements Store {
 
   async claimAbandonedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
     if (limit <= 0) return []
-    const now = Date.now()
     const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
+    // Runs nobody holds have lease_expires_at 0, so that this is a range scan of the runs_active
+    // index over expired leases only, however many runs are live.
     const rows = await this.#db.query(
-      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ? WHERE id IN (
-         SELECT id FROM runs WHERE status IN ('queued', 'running') AND (lease_owner IS NULL OR lease_expires_at < ?)
-         ORDER BY created_at LIMIT ?${lock}
+      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ? WHERE id IN (
+         SELECT id FROM runs WHERE status IN ('queued', 'running') AND lease_expires_at < ${this.#now}
+         ORDER BY lease_expires_at LIMIT ?${lock}
        ) RETURNING *`,
-      [owner, now + leaseMs, now, limit]
+      [owner, leaseMs, limit]
     )
     return rows.map(toRunRecord).sort((a, b) => a.created_at - b.created_at)
   }
 
-  async releaseAllLeases (): Promise<number> {
-    const rows = await this.#db.query('UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL RETURNING id')
+  async claimExpiredQueuedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
+    const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
+    const rows = await this.#db.query(
+      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ? WHERE id IN (
+         SELECT id FROM runs WHERE status = 'queued' AND lease_expires_at < ${this.#now} AND deadline_at < ${this.#now}
+         ORDER BY lease_expires_at LIMIT ?${lock}
+       ) RETURNING *`,
+      [owner, leaseMs, limit]
+    )
+    return rows.map(toRunRecord)
+  }
+
+  async releaseAllLeases (except: string): Promise<number> {
+    const rows = await this.#db.query(
+      "UPDATE runs SET lease_owner = NULL, lease_expires_at = 0 WHERE lease_owner IS NOT NULL AND lease_owner <> ? AND status IN ('queued', 'running') RETURNING id",
+      [except]
+    )
     return rows.length
   }
 
   async releaseRun (runId: string, lease: Lease): Promise<void> {
     await this.#db.query(
-      'UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ?',
+      'UPDATE runs SET lease_owner = NULL, lease_expires_at = 0 WHERE id = ? AND lease_token = ?',
       [runId, lease.token]
     )
   }

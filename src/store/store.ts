@@ -208,11 +208,13 @@ export interface Store {
    * by one replica only (PostgreSQL skips rows another replica is claiming).
    */
   claimAbandonedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]>
+  /** Takes queued runs nobody holds whose deadline has passed, to end them. */
+  claimExpiredQueuedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]>
   /**
-   * Drops every lease: only for a store no other process can be using (SQLite holds its file
-   * exclusively), at start-up, so that a restart resumes at once what the dead process held.
+   * Drops every lease but `except`'s: only for a store no other process can be using (SQLite holds
+   * its file exclusively), at start-up, so that a restart resumes at once what the dead one held.
    */
-  releaseAllLeases (): Promise<number>
+  releaseAllLeases (except: string): Promise<number>
   /**
    * Takes a run out of `requires_action` (status `running`, lease held by `owner`), for the one
    * caller that gets there first, and only from the wait the caller read (`eventCount` is the

@@ -74,8 +74,11 @@ const BACKOFF_CAP_MS = 10_000
 // How long the TCP (and TLS) connection may take, within the attempt's own timeout.
 const CONNECT_TIMEOUT_MS = 10_000
 
-const BEFORE_SEND = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'ENETUNREACH', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
-const AFTER_SEND = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED'])
+// Failures that can only happen before a request is written: safe to retry for every tool.
+const BEFORE_SEND = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'UND_ERR_CONNECT_TIMEOUT'])
+// Failures that may come after it was written (on a reused connection, a network that went away
+// mid-request): retried only for tools that may be called twice.
+const AFTER_SEND = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
 const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
 /**
@@ -312,7 +315,10 @@ function describeFailure (subject: string, url: string, timeoutMs: number, err: 
     return errorOutcome('unreachable', `${subject} could not be reached: ${what}`, { retry: 'any-tool' })
   }
   if (AFTER_SEND.has(code)) {
-    return errorOutcome('unreachable', `${subject} closed the connection before answering (connection reset)`, { retry: 'idempotent-only' })
+    const what = code === 'ECONNRESET' || code === 'EPIPE' || code.startsWith('UND_ERR') || code === 'ECONNABORTED'
+      ? 'closed the connection before answering (connection reset)'
+      : `lost the connection before answering (${code})`
+    return errorOutcome('unreachable', `${subject} ${what}`, { retry: 'idempotent-only' })
   }
   if (/^(ERR_TLS|ERR_SSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|HOSTNAME_MISMATCH)/.test(code) || /certificate|tls|ssl/i.test(message)) {
     return errorOutcome('unreachable', `${subject} could not be reached: TLS failure (${code !== '' ? code : message})`)

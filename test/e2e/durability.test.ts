@@ -187,6 +187,28 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
 })
 
 describe('one replica on SQLite', () => {
+  it('answers "outcome unknown" for a complete call in flight in a max_tokens message, not "cut off"', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-restart-'))
+    try {
+      const first = await replica({ DATA_DIR: dataDir })
+      await registerTools(first, 2000)
+      // The message ends at max_tokens, yet its last tool_use is whole: it was sent.
+      model.respond = () => ({ content: [{ type: 'tool_use', name: 'write_slow', input: { q: 'w' } }], stop_reason: 'max_tokens' })
+      const run = await api(first, 'POST', '/runs', { input: 'go', tools: ['write_slow'], background: true })
+      await expect.poll(() => callsOf('write_slow').filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(1)
+      first.child.kill('SIGKILL')
+      await first.exited
+      const second = await replica({ DATA_DIR: dataDir })
+      let done: any
+      await expect.poll(async () => { done = await api(second, 'GET', `/runs/${run.id as string}?include=messages`); return done.status }, { timeout: 30_000 }).toBe('completed')
+      expect(done.stop_reason).toBe('max_tokens')
+      expect(resultText(done.messages.at(-1).content[0])).toBe('outcome unknown: the call was in flight when its replica stopped')
+      expect(callsOf('write_slow')).toHaveLength(1)
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
+
   it('resumes at once, after a restart, the run that was going when the process was killed', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-restart-'))
     try {

@@ -39,16 +39,31 @@ describe('SIGTERM with runs in flight', () => {
     expect(res.status).toBeLessThan(300)
   }
 
-  it('lets a step that ends within the grace period finish, answers its sync caller, and exits 0', async () => {
+  it('lets the step in progress finish and be stored, hands the run back before the next, exits 0; a restart finishes it', async () => {
     const server = await start(10_000)
     await register(server.url, '/delay/1500')
     const pending = fetch(`${server.url}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: 'x', tools: ['slow'] }) })
     await expect.poll(() => tools.callsTo('/delay/1500').length).toBe(1)
     server.child.kill('SIGTERM')
     const res = await pending
-    expect(res.status).toBe(200)
-    expect(await res.json()).toMatchObject({ status: 'completed', output_text: 'finished' })
+    expect(res.status).toBe(503)
+    expect(((await res.json()) as { code: string }).code).toBe('SERVICE_ERR_DRAINING')
+    const location = res.headers.get('location')!
     expect((await server.exited).code).toBe(0)
+    // The step was not cut: its call finished, and its result was stored.
+    const call = tools.callsTo('/delay/1500')[0]!
+    expect(call.aborted).toBe(false)
+    const restarted = await start(10_000)
+    try {
+      await expect.poll(async () => ((await (await fetch(`${restarted.url}${location}`)).json()) as { status: string }).status, { timeout: 15_000 }).toBe('completed')
+      const run = (await (await fetch(`${restarted.url}${location}`)).json()) as { output_text: string, steps: number }
+      expect(run).toMatchObject({ output_text: 'finished', steps: 2 })
+      // Resumed from the stored step: the tool was not called again.
+      expect(tools.callsTo('/delay/1500')).toHaveLength(1)
+    } finally {
+      restarted.child.kill('SIGTERM')
+      await restarted.exited
+    }
   })
 
   it('past the grace period, hands the run back, answers its sync caller 503 with a Location, and still exits 0', async () => {

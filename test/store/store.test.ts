@@ -55,7 +55,7 @@ function newRun (tenant: string, overrides: Partial<RunRecord> = {}, leaseOwner:
       trace_id: 'a'.repeat(32),
       lease_owner: leaseOwner,
       lease_token: leaseOwner === null ? 0 : 1,
-      lease_expires_at: leaseOwner === null ? null : now + 10_000,
+      lease_expires_at: leaseOwner === null ? 0 : now + 10_000,
       pending_results: null,
       cancel_requested_at: null,
       callback_url: null,
@@ -163,7 +163,10 @@ for (const backend of backends) {
         expect(await store.getMessages(run.id)).toEqual([{ role: 'user', content: 'hello' }])
         const events = await store.listEvents(run.id, 0, 10)
         expect(events).toEqual([{ run_id: run.id, seq: 1, type: 'run.created', at: input.event.at, data: { id: run.id } }])
-        expect(await store.getRun('r1', run.id)).toEqual(run)
+        // The lease runs on the database's clock: set in the same transaction, a lease ahead.
+        const read = await store.getRun('r1', run.id)
+        expect({ ...read, lease_expires_at: 0 }).toEqual({ ...run, lease_expires_at: 0 })
+        expect(read!.lease_expires_at).toBeGreaterThan(Date.now() + 5_000)
         expect(await store.getRun('other', run.id)).toBeNull()
       })
 
@@ -211,6 +214,36 @@ for (const backend of backends) {
         })).rejects.toBeInstanceOf(LeaseLostError)
         expect(await store.getMessages(run.id)).toHaveLength(1)
         expect(await store.listEvents(run.id, 0, 10)).toHaveLength(1)
+      })
+
+      it('takes abandoned runs, each once, oldest lease first, and lets a lone process drop stale leases', async () => {
+        const queued = (await store.createRun(newRun('ab', {}, null))).run
+        const stale = (await store.createRun(newRun('ab', {}, null))).run
+        expect(await store.claimRun(stale.id, 'replica-x', 1)).not.toBeNull() // held for a millisecond
+        await new Promise((resolve) => setTimeout(resolve, 10))
+        const live = (await store.createRun(newRun('ab', { lease_expires_at: Date.now() + 60_000 }))).run
+        const taken = await store.claimAbandonedRuns('replica-y', 60_000, 100)
+        const ids = taken.map((r) => r.id)
+        expect(ids).toEqual(expect.arrayContaining([queued.id, stale.id]))
+        expect(ids).not.toContain(live.id)
+        expect(taken.every((r) => r.lease_owner === 'replica-y')).toBe(true)
+        expect((await store.claimAbandonedRuns('replica-z', 60_000, 100)).map((r) => r.id)).not.toContain(queued.id)
+        // Every lease but the caller's own is dropped: those runs are claimable at once.
+        await store.releaseAllLeases('replica-y')
+        expect((await store.getRun('ab', live.id))!.lease_owner).toBeNull()
+        expect((await store.getRun('ab', queued.id))!.lease_owner).toBe('replica-y')
+      })
+
+      it('marks where each step\'s events begin', async () => {
+        const { run } = await store.createRun(newRun('se'))
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        const mid = await store.writeRun(run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }] })
+        expect(mid.step_events_after).toBe(run.step_events_after)
+        const committed = await store.writeRun(mid, lease, {
+          messages: [{ role: 'assistant', content: 'a' }],
+          events: [{ seq: 3, type: 'step.completed', at: 2, data: { step: 1 } }]
+        })
+        expect(committed.step_events_after).toBe(3)
       })
 
       it('lets an expired lease be claimed, and renews live ones', async () => {
