@@ -71,6 +71,15 @@ function bothToolsThenAnswer (): void {
     : { content: [{ type: 'text', text: toolResults(request).map((r) => `${r.is_error === true ? 'ERR' : 'OK'}: ${resultText(r)}`).join(' | ') }] }
 }
 
+/** Starts a run that calls both tools (each taking `delayMs`), once both calls are in flight. */
+async function runWithBothCallsInFlight (server: ServerProcess, delayMs: number): Promise<{ id: string }> {
+  await registerTools(server, delayMs)
+  bothToolsThenAnswer()
+  const run = await api(server, 'POST', '/runs', { input: 'go', tools: ['read_slow', 'write_slow'], background: true })
+  await expect.poll(() => tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
+  return run
+}
+
 async function finished (server: ServerProcess, runId: string): Promise<any> {
   let run: any
   await expect.poll(async () => { run = await api(server, 'GET', `/runs/${runId}?include=messages`); return run.status }, { timeout: 30_000, interval: 200 }).toBe('completed')
@@ -102,11 +111,8 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
   it('another replica finishes a run whose replica was killed in the middle of a step', async () => {
     const a = await replica({ DATABASE_URL: location.databaseUrl! })
     const b = await replica({ DATABASE_URL: location.databaseUrl! })
-    await registerTools(a, 3000)
-    bothToolsThenAnswer()
-    const run = await api(a, 'POST', '/runs', { input: 'go', tools: ['read_slow', 'write_slow'], background: true })
     // Both calls are in flight at the tool server when the replica dies.
-    await expect.poll(() => tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
+    const run = await runWithBothCallsInFlight(a, 3000)
     a.child.kill('SIGKILL')
     await a.exited
     const done = await finished(b, run.id)
@@ -136,10 +142,7 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
   it('on SIGTERM, hands a run that outlasts the grace period to another replica at once, and exits 0', async () => {
     const a = await replica({ DATABASE_URL: location.databaseUrl!, SHUTDOWN_GRACE_MS: '300', RUN_LEASE_MS: '60000' })
     const b = await replica({ DATABASE_URL: location.databaseUrl!, RUN_LEASE_MS: '60000' })
-    await registerTools(a, 3000)
-    bothToolsThenAnswer()
-    const run = await api(a, 'POST', '/runs', { input: 'go', tools: ['read_slow', 'write_slow'], background: true })
-    await expect.poll(() => tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
+    const run = await runWithBothCallsInFlight(a, 3000)
     a.child.kill('SIGTERM')
     expect((await a.exited).code).toBe(0)
     // The lease lasts a minute, yet b takes the run now: a released it.
@@ -151,10 +154,7 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
   it('fences out a replica that stalled: once another took its run, it writes nothing more to it', async () => {
     const a = await replica({ DATABASE_URL: location.databaseUrl! })
     const b = await replica({ DATABASE_URL: location.databaseUrl! })
-    await registerTools(a, 3000)
-    bothToolsThenAnswer()
-    const run = await api(a, 'POST', '/runs', { input: 'go', tools: ['read_slow', 'write_slow'], background: true })
-    await expect.poll(() => tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
+    const run = await runWithBothCallsInFlight(a, 3000)
     // Frozen, not dead: its sockets stay open, its timers stop, its lease runs out.
     a.child.kill('SIGSTOP')
     const done = await finished(b, run.id)
@@ -213,10 +213,7 @@ describe('one replica on SQLite', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-restart-'))
     try {
       const first = await replica({ DATA_DIR: dataDir, RUN_LEASE_MS: '600000' })
-      await registerTools(first, 2000)
-      bothToolsThenAnswer()
-      const run = await api(first, 'POST', '/runs', { input: 'go', tools: ['read_slow', 'write_slow'], background: true })
-      await expect.poll(() => tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
+      const run = await runWithBothCallsInFlight(first, 2000)
       first.child.kill('SIGKILL')
       await first.exited
       // Its lease would last ten minutes: the restart knows it is the only process, and takes the run.
