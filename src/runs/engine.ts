@@ -114,11 +114,6 @@ export class RunEngine {
     setImmediate(() => { this.#sweep().catch(() => {}) })
   }
 
-  /** Runs driven by this process right now. */
-  get activeRuns (): number {
-    return this.#drivers.size
-  }
-
   /**
    * Checks a run request, stores the run (status `queued`, event `run.created`) and starts driving
    * it. With an idempotency key already used for the same request, answers that run instead

@@ -72,9 +72,11 @@ const TERMINAL_STOP_REASONS: Record<string, StopReason> = {
 
 /**
  * Drives one run from its stored state to a final state (SPEC §5): each step calls the model,
- * dispatches each tool_use the moment it is complete in the stream, and stores the assistant
- * message and every result in one transaction. A failing tool is a result; a failing model call is
- * retried; the run's deadline, a cancel or shutdown abort everything in flight at once.
+ * dispatches each read_only or idempotent tool_use the moment it is complete in the stream (a
+ * side_effecting one once the message is complete and stored), and stores the assistant message
+ * and every result in one transaction. A failing tool is a result; a failing model call is
+ * retried; the run's deadline, a cancel or shutdown abort everything in flight at once. A driver
+ * can also take a run over mid-step, from its stored events (see ResumedStep).
  */
 export class RunDriver {
   readonly #deps: DriverDeps
@@ -95,6 +97,8 @@ export class RunDriver {
   readonly #initialWrite: InitialWrite | undefined
   #resumed: ResumedStep | undefined
   readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
+  /** Shutdown has begun: no new step starts. */
+  #draining = false
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep) {
     this.#deps = deps
@@ -111,16 +115,6 @@ export class RunDriver {
     this.events = new EventLog(deps.store, run, lease, this.#log)
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
   }
-
-  get runId (): string {
-    return this.events.run.id
-  }
-
-  get signal (): AbortSignal {
-    return this.#controller.signal
-  }
-
-  #draining = false
 
   /**
    * Shutdown has begun: let the step in progress finish and be stored, then hand the run back
