@@ -46,8 +46,6 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       timeoutMs: config.CALLBACK_TIMEOUT_MS,
       rotationWindowMs: config.SECRET_ROTATION_WINDOW_MS
     },
-    egress: config.egressAllow,
-    resolver: options.resolver,
     modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined
   })
   app.decorate('engine', engine)

@@ -9,9 +9,8 @@ import { FINAL_STATUSES, type CreateRun, type RunParams, type ToolOutputs } from
 import type { EventRecord, Lease, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
 import { hasLoneSurrogate, wellFormed } from '../text.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
-import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from '../tools/egress-guard.js'
-import { activeSecrets, newSigningSecret, parseWebhookUrl, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
-import { capContent, type ToolResultContent } from '../tools/tool-result.js'
+import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
+import { capContent, toolResult, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { RunDriver, RunStop, type InitialWrite, type ResumedStep } from './run-driver.js'
 import { toRunObject } from './run-object.js'
@@ -51,9 +50,6 @@ export interface RunEngineOptions {
   readonly log: Log
   readonly limits: EngineLimits
   readonly callbacks: CallbackLimits
-  /** Where callback URLs may point, as for tools. */
-  readonly egress: EgressAllowList
-  readonly resolver?: Resolver | undefined
   /** False when no API key (nor a base URL of a gateway) is configured: runs are refused. */
   readonly modelConfigured: boolean
   /** This process's name in leases; unique per process. */
@@ -394,9 +390,7 @@ export class RunEngine {
     const resumed = await this.#resumeWaiting(run, (call) => {
       const output = byId.get(call.id)!
       const content = capContent((output.content ?? '') as ToolResultContent, this.#options.limits.maxResultChars)
-      return output.is_error === true
-        ? { type: 'tool_result', tool_use_id: call.id, content, is_error: true }
-        : { type: 'tool_result', tool_use_id: call.id, content }
+      return toolResult(call.id, content, output.is_error === true)
     })
     if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these tool outputs: they were given (or the run was cancelled or ended) meanwhile.`)
     return resumed.events.run
@@ -463,13 +457,7 @@ export class RunEngine {
   }
 
   async #checkCallbackUrl (tenantId: string, value: string): Promise<string> {
-    const url = parseWebhookUrl(value, 'callback_url', 'RUN_ERR_CALLBACK_URL')
-    try {
-      await checkUrlEgress(this.#options.egress, url, this.#options.resolver)
-    } catch (err) {
-      if (err instanceof EgressDeniedError) throw new AppError('RUN_ERR_CALLBACK_URL', `callback_url is refused: ${err.message}.`)
-      throw err
-    }
+    const url = await this.#options.registry.checkWebhookUrl(value, 'callback_url')
     if ((await this.#options.store.getCallbackSecrets(tenantId)) === null) {
       throw new AppError('RUN_ERR_NO_CALLBACK_SECRET', 'Callbacks are signed with your callback secret, and you have none yet: make it with POST /callbacks/rotate-secret (once), then retry.')
     }
@@ -739,7 +727,7 @@ export class RunEngine {
 
   async #deliverCallback (run: RunRecord, claimedUntil: number): Promise<void> {
     const { store, webhooks, callbacks, log } = this.#options
-    const secrets = activeSecrets({ signing_secrets: await store.getCallbackSecrets(run.tenant_id) ?? [] }, Date.now())
+    const secrets = activeSecrets(await store.getCallbackSecrets(run.tenant_id) ?? [], Date.now())
     const attempts = run.callback_attempts + 1
     const result = await webhooks.deliver(run.callback_url!, JSON.stringify(toRunObject(run)), { messageId: `${run.id}:callback`, secrets, timeoutMs: callbacks.timeoutMs, signal: this.#closing.signal })
     if (result.ok) {
@@ -780,10 +768,7 @@ function resumedStep (step: number, events: readonly EventRecord[]): ResumedStep
     const id = event.data.tool_use_id as string
     if (event.type === 'tool_call.started') sent.set(id, { effect: event.data.effect as string | undefined })
     if (event.type === 'tool_call.completed' && event.data.outcome !== 'cancelled') {
-      const content = event.data.content as ToolResultBlockParam['content']
-      results.set(id, event.data.is_error === true
-        ? { type: 'tool_result', tool_use_id: id, content, is_error: true }
-        : { type: 'tool_result', tool_use_id: id, content })
+      results.set(id, toolResult(id, event.data.content as ToolResultContent, event.data.is_error === true))
     }
   }
   const inFlight = new Map([...sent].filter(([id]) => !results.has(id)))
@@ -799,7 +784,7 @@ function resumedStep (step: number, events: readonly EventRecord[]): ResumedStep
 }
 
 function cancelledOutput (toolUseId: string, why: string): ToolResultBlockParam {
-  return { type: 'tool_result', tool_use_id: toolUseId, content: `Not answered: ${why}.`, is_error: true }
+  return toolResult(toolUseId, `Not answered: ${why}.`, true)
 }
 
 /** A digest of a request's body, the same for the same JSON whatever the order of its keys. */

@@ -2,9 +2,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Log } from '../logger.js'
 import { LeaseLostError, type EventRecord, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store } from '../store/index.js'
 
-// A failed write is retried for about half a minute (a database restarting, a pool momentarily
-// exhausted) before the log gives up; the events wait in memory meanwhile, in order.
-const WRITE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
+/**
+ * A failed storage write (or a read a run needs) is retried for about half a minute (a database
+ * restarting, a pool momentarily exhausted) before the run gives up; events wait in memory meanwhile.
+ */
+export const STORAGE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
 
 export type EventListener = (events: readonly EventRecord[]) => void
 
@@ -124,7 +126,7 @@ export class EventLog {
             break
           }
         }
-        const delay = WRITE_RETRY_DELAYS_MS[attempt]
+        const delay = STORAGE_RETRY_DELAYS_MS[attempt]
         if (err instanceof LeaseLostError || delay === undefined) {
           this.#failure = err instanceof Error ? err : new Error(String(err))
           this.#pending = [...events, ...this.#pending]

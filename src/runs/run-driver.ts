@@ -8,10 +8,10 @@ import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
 import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type Store, type ToolRecord, type Usage } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
-import { errorOutcome, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
+import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { linkedController } from '../abort.js'
-import { EventLog } from './event-log.js'
+import { EventLog, STORAGE_RETRY_DELAYS_MS } from './event-log.js'
 import { toRunObject } from './run-object.js'
 
 /** What a resumed run stores before its next step: the caller's outputs, with their events. */
@@ -562,23 +562,17 @@ interface StepAnswer {
   readonly clientComplete: Set<string>
 }
 
-// A read that fails (a database failing over, say) is retried as writes are, for about half a minute.
-const READ_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
-
+/** A read that fails (a database failing over, say) is retried as the run's writes are. */
 async function withRetries<T> (read: () => Promise<T>, signal: AbortSignal): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await read()
     } catch (err) {
-      const delay = READ_RETRY_DELAYS_MS[attempt]
+      const delay = STORAGE_RETRY_DELAYS_MS[attempt]
       if (delay === undefined || signal.aborted) throw err
       await sleep(delay, undefined, { signal })
     }
   }
-}
-
-function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean): ToolResultBlockParam {
-  return isError ? { type: 'tool_result', tool_use_id: toolUseId, content, is_error: true } : { type: 'tool_result', tool_use_id: toolUseId, content }
 }
 
 function contentText (content: ToolResultContent): string {

@@ -14,6 +14,12 @@ const RESERVED_HEADERS = new Set([
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
+// How a refused webhook URL is reported, by the field it came in.
+const URL_REFUSALS = {
+  url: { invalid: 'TOOL_ERR_INVALID_URL', denied: 'TOOL_ERR_URL_NOT_ALLOWED', hint: ' To allow a private or loopback host, list it in TOOL_EGRESS_ALLOW.' },
+  callback_url: { invalid: 'RUN_ERR_CALLBACK_URL', denied: 'RUN_ERR_CALLBACK_URL', hint: '' }
+} as const
+
 /** A Standard Webhooks secret: `whsec_` then base64 of 32 random bytes. */
 export function newSigningSecret (): string {
   return `whsec_${randomSecret(32)}`
@@ -31,8 +37,8 @@ export function rotatedSecrets (current: readonly SigningSecret[], fresh: string
 }
 
 /** The secrets that sign calls now: the current one, and the previous one during its rotation window. */
-export function activeSecrets (tool: Pick<ToolRecord, 'signing_secrets'>, now: number): string[] {
-  return tool.signing_secrets.filter((s) => s.expires_at === null || s.expires_at > now).map((s) => s.secret)
+export function activeSecrets (secrets: readonly SigningSecret[], now: number): string[] {
+  return secrets.filter((s) => s.expires_at === null || s.expires_at > now).map((s) => s.secret)
 }
 
 export interface ToolRegistryOptions {
@@ -125,6 +131,23 @@ export class ToolRegistry {
     }
   }
 
+  /**
+   * A webhook URL as given by a caller (a tool's `url`, a run's `callback_url`): absolute, http or
+   * https, without credentials (URLs are shown back), and allowed by the egress policy. Refusals
+   * name `field`, with that field's error codes.
+   */
+  async checkWebhookUrl (value: string, field: keyof typeof URL_REFUSALS): Promise<URL> {
+    const refusal = URL_REFUSALS[field]
+    const url = parseWebhookUrl(value, field, refusal.invalid)
+    try {
+      await checkUrlEgress(this.#egress, url, this.#resolver)
+    } catch (err) {
+      if (err instanceof EgressDeniedError) throw new AppError(refusal.denied, `${field} is refused: ${err.message}.${refusal.hint}`)
+      throw err
+    }
+    return url
+  }
+
   /** Checks a schema that is not a registered tool's (a run's client tool), without caching it. */
   compileSchema (schema: Record<string, unknown>): (input: unknown) => string | null {
     return this.#validators.compile(schema)
@@ -143,15 +166,7 @@ export class ToolRegistry {
       if (err instanceof InvalidInputSchemaError) throw new AppError('TOOL_ERR_INVALID_SCHEMA', err.message)
       throw err
     }
-    const url = parseWebhookUrl(definition.url, 'url', 'TOOL_ERR_INVALID_URL')
-    try {
-      await checkUrlEgress(this.#egress, url, this.#resolver)
-    } catch (err) {
-      if (err instanceof EgressDeniedError) {
-        throw new AppError('TOOL_ERR_URL_NOT_ALLOWED', `url is refused: ${err.message}. To allow a private or loopback host, list it in TOOL_EGRESS_ALLOW.`)
-      }
-      throw err
-    }
+    const url = await this.checkWebhookUrl(definition.url, 'url')
     const headers = definition.headers ?? {}
     for (const [header, value] of Object.entries(headers)) {
       if (!HEADER_NAME.test(header)) {
@@ -186,11 +201,7 @@ export class ToolRegistry {
   }
 }
 
-/**
- * A webhook URL as given by a caller (a tool's `url`, a run's `callback_url`): absolute, http or
- * https, without credentials (URLs are shown back). Refusals carry `code` and name `field`.
- */
-export function parseWebhookUrl (value: string, field: string, code: 'TOOL_ERR_INVALID_URL' | 'RUN_ERR_CALLBACK_URL'): URL {
+function parseWebhookUrl (value: string, field: string, code: 'TOOL_ERR_INVALID_URL' | 'RUN_ERR_CALLBACK_URL'): URL {
   let url: URL
   try {
     url = new URL(value)

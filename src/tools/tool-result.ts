@@ -1,4 +1,4 @@
-import type { ImageBlockParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
+import type { ImageBlockParam, TextBlockParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { cutText, wellFormed } from '../text.js'
 
 /** What a tool_result carries to the model. */
@@ -36,6 +36,11 @@ export interface ResultLimits {
 const BODY_PREVIEW_CHARS = 500
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
 const RETRYABLE_STATUSES = new Set([408, 429, 502, 503, 504])
+
+/** The tool_result block for a call; `is_error` is only written when true, as the model API shows it. */
+export function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean): ToolResultBlockParam {
+  return isError ? { type: 'tool_result', tool_use_id: toolUseId, content, is_error: true } : { type: 'tool_result', tool_use_id: toolUseId, content }
+}
 
 /** An outcome that is an error, with its message as the content. */
 export function errorOutcome (kind: OutcomeKind, message: string, options: { status?: number | null, retry?: Retryability, retryAfterMs?: number | undefined } = {}): ToolOutcome {

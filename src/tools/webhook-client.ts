@@ -161,7 +161,7 @@ export class WebhookClient {
       url: tool.url,
       payload,
       messageId: `${context.runId}:${context.toolUseId}`,
-      secrets: activeSecrets(tool, now),
+      secrets: activeSecrets(tool.signing_secrets, now),
       headers: { ...tool.headers, traceparent: `00-${context.traceId}-${randomBytes(8).toString('hex')}-01` },
       timeoutMs: tool.timeout_ms,
       // When the run's deadline comes first, it is the run that stops the call (with its reason),
