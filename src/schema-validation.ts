@@ -23,10 +23,10 @@ export interface ValidationIssue {
 }
 
 /** `/messages/0/role` under `body` → `body.messages[0].role`. */
-function fieldPath (root: string, instancePath: string): string {
+export function fieldPath (root: string, instancePath: string): string {
   return root + instancePath.split('/').slice(1).map((part) => {
     const key = part.replace(/~1/g, '/').replace(/~0/g, '~')
-    return /^\d+$/.test(key) ? `[${key}]` : /^[A-Za-z_][\w]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
+    return /^\d+$/.test(key) ? `[${key}]` : /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
   }).join('')
 }
 

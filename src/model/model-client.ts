@@ -29,10 +29,8 @@ export class ModelCallError extends Error {
 export interface ModelClientOptions {
   readonly apiKey: string | undefined
   readonly baseURL: string | undefined
-  /** The longest one model call may take before it is abandoned (and retried). */
-  readonly timeoutMs?: number
   /** The longest a stream may send nothing (no event) before it is abandoned (and retried). */
-  readonly idleTimeoutMs?: number
+  readonly idleTimeoutMs: number
 }
 
 /**
@@ -45,13 +43,14 @@ export class ModelClient {
   readonly #idleTimeoutMs: number
 
   constructor (options: ModelClientOptions) {
-    this.#idleTimeoutMs = options.idleTimeoutMs ?? 120_000
+    this.#idleTimeoutMs = options.idleTimeoutMs
     this.#client = new Anthropic({
       // Without a key the SDK would hunt for credentials in profiles on disk: never do that here.
       apiKey: options.apiKey ?? 'missing-api-key',
       baseURL: options.baseURL ?? null,
       maxRetries: 0,
-      timeout: options.timeoutMs ?? 600_000,
+      // One call's ceiling; the idle timeout above is what catches a stalled stream.
+      timeout: 600_000,
       logLevel: 'off'
     })
   }

@@ -8,8 +8,6 @@ export interface EgressAllowList {
   readonly hosts: ReadonlySet<string>
   /** Private or loopback ranges that may be reached. */
   readonly ranges: BlockList
-  /** The entries as configured, for messages. */
-  readonly entries: readonly string[]
 }
 
 export type AddressClass = 'public' | 'private' | 'metadata'
@@ -88,7 +86,7 @@ export function parseEgressAllow (value: string): EgressAllowList {
     }
     ranges.addSubnet(address, prefix, type)
   }
-  return { hosts, ranges, entries }
+  return { hosts, ranges }
 }
 
 /** Whether an IP address is public, private (refused unless allowed) or metadata (always refused). */

@@ -2,6 +2,7 @@ import { Ajv, type AnySchema, type ErrorObject, type Options, type ValidateFunct
 import { Ajv2019 } from 'ajv/dist/2019.js'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import addFormats from 'ajv-formats'
+import { fieldPath } from '../schema-validation.js'
 
 /** A compiled tool input schema: answers null for a valid input, else what is wrong with it. */
 export type InputCheck = (input: unknown) => string | null
@@ -79,18 +80,10 @@ function withFormats<T extends Ajv> (ajv: T): T {
   return ajv
 }
 
-/** `/location` → `input.location`; `/items/0/id` → `input.items[0].id`. */
-function inputPath (instancePath: string): string {
-  return 'input' + instancePath.split('/').slice(1).map((part) => {
-    const key = part.replace(/~1/g, '/').replace(/~0/g, '~')
-    return /^\d+$/.test(key) ? `[${key}]` : /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
-  }).join('')
-}
-
 /** What is wrong with an input, one clause per problem: `input.location: must be string`. */
 function describeErrors (errors: readonly ErrorObject[]): string {
   const clauses = errors.slice(0, MAX_REPORTED).map((e) => {
-    const path = inputPath(e.instancePath)
+    const path = fieldPath('input', e.instancePath)
     if (e.keyword === 'required') return `${path}.${String(e.params.missingProperty)}: is required`
     if (e.keyword === 'additionalProperties') return `${path}: must not have the property "${String(e.params.additionalProperty)}"`
     if (e.keyword === 'enum') return `${path}: must be one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`

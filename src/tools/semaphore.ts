@@ -1,11 +1,6 @@
 /** Gives back a slot taken from a {@link Semaphore}. Calling it twice is harmless. */
 export type Release = () => void
 
-interface Waiter {
-  readonly grant: (release: Release) => void
-  readonly reject: (reason: unknown) => void
-}
-
 /**
  * A counting semaphore that serves waiters first come, first served. Its limit may change while
  * slots are held (a tool's max_concurrency edited mid-run); a waiter whose signal aborts leaves
@@ -14,7 +9,8 @@ interface Waiter {
 export class Semaphore {
   #limit: number
   #held = 0
-  readonly #queue: Waiter[] = []
+  /** Waiters, each a function that hands it its slot. */
+  readonly #queue: Array<(release: Release) => void> = []
 
   constructor (limit: number) {
     this.#limit = limit
@@ -41,12 +37,9 @@ export class Semaphore {
     signal?.throwIfAborted()
     if (this.#held < this.#limit && this.#queue.length === 0) return this.#take()
     return await new Promise<Release>((resolve, reject) => {
-      const waiter: Waiter = {
-        grant: (release) => {
-          signal?.removeEventListener('abort', onAbort)
-          resolve(release)
-        },
-        reject
+      const waiter = (release: Release): void => {
+        signal?.removeEventListener('abort', onAbort)
+        resolve(release)
       }
       const onAbort = (): void => {
         const index = this.#queue.indexOf(waiter)
@@ -70,6 +63,6 @@ export class Semaphore {
   }
 
   #drain (): void {
-    while (this.#held < this.#limit && this.#queue.length > 0) this.#queue.shift()!.grant(this.#take())
+    while (this.#held < this.#limit && this.#queue.length > 0) this.#queue.shift()!(this.#take())
   }
 }

@@ -174,7 +174,7 @@ export class WebhookClient {
       return outcomeFromResponse(tool.name, sent.status, sent.headers, sent.body, { maxResultChars: this.#options.maxResultChars })
     }
     if (sent.kind === 'cancelled') return cancelled(tool.name, context.signal)
-    if (sent.kind === 'timeout') return timedOut(tool, deadline - now)
+    if (sent.kind === 'timeout') return timedOut(`Tool ${tool.name}`, tool.timeout_ms)
     return describeFailure(`Tool ${tool.name}`, tool.url, tool.timeout_ms, sent.error)
   }
 
@@ -285,10 +285,10 @@ function backoff (attempt: number): number {
   return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
 }
 
-function timedOut (tool: ToolRecord, limitMs: number): ToolOutcome {
-  const limit = Math.min(tool.timeout_ms, Math.max(limitMs, 0))
-  const why = limit < tool.timeout_ms ? ' (the run\'s deadline)' : ''
-  return errorOutcome('timeout', `Tool ${tool.name} timed out after ${limit} ms${why}`, { retry: 'idempotent-only' })
+// A call's own timer is only set when it ends before the run's deadline (see `call`): a timeout is
+// always the tool's own timeout_ms.
+function timedOut (subject: string, timeoutMs: number): ToolOutcome {
+  return errorOutcome('timeout', `${subject} timed out after ${timeoutMs} ms`, { retry: 'idempotent-only' })
 }
 
 function cancelled (name: string, signal: AbortSignal): ToolOutcome {
@@ -305,7 +305,7 @@ function describeFailure (subject: string, url: string, timeoutMs: number, err: 
     const denied = error.code === 'ERR_EGRESS_DENIED' ? error : error.cause!
     return errorOutcome('refused', `${subject} was not called: ${denied.message}`)
   }
-  if (TIMEOUTS.has(code)) return errorOutcome('timeout', `${subject} timed out after ${timeoutMs} ms`, { retry: 'idempotent-only' })
+  if (TIMEOUTS.has(code)) return timedOut(subject, timeoutMs)
   if (BEFORE_SEND.has(code)) {
     const what = code === 'ECONNREFUSED'
       ? 'connection refused'

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 /** One request a tool server received. Times are performance.now() milliseconds. */
 export interface RecordedCall {
@@ -16,8 +17,6 @@ export interface RecordedCall {
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, call: RecordedCall) => void | Promise<void>
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
  * A tool server on 127.0.0.1 that behaves as asked by the path of the URL a tool is registered
@@ -42,16 +41,11 @@ export class WebhookServer {
   readonly calls: RecordedCall[] = []
   readonly #handlers = new Map<string, Handler>()
   readonly #server: Server
-  readonly #sockets = new Set<Socket>()
   readonly #attempts = new Map<string, number>()
   #url = ''
 
   constructor () {
     this.#server = createServer((req, res) => { this.#handle(req, res).catch(() => res.destroy()) })
-    this.#server.on('connection', (socket) => {
-      this.#sockets.add(socket)
-      socket.on('close', () => this.#sockets.delete(socket))
-    })
   }
 
   get url (): string {
@@ -65,7 +59,7 @@ export class WebhookServer {
   }
 
   async close (): Promise<void> {
-    for (const socket of this.#sockets) socket.destroy()
+    this.#server.closeAllConnections()
     await new Promise<void>((resolve) => this.#server.close(() => resolve()))
   }
 
