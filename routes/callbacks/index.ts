@@ -1,16 +1,12 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { commonErrors, isoDate } from '../../src/schemas/common.js'
+import { commonErrors } from '../../src/schemas/common.js'
 import { CallbackSecretSchema, CallbackSettingsSchema } from '../../src/schemas/runs.js'
 import type { SigningSecret } from '../../src/store/index.js'
+import { secretStatus } from '../../src/tools/tool-object.js'
 
-function settings (secrets: readonly SigningSecret[], now = Date.now()) {
-  const previous = secrets.find((s) => s.expires_at !== null && s.expires_at > now)
-  return {
-    object: 'callback_settings' as const,
-    has_signing_secret: secrets.length > 0,
-    previous_secret_expires_at: previous === undefined ? null : isoDate(previous.expires_at)
-  }
+function settings (secrets: readonly SigningSecret[]) {
+  return { object: 'callback_settings' as const, ...secretStatus(secrets) }
 }
 
 /** The tenant's completion callbacks: the secret that signs them. */

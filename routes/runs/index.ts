@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { AppError } from '../../src/errors.js'
-import { toRunObject } from '../../src/runs/run-object.js'
-import { commonErrors, isoDate, ListOf } from '../../src/schemas/common.js'
+import { toEventObject, toRunObject } from '../../src/runs/run-object.js'
+import { commonErrors, ListOf } from '../../src/schemas/common.js'
 import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema } from '../../src/schemas/runs.js'
 import type { RunRecord } from '../../src/store/index.js'
 import { streamRunEvents, wantsEventStream } from './sse.js'
@@ -128,7 +128,7 @@ export default async function runRoutes (fastify: FastifyInstance) {
     const hasMore = events.length > request.query.limit
     return {
       object: 'list' as const,
-      data: page.map((e) => ({ id: e.seq, type: e.type, run_id: e.run_id, at: isoDate(e.at), data: e.data })),
+      data: page.map(toEventObject),
       has_more: hasMore,
       next_cursor: hasMore ? String(page[page.length - 1]!.seq) : null
     }
@@ -154,8 +154,7 @@ export default async function runRoutes (fastify: FastifyInstance) {
       response: { 200: RunSchema, 202: RunSchema, ...errors }
     }
   }, async (request, reply) => {
-    const before = await app.engine.get(request.tenantId, request.params.id)
-    const run = await app.engine.submitToolOutputs(request.tenantId, request.params.id, request.body)
-    return await answerRun(app, request, reply, run, request.body, before.event_count)
+    const { run, resumedAfter } = await app.engine.submitToolOutputs(request.tenantId, request.params.id, request.body)
+    return await answerRun(app, request, reply, run, request.body, resumedAfter)
   })
 }

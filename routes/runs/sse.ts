@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { isoDate } from '../../src/schemas/common.js'
+import { isSettled, isStalled, toEventObject } from '../../src/runs/run-object.js'
 import { FINAL_STATUSES } from '../../src/schemas/runs.js'
 import type { RunRecord } from '../../src/store/index.js'
 
-// A run's stream ends with its last event: a final one, or `run.requires_action` when nothing
-// follows it yet (the caller has to answer before there is more).
-const FINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled'])
+// A run's stream ends with its last event: a final one (`run.completed` and so on), or
+// `run.requires_action` when nothing follows it yet (the caller has to answer before there is more).
+const FINAL_EVENTS = new Set([...FINAL_STATUSES].map((status) => `run.${status}`))
 const BATCH = 200
 // How often a stream looks for events stored by another replica; this one's wake it at once.
 const POLL_MS = 500
@@ -21,7 +21,7 @@ const HEARTBEAT_MS = 15_000
  * shutting down; a client that goes away stops the stream, never the run.
  */
 export async function streamRunEvents (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, run: RunRecord, after: number): Promise<void> {
-  if (isDone(run) && after >= run.event_count) {
+  if (isSettled(run) && after >= run.event_count) {
     // Nothing will come: 204 also tells a browser's EventSource not to reconnect.
     return await reply.code(204).send()
   }
@@ -44,7 +44,7 @@ export async function streamRunEvents (app: FastifyInstance, request: FastifyReq
     for (;;) {
       const events = await app.store.listEvents(run.id, last, BATCH)
       for (const event of events) {
-        const payload = JSON.stringify({ id: event.seq, type: event.type, run_id: event.run_id, at: isoDate(event.at), data: event.data })
+        const payload = JSON.stringify(toEventObject(event))
         if (!res.write(`id: ${event.seq}\nevent: ${event.type}\ndata: ${payload}\n\n`)) await drained(res, gone.signal)
         last = event.seq
         if (FINAL_EVENTS.has(event.type)) return
@@ -57,8 +57,8 @@ export async function streamRunEvents (app: FastifyInstance, request: FastifyReq
         // reconnects to another with Last-Event-ID).
         const current = await app.store.getRun(run.tenant_id, run.id)
         if (current === null || app.lifecycle.draining) return
-        if (isDone(current) && last >= current.event_count) return
-        if (Date.now() > current.deadline_at + 2 * app.config.RUN_LEASE_MS) return
+        if (isSettled(current) && last >= current.event_count) return
+        if (isStalled(current, app.config.RUN_LEASE_MS)) return
       }
       await app.engine.waitForEvents(run.id, POLL_MS, gone.signal)
       if (gone.signal.aborted) return
@@ -70,10 +70,6 @@ export async function streamRunEvents (app: FastifyInstance, request: FastifyReq
     clearInterval(heartbeat)
     if (!res.writableEnded) res.end()
   }
-}
-
-function isDone (run: RunRecord): boolean {
-  return FINAL_STATUSES.has(run.status) || run.status === 'requires_action'
 }
 
 /** Whether the client asked for a stream (`Accept: text/event-stream`). */

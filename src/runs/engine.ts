@@ -13,7 +13,7 @@ import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } fr
 import { capContent, toolResult, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { RunDriver, RunStop, type InitialWrite, type ResumedStep } from './run-driver.js'
-import { toRunObject } from './run-object.js'
+import { isSettled, isStalled, toRunObject } from './run-object.js'
 import { findTranscriptProblem } from './transcript.js'
 
 export interface EngineLimits {
@@ -279,7 +279,7 @@ export class RunEngine {
     for (;;) {
       const run = await this.get(tenantId, runId)
       if (isSettled(run)) return run
-      if (Date.now() > run.deadline_at + 2 * this.#options.limits.leaseMs) {
+      if (isStalled(run, this.#options.limits.leaseMs)) {
         throw new AppError('RUN_ERR_STALLED', `Run ${runId} is past its deadline and no replica is driving it; follow it with GET /runs/${runId}.`, { headers: { location: `/runs/${runId}` } })
       }
       await this.waitForEvents(runId, delay, signal)
@@ -360,9 +360,10 @@ export class RunEngine {
 
   /**
    * The caller's outputs for the client tool calls a run waits on (SPEC §4.3): one per listed
-   * call, checked, then the run goes on. Answers the run as it resumes.
+   * call, checked, then the run goes on. Answers the run as it resumes, and the number of the last
+   * event before the outputs (where a stream of what follows starts).
    */
-  async submitToolOutputs (tenantId: string, runId: string, body: ToolOutputs): Promise<RunRecord> {
+  async submitToolOutputs (tenantId: string, runId: string, body: ToolOutputs): Promise<{ run: RunRecord, resumedAfter: number }> {
     const run = await this.get(tenantId, runId)
     if (run.status !== 'requires_action') {
       throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is ${run.status}, not waiting for tool outputs.`)
@@ -393,7 +394,7 @@ export class RunEngine {
       return toolResult(call.id, content, output.is_error === true)
     })
     if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these tool outputs: they were given (or the run was cancelled or ended) meanwhile.`)
-    return resumed.events.run
+    return { run: resumed.events.run, resumedAfter: run.event_count }
   }
 
   /** What `GET /callbacks` shows of the tenant's callback signing secrets. */
@@ -814,10 +815,6 @@ async function abortable<T> (promise: Promise<T>, signal: AbortSignal | undefine
   } finally {
     signal.removeEventListener('abort', onAbort)
   }
-}
-
-function isSettled (run: RunRecord): boolean {
-  return FINAL_STATUSES.has(run.status) || run.status === 'requires_action'
 }
 
 function notFound (runId: string): AppError {

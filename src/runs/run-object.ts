@@ -1,7 +1,7 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import { isoDate } from '../schemas/common.js'
-import type { Run, StopReason } from '../schemas/runs.js'
-import type { RunRecord } from '../store/index.js'
+import { FINAL_STATUSES, type Run, type RunEvent, type StopReason } from '../schemas/runs.js'
+import type { EventRecord, RunRecord } from '../store/index.js'
 
 /** A stored run as the API shows it (SPEC §4.2); with `messages`, the whole transcript too. */
 export function toRunObject (run: RunRecord, messages?: MessageParam[]): Run {
@@ -28,4 +28,22 @@ export function toRunObject (run: RunRecord, messages?: MessageParam[]): Run {
       : { url: run.callback_url, status: run.callback_status ?? 'waiting', attempts: run.callback_attempts, last_error: run.callback_error },
     ...(messages === undefined ? {} : { messages: messages as unknown as Array<Record<string, unknown>> })
   }
+}
+
+/** A stored event as the API shows it, in a page or on a stream. */
+export function toEventObject (event: EventRecord): RunEvent {
+  return { id: event.seq, type: event.type, run_id: event.run_id, at: isoDate(event.at), data: event.data }
+}
+
+/** Whether nothing more happens to a run until its caller acts: it ended, or waits for tool outputs. */
+export function isSettled (run: RunRecord): boolean {
+  return FINAL_STATUSES.has(run.status) || run.status === 'requires_action'
+}
+
+/**
+ * Whether a run is past its deadline by more than two leases and still not final: no replica is
+ * driving it (each would have ended it at its deadline), so waiting on it is pointless.
+ */
+export function isStalled (run: RunRecord, leaseMs: number, now = Date.now()): boolean {
+  return now > run.deadline_at + 2 * leaseMs
 }

@@ -1,10 +1,9 @@
 import { isoDate } from '../schemas/common.js'
 import type { Tool } from '../schemas/tools.js'
-import type { ToolRecord } from '../store/index.js'
+import type { SigningSecret, ToolRecord } from '../store/index.js'
 
 /** A stored tool as the API shows it: header names without values, and no secret. */
 export function toToolObject (tool: ToolRecord, now: number = Date.now()): Tool {
-  const previous = tool.signing_secrets.find((s) => s.expires_at !== null && s.expires_at > now)
   return {
     object: 'tool',
     name: tool.name,
@@ -18,9 +17,17 @@ export function toToolObject (tool: ToolRecord, now: number = Date.now()): Tool 
     max_concurrency: tool.max_concurrency,
     max_attempts: tool.max_attempts,
     source: tool.source,
-    has_signing_secret: tool.signing_secrets.length > 0,
-    previous_secret_expires_at: previous === undefined ? null : isoDate(previous.expires_at),
+    ...secretStatus(tool.signing_secrets, now),
     created_at: isoDate(tool.created_at),
     updated_at: isoDate(tool.updated_at)
+  }
+}
+
+/** What is shown of signing secrets (a tool's, or a tenant's for callbacks): never the secrets. */
+export function secretStatus (secrets: readonly SigningSecret[], now: number = Date.now()): { has_signing_secret: boolean, previous_secret_expires_at: string | null } {
+  const previous = secrets.find((s) => s.expires_at !== null && s.expires_at > now)
+  return {
+    has_signing_secret: secrets.length > 0,
+    previous_secret_expires_at: previous === undefined ? null : isoDate(previous.expires_at)
   }
 }
