@@ -40,7 +40,6 @@ try {
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5_000, logger }, async ({ signal, err }) => {
   if (err !== undefined) logger.error({ err }, 'shutting down after an uncaught error')
   else logger.info({ signal }, 'shutting down')
-  app.lifecycle.startDraining()
   await app.close()
 })
 

@@ -49,8 +49,6 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
     modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined
   })
   app.decorate('engine', engine)
-  app.addHook('preClose', async () => {
-    app.lifecycle.startDraining()
-    await engine.close(config.SHUTDOWN_GRACE_MS)
-  })
+  // After the lifecycle plugin's own preClose (registered first), which starts draining.
+  app.addHook('preClose', async () => { await engine.close(config.SHUTDOWN_GRACE_MS) })
 }, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle'] })

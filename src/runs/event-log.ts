@@ -1,14 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Log } from '../logger.js'
-import { LeaseLostError, type EventRecord, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store } from '../store/index.js'
+import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store } from '../store/index.js'
 
 /**
  * A failed storage write (or a read a run needs) is retried for about half a minute (a database
  * restarting, a pool momentarily exhausted) before the run gives up; events wait in memory meanwhile.
  */
 export const STORAGE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
-
-export type EventListener = (events: readonly EventRecord[]) => void
 
 /**
  * The event log of one run, kept by the replica driving it. Events are numbered here, in the order
@@ -23,7 +21,7 @@ export type EventListener = (events: readonly EventRecord[]) => void
 export class EventLog {
   readonly #store: Store
   readonly #lease: Lease
-  readonly #listeners = new Set<EventListener>()
+  readonly #listeners = new Set<() => void>()
   #run: RunRecord
   #seq: number
   #pending: NewEvent[] = []
@@ -56,19 +54,16 @@ export class EventLog {
     if (!(this.#failure instanceof LeaseLostError)) this.#failure = null
   }
 
-  /** Called with each batch of events once stored, in order. */
-  subscribe (listener: EventListener): () => void {
+  /** Called after each write that stored events: readers of the run have something new. */
+  subscribe (listener: () => void): void {
     this.#listeners.add(listener)
-    return () => this.#listeners.delete(listener)
   }
 
-  /** Records an event; it is stored with the next write. Returns its number. */
-  emit (type: string, data: Record<string, unknown>): number {
-    if (this.#failure !== null) return 0
-    const seq = ++this.#seq
-    this.#pending.push({ seq, type, at: Date.now(), data })
+  /** Records an event; it is stored with the next write. */
+  emit (type: string, data: Record<string, unknown>): void {
+    if (this.#failure !== null) return
+    this.#pending.push({ seq: ++this.#seq, type, at: Date.now(), data })
     this.#schedule()
-    return seq
   }
 
   /** Text the model streamed in `step`: merged into the previous delta if it is not stored yet. */
@@ -119,7 +114,7 @@ export class EventLog {
       } catch (err) {
         // A retry that finds its rows already there means the previous attempt did commit (the
         // connection broke while COMMIT was answered): the write is done.
-        if (attempt > 0 && isDuplicate(err)) {
+        if (attempt > 0 && isUniqueViolation(err)) {
           const stored = await this.#store.getRun(this.#run.tenant_id, this.#run.id).catch(() => null)
           if (stored !== null && stored.event_count >= (events[events.length - 1]?.seq ?? 0)) {
             this.#run = stored
@@ -137,10 +132,9 @@ export class EventLog {
       }
     }
     if (events.length > 0) {
-      const stored = events.map((e) => ({ ...e, run_id: this.#run.id }))
       for (const listener of this.#listeners) {
         try {
-          listener(stored)
+          listener()
         } catch {
           // A listener's failure (a closed stream, say) is its own business, never the run's.
         }
@@ -148,9 +142,4 @@ export class EventLog {
     }
     return this.#run
   }
-}
-
-function isDuplicate (err: unknown): boolean {
-  const code = (err as { code?: string }).code
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE'
 }

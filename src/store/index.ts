@@ -6,6 +6,7 @@ import { SqlStore } from './sql-store.js'
 import type { Store } from './store.js'
 
 export * from './store.js'
+export { isUniqueViolation } from './sql-store.js'
 
 export interface StoreOptions {
   /** PostgreSQL when set; otherwise SQLite in `dataDir`. */

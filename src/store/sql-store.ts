@@ -42,11 +42,14 @@ export class SqlStore implements Store {
    * it is.
    */
   readonly #now: string
+  /** Ends a claim's inner SELECT: on PostgreSQL, replicas claiming at once skip each other's rows rather than wait. */
+  readonly #skipLocked: string
 
   constructor (driver: SqlDriver) {
     this.#db = driver
     this.kind = driver.dialect
     this.#now = driver.dialect === 'postgres' ? 'CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)' : CAST_NOW_SQLITE
+    this.#skipLocked = driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
   }
 
   async ping (): Promise<void> {
@@ -120,15 +123,15 @@ export class SqlStore implements Store {
 
   async createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }> {
     const { run, messages, event } = input
+    // The creator's lease runs on the clock the other replicas judge it by: the database's.
+    const leased = (column: string): boolean => column === 'lease_expires_at' && run.lease_owner !== null
     const statements: Statement[] = [
       {
-        sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${placeholders(RUN_INSERT_COLUMNS.length)}) RETURNING *`,
-        params: RUN_INSERT_COLUMNS.map((c) => runValue(c, run[c]))
+        sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}) RETURNING *`,
+        params: RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
       },
       ...messageInserts(run.id, run.tenant_id, 0, messages),
-      ...eventInserts(run.id, run.tenant_id, [event]),
-      // The creator's lease, on the clock the other replicas judge it by.
-      ...(run.lease_owner === null ? [] : [{ sql: `UPDATE runs SET lease_expires_at = ${this.#now} + ? WHERE id = ?`, params: [Math.max(0, (run.lease_expires_at ?? 0) - run.created_at), run.id] }])
+      ...eventInserts(run.id, run.tenant_id, [event])
     ]
     try {
       const results = await this.#db.batch(statements)
@@ -265,10 +268,9 @@ export class SqlStore implements Store {
   async claimDueCallbacks (now: number, claimUntil: number, limit: number): Promise<RunRecord[]> {
     // One UPDATE claims them: two replicas never deliver the same callback at once. PostgreSQL
     // skips rows another replica is claiming rather than waiting for it.
-    const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
     const rows = await this.#db.query(
       `UPDATE runs SET callback_next_at = ? WHERE id IN (
-         SELECT id FROM runs WHERE callback_status = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?${lock}
+         SELECT id FROM runs WHERE callback_status = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?${this.#skipLocked}
        ) RETURNING *`,
       [claimUntil, now, limit]
     )
@@ -301,25 +303,21 @@ export class SqlStore implements Store {
 
   async claimAbandonedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
     if (limit <= 0) return []
-    const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
     // Runs nobody holds have lease_expires_at 0, so that this is a range scan of the runs_active
     // index over expired leases only, however many runs are live.
-    const rows = await this.#db.query(
-      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ? WHERE id IN (
-         SELECT id FROM runs WHERE status IN ('queued', 'running') AND lease_expires_at < ${this.#now}
-         ORDER BY lease_expires_at LIMIT ?${lock}
-       ) RETURNING *`,
-      [owner, leaseMs, limit]
-    )
-    return rows.map(toRunRecord).sort((a, b) => a.created_at - b.created_at)
+    const runs = await this.#claimRuns(`status IN ('queued', 'running') AND lease_expires_at < ${this.#now}`, owner, leaseMs, limit)
+    return runs.sort((a, b) => a.created_at - b.created_at)
   }
 
   async claimExpiredQueuedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
-    const lock = this.kind === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
+    return await this.#claimRuns(`status = 'queued' AND lease_expires_at < ${this.#now} AND deadline_at < ${this.#now}`, owner, leaseMs, limit)
+  }
+
+  /** Takes a lease on up to `limit` runs matching `where`, oldest lease first, each for one replica. */
+  async #claimRuns (where: string, owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
     const rows = await this.#db.query(
       `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ? WHERE id IN (
-         SELECT id FROM runs WHERE status = 'queued' AND lease_expires_at < ${this.#now} AND deadline_at < ${this.#now}
-         ORDER BY lease_expires_at LIMIT ?${lock}
+         SELECT id FROM runs WHERE ${where} ORDER BY lease_expires_at LIMIT ?${this.#skipLocked}
        ) RETURNING *`,
       [owner, leaseMs, limit]
     )
@@ -499,7 +497,8 @@ function toRunRecord (row: Row): RunRecord {
   }
 }
 
-function isUniqueViolation (err: unknown): boolean {
+/** Whether a statement failed on a primary key or unique index, in either database. */
+export function isUniqueViolation (err: unknown): boolean {
   const code = (err as { code?: string }).code
   return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY'
 }

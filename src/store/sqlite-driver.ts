@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { ConfigError } from '../errors.js'
 import { RowCountError, type Migration, type Row, type SqlDriver, type Statement } from './sql-driver.js'
 
-export const SQLITE_FILE_NAME = 'switchboard.db'
+const SQLITE_FILE_NAME = 'switchboard.db'
 
 /**
  * Opens (creating if need be) the database in `dataDir`. The connection holds an exclusive lock
