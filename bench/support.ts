@@ -29,12 +29,13 @@ export interface Switchboard {
 /**
  * Switchboard as its own process, built as it ships (`dist/server.js`, so `npm run build` first),
  * in open mode on a free loopback port with SQLite in a temporary folder, or on PostgreSQL when
- * DATABASE_URL is given.
+ * DATABASE_URL is given. `nodeArgs` (by default BENCH_NODE_ARGS, split on spaces) go to node before
+ * the script: `BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=prof' npm run bench` profiles the service.
  */
-export async function startSwitchboard (env: Record<string, string>): Promise<Switchboard> {
+export async function startSwitchboard (env: Record<string, string>, nodeArgs: readonly string[] = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []): Promise<Switchboard> {
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
   const port = await freePort()
-  const child = spawn(process.execPath, ['dist/server.js'], {
+  const child = spawn(process.execPath, [...nodeArgs, 'dist/server.js'], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn', ANTHROPIC_API_KEY: 'bench', TOOL_EGRESS_ALLOW: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
