@@ -114,6 +114,17 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
         // A run nobody holds has lease_expires_at 0, not null: "expired" is then one range scan.
         'UPDATE runs SET lease_expires_at = 0 WHERE lease_expires_at IS NULL'
       ]
+    },
+    {
+      version: 4,
+      name: 'secrets of the service itself, shared by its replicas',
+      statements: [
+        `CREATE TABLE service_secrets (
+          name TEXT PRIMARY KEY,
+          secret TEXT NOT NULL,
+          created_at ${big} NOT NULL
+        )`
+      ]
     }
   ]
 }

@@ -147,9 +147,6 @@ export interface NewRun {
   readonly event: NewEvent
 }
 
-/** What a writer must know of the run it writes: the store trusts these under the lease's fence. */
-export type RunRef = Pick<RunRecord, 'id' | 'tenant_id' | 'message_count' | 'event_count'>
-
 /** What a run's driver writes at once: a step's messages, the run's new state and events. */
 export interface RunWrite {
   readonly messages?: readonly MessageParam[]
@@ -245,5 +242,5 @@ export interface Store {
    * Writes a driver's messages, run state and events in one transaction, fenced by its lease.
    * Throws {@link LeaseLostError} when the lease is no longer the driver's.
    */
-  writeRun (run: RunRef, lease: Lease, write: RunWrite): Promise<RunRecord>
+  writeRun (run: RunRecord, lease: Lease, write: RunWrite): Promise<RunRecord>
 }

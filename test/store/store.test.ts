@@ -194,9 +194,20 @@ for (const backend of backends) {
         expect(messages.map((m) => m.role)).toEqual(['user', 'assistant', 'user'])
         const after = await store.writeRun(written, lease, { messages: [{ role: 'assistant', content: 'bye' }], patch: { status: 'completed', stop_reason: 'end_turn', completed_at: 3 } })
         expect(after.message_count).toBe(4)
+        // What the write answers is the run as stored: the driver goes on from it without reading.
+        expect(after).toEqual(await store.getRun(run.tenant_id, run.id))
         expect((await store.getMessages(run.id))[3]).toEqual({ role: 'assistant', content: 'bye' })
         expect((await store.listEvents(run.id, 1, 10)).map((e) => e.seq)).toEqual([2, 3])
         expect((await store.listEvents(run.id, 0, 2)).map((e) => e.seq)).toEqual([1, 2])
+      })
+
+      it('answers a write with what another replica changed meanwhile: a cancel asked of it', async () => {
+        const { run } = await store.createRun(newRun('r4c'))
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        await store.requestCancel(run.tenant_id, run.id, 1234)
+        const written = await store.writeRun(run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }] })
+        expect(written.cancel_requested_at).toBe(1234)
+        expect(written).toEqual(await store.getRun(run.tenant_id, run.id))
       })
 
       it('refuses a write with a stale lease and stores none of it', async () => {
