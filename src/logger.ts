@@ -29,7 +29,11 @@ const REDACT_PATHS = [
   '*.apiKey',
   'config.ANTHROPIC_API_KEY',
   'config.API_KEYS',
-  'config.DATABASE_URL'
+  'config.DATABASE_URL',
+  'config.METRICS_TOKEN',
+  'config.OTEL_EXPORTER_OTLP_HEADERS',
+  'config.OTEL_EXPORTER_OTLP_TRACES_HEADERS',
+  'config.tracesExporter'
 ]
 
 /** pino options shared by the server and the tests: JSON lines, secrets redacted. */

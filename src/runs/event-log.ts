@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Log } from '../logger.js'
+import type { EventObserver } from '../telemetry/metrics.js'
 import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store } from '../store/index.js'
 
 /**
@@ -30,12 +31,15 @@ export class EventLog {
   #failure: Error | null = null
 
   readonly #log: Log
+  readonly #observe: EventObserver | undefined
 
-  constructor (store: Store, run: RunRecord, lease: Lease, log: Log) {
+  /** `observe` sees every event recorded (the metrics count from it). */
+  constructor (store: Store, run: RunRecord, lease: Lease, log: Log, observe?: EventObserver) {
     this.#store = store
     this.#run = run
     this.#lease = lease
     this.#log = log
+    this.#observe = observe
     this.#seq = run.event_count
   }
 
@@ -63,6 +67,7 @@ export class EventLog {
   emit (type: string, data: Record<string, unknown>): void {
     if (this.#failure !== null) return
     this.#pending.push({ seq: ++this.#seq, type, at: Date.now(), data })
+    this.#observe?.(type, data)
     this.#schedule()
   }
 
