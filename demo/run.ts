@@ -94,6 +94,7 @@ try {
   console.log(`\n${bold('A:')} ${run.status === 'completed' ? run.output_text : `the run ${run.status}: ${JSON.stringify(run.error)}`}\n`)
   console.log(dim(`run ${run.id}: ${run.steps} model calls, ${run.tool_calls.total} tool calls (${run.tool_calls.errors} errors), ${run.usage.input_tokens} + ${run.usage.output_tokens} tokens`))
   console.log(dim(`see it all: curl -s '${base}/runs/${run.id}?include=messages'   and   curl -s '${base}/runs/${run.id}/events'`))
+  console.log(`${bold('timeline:')} ${base}${run.timeline_url}  ${dim('(open it in a browser; the link works for an hour)')}`)
   if (once) await shutdown(run.status === 'completed' ? 0 : 1)
   console.log(dim('\nServing until Ctrl-C. Try another question with:'))
   console.log(dim(`  curl -s ${base}/runs -H 'content-type: application/json' -d '{"input":"Weather in London and Sydney?","tools":["get_weather","get_local_time"]}'`))

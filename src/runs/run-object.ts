@@ -3,8 +3,12 @@ import { isoDate } from '../schemas/common.js'
 import { FINAL_STATUSES, type Run, type RunEvent, type StopReason } from '../schemas/runs.js'
 import type { EventRecord, RunRecord } from '../store/index.js'
 
-/** A stored run as the API shows it (SPEC §4.2); with `messages`, the whole transcript too. */
-export function toRunObject (run: RunRecord, messages?: MessageParam[]): Run {
+/**
+ * A stored run as the API shows it (SPEC §4.2); with `messages`, the whole transcript too. A
+ * `timelineUrl` is only given to answers: events and callbacks are stored or sent once, and would
+ * carry a link that expires.
+ */
+export function toRunObject (run: RunRecord, messages?: MessageParam[], timelineUrl: string | null = null): Run {
   const output = run.output as Array<Record<string, unknown>>
   return {
     id: run.id,
@@ -26,6 +30,7 @@ export function toRunObject (run: RunRecord, messages?: MessageParam[]): Run {
     callback: run.callback_url === null
       ? null
       : { url: run.callback_url, status: run.callback_status ?? 'waiting', attempts: run.callback_attempts, last_error: run.callback_error },
+    timeline_url: timelineUrl,
     ...(messages === undefined ? {} : { messages: messages as unknown as Array<Record<string, unknown>> })
   }
 }

@@ -27,6 +27,8 @@ it('npm run demo answers its question offline, with the tool calls run side by s
     for (const city of ['Paris', 'Tokyo', 'New York']) expect(output).toContain(`get_weather {"city":"${city}"}`)
     expect(output).toMatch(/A: Here is what I found:\n- Paris: 14 °C, light rain/)
     expect(output).toMatch(/6 tool calls \(0 errors\)/)
+    const [timeline] = /http:\/\/127\.0\.0\.1:\d+\/runs\/run_\w+\/timeline\?expires=\d+&sig=[\w-]+/.exec(output) ?? []
+    expect(timeline, output).toBeDefined()
     const [, together, alone] = /the calls took (\d+) ms side by side; one after another they would have taken (\d+) ms/.exec(output)!
     expect(Number(together)).toBeLessThan(Number(alone))
   } finally {
