@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { AppError } from '../../src/errors.js'
-import { buildTimeline, readTimelineEvents } from '../../src/runs/timeline.js'
+import { readTimeline } from '../../src/runs/timeline.js'
 import { renderTimelinePage, TIMELINE_CSP } from '../../src/runs/timeline-page.js'
 import { commonErrors } from '../../src/schemas/common.js'
 import { RunIdParams } from '../../src/schemas/runs.js'
@@ -51,10 +51,9 @@ export default async function timelineRoutes (fastify: FastifyInstance) {
       }
     }
   }, async (request, reply) => {
-    // The run first, then its events: the events then reach at least as far as the run's status.
+    // The run first, then its events: they then reach at least as far as its status.
     const run = await app.engine.get(request.tenantId, request.params.id)
-    const events = await readTimelineEvents(app.store, run.id)
-    const page = renderTimelinePage(buildTimeline(run, events))
+    const page = renderTimelinePage(await readTimeline(app.store, run))
     return reply
       .headers({
         'content-security-policy': TIMELINE_CSP,

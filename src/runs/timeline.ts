@@ -111,7 +111,24 @@ type RunFacts = Pick<RunRecord, 'id' | 'status' | 'stop_reason' | 'created_at' |
  * is in flight reaches `now`.
  */
 export function buildTimeline (run: RunFacts, events: readonly EventRecord[], now = Date.now()): Timeline {
-  const origin = events.find((e) => e.type === 'run.created')?.at ?? run.created_at
+  const builder = createTimelineBuilder(run)
+  for (const event of events) builder.add(event)
+  return builder.finish(now)
+}
+
+/** {@link buildTimeline} one event at a time. */
+export interface TimelineBuilder {
+  add: (event: EventRecord) => void
+  finish: (now?: number) => Timeline
+}
+
+/**
+ * A {@link TimelineBuilder}: it keeps only what it draws, so a long run's events (and the tool
+ * results they carry) need not all be held at once.
+ */
+export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
+  // The run.created event is stored at the run's creation time.
+  const origin = run.created_at
   const models = new Map<number, RowBuilder>()
   const tools = new Map<string, RowBuilder>()
   const markers: TimelineMarker[] = []
@@ -136,7 +153,7 @@ export function buildTimeline (run: RunFacts, events: readonly EventRecord[], no
     for (const row of allRows()) close(row, at, bar)
   }
 
-  for (const event of events) {
+  const add = (event: EventRecord): void => {
     const at = rel(event.at)
     last = Math.max(last, event.at)
     const data = event.data
@@ -217,66 +234,69 @@ export function buildTimeline (run: RunFacts, events: readonly EventRecord[], no
     }
   }
 
+  const finish = (now = Date.now()): Timeline => {
   // The run is read before its events, so the events may already hold its end.
-  const live = !FINAL_STATUSES.has(run.status) && end === null
-  const span = Math.max(1, end ?? (live ? Math.max(rel(now), rel(last)) : rel(last)))
-  if (live) closeAll(span, { outcome: 'running', status: null, error: null, retried: false })
+    const live = !FINAL_STATUSES.has(run.status) && end === null
+    const span = Math.max(1, end ?? (live ? Math.max(rel(now), rel(last)) : rel(last)))
+    if (live) closeAll(span, { outcome: 'running', status: null, error: null, retried: false })
 
-  const kindRank = { model: 0, tool: 1, client: 2 }
-  const built = allRows().filter((r) => r.bars.length > 0).sort((a, b) =>
-    a.step - b.step || kindRank[a.kind] - kindRank[b.kind] || a.bars[0]!.start - b.bars[0]!.start || a.order - b.order)
-  // The call each step waited for: the one that finished last (of two that did, the longer).
-  const heldBy = new Map<number, { order: number, start: number, end: number }>()
-  const callsPerStep = new Map<number, number>()
-  for (const row of built) {
-    if (row.kind !== 'tool') continue
-    callsPerStep.set(row.step, (callsPerStep.get(row.step) ?? 0) + 1)
-    const start = Math.min(...row.bars.map((b) => b.start))
-    const end = Math.max(...row.bars.map((b) => b.end))
-    const best = heldBy.get(row.step)
-    if (best === undefined || end > best.end || (end === best.end && end - start > best.end - best.start)) heldBy.set(row.step, { order: row.order, start, end })
-  }
-  const rows = built.map((r): TimelineRow => ({
-    kind: r.kind,
-    step: r.step,
-    name: r.name,
-    toolUseId: r.toolUseId,
-    bars: r.bars,
-    start: Math.min(...r.bars.map((b) => b.start)),
-    end: Math.max(...r.bars.map((b) => b.end)),
-    heldUp: heldBy.get(r.step)?.order === r.order && (callsPerStep.get(r.step) ?? 0) > 1,
-    outcome: r.bars[r.bars.length - 1]!.outcome
-  }))
+    const kindRank = { model: 0, tool: 1, client: 2 }
+    const built = allRows().filter((r) => r.bars.length > 0).sort((a, b) =>
+      a.step - b.step || kindRank[a.kind] - kindRank[b.kind] || a.bars[0]!.start - b.bars[0]!.start || a.order - b.order)
+    // The call each step waited for: the one that finished last (of two that did, the longer).
+    const heldBy = new Map<number, { order: number, start: number, end: number }>()
+    const callsPerStep = new Map<number, number>()
+    for (const row of built) {
+      if (row.kind !== 'tool') continue
+      callsPerStep.set(row.step, (callsPerStep.get(row.step) ?? 0) + 1)
+      const start = Math.min(...row.bars.map((b) => b.start))
+      const end = Math.max(...row.bars.map((b) => b.end))
+      const best = heldBy.get(row.step)
+      if (best === undefined || end > best.end || (end === best.end && end - start > best.end - best.start)) heldBy.set(row.step, { order: row.order, start, end })
+    }
+    const rows = built.map((r): TimelineRow => ({
+      kind: r.kind,
+      step: r.step,
+      name: r.name,
+      toolUseId: r.toolUseId,
+      bars: r.bars,
+      start: Math.min(...r.bars.map((b) => b.start)),
+      end: Math.max(...r.bars.map((b) => b.end)),
+      heldUp: heldBy.get(r.step)?.order === r.order && (callsPerStep.get(r.step) ?? 0) > 1,
+      outcome: r.bars[r.bars.length - 1]!.outcome
+    }))
 
-  const toolRows = rows.filter((r) => r.kind === 'tool' && r.bars.some((b) => b.attempt > 0))
-  const intervals = toolRows.map((r): [number, number] => [r.start, r.end])
-  const toolSumMs = intervals.reduce((sum, [s, e]) => sum + (e - s), 0)
-  const toolBusyMs = unionLength(intervals)
-  const modelRows = rows.filter((r) => r.kind === 'model')
-  const calls = rows.filter((r) => r.kind !== 'model')
-  return {
-    runId: run.id,
-    status: finalEvent?.status ?? run.status,
-    stopReason: finalEvent?.stopReason ?? run.stop_reason,
-    live,
-    origin,
-    span,
-    rows: rows.slice(0, MAX_TIMELINE_ROWS),
-    markers,
-    summary: {
-      wallMs: span,
-      queuedMs: startedAt ?? (live ? span : 0),
-      steps: new Set(rows.map((r) => r.step)).size,
-      modelCalls: modelRows.reduce((n, r) => n + r.bars.length, 0),
-      modelMs: modelRows.reduce((sum, r) => sum + r.bars.reduce((s, b) => s + b.end - b.start, 0), 0),
-      toolCalls: calls.length,
-      toolErrors: calls.filter((r) => isFailure(r.outcome)).length,
-      toolSumMs,
-      toolBusyMs,
-      savedMs: Math.max(0, toolSumMs - toolBusyMs)
-    },
-    rowsLeftOut: Math.max(0, rows.length - MAX_TIMELINE_ROWS)
+    const toolRows = rows.filter((r) => r.kind === 'tool' && r.bars.some((b) => b.attempt > 0))
+    const intervals = toolRows.map((r): [number, number] => [r.start, r.end])
+    const toolSumMs = intervals.reduce((sum, [s, e]) => sum + (e - s), 0)
+    const toolBusyMs = unionLength(intervals)
+    const modelRows = rows.filter((r) => r.kind === 'model')
+    const calls = rows.filter((r) => r.kind !== 'model')
+    return {
+      runId: run.id,
+      status: finalEvent?.status ?? run.status,
+      stopReason: finalEvent?.stopReason ?? run.stop_reason,
+      live,
+      origin,
+      span,
+      rows: rows.slice(0, MAX_TIMELINE_ROWS),
+      markers,
+      summary: {
+        wallMs: span,
+        queuedMs: startedAt ?? (live ? span : 0),
+        steps: new Set(rows.map((r) => r.step)).size,
+        modelCalls: modelRows.reduce((n, r) => n + r.bars.length, 0),
+        modelMs: modelRows.reduce((sum, r) => sum + r.bars.reduce((s, b) => s + b.end - b.start, 0), 0),
+        toolCalls: calls.length,
+        toolErrors: calls.filter((r) => isFailure(r.outcome)).length,
+        toolSumMs,
+        toolBusyMs,
+        savedMs: Math.max(0, toolSumMs - toolBusyMs)
+      },
+      rowsLeftOut: Math.max(0, rows.length - MAX_TIMELINE_ROWS)
+    }
   }
+  return { add, finish }
 }
 
 /** Whether an outcome is a failure the page marks as one. */
@@ -348,14 +368,23 @@ export function unionLength (intervals: ReadonlyArray<readonly [number, number]>
 
 /** Events one page reads at most (a run of 1000 steps of 25 calls each fits). */
 export const MAX_TIMELINE_EVENTS = 100_000
-const EVENT_PAGE = 1000
+// Small pages: an event may carry a whole tool result.
+const EVENT_PAGE = 200
 
-/** A run's stored events, oldest first, for its timeline: at most {@link MAX_TIMELINE_EVENTS}. */
-export async function readTimelineEvents (store: Pick<Store, 'listEvents'>, runId: string): Promise<EventRecord[]> {
-  const events: EventRecord[] = []
-  for (;;) {
-    const page = await store.listEvents(runId, events.at(-1)?.seq ?? 0, EVENT_PAGE)
-    events.push(...page)
-    if (page.length < EVENT_PAGE || events.length >= MAX_TIMELINE_EVENTS) return events
+/**
+ * The timeline of a stored run, read from its events a page at a time (at most
+ * {@link MAX_TIMELINE_EVENTS} of them). Read the run before calling: its events then reach at
+ * least as far as its status.
+ */
+export async function readTimeline (store: Pick<Store, 'listEvents'>, run: RunFacts): Promise<Timeline> {
+  const builder = createTimelineBuilder(run)
+  let after = 0
+  for (let read = 0; read < MAX_TIMELINE_EVENTS;) {
+    const page = await store.listEvents(run.id, after, EVENT_PAGE)
+    for (const event of page) builder.add(event)
+    read += page.length
+    if (page.length < EVENT_PAGE) break
+    after = page[page.length - 1]!.seq
   }
+  return builder.finish()
 }

@@ -111,6 +111,18 @@ for (const backend of backends) {
       expect((await get(`/runs/${finished.id}/timeline?expires=${expires}&sig=${sig}`)).statusCode).toBe(401)
     })
 
+    it('draws a run whose events fill several pages of storage', async () => {
+      h.model.respond = toolsThenAnswer(Array.from({ length: 120 }, (_, i) => ({ name: 'get_weather', input: { q: `city ${i}` } })))
+      const res = await h.startRun({ input: 'everywhere', tools: ['get_weather'] })
+      expect(res.body.tool_calls.total).toBe(120)
+      const html = (await get(res.body.timeline_url)).body
+      expect(html.match(/<rect class="bar tool /g)).toHaveLength(120)
+      // The last events (the second step, the end) come from the last page.
+      expect(html).toMatch(/<b>120<\/b> tool calls: /)
+      expect(html).toMatch(/class="step-title"[^>]*>Step 2</)
+      expect(html).toContain('completed (end_turn)')
+    })
+
     it('refreshes the page of a live run, and stops once it has ended', async () => {
       h.model.respond = toolsThenAnswer([{ name: 'wait_forever', input: { q: 'x' } }, { name: 'get_weather', input: { q: 'Lima' } }])
       const started = await h.startRun({ input: 'go', tools: ['wait_forever', 'get_weather'], background: true })

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { buildTimeline, unionLength, type Timeline } from '../../src/runs/timeline.js'
+import { buildTimeline, MAX_TIMELINE_ROWS, unionLength, type Timeline } from '../../src/runs/timeline.js'
 import { axisTicks, duration, escapeHtml, renderTimelinePage, TIMELINE_CSP } from '../../src/runs/timeline-page.js'
 import type { EventRecord, RunRecord } from '../../src/store/index.js'
 
@@ -172,6 +172,17 @@ describe('the timeline of a run', () => {
     expect(TIMELINE_CSP).toContain(`style-src 'sha256-${createHash('sha256').update(css).digest('base64')}'`)
     expect(TIMELINE_CSP).toContain("default-src 'none'")
     expect(html).not.toMatch(/<script|style="|https?:\/\/(?!www\.w3\.org\/2000\/svg)/)
+  })
+
+  it('draws at most 2000 calls, and says how many it left out', () => {
+    const list: Array<[number, string, Record<string, unknown>?]> = [[0, 'run.created'], [1, 'step.started', { step: 1 }], [2, 'step.completed', { step: 1 }]]
+    for (let i = 0; i < 2100; i++) list.push([3, 'tool_call.started', started(1, `t${i}`, 'many')], [4, 'tool_call.completed', completed(1, `t${i}`, 'many')])
+    list.push([5, 'run.completed'])
+    const timeline = buildTimeline(run(), events(...list))
+    expect(timeline.rows).toHaveLength(MAX_TIMELINE_ROWS)
+    expect(timeline.rowsLeftOut).toBe(2101 - MAX_TIMELINE_ROWS)
+    expect(timeline.summary.toolCalls).toBe(2100)
+    expect(page(timeline)).toContain(`The first ${MAX_TIMELINE_ROWS} calls are drawn; 101 more are left out.`)
   })
 
   it('draws a run with nothing to draw yet', () => {
