@@ -124,7 +124,10 @@ export class Metrics {
       registers,
       async collect () {
         const counts = await metrics.#unfinishedRuns()
-        if (counts === null) return
+        if (counts === null) {
+          this.reset()
+          return
+        }
         for (const [status, count] of Object.entries(counts)) this.set({ status }, count)
       }
     })
