@@ -66,20 +66,17 @@ export class ModelClient {
     // until the run's deadline. A gap of idleTimeoutMs between events abandons the attempt instead.
     const attempt = linkedController(signal)
     let idle = false
-    let timer: NodeJS.Timeout | undefined
-    const watch = (): void => {
-      clearTimeout(timer)
-      timer = setTimeout(() => {
-        idle = true
-        attempt.controller.abort()
-      }, this.#idleTimeoutMs)
-    }
-    watch()
+    // One timer, pushed back on every event (refresh, not a new timer per event: a message of 64
+    // tool calls is a few hundred events).
+    const timer = setTimeout(() => {
+      idle = true
+      attempt.controller.abort()
+    }, this.#idleTimeoutMs)
     try {
       const stream = await this.#client.messages.create({ ...request, stream: true }, { signal: attempt.signal })
-      watch()
+      timer.refresh()
       for await (const event of stream) {
-        watch()
+        timer.refresh()
         accumulator.push(event)
       }
     } catch (err) {

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { backends, type StorageLocation } from '../support/backends.js'
 import { TENANT_A } from '../support/app.js'
@@ -170,7 +171,18 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
 
   it('queues runs past MAX_RUNNING_RUNS for any replica with room', async () => {
     const a = await replica({ DATABASE_URL: location.databaseUrl!, MAX_RUNNING_RUNS: '1' })
-    await registerTools(a, 1500)
+    // Each call is held until both runs' calls have come (20 s at most): they overlap only if b
+    // drives the second run while a still drives the first, however long b takes to start.
+    const arrived = new Set<string>()
+    let openGate = (): void => {}
+    const gate = new Promise<void>((resolve) => { openGate = resolve })
+    tools.on('/gate', async (_req, res, call) => {
+      arrived.add(String(call.body.input?.q))
+      if (arrived.size >= 2) openGate()
+      await Promise.race([gate, sleep(20_000)])
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ content: 'ok' }))
+    })
+    await api(a, 'PUT', '/tools/read_slow', { description: 'reads', input_schema: { type: 'object', properties: { q: { type: 'string' } } }, url: `${tools.url}/gate`, effect: 'read_only' })
     model.respond = (request) => turnNumber(request) === 1
       ? { content: [{ type: 'tool_use', name: 'read_slow', input: { q: request.body.messages[0].content } }] }
       : { content: [{ type: 'text', text: 'done' }] }
