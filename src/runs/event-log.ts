@@ -10,10 +10,19 @@ import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunR
 export const STORAGE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
 
 /**
+ * How long an event waits for others to join its write. A step's calls start and end within a few
+ * milliseconds of one another: written one turn of the event loop apart, they cost a transaction
+ * each, taken from the CPU that is dispatching the step's other calls. Writes that something waits
+ * for (a commit, a flush) go at once and take whatever is pending.
+ */
+export const EVENT_BATCH_WINDOW_MS = 5
+
+/**
  * The event log of one run, kept by the replica driving it. Events are numbered here, in the order
  * they happen, and stored before anyone is told of them. Writes are serialized per run and batched:
- * what is emitted while a write is in flight goes into the next one, so a burst (eight calls
- * starting together) costs one insert, and slow storage coalesces rather than queues. Consecutive
+ * events emitted within {@link EVENT_BATCH_WINDOW_MS}, or while a write is in flight, go into one
+ * write, so a burst (eight calls starting together) costs one insert, and slow storage coalesces
+ * rather than queues. Consecutive
  * text deltas of a step merge into one `message.delta` event the same way.
  *
  * Every write is fenced by the run's lease: once another replica has taken the run, writes fail
@@ -94,11 +103,10 @@ export class EventLog {
   #schedule (): void {
     if (this.#scheduled) return
     this.#scheduled = true
-    // setImmediate, not a microtask: let the rest of this turn's events join the batch.
-    setImmediate(() => {
+    setTimeout(() => {
       this.#scheduled = false
       this.#enqueue({}).catch(() => {})
-    })
+    }, EVENT_BATCH_WINDOW_MS)
   }
 
   #enqueue (write: Omit<RunWrite, 'events'>): Promise<RunRecord> {
