@@ -38,13 +38,30 @@ export function openSqlite (dataDir: string): SqlDriver {
   return new SqliteDriver(db)
 }
 
+interface QueuedBatch {
+  readonly statements: readonly Statement[]
+  readonly resolve: (rows: Row[][]) => void
+  readonly reject: (err: unknown) => void
+}
+
 class SqliteDriver implements SqlDriver {
   readonly dialect = 'sqlite' as const
   readonly #db: Database.Database
   readonly #statements = new Map<string, Database.Statement>()
+  /** Batches asked for in this turn of the event loop, committed together (see batch). */
+  #queue: QueuedBatch[] = []
+  /** One batch's statements; called inside the group's transaction, it runs in a savepoint of its own. */
+  readonly #one: (statements: readonly Statement[]) => Row[][]
 
   constructor (db: Database.Database) {
     this.#db = db
+    this.#one = db.transaction((statements: readonly Statement[]) => statements.map((statement, index) => {
+      const { rows, changes } = this.#run(statement.sql, statement.params)
+      if (statement.expectRows !== undefined && changes !== statement.expectRows) {
+        throw new RowCountError(index, changes)
+      }
+      return rows
+    }))
   }
 
   #prepare (sql: string): Database.Statement {
@@ -69,16 +86,49 @@ class SqliteDriver implements SqlDriver {
     return this.#run(sql, params).rows
   }
 
+  /**
+   * Group commit: the batches asked for in one turn of the event loop (the writes of every run
+   * whose tool calls just answered, say) run in one transaction, each in a savepoint of its own, so
+   * that one that fails (a lost lease) is rolled back alone and the others are committed with one
+   * COMMIT rather than one each: on a busy replica that is most of what storing costs. Each batch
+   * still runs whole in one turn, with nothing else in between; a batch is answered once the
+   * transaction that holds it has committed.
+   */
   async batch (statements: readonly Statement[]): Promise<Row[][]> {
-    // better-sqlite3 is synchronous: the whole transaction runs in one turn of the event loop,
-    // so no other query can slip in between its statements.
-    return this.#db.transaction(() => statements.map((statement, index) => {
-      const { rows, changes } = this.#run(statement.sql, statement.params)
-      if (statement.expectRows !== undefined && changes !== statement.expectRows) {
-        throw new RowCountError(index, changes)
-      }
-      return rows
-    }))()
+    return await new Promise((resolve, reject) => {
+      this.#queue.push({ statements, resolve, reject })
+      if (this.#queue.length === 1) setImmediate(() => this.#commitQueued())
+    })
+  }
+
+  #commitQueued (): void {
+    const queue = this.#queue
+    if (queue.length === 0) return
+    this.#queue = []
+    const outcomes: Array<{ rows: Row[][] } | { error: unknown }> = []
+    try {
+      this.#db.transaction(() => {
+        for (const batch of queue) {
+          try {
+            outcomes.push({ rows: this.#one(batch.statements) })
+          } catch (error) {
+            // Some errors (a full disk, an I/O error) end the whole transaction, not only the
+            // savepoint: then nothing of the group stands.
+            if (!this.#db.inTransaction) throw error
+            outcomes.push({ error })
+          }
+        }
+      })()
+    } catch (err) {
+      // The group's transaction failed as a whole (its COMMIT, a full disk): nothing of it was stored.
+      for (const batch of queue) batch.reject(err)
+      return
+    }
+    queue.forEach((batch, i) => {
+      const outcome = outcomes[i]!
+      if ('rows' in outcome) batch.resolve(outcome.rows)
+      else batch.reject(outcome.error)
+    })
   }
 
   async migrate (migrations: readonly Migration[]): Promise<void> {
@@ -94,6 +144,9 @@ class SqliteDriver implements SqlDriver {
   }
 
   async close (): Promise<void> {
-    if (this.#db.open) this.#db.close()
+    if (!this.#db.open) return
+    // Batches asked for before the close are stored, not lost.
+    this.#commitQueued()
+    this.#db.close()
   }
 }
