@@ -96,6 +96,7 @@ for (const backend of backends) {
 
     beforeAll(async () => {
       h = await startHarness(backend, { logger: logs.log, env: { LOG_LEVEL: 'trace', ANTHROPIC_API_KEY: ANTHROPIC_KEY, METRICS_TOKEN, MODEL_MAX_RETRIES: '2' } })
+      overloadedOnce = false
       h.model.respond = script
       h.tools.on('/cb', (_req, res) => { res.writeHead(204).end() })
     })
