@@ -1,4 +1,5 @@
-import type { ContentBlock, Message, RawMessageStreamEvent, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import type { ContentBlock, Message, RawContentBlockDelta, RawMessageStreamEvent, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../json-depth.js'
 
 /** A `tool_use` block, complete in the stream. `input` is null when its JSON did not parse. */
 export interface CompletedToolUse {
@@ -44,37 +45,62 @@ export class MessageAccumulator {
     return this.#message
   }
 
+  /**
+   * Takes one stream event. What the API's contract never sends (a block at an index that is no
+   * next position, a tool_use without its id and name, or with an id used before) throws: the
+   * stream is broken, and the call is retried. What a later API version may send (unknown block,
+   * delta and event types) is kept or skipped; a delta that does not fit its block is skipped.
+   */
   push (event: RawMessageStreamEvent): void {
+    // Nothing the API sends nests this deep; storing it would overflow the stack.
+    if (nestsDeeperThan(event, MAX_JSON_DEPTH)) throw new Error(`a stream event nested more than ${MAX_JSON_DEPTH} levels deep`)
     switch (event.type) {
-      case 'message_start':
-        this.#message = { ...event.message, content: [] } as Message & { content: MutableBlock[] }
+      case 'message_start': {
+        const start = event.message as Partial<Message> | null | undefined
+        if (typeof start !== 'object' || start === null) throw new Error('message_start without a message')
+        this.#message = { ...start, content: [], usage: numbers(start.usage, {}) } as unknown as Message & { content: MutableBlock[] }
         return
+      }
       case 'content_block_start': {
         const message = this.#require()
-        message.content[event.index] = { ...event.content_block } as MutableBlock
-        if ('input' in event.content_block) this.#json.set(event.index, '')
+        const { index, content_block: block } = event
+        if (!Number.isInteger(index) || index < 0 || index > message.content.length) throw new Error(`content_block_start at index ${String(index)}, which is not the next block`)
+        if (typeof block !== 'object' || block === null || typeof block.type !== 'string') throw new Error('content_block_start without a content block')
+        if (block.type === 'tool_use') {
+          const { id, name } = block as Partial<ToolUseBlock>
+          if (typeof id !== 'string' || id === '' || typeof name !== 'string' || name === '') throw new Error('a tool_use block without its id or name')
+          if (message.content.some((b, i) => i !== index && b.type === 'tool_use' && b.id === id)) throw new Error(`two tool_use blocks with the id ${id}`)
+        }
+        message.content[index] = { ...block } as MutableBlock
+        if ('input' in block) this.#json.set(index, '')
+        else this.#json.delete(index)
         return
       }
       case 'content_block_delta': {
-        const block = this.#require().content[event.index]
-        if (block === undefined) return
-        const delta = event.delta
+        const block = this.#block(event.index)
+        const delta = event.delta as RawContentBlockDelta | null | undefined
+        if (block === undefined || typeof delta !== 'object' || delta === null) return
         switch (delta.type) {
           case 'text_delta':
+            if (block.type !== 'text' || typeof delta.text !== 'string') return
             block.text = `${(block.text as string | undefined) ?? ''}${delta.text}`
             this.#handlers.onText?.(delta.text)
             return
           case 'input_json_delta':
-            this.#json.set(event.index, (this.#json.get(event.index) ?? '') + delta.partial_json)
+            if (!this.#json.has(event.index) || typeof delta.partial_json !== 'string') return
+            this.#json.set(event.index, this.#json.get(event.index)! + delta.partial_json)
             return
           case 'thinking_delta':
+            if (block.type !== 'thinking' || typeof delta.thinking !== 'string') return
             block.thinking = `${(block.thinking as string | undefined) ?? ''}${delta.thinking}`
             return
           case 'signature_delta':
+            if (block.type !== 'thinking' || typeof delta.signature !== 'string') return
             block.signature = delta.signature
             return
           case 'citations_delta':
-            block.citations = [...((block.citations as unknown[] | null | undefined) ?? []), delta.citation]
+            if (block.type !== 'text') return
+            block.citations = [...(block.citations ?? []), delta.citation]
             return
           default:
             // A delta type this version does not know: the block keeps what it had.
@@ -82,7 +108,7 @@ export class MessageAccumulator {
         }
       }
       case 'content_block_stop': {
-        const block = this.#require().content[event.index]
+        const block = this.#block(event.index)
         if (block === undefined || !this.#json.has(event.index)) return
         const raw = this.#json.get(event.index)!
         let input: unknown = {}
@@ -92,9 +118,11 @@ export class MessageAccumulator {
             input = JSON.parse(raw)
           } catch {
             inputComplete = false
-            input = null
           }
         }
+        // A tool's input is a JSON object: anything else is as unusable as JSON cut in half.
+        if (typeof input !== 'object' || input === null || Array.isArray(input)) inputComplete = false
+        else if (nestsDeeperThan(input, MAX_JSON_DEPTH)) throw new Error(`a tool_use input nested more than ${MAX_JSON_DEPTH} levels deep`)
         block.input = inputComplete ? input : {}
         if (block.type === 'tool_use') {
           this.#handlers.onToolUse?.({
@@ -106,18 +134,14 @@ export class MessageAccumulator {
         return
       }
       case 'message_delta': {
-        const message = this.#require()
+        const message = this.#require() as unknown as Record<string, unknown>
         // stop_reason, stop_sequence, and whatever else the final message carries (stop_details,
-        // container), as a non-streamed answer would have them.
-        for (const [key, value] of Object.entries(event.delta)) {
-          if (key === 'container' && value === null) continue
-          ;(message as unknown as Record<string, unknown>)[key] = value
+        // container), as a non-streamed answer would have them; never what the message is made of.
+        for (const [key, value] of Object.entries(event.delta ?? {})) {
+          if (KEPT_FIELDS.has(key) || (key === 'container' && value === null)) continue
+          message[key] = value
         }
-        const usage = event.usage as unknown as Record<string, number | null | undefined>
-        const target = message.usage as unknown as Record<string, unknown>
-        for (const [key, value] of Object.entries(usage)) {
-          if (value !== null && value !== undefined) target[key] = value
-        }
+        message.usage = numbers(event.usage, message.usage)
         return
       }
       case 'message_stop':
@@ -126,8 +150,36 @@ export class MessageAccumulator {
     }
   }
 
+  /** The block at `index`, only if it is a real position of the message. */
+  #block (index: unknown): MutableBlock | undefined {
+    const content = this.#require().content
+    return Number.isInteger(index) && Object.hasOwn(content, index as number) ? content[index as number] : undefined
+  }
+
   #require (): Message & { content: MutableBlock[] } {
     if (this.#message === null) throw new Error('stream event before message_start')
     return this.#message
   }
+}
+
+// What a message_delta may not overwrite: the message's identity, content and usage (summed apart).
+const KEPT_FIELDS = new Set(['id', 'type', 'role', 'model', 'content', 'usage', '__proto__', 'constructor', 'prototype'])
+
+const TOKEN_COUNTS = new Set(['input_tokens', 'output_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens'])
+
+/**
+ * Usage: `add`'s values over `base`'s, null ones aside (they mean "unchanged"). The token counts
+ * the run adds up are taken only as whole, non-negative numbers; anything else there is ignored.
+ */
+function numbers (add: unknown, base: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const source of [base, add]) {
+    if (typeof source !== 'object' || source === null) continue
+    for (const [key, value] of Object.entries(source)) {
+      if (value === null || value === undefined || KEPT_FIELDS.has(key)) continue
+      if (TOKEN_COUNTS.has(key) && !(Number.isSafeInteger(value) && (value as number) >= 0)) continue
+      out[key] = value
+    }
+  }
+  return out
 }
