@@ -23,6 +23,7 @@ export function decodeCursor (cursor: string, shape: ReadonlyArray<'string' | 'n
 }
 
 function hasType (value: unknown, type: 'string' | 'number'): boolean {
-  // Numbers in cursors are ids and timestamps: whole, and within what every database stores.
-  return type === 'string' ? typeof value === 'string' : Number.isSafeInteger(value)
+  // Numbers in cursors are ids and timestamps: whole, and within what every database stores;
+  // strings are ids and names, which never hold NUL (that PostgreSQL text cannot hold either).
+  return type === 'string' ? typeof value === 'string' && !value.includes('\u0000') : Number.isSafeInteger(value)
 }

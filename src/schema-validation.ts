@@ -1,5 +1,6 @@
 import { Ajv, type Options } from 'ajv'
 import addFormats from 'ajv-formats'
+import { NO_NUL } from './schemas/common.js'
 
 /**
  * The validator of request parts. Bodies are JSON and checked strictly as sent: no type coercion
@@ -43,6 +44,9 @@ export function describeValidation (root: string, issues: readonly ValidationIss
         return `${where} must be one of ${(issue.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`
       case 'const':
         return `${where} must be ${JSON.stringify(issue.params.allowedValue)}`
+      case 'pattern':
+        if (issue.params.pattern === NO_NUL) return `${where} must not hold the NUL character (\\u0000)`
+        return `${where} ${issue.message ?? 'is invalid'}`
       default:
         return `${where} ${issue.message ?? 'is invalid'}`
     }

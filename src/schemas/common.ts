@@ -11,6 +11,12 @@ export const ErrorSchema = Type.Object({
 
 export type ErrorBody = Static<typeof ErrorSchema>
 
+/**
+ * A pattern for text stored as is: PostgreSQL text cannot hold the NUL character, so it is refused
+ * with a 400 on every storage backend alike (text inside JSON documents is escaped and may hold it).
+ */
+export const NO_NUL = '^[^\\u0000]*$'
+
 /** The answers every authenticated route may give besides its own. */
 export const commonErrors = {
   400: Type.Ref('Error'),

@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox'
-import { ISODate } from './common.js'
+import { ISODate, NO_NUL } from './common.js'
 
 /** Any JSON object, typed as a record. */
 export function JsonObject (description: string) {
@@ -19,7 +19,7 @@ export const ToolEffectSchema = effectSchema()
 
 /** The fields of a tool a caller writes (PUT /tools/{name}, TOOLS_FILE). */
 export const ToolDefinitionSchema = Type.Object({
-  description: Type.String({ minLength: 1, maxLength: 20_000, description: 'Shown to the model: what the tool does and when to use it.' }),
+  description: Type.String({ minLength: 1, maxLength: 20_000, pattern: NO_NUL, description: 'Shown to the model: what the tool does and when to use it.' }),
   input_schema: JsonObject('JSON Schema (draft-07 or 2020-12) of the tool\'s input, `type: "object"` at the top. Shown to the model; every input is checked against it before a call.'),
   url: Type.String({ minLength: 1, maxLength: 2048, description: 'The webhook (http or https), checked against the egress policy now and on every call.' }),
   headers: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: 8192 }), { description: 'Sent with every call, e.g. the tool\'s own auth. Write-only: values are never returned or logged.', default: {} })),
