@@ -58,3 +58,22 @@ function increment (value: string): string {
 export function randomSecret (bytes: number): string {
   return randomBytes(bytes).toString('base64')
 }
+
+const RANDOM_POOL_BYTES = 4096
+let randomPool = Buffer.alloc(0)
+let randomOffset = 0
+
+/**
+ * `bytes` random bytes as hex, cut from a pool refilled 4 KB at a time: a span id for every tool
+ * call attempt costs a slice of a buffer, not a call into the system's random source each. For
+ * identifiers only, never for secrets.
+ */
+export function randomHex (bytes: number): string {
+  if (randomOffset + bytes > randomPool.length) {
+    randomPool = randomBytes(RANDOM_POOL_BYTES)
+    randomOffset = 0
+  }
+  const hex = randomPool.toString('hex', randomOffset, randomOffset + bytes)
+  randomOffset += bytes
+  return hex
+}
