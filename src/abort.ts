@@ -1,5 +1,3 @@
-import { setMaxListeners } from 'node:events'
-
 /** A controller that aborts when its parent signal does; `dispose` unhooks it from the parent. */
 export interface LinkedController {
   readonly controller: AbortController
@@ -12,11 +10,10 @@ export interface LinkedController {
  * own. Used instead of `AbortSignal.any` for short-lived children of long-lived signals (a tool
  * call attempt of a run): on Node 20 every signal made by `any` stays referenced from its parent
  * until the parent goes, so a long run would pile them up. Call `dispose` when the child is done.
+ * A child that will have many listeners (a step's, one per call in flight) needs `setMaxListeners`.
  */
 export function linkedController (parent: AbortSignal): LinkedController {
   const controller = new AbortController()
-  // A step's signal has one listener per call in flight (64 by default): not a leak.
-  setMaxListeners(0, controller.signal)
   if (parent.aborted) {
     controller.abort(parent.reason)
     return { controller, signal: controller.signal, dispose: () => {} }
