@@ -1,5 +1,6 @@
 import type { ImageBlockParam, TextBlockParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { cutText, wellFormed } from '../text.js'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../json-depth.js'
 
 /** What a tool_result carries to the model. */
 export type ToolResultContent = string | Array<TextBlockParam | ImageBlockParam>
@@ -42,9 +43,12 @@ export function toolResult (toolUseId: string, content: ToolResultContent, isErr
   return isError ? { type: 'tool_result', tool_use_id: toolUseId, content, is_error: true } : { type: 'tool_result', tool_use_id: toolUseId, content }
 }
 
-/** An outcome that is an error, with its message as the content. */
+/**
+ * An outcome that is an error, with its message as the content. The message may quote what a tool
+ * sent (a parser's error message does, cut anywhere): it is made well-formed for the model API.
+ */
 export function errorOutcome (kind: OutcomeKind, message: string, options: { status?: number | null, retry?: Retryability, retryAfterMs?: number | undefined } = {}): ToolOutcome {
-  return { kind, isError: true, content: message, status: options.status ?? null, retry: options.retry ?? 'no', retryAfterMs: options.retryAfterMs }
+  return { kind, isError: true, content: wellFormed(message), status: options.status ?? null, retry: options.retry ?? 'no', retryAfterMs: options.retryAfterMs }
 }
 
 /**
@@ -74,6 +78,9 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
       parsed = JSON.parse(body.toString('utf8'))
     } catch (err) {
       return errorOutcome('error', `${tool} answered invalid JSON (content-type ${contentType}): ${(err as Error).message}`, { status })
+    }
+    if (nestsDeeperThan(parsed, MAX_JSON_DEPTH)) {
+      return errorOutcome('error', `${tool} answered JSON nested more than ${MAX_JSON_DEPTH} levels deep, which cannot be given to the model: answer a flatter document`, { status })
     }
     const own = ownResult(parsed)
     if (own !== null) return ok(capContent(own.content, limits.maxResultChars), status, own.isError)
