@@ -46,6 +46,7 @@ export async function streamRunEvents (app: FastifyInstance, request: FastifyReq
       for (const event of events) {
         const payload = JSON.stringify(toEventObject(event))
         if (!res.write(`id: ${event.seq}\nevent: ${event.type}\ndata: ${payload}\n\n`)) await drained(res, gone.signal)
+        if (gone.signal.aborted) return
         last = event.seq
         if (FINAL_EVENTS.has(event.type)) return
       }
@@ -79,6 +80,12 @@ export function wantsEventStream (request: FastifyRequest): boolean {
 
 function drained (res: ServerResponse, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
+    // A client already gone: no 'drain' and no 'abort' will come (waiting would hold the stream,
+    // and its tenant's stream slot, for ever).
+    if (signal.aborted || res.destroyed) {
+      resolve()
+      return
+    }
     const done = (): void => {
       res.off('drain', done)
       signal.removeEventListener('abort', done)
