@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --write]
+ * npm run bench [-- --quick] [-- --write] [-- --only=fan-out,throughput,eager,growth,memory]
  *
  * Measures Switchboard against a hand-written baseline in the same run, on this machine, and prints
  * one table. Everything talks to 127.0.0.1; every load is bounded. Ratios and differences against
@@ -9,9 +9,20 @@
 import { cpus, totalmem, type as osType, release } from 'node:os'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fanOut } from './fan-out.js'
+import { throughput, throughputSection } from './throughput.js'
+import { eager, eagerSection } from './eager.js'
+import { growth, growthSection } from './growth.js'
+import { memory, memorySection } from './memory.js'
+import type { Section } from './support.js'
 
 const quick = process.argv.includes('--quick')
 const write = process.argv.includes('--write')
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',') ?? null
+const wanted = (scenario: string): boolean => only === null || only.includes(scenario)
+// Ctrl-C or a kill: exit, so that the services, fakes and database clusters started are stopped
+// (bench/support.ts stops them on exit).
+process.once('SIGINT', () => process.exit(130))
+process.once('SIGTERM', () => process.exit(143))
 const log = (line: string): void => { process.stderr.write(`${line}\n`) }
 
 const versions = (name: string): string => {
@@ -23,18 +34,45 @@ const versions = (name: string): string => {
 }
 
 const started = new Date()
-const rows = await fanOut({ quick, log })
+const rows = wanted('fan-out') ? await fanOut({ quick, log }) : []
+const machine = `\`npm run bench${quick ? ' -- --quick' : ''}\` on ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${osType()} ${release()}, Node ${process.version}; fastify ${versions('fastify')}, undici ${versions('undici')}, @anthropic-ai/sdk ${versions('@anthropic-ai/sdk')}, SQLite (better-sqlite3 ${versions('better-sqlite3')}).`
 
-const lines = [
-  `## Fan-out latency (${quick ? 'quick' : 'full'} run, ${started.toISOString().slice(0, 10)})`,
-  '',
-  `\`npm run bench${quick ? ' -- --quick' : ''}\` on ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${osType()} ${release()}, Node ${process.version}; fastify ${versions('fastify')}, undici ${versions('undici')}, @anthropic-ai/sdk ${versions('@anthropic-ai/sdk')}, SQLite (better-sqlite3 ${versions('better-sqlite3')}).`,
-  'One step of N tool calls of 100 ms each; the fake model answers at once. Medians; overhead = Switchboard − parallel baseline.',
-  '',
-  '| calls | baseline (Promise.all) | Switchboard | overhead | sequential loop | sequential ÷ Switchboard |',
-  '|---:|---:|---:|---:|---:|---:|',
-  ...rows.map((r) => `| ${r.calls} | ${r.baselineMs.toFixed(1)} ms | ${r.switchboardMs.toFixed(1)} ms | ${r.overheadMs >= 0 ? '+' : ''}${r.overheadMs.toFixed(1)} ms | ${r.sequentialMs.toFixed(0)} ms | ${(r.sequentialMs / r.switchboardMs).toFixed(1)}× |`)
-]
+const lines: string[] = []
+if (rows.length > 0) {
+  lines.push(
+    `## Fan-out latency (${quick ? 'quick' : 'full'} run, ${started.toISOString().slice(0, 10)})`,
+    '',
+    machine,
+    'One step of N tool calls of 100 ms each; the fake model answers at once. Medians; overhead = Switchboard − parallel baseline.',
+    '',
+    '| calls | baseline (Promise.all) | Switchboard | overhead | sequential loop | sequential ÷ Switchboard |',
+    '|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.calls} | ${r.baselineMs.toFixed(1)} ms | ${r.switchboardMs.toFixed(1)} ms | ${r.overheadMs >= 0 ? '+' : ''}${r.overheadMs.toFixed(1)} ms | ${r.sequentialMs.toFixed(0)} ms | ${(r.sequentialMs / r.switchboardMs).toFixed(1)}× |`)
+  )
+}
+
+// Scenarios 2 to 5, each with its targets from the issue.
+const sections: Section[] = []
+if (wanted('throughput')) sections.push(throughputSection(await throughput({ quick, log }), quick))
+if (wanted('eager')) sections.push(eagerSection(await eager({ quick, log }), quick))
+if (wanted('growth')) sections.push(growthSection(await growth({ quick, log }), quick))
+if (wanted('memory')) sections.push(memorySection(await memory({ quick, log }), quick))
+if (sections.length > 0) {
+  const verdicts = sections.flatMap((s) => s.verdicts)
+  lines.push(
+    ...(lines.length > 0 ? [''] : []),
+    `## Targets of scenarios 2 to 5 (${quick ? 'quick run: smaller counts, see each section' : 'full run'}, ${started.toISOString().slice(0, 10)})`,
+    '',
+    ...(rows.length === 0 ? [machine, ''] : []),
+    'This machine is shared and noisy (other work runs on its 2 cores meanwhile): the ratios to the baseline, measured in the same run, are what counts.',
+    '',
+    '| scenario | target | measured | |',
+    '|---|---|---|---|',
+    ...verdicts.map((v) => `| ${v.scenario} | ${v.target} | ${v.measured} | ${v.met ? 'met' : '**missed**'} |`),
+    ...sections.flatMap((s) => ['', s.markdown])
+  )
+}
+log(`bench took ${((Date.now() - started.getTime()) / 1000).toFixed(0)} s`)
 const table = lines.join('\n')
 process.stdout.write(`\n${table}\n`)
 if (write) {

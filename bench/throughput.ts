@@ -1,0 +1,199 @@
+/**
+ * Throughput: R runs at once, each of 3 steps in which the model asks for 8 tool calls, the tools
+ * answering at once (then a fourth model call answers with text). Switchboard (POST /runs, sync,
+ * every step and event stored) against a hand-written loop in this process doing the same work:
+ * the SDK's messages.create, then one Promise.all over undici requests, R loops at once.
+ *
+ * The fake Messages API and the tool server run in a process of their own (bench/fakes.ts), so
+ * that CPU time counts only each side's own work: for Switchboard, its process plus this one (the
+ * client posting the runs); for the baseline, this process. Figures are medians of interleaved
+ * repetitions; the ratios are what counts.
+ */
+import Anthropic from '@anthropic-ai/sdk'
+import type { ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import { Agent, request } from 'undici'
+import { cpuSeconds, median, ownCpuSeconds, startFakesProcess, startPostgres, startSwitchboard, type BenchOptions, type Section, type Switchboard } from './support.js'
+
+const STEPS = 3
+const CALLS = 8
+
+export interface ThroughputRow {
+  readonly storage: string
+  readonly runs: number
+  readonly toolCalls: number
+  /** Tool calls per second. */
+  readonly baselineRate: number
+  readonly switchboardRate: number
+  /** CPU seconds per 1,000 tool calls. */
+  readonly baselineCpu: number
+  readonly switchboardCpu: number
+  /** Of switchboardCpu: the service's process, and this process as its client. */
+  readonly serviceCpu: number
+  readonly clientCpu: number
+  /** CPU seconds per 1,000 tool calls of the PostgreSQL server (not counted in switchboardCpu). */
+  readonly databaseCpu: number | null
+}
+
+export interface ThroughputResult {
+  readonly rows: ThroughputRow[]
+  readonly skipped: string[]
+  readonly repetitions: number
+}
+
+/** The issue's targets: at least 80% of the baseline's tool calls per second, at most 1.5 times its CPU. */
+export const MIN_RATE_RATIO = 0.8
+export const MAX_CPU_RATIO = 1.5
+
+export async function throughput (options: BenchOptions, storages: ReadonlyArray<'SQLite' | 'PostgreSQL'> = ['SQLite', 'PostgreSQL']): Promise<ThroughputResult> {
+  const runs = options.quick ? 25 : 100
+  const repetitions = options.quick ? 1 : 5
+  const toolCalls = runs * STEPS * CALLS
+  const input = `bench steps=${STEPS} calls=${CALLS} tool=echo`
+  const fakes = await startFakesProcess()
+  const rows: ThroughputRow[] = []
+  const skipped: string[] = []
+  try {
+    const toolUrl = `${fakes.toolsUrl}/ok`
+    const client = new Anthropic({ baseURL: fakes.modelUrl, apiKey: 'bench', maxRetries: 0 })
+    const tools = new Agent({ keepAliveTimeout: 30_000 })
+    const echoTool = { name: 'echo', description: 'Echoes', input_schema: { type: 'object' as const, properties: { i: { type: 'integer' } } } }
+
+    async function callTool (use: ToolUseBlock): Promise<string> {
+      const res = await request(toolUrl, {
+        dispatcher: tools,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ run_id: 'baseline', tool_use_id: use.id, tool: use.name, input: use.input, attempt: 1 })
+      })
+      return JSON.stringify(await res.body.json())
+    }
+
+    async function handLoop (): Promise<number> {
+      const messages: Anthropic.MessageParam[] = [{ role: 'user', content: input }]
+      let calls = 0
+      for (;;) {
+        const message = await client.messages.create({ model: 'bench', max_tokens: 1024, messages, tools: [echoTool] })
+        messages.push({ role: 'assistant', content: message.content })
+        const uses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
+        if (uses.length === 0) return calls
+        const results = await Promise.all(uses.map(callTool))
+        calls += uses.length
+        messages.push({ role: 'user', content: uses.map((u, i) => ({ type: 'tool_result' as const, tool_use_id: u.id, content: results[i]! })) })
+      }
+    }
+
+    async function viaSwitchboard (service: Switchboard): Promise<number> {
+      const run = await service.api('POST', '/runs', { input, tools: ['echo'], max_tokens: 1024, max_steps: STEPS + 1 })
+      if (run.status !== 'completed' || run.tool_calls.errors !== 0) throw new Error(`run ${run.id} ended ${run.status} with ${run.tool_calls.errors} failed calls: ${JSON.stringify(run.error)}`)
+      return run.tool_calls.total
+    }
+
+    /** One load: `count` runs at once; wall seconds and CPU seconds of each process involved. */
+    async function load (count: number, one: () => Promise<number>, pids: number[]): Promise<{ seconds: number, own: number, others: number[], calls: number }> {
+      const cpuBefore = pids.map(cpuSeconds)
+      const ownBefore = ownCpuSeconds()
+      const start = performance.now()
+      const calls = (await Promise.all(Array.from({ length: count }, one))).reduce((a, b) => a + b, 0)
+      const seconds = (performance.now() - start) / 1000
+      const own = ownCpuSeconds() - ownBefore
+      // A database backend that ended meanwhile counts for nothing (its time is lost with it).
+      const others = pids.map((pid, i) => {
+        try {
+          return cpuSeconds(pid) - cpuBefore[i]!
+        } catch {
+          return 0
+        }
+      })
+      if (calls !== count * STEPS * CALLS) throw new Error(`expected ${count * STEPS * CALLS} tool calls, made ${calls}`)
+      return { seconds, own, others, calls }
+    }
+
+    async function measure (storage: string, env: Record<string, string>, databasePids: () => number[]): Promise<void> {
+      const service = await startSwitchboard({ ANTHROPIC_BASE_URL: fakes.modelUrl, ...env })
+      try {
+        await service.api('PUT', '/tools/echo', { description: 'Echoes', input_schema: echoTool.input_schema, url: toolUrl, effect: 'read_only' })
+        // Warm up both sides: connections, JIT, the database.
+        await load(Math.min(runs, 20), handLoop, [])
+        await load(Math.min(runs, 20), async () => await viaSwitchboard(service), [])
+        const baseline: Array<{ rate: number, cpu: number }> = []
+        const switchboard: Array<{ rate: number, cpu: number, service: number, client: number, database: number }> = []
+        for (let r = 0; r < repetitions; r++) {
+          // Interleaved, so that a noisy moment on the machine hits both sides alike.
+          const b = await load(runs, handLoop, [])
+          baseline.push({ rate: b.calls / b.seconds, cpu: b.own / b.calls * 1000 })
+          const dbPids = databasePids()
+          const s = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!, ...dbPids])
+          const database = s.others.slice(1).reduce((a, c) => a + c, 0)
+          switchboard.push({ rate: s.calls / s.seconds, cpu: (s.own + s.others[0]!) / s.calls * 1000, service: s.others[0]! / s.calls * 1000, client: s.own / s.calls * 1000, database: database / s.calls * 1000 })
+          options.log(`throughput ${storage} #${r + 1}: baseline ${b.seconds.toFixed(2)} s ${b.own.toFixed(2)} cpu-s; switchboard ${s.seconds.toFixed(2)} s, service ${s.others[0]!.toFixed(2)} + client ${s.own.toFixed(2)} cpu-s${dbPids.length > 0 ? `, database ${database.toFixed(2)} cpu-s` : ''}`)
+        }
+        const row: ThroughputRow = {
+          storage,
+          runs,
+          toolCalls,
+          baselineRate: median(baseline.map((x) => x.rate)),
+          switchboardRate: median(switchboard.map((x) => x.rate)),
+          baselineCpu: median(baseline.map((x) => x.cpu)),
+          switchboardCpu: median(switchboard.map((x) => x.cpu)),
+          serviceCpu: median(switchboard.map((x) => x.service)),
+          clientCpu: median(switchboard.map((x) => x.client)),
+          databaseCpu: databasePids().length > 0 ? median(switchboard.map((x) => x.database)) : null
+        }
+        rows.push(row)
+        options.log(`throughput ${storage}: ${row.switchboardRate.toFixed(0)} vs ${row.baselineRate.toFixed(0)} calls/s (${(row.switchboardRate / row.baselineRate * 100).toFixed(0)}%); ${row.switchboardCpu.toFixed(3)} vs ${row.baselineCpu.toFixed(3)} cpu-s per 1,000 calls (${(row.switchboardCpu / row.baselineCpu).toFixed(2)}×)`)
+      } finally {
+        await service.stop()
+      }
+    }
+
+    try {
+      if (storages.includes('SQLite')) await measure('SQLite', {}, () => [])
+      if (!storages.includes('PostgreSQL')) {
+        // Not asked for.
+      } else if (options.quick) {
+        skipped.push('PostgreSQL: full run only (starting a cluster takes too long for --quick)')
+      } else {
+        const pg = startPostgres()
+        if ('skipped' in pg) {
+          skipped.push(`PostgreSQL: skipped, no cluster could be started (${pg.skipped})`)
+          options.log(`throughput PostgreSQL skipped: ${pg.skipped}`)
+        } else {
+          try {
+            await measure('PostgreSQL', { DATABASE_URL: pg.url }, pg.pids)
+          } finally {
+            pg.stop()
+          }
+        }
+      }
+    } finally {
+      await tools.close()
+    }
+  } finally {
+    await fakes.stop()
+  }
+  return { rows, skipped, repetitions }
+}
+
+export function throughputSection (result: ThroughputResult, quick: boolean): Section {
+  const { rows, skipped, repetitions } = result
+  const first = rows[0]
+  const verdicts = rows.flatMap((r) => [
+    { scenario: `2. Throughput, ${r.storage}: tool calls per second`, target: `≥ ${MIN_RATE_RATIO * 100}% of baseline`, measured: `${pct(r.switchboardRate / r.baselineRate)} (${r.switchboardRate.toFixed(0)} vs ${r.baselineRate.toFixed(0)})`, met: r.switchboardRate / r.baselineRate >= MIN_RATE_RATIO },
+    { scenario: `2. Throughput, ${r.storage}: CPU per 1,000 tool calls`, target: `≤ ${MAX_CPU_RATIO}× baseline`, measured: `${(r.switchboardCpu / r.baselineCpu).toFixed(2)}× (${r.switchboardCpu.toFixed(3)} vs ${r.baselineCpu.toFixed(3)} s)`, met: r.switchboardCpu / r.baselineCpu <= MAX_CPU_RATIO }
+  ])
+  const lines = [
+    `## 2. Throughput (${quick ? 'quick run: ' : ''}${first?.runs ?? '?'} runs at once × ${STEPS} steps × ${CALLS} calls = ${first?.toolCalls ?? '?'} tool calls; medians of ${repetitions})`,
+    '',
+    'Tools answer at once; every step and event is stored. The fake Messages API and the tool server run in a process of their own, so CPU time counts only the work of each side: for Switchboard its process plus the client posting the runs (POST /runs, sync), for the baseline its process. The CPU time of the PostgreSQL server is shown apart and not counted (the test cluster runs with fsync off).',
+    '',
+    '| storage | baseline calls/s | Switchboard calls/s | ratio (≥ 80%) | baseline CPU s / 1,000 calls | Switchboard CPU s / 1,000 calls (service + client) | ratio (≤ 1.5×) | database server CPU s / 1,000 calls |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.storage} | ${r.baselineRate.toFixed(0)} | ${r.switchboardRate.toFixed(0)} | ${pct(r.switchboardRate / r.baselineRate)} | ${r.baselineCpu.toFixed(3)} | ${r.switchboardCpu.toFixed(3)} (${r.serviceCpu.toFixed(3)} + ${r.clientCpu.toFixed(3)}) | ${(r.switchboardCpu / r.baselineCpu).toFixed(2)}× | ${r.databaseCpu === null ? '—' : r.databaseCpu.toFixed(3)} |`),
+    ...skipped.map((why) => `| ${why} |||||||`)
+  ]
+  return { verdicts, markdown: lines.join('\n') }
+}
+
+function pct (ratio: number): string {
+  return `${(ratio * 100).toFixed(0)}%`
+}
