@@ -25,6 +25,8 @@ const REDACT_PATHS = [
   '*.signing_secret',
   'signingSecrets',
   '*.signingSecrets',
+  'signing_secrets',
+  '*.signing_secrets',
   'apiKey',
   '*.apiKey',
   'config.ANTHROPIC_API_KEY',
@@ -33,7 +35,9 @@ const REDACT_PATHS = [
   'config.METRICS_TOKEN',
   'config.OTEL_EXPORTER_OTLP_HEADERS',
   'config.OTEL_EXPORTER_OTLP_TRACES_HEADERS',
-  'config.tracesExporter'
+  'config.tracesExporter',
+  // The environment the settings were read from: every secret above, as given.
+  'config.env'
 ]
 
 /** pino options shared by the server and the tests: JSON lines, secrets redacted. */

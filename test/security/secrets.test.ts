@@ -202,6 +202,23 @@ for (const backend of backends) {
       }
     })
 
+    it('the log redacts the objects that hold secrets, were one logged whole by mistake', async () => {
+      // The code never logs these; redaction is the safety net. A stored tool, the run's config, a
+      // request's headers, each logged the way a careless line would.
+      const net = capturingLog('trace')
+      const tool = await h.app.store.getTool(TENANT_A.id, 'vault')
+      net.log.error({ tool }, 'careless')
+      net.log.error({ config: h.config }, 'careless')
+      net.log.error({ req: { headers: { authorization: `Bearer ${TENANT_A.key}`, 'x-api-key': TENANT_B.key } } }, 'careless')
+      net.log.error({ headers: tool!.headers, signingSecrets: tool!.signing_secrets }, 'careless')
+      const text = net.lines().join('\n')
+      expect(net.lines()).toHaveLength(4)
+      for (const secret of [TOOL_KEY, TOOL_BEARER, ANTHROPIC_KEY, METRICS_TOKEN, TENANT_A.key, TENANT_B.key, ...signingSecrets.slice(0, 5)]) {
+        expect(text, secret).not.toContain(secret)
+      }
+      expect(text).toContain('[redacted]')
+    })
+
     it('no secret, in any of its encodings, appears anywhere else', () => {
       const needles: Array<{ what: string, forms: string[] }> = [
         { what: 'tenant A API key', forms: apiKeyForms(TENANT_A.key) },
