@@ -61,7 +61,7 @@ function mainThreadCpuNs (pid: number): number {
 }
 
 export async function growth (options: BenchOptions): Promise<GrowthResult> {
-  const runs = options.quick ? 3 : 7
+  const runs = options.quick ? 2 : 7
   const tools = await startWebhookServer()
   const toolUrl = `${tools.url}/ok`
   // Which process a run's requests come from, by the run's first message.

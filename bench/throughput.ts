@@ -32,6 +32,9 @@ export interface ThroughputRow {
   readonly clientCpu: number
   /** CPU seconds per 1,000 tool calls of the PostgreSQL server (not counted in switchboardCpu). */
   readonly databaseCpu: number | null
+  /** CPU seconds per 1,000 tool calls of the fakes' process while each side ran (counted for neither). */
+  readonly fakesCpuBaseline: number
+  readonly fakesCpuSwitchboard: number
 }
 
 export interface ThroughputResult {
@@ -115,17 +118,17 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
         // Warm up both sides: connections, JIT, the database.
         await load(Math.min(runs, 20), handLoop, [])
         await load(Math.min(runs, 20), async () => await viaSwitchboard(service), [])
-        const baseline: Array<{ rate: number, cpu: number }> = []
-        const switchboard: Array<{ rate: number, cpu: number, service: number, client: number, database: number }> = []
+        const baseline: Array<{ rate: number, cpu: number, fakes: number }> = []
+        const switchboard: Array<{ rate: number, cpu: number, service: number, client: number, database: number, fakes: number }> = []
         for (let r = 0; r < repetitions; r++) {
           // Interleaved, so that a noisy moment on the machine hits both sides alike.
-          const b = await load(runs, handLoop, [])
-          baseline.push({ rate: b.calls / b.seconds, cpu: b.own / b.calls * 1000 })
+          const b = await load(runs, handLoop, [fakes.child.pid!])
+          baseline.push({ rate: b.calls / b.seconds, cpu: b.own / b.calls * 1000, fakes: b.others[0]! / b.calls * 1000 })
           const dbPids = databasePids()
-          const s = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!, ...dbPids])
-          const database = s.others.slice(1).reduce((a, c) => a + c, 0)
-          switchboard.push({ rate: s.calls / s.seconds, cpu: (s.own + s.others[0]!) / s.calls * 1000, service: s.others[0]! / s.calls * 1000, client: s.own / s.calls * 1000, database: database / s.calls * 1000 })
-          options.log(`throughput ${storage} #${r + 1}: baseline ${b.seconds.toFixed(2)} s ${b.own.toFixed(2)} cpu-s; switchboard ${s.seconds.toFixed(2)} s, service ${s.others[0]!.toFixed(2)} + client ${s.own.toFixed(2)} cpu-s${dbPids.length > 0 ? `, database ${database.toFixed(2)} cpu-s` : ''}`)
+          const s = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!, fakes.child.pid!, ...dbPids])
+          const database = s.others.slice(2).reduce((a, c) => a + c, 0)
+          switchboard.push({ rate: s.calls / s.seconds, cpu: (s.own + s.others[0]!) / s.calls * 1000, service: s.others[0]! / s.calls * 1000, client: s.own / s.calls * 1000, database: database / s.calls * 1000, fakes: s.others[1]! / s.calls * 1000 })
+          options.log(`throughput ${storage} #${r + 1}: baseline ${b.seconds.toFixed(2)} s ${b.own.toFixed(2)} cpu-s (fakes ${b.others[0]!.toFixed(2)}); switchboard ${s.seconds.toFixed(2)} s, service ${s.others[0]!.toFixed(2)} + client ${s.own.toFixed(2)} cpu-s (fakes ${s.others[1]!.toFixed(2)})${dbPids.length > 0 ? `, database ${database.toFixed(2)} cpu-s` : ''}`)
         }
         const row: ThroughputRow = {
           storage,
@@ -137,7 +140,9 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
           switchboardCpu: median(switchboard.map((x) => x.cpu)),
           serviceCpu: median(switchboard.map((x) => x.service)),
           clientCpu: median(switchboard.map((x) => x.client)),
-          databaseCpu: databasePids().length > 0 ? median(switchboard.map((x) => x.database)) : null
+          databaseCpu: databasePids().length > 0 ? median(switchboard.map((x) => x.database)) : null,
+          fakesCpuBaseline: median(baseline.map((x) => x.fakes)),
+          fakesCpuSwitchboard: median(switchboard.map((x) => x.fakes))
         }
         rows.push(row)
         options.log(`throughput ${storage}: ${row.switchboardRate.toFixed(0)} vs ${row.baselineRate.toFixed(0)} calls/s (${(row.switchboardRate / row.baselineRate * 100).toFixed(0)}%); ${row.switchboardCpu.toFixed(3)} vs ${row.baselineCpu.toFixed(3)} cpu-s per 1,000 calls (${(row.switchboardCpu / row.baselineCpu).toFixed(2)}×)`)
@@ -189,7 +194,9 @@ export function throughputSection (result: ThroughputResult, quick: boolean): Se
     '| storage | baseline calls/s | Switchboard calls/s | ratio (≥ 80%) | baseline CPU s / 1,000 calls | Switchboard CPU s / 1,000 calls (service + client) | ratio (≤ 1.5×) | database server CPU s / 1,000 calls |',
     '|---|---:|---:|---:|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.storage} | ${r.baselineRate.toFixed(0)} | ${r.switchboardRate.toFixed(0)} | ${pct(r.switchboardRate / r.baselineRate)} | ${r.baselineCpu.toFixed(3)} | ${r.switchboardCpu.toFixed(3)} (${r.serviceCpu.toFixed(3)} + ${r.clientCpu.toFixed(3)}) | ${(r.switchboardCpu / r.baselineCpu).toFixed(2)}× | ${r.databaseCpu === null ? '—' : r.databaseCpu.toFixed(3)} |`),
-    ...skipped.map((why) => `| ${why} |||||||`)
+    ...skipped.map((why) => `| ${why} |||||||`),
+    '',
+    `The fakes' own CPU s per 1,000 calls (counted for neither side): ${rows.map((r) => `${r.storage} ${r.fakesCpuBaseline.toFixed(3)} while the baseline ran, ${r.fakesCpuSwitchboard.toFixed(3)} while Switchboard did`).join('; ')}. Switchboard streams every model answer (server-sent events, a write per event), the baseline asks for whole messages.`
   ]
   return { verdicts, markdown: lines.join('\n') }
 }
