@@ -168,8 +168,8 @@ function requests (h: Harness, routes: AppRoute[], known: Known): fc.Arbitrary<I
     return json
   }
   const query = fc.array(fc.tuple(
-    fc.oneof(fc.constantFrom('limit', 'after', 'status', 'include', 'metadata[team]', 'metadata[a"b]', 'metadata[]', 'metadata', 'metadata[x][y]', '__proto__', 'after[]'), text),
-    fc.oneof(fc.constantFrom('0', '1', '100', '101', '-1', '1e3', '9999999999999999999', 'completed', 'messages', 'eyJ4IjoxfQ', 'WyJhIl0', 'WzFd', '', 'null'), text)
+    fc.oneof(fc.constantFrom('limit', 'after', 'status', 'include', 'metadata[team]', 'metadata[a"b]', 'metadata[]', 'metadata', 'metadata[x][y]', '__proto__', 'after[]', 'expires', 'sig'), text),
+    fc.oneof(fc.constantFrom('0', '1', '100', '101', '-1', '1e3', '9999999999999999999', '4102444800', 'completed', 'messages', 'eyJ4IjoxfQ', 'WyJhIl0', 'WzFd', '', 'null'), text)
   ), { maxLength: 4 }).map((pairs) => pairs.length === 0 ? '' : `?${pairs.map(([k, v]) => `${urlPart(k)}=${urlPart(v)}`).join('&')}`)
   const headers = fc.record({
     authorization: fc.oneof(
