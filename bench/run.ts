@@ -21,8 +21,15 @@ const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.
 const wanted = (scenario: string): boolean => only === null || only.includes(scenario)
 // Ctrl-C or a kill: exit, so that the services, fakes and database clusters started are stopped
 // (bench/support.ts stops them on exit).
-process.once('SIGINT', () => process.exit(130))
-process.once('SIGTERM', () => process.exit(143))
+// A second signal (Ctrl-C reaches tsx, which passes it on too) must not cut that short.
+let exiting = false
+const exit = (code: number): void => {
+  if (exiting) return
+  exiting = true
+  process.exit(code)
+}
+process.on('SIGINT', () => exit(130))
+process.on('SIGTERM', () => exit(143))
 const log = (line: string): void => { process.stderr.write(`${line}\n`) }
 
 const versions = (name: string): string => {

@@ -46,6 +46,8 @@ export async function startSwitchboard (env: Record<string, string>, nodeArgs: r
     stdio: ['ignore', 'pipe', 'pipe']
   })
   stopOnExit(child)
+  const removeData = (): void => rmSync(dataDir, { recursive: true, force: true })
+  removeOnExit(removeData)
   let output = ''
   child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString() })
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString() })
@@ -85,7 +87,8 @@ export async function startSwitchboard (env: Record<string, string>, nodeArgs: r
         child.kill('SIGTERM')
         await exited
       }
-      rmSync(dataDir, { recursive: true, force: true })
+      removeData()
+      exitCleanups.delete(removeData)
     }
   }
 }
@@ -114,6 +117,12 @@ export function stopOnExit (child: ChildProcess): void {
   hookExit()
   children.add(child)
   child.once('exit', () => children.delete(child))
+}
+
+/** Runs `cleanup` (removing a temporary folder, say) if this process exits before it is done otherwise. */
+function removeOnExit (cleanup: () => void): void {
+  hookExit()
+  exitCleanups.add(cleanup)
 }
 
 /** CPU time (user + system) a process has used so far, in seconds, from /proc (Linux). */
