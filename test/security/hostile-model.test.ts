@@ -52,9 +52,13 @@ const BLOCK_FIELDS: Record<string, string[]> = {
 for (const backend of backends) {
   describe.skipIf(backend.skip)(`a hostile Messages API: ${backend.name}`, () => {
     let h: Harness
+    /** Each run's script, by its input (unique per run), so that runs can go side by side. */
+    const scripts = new Map<string, (request: RecordedRequest) => Turn>()
+    let runs = 0
     const start = async (env: Record<string, string> = {}): Promise<Harness> => {
       const started = await startHarness(backend, { env: { MODEL_MAX_RETRIES: '1', MODEL_IDLE_TIMEOUT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0', TENANT_MAX_ACTIVE_RUNS: '100000', ...env } })
       await started.registerTool('lookup', '/ok', { effect: 'read_only', max_attempts: 1 })
+      started.model.respond = (request) => scripts.get(request.body.messages[0].content)?.(request) ?? ANSWER
       return started
     }
 
@@ -65,10 +69,11 @@ for (const backend of backends) {
 
     /** POST /runs (sync) with the model answering `turns`; the run as answered. */
     async function runWith (turns: Turn[], body: Record<string, unknown> = {}): Promise<Record<string, any>> {
-      h.model.respond = inOrder(turns)
+      const input = `run ${++runs}`
+      scripts.set(input, inOrder(turns))
       const firstRequest = h.model.requests.length
       const refusals = h.model.refusals.length
-      const res = await h.app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'go', tools: ['lookup'], timeout_ms: 8000, ...body } })
+      const res = await h.app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input, tools: ['lookup'], timeout_ms: 8000, ...body } })
       expect(res.statusCode, res.body).toBe(200)
       const run = res.json()
       expect(['completed', 'failed']).toContain(run.status)
@@ -244,14 +249,17 @@ for (const backend of backends) {
         ['a stream that goes silent', raw([messageStart(), ...text(0, 'x')], { keepOpen: true })],
         ['pings for ever', raw([messageStart()], { forever: sse('ping', { type: 'ping' }), chunkDelayMs: 50 })]
       ]
-      for (const [what, turn] of broken) {
-        it(`${what}: retried, and the run completes when the API comes back`, async () => {
+      it('each is retried, and its run completes when the API comes back', async () => {
+        // Side by side: each waits out a backoff or an idle timeout.
+        const outcomes = await Promise.allSettled(broken.map(async ([what, turn]) => {
           const run = await runWith([turn])
-          expect(run).toMatchObject({ status: 'completed', output_text: 'recovered' })
           const events = await h.events(run.id)
-          expect(events.some((e) => e.type === 'step.retrying')).toBe(true)
-        })
-      }
+          if (run.status !== 'completed' || run.output_text !== 'recovered' || !events.some((e) => e.type === 'step.retrying')) {
+            throw new Error(`${what}: ${JSON.stringify({ status: run.status, error: run.error, output_text: run.output_text })}`)
+          }
+        }))
+        expect(outcomes.flatMap((o, i) => o.status === 'rejected' ? [`${broken[i]![0]}: ${String(o.reason)}`] : [])).toEqual([])
+      })
 
       it('an error event of a type the client does not know fails the run, naming it', async () => {
         const run = await runWith([raw([messageStart(), sse('error', { type: 'error', error: { type: 'mystery_error', message: 'what happened' } })])])
@@ -276,7 +284,7 @@ for (const backend of backends) {
 
       it('a stream of text that never ends is stopped at the run\'s timeout', async () => {
         const aborted = h.model.aborted.length
-        const run = await runWith([raw([messageStart(), blockStart(0, { type: 'text', text: '' })], { forever: delta(0, { type: 'text_delta', text: 'more ' }), chunkDelayMs: 20 })], { timeout_ms: 2000 })
+        const run = await runWith([raw([messageStart(), blockStart(0, { type: 'text', text: '' })], { forever: delta(0, { type: 'text_delta', text: 'more ' }), chunkDelayMs: 20 })], { timeout_ms: 1000 })
         expect(run).toMatchObject({ status: 'failed', stop_reason: 'timeout', error: { code: 'RUN_ERR_TIMEOUT' } })
         // The endless answer was hung up on, not read for ever.
         await expect.poll(() => h.model.aborted.length).toBeGreaterThan(aborted)
