@@ -1,0 +1,31 @@
+import fp from 'fastify-plugin'
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyInstance } from 'fastify'
+import { AppError } from '../src/errors.js'
+
+/**
+ * Requests per tenant per minute (RATE_LIMIT_PER_MINUTE; 0 turns it off), with @fastify/rate-limit
+ * counting in this process's memory: each replica counts its own, so N replicas let a tenant make
+ * up to N times the limit.
+ *
+ * The count is taken in `preParsing`, after the route's `onRequest` authentication and before the
+ * body is read. It is keyed by the tenant the key belongs to, never by the key itself, so a request
+ * with a wrong key (answered 401 before it gets here) cannot spend a tenant's budget. Routes that
+ * need no key (/healthz, /readyz, /docs, /openapi.json and the like) leave `tenantId` empty and
+ * are not counted.
+ */
+export default fp(async function rateLimitPlugin (app: FastifyInstance) {
+  const perMinute = app.config.RATE_LIMIT_PER_MINUTE
+  if (perMinute === 0) return
+  await app.register(rateLimit, {
+    global: true,
+    max: perMinute,
+    timeWindow: 60_000,
+    hook: 'preParsing',
+    keyGenerator: (request) => request.tenantId,
+    allowList: (request) => request.tenantId === '',
+    // Sets retry-after and x-ratelimit-* first; the error handler answers in the error shape.
+    errorResponseBuilder: (_request, context) => new AppError('REQUEST_ERR_RATE_LIMITED',
+      `Too many requests: this tenant may make ${context.max} per minute on each replica (RATE_LIMIT_PER_MINUTE). Retry after ${Math.max(1, Math.ceil(context.ttl / 1000))} s (the retry-after header), and spread requests out.`)
+  })
+}, { name: 'rate-limit', dependencies: ['config', 'auth', 'error-handler'] })
