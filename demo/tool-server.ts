@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { pathToFileURL } from 'node:url'
 import { Webhook } from 'standardwebhooks'
 
 /**
@@ -100,7 +101,8 @@ export class DemoToolServer {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const raw = Buffer.concat(chunks).toString('utf8')
-    const tool = (req.url ?? '').replace(/^\/tools\//, '').split('?')[0] as DemoToolName
+    const url = new URL(req.url ?? '/', 'http://tool-server')
+    const tool = url.pathname.replace(/^\/tools\//, '') as DemoToolName
     if (req.method !== 'POST' || !(tool in DEMO_TOOLS)) return send(res, 404, { error: 'no such tool' })
     const secret = this.secrets.get(tool)
     if (secret !== undefined) {
@@ -113,10 +115,19 @@ export class DemoToolServer {
     }
     const call = JSON.parse(raw) as Call
     const [min, max] = LATENCY[tool]
-    await sleep(min + Math.random() * (max - min))
+    await sleep(slowness(url) ?? min + Math.random() * (max - min))
     const { status, body } = answer(tool, call.input)
     send(res, status, body)
   }
+}
+
+/**
+ * `?delay_ms=N` on a tool's URL makes every answer take N ms (at most ten minutes): register a tool
+ * that way to watch a timeout, a cancel, or another replica taking over a run whose replica died.
+ */
+function slowness (url: URL): number | undefined {
+  const delay = Number(url.searchParams.get('delay_ms') ?? Number.NaN)
+  return Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 600_000) : undefined
 }
 
 function send (res: ServerResponse, status: number, body: unknown): void {
@@ -125,9 +136,11 @@ function send (res: ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body))
 }
 
-// Run on its own (the compose stack's tool server): `node demo/tool-server.js`, PORT (4000), HOST.
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run on its own, as the compose stack's `tools` service: `node dist/demo/tool-server.js` (or
+// `npx tsx demo/tool-server.ts`), listening on PORT (4000) and HOST (127.0.0.1). It then knows no
+// signing secret (Switchboard makes one when a tool is registered), so it does not check signatures.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const server = await new DemoToolServer().start(Number(process.env.PORT ?? 4000), process.env.HOST ?? '127.0.0.1')
-  process.stdout.write(`demo tool server on ${server.url}/tools/{${Object.keys(DEMO_TOOLS).join(',')}}\n`)
+  process.stdout.write(`demo tool server on ${server.url}/tools/{${Object.keys(DEMO_TOOLS).join(',')}} (signatures not checked; ?delay_ms=N slows a tool down)\n`)
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => { server.close().then(() => process.exit(0), () => process.exit(1)) })
 }
