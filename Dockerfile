@@ -1,0 +1,81 @@
+# Switchboard's container image.
+#
+#   docker build -t switchboard .                      the service (the default target, `runtime`)
+#   docker build --target demo -t switchboard-demo .   + the demo's tool server and fake Messages API
+#
+# Stages: `base` (Node and tini), `build` (toolchain, every dependency, TypeScript compiled, then the
+# dev dependencies pruned), `app` (production dependencies and the compiled service only, as user
+# node), `demo` (app plus the compiled demo, for docker-compose.yml), and `runtime`, the default.
+# No secret is baked in: API keys, the Anthropic key and DATABASE_URL come from the environment
+# when the container starts (see README, "Running in containers").
+
+FROM node:24-bookworm-slim AS base
+# tini as PID 1: it forwards SIGTERM to node, so `docker stop` drains (SPEC §7), and reaps zombies.
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends tini \
+  && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+
+FROM base AS build
+# better-sqlite3 is compiled from source when no prebuilt binary can be fetched, against the
+# headers of the image's own Node rather than a download from nodejs.org. One change to them:
+# since Node 24.19, node::ObjectWrap registers an environment cleanup hook and its destructor
+# removes it, which aborts the process (`Assertion failed: (env) != nullptr`) whenever the garbage
+# collector frees a better-sqlite3 statement outside a JavaScript context (nodejs/node#65446,
+# better-sqlite3 < 13). Without those two calls the class is the same as in earlier headers.
+RUN apt-get update \
+  && apt-get install -y --no-install-recommends python3 make g++ \
+  && rm -rf /var/lib/apt/lists/* \
+  && mkdir -p /opt/node-headers/include \
+  && cp -r /usr/local/include/node /opt/node-headers/include/ \
+  && sed -i -e '/^ *AddCleanupHook();$/d' -e '/^ *RemoveCleanupHook();$/d' /opt/node-headers/include/node/node_object_wrap.h
+ENV npm_config_nodedir=/opt/node-headers
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json app.ts server.ts ./
+COPY src ./src
+COPY plugins ./plugins
+COPY routes ./routes
+COPY demo ./demo
+COPY test/support/fake-messages-api.ts ./test/support/
+# The compiled demo (and the fake Messages API it uses) goes aside, to the demo target only. Of
+# better-sqlite3 only the addon itself is kept: its sources and the compiler's objects weigh 25 MB.
+RUN npm run build \
+  && mkdir -p /demo/dist \
+  && mv dist/demo dist/test /demo/dist/ \
+  && npm prune --omit=dev --no-audit --no-fund \
+  && cd node_modules/better-sqlite3 \
+  && mv build/Release/better_sqlite3.node /tmp/ \
+  && rm -rf build deps src \
+  && mkdir -p build/Release \
+  && mv /tmp/better_sqlite3.node build/Release/
+
+FROM base AS app
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=3000 \
+    DATA_DIR=/data
+# The embedded SQLite database lives here when DATABASE_URL is unset: mount a volume to keep it.
+RUN mkdir -p /data && chown node:node /data
+VOLUME ["/data"]
+# The code and its dependencies belong to root: the service (user node) can read them, not change them.
+COPY package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+USER node
+EXPOSE 3000
+# /healthz answers while the process lives (it needs no API key). Node's own fetch: the image has no curl.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "-e", "fetch(`http://127.0.0.1:${process.env.PORT || 3000}/healthz`, { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["node", "dist/server.js"]
+
+# The demo services of docker-compose.yml: `node dist/demo/tool-server.js` (the example tools) and
+# `node dist/demo/model-server.js` (the offline fake of the Messages API). Not for production.
+FROM app AS demo
+COPY --from=build /demo/dist ./dist
+HEALTHCHECK NONE
+CMD ["node", "dist/demo/tool-server.js"]
+
+FROM app AS runtime
