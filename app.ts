@@ -13,6 +13,7 @@ import lifecyclePlugin from './plugins/lifecycle.js'
 import errorHandlerPlugin from './plugins/error-handler.js'
 import storePlugin from './plugins/store.js'
 import authPlugin from './plugins/auth.js'
+import rateLimitPlugin from './plugins/rate-limit.js'
 import openapiPlugin from './plugins/openapi.js'
 import registryPlugin from './plugins/registry.js'
 import enginePlugin from './plugins/engine.js'
@@ -69,6 +70,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(errorHandlerPlugin)
   await app.register(storePlugin, { store: options.store })
   await app.register(authPlugin)
+  await app.register(rateLimitPlugin)
   await app.register(registryPlugin, { resolver: options.resolver })
   await app.register(enginePlugin, { resolver: options.resolver })
   await app.register(openapiPlugin)

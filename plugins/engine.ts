@@ -38,7 +38,8 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       leaseMs: config.RUN_LEASE_MS,
       modelMaxRetries: config.MODEL_MAX_RETRIES,
       maxResultChars: config.TOOL_MAX_RESULT_CHARS,
-      maxRunningRuns: config.MAX_RUNNING_RUNS
+      maxRunningRuns: config.MAX_RUNNING_RUNS,
+      maxActiveRunsPerTenant: config.TENANT_MAX_ACTIVE_RUNS
     },
     callbacks: {
       maxAttempts: config.CALLBACK_MAX_ATTEMPTS,

@@ -6,6 +6,7 @@ import { toEventObject, toRunObject } from '../../src/runs/run-object.js'
 import { commonErrors, ListOf } from '../../src/schemas/common.js'
 import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema } from '../../src/schemas/runs.js'
 import type { RunRecord } from '../../src/store/index.js'
+import { TenantSlots } from '../../src/tenant-slots.js'
 import { streamRunEvents, wantsEventStream } from './sse.js'
 
 const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error'), 503: Type.Ref('Error') }
@@ -47,6 +48,15 @@ export default async function runRoutes (fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addHook('onRequest', app.authenticate)
 
+  // Event streams each tenant holds open on this replica, whichever route opened them.
+  const streams = new TenantSlots(app.config.TENANT_MAX_SSE_STREAMS)
+  /** Takes a stream slot for the request's tenant, or refuses (429) before anything is sent or started. */
+  const takeStreamSlot = (request: FastifyRequest): () => void => {
+    const release = streams.take(request.tenantId)
+    if (release !== null) return release
+    throw new AppError('RUN_ERR_TOO_MANY_STREAMS', `This tenant already has ${streams.limit} event streams open on this replica, the most TENANT_MAX_SSE_STREAMS allows: close one you no longer read, or follow runs with GET /runs/{id} or a callback_url, then retry.`, { headers: { 'retry-after': '1' } })
+  }
+
   app.post('/runs', {
     schema: {
       tags: ['runs'],
@@ -61,9 +71,15 @@ export default async function runRoutes (fastify: FastifyInstance) {
     if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
       throw new AppError('REQUEST_ERR_VALIDATION', 'The Idempotency-Key header must be 1 to 255 printable ASCII characters (a UUID, say).')
     }
-    const { run, created } = await app.engine.create(request.tenantId, request.body, { idempotencyKey: key })
-    if (!created) reply.header('idempotent-replayed', 'true')
-    return await answerRun(app, request, reply, run, request.body, 0)
+    // A stream's slot is taken before the run is created: a refused stream starts no run.
+    const release = request.body.stream === true ? takeStreamSlot(request) : undefined
+    try {
+      const { run, created } = await app.engine.create(request.tenantId, request.body, { idempotencyKey: key })
+      if (!created) reply.header('idempotent-replayed', 'true')
+      return await answerRun(app, request, reply, run, request.body, 0)
+    } finally {
+      release?.()
+    }
   })
 
   app.get('/runs', {
@@ -121,7 +137,12 @@ export default async function runRoutes (fastify: FastifyInstance) {
           throw new AppError('REQUEST_ERR_VALIDATION', 'Last-Event-ID must be the number of an event (the `id:` of the last one received).')
         }
       }
-      return await streamRunEvents(app, request, reply, run, after)
+      const release = takeStreamSlot(request)
+      try {
+        return await streamRunEvents(app, request, reply, run, after)
+      } finally {
+        release()
+      }
     }
     const events = await app.store.listEvents(run.id, request.query.after, request.query.limit + 1)
     const page = events.slice(0, request.query.limit)
@@ -154,7 +175,12 @@ export default async function runRoutes (fastify: FastifyInstance) {
       response: { 200: RunSchema, 202: RunSchema, ...errors }
     }
   }, async (request, reply) => {
-    const { run, resumedAfter } = await app.engine.submitToolOutputs(request.tenantId, request.params.id, request.body)
-    return await answerRun(app, request, reply, run, request.body, resumedAfter)
+    const release = request.body.stream === true ? takeStreamSlot(request) : undefined
+    try {
+      const { run, resumedAfter } = await app.engine.submitToolOutputs(request.tenantId, request.params.id, request.body)
+      return await answerRun(app, request, reply, run, request.body, resumedAfter)
+    } finally {
+      release?.()
+    }
   })
 }

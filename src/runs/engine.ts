@@ -29,6 +29,8 @@ export interface EngineLimits {
   readonly maxResultChars: number
   /** Runs this replica drives at once; more wait as `queued`. */
   readonly maxRunningRuns: number
+  /** Runs one tenant may have not yet final, across replicas; creates past it are refused (429). */
+  readonly maxActiveRunsPerTenant: number
 }
 
 export interface CallbackLimits {
@@ -65,6 +67,8 @@ const CALLBACK_CLAIM_MARGIN_MS = 30_000
 const CALLBACK_BACKOFF_CAP_MS = 3_600_000
 /** Takeovers of one run that may fail on one replica before it fails the run. */
 const MAX_TAKEOVER_FAILURES = 3
+/** What a create refused for TENANT_MAX_ACTIVE_RUNS is told to wait: runs end in seconds to minutes. */
+const ACTIVE_RUNS_RETRY_AFTER_S = 5
 
 /**
  * Starts, drives and reports runs. Each run is driven in this process by a {@link RunDriver}
@@ -89,6 +93,8 @@ export class RunEngine {
   #firstSweep = true
   /** Slots promised to runs being created or taken over, not yet driving: counted against the cap. */
   #reserved = 0
+  /** Per tenant, creates here that passed the active-runs check and may not be stored yet. */
+  readonly #admitting = new Map<string, number>()
   #takingOver: Promise<void> | null = null
   #takeOverAgain = false
   /** Takeovers of a run that failed here: after a few, the run is failed rather than retried for ever. */
@@ -173,6 +179,8 @@ export class RunEngine {
     }
     const callbackUrl = body.callback_url === undefined ? null : await this.#checkCallbackUrl(tenantId, body.callback_url)
 
+    const admission = await this.#admit(tenantId, idempotencyKey, requestHash)
+    if (admission.replay !== undefined) return { run: admission.replay, created: false }
     const params: RunParams = {
       tools: toolNames,
       max_tokens: body.max_tokens ?? 4096,
@@ -190,7 +198,42 @@ export class RunEngine {
       return await this.#insert(tenantId, body, messages, params, drive, idempotencyKey, requestHash, callbackUrl)
     } finally {
       if (drive) this.#reserved--
+      admission.release()
     }
+  }
+
+  /**
+   * The per-tenant limit on runs not yet final (TENANT_MAX_ACTIVE_RUNS): answers a `release` to
+   * call once the run is stored (or not), or throws a 429. Creates admitted here and not yet
+   * released count with the stored runs, so concurrent creates on one replica cannot overshoot the
+   * limit (a run stored and not yet released counts twice for a moment, which can only refuse
+   * early, at the limit). Creates at the same moment on several replicas can overshoot it by at
+   * most the number under way on the others.
+   */
+  async #admit (tenantId: string, idempotencyKey: string | undefined, requestHash: string | null): Promise<{ replay?: RunRecord, release: () => void }> {
+    const { limits, store } = this.#options
+    const limit = limits.maxActiveRunsPerTenant
+    this.#admitting.set(tenantId, (this.#admitting.get(tenantId) ?? 0) + 1)
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
+      const left = (this.#admitting.get(tenantId) ?? 1) - 1
+      if (left === 0) this.#admitting.delete(tenantId)
+      else this.#admitting.set(tenantId, left)
+    }
+    let admitted = false
+    try {
+      const stored = await store.countActiveRuns(tenantId, limit)
+      admitted = stored + (this.#admitting.get(tenantId) ?? 1) - 1 < limit
+      if (admitted) return { release }
+      // The same Idempotency-Key as a create that got there first: that run's replay, not a refusal.
+      const earlier = idempotencyKey === undefined ? null : await store.getRunByIdempotencyKey(tenantId, idempotencyKey)
+      if (earlier !== null) return { replay: this.#sameRequest(earlier, requestHash!), release }
+    } finally {
+      if (!admitted) release()
+    }
+    throw new AppError('RUN_ERR_TOO_MANY_ACTIVE', `This tenant already has ${limit} runs that have not finished (queued, running or waiting in requires_action), the most TENANT_MAX_ACTIVE_RUNS allows: wait for some to end, answer those waiting for tool outputs, or cancel those you no longer need (POST /runs/{id}/cancel), then retry.`, { headers: { 'retry-after': String(ACTIVE_RUNS_RETRY_AFTER_S) } })
   }
 
   async #insert (tenantId: string, body: CreateRun, messages: MessageParam[], params: RunParams, drive: boolean, idempotencyKey: string | undefined, requestHash: string | null, callbackUrl: string | null): Promise<{ run: RunRecord, created: boolean }> {

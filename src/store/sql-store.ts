@@ -154,6 +154,15 @@ export class SqlStore implements Store {
     return row === undefined ? null : toRunRecord(row)
   }
 
+  async countActiveRuns (tenantId: string, cap: number): Promise<number> {
+    // One range of runs_by_status (tenant_id, status, id) per status, read no further than `cap`.
+    const [row] = await this.#db.query(
+      "SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') LIMIT ?) AS active",
+      [tenantId, cap]
+    )
+    return Number(row!.n)
+  }
+
   async listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>> {
     const params: unknown[] = [tenantId]
     let where = 'tenant_id = ?'

@@ -183,6 +183,11 @@ export interface Store {
   createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }>
   getRun (tenantId: string, runId: string): Promise<RunRecord | null>
   getRunByIdempotencyKey (tenantId: string, key: string): Promise<RunRecord | null>
+  /**
+   * How many of the tenant's runs are not yet final (queued, running or requires_action), counting
+   * at most `cap` of them: enough to tell whether a limit of `cap` is reached.
+   */
+  countActiveRuns (tenantId: string, cap: number): Promise<number>
   listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>>
   getMessages (runId: string): Promise<MessageParam[]>
   listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]>
