@@ -6,17 +6,22 @@ import type { Config } from './src/config.js'
 import { loggerOptions } from './src/logger.js'
 import { newId } from './src/ids.js'
 import { createRequestValidators } from './src/schema-validation.js'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './src/json-depth.js'
+import { AppError } from './src/errors.js'
 import type { Store } from './src/store/index.js'
 import type { Resolver } from './src/tools/egress-guard.js'
 import configPlugin from './plugins/config.js'
 import lifecyclePlugin from './plugins/lifecycle.js'
-import errorHandlerPlugin from './plugins/error-handler.js'
+import errorHandlerPlugin, { answerFrameworkError } from './plugins/error-handler.js'
 import storePlugin from './plugins/store.js'
 import authPlugin from './plugins/auth.js'
 import rateLimitPlugin from './plugins/rate-limit.js'
 import openapiPlugin from './plugins/openapi.js'
 import registryPlugin from './plugins/registry.js'
 import enginePlugin from './plugins/engine.js'
+import metricsPlugin from './plugins/metrics.js'
+import tracingPlugin from './plugins/tracing.js'
+import timelinePlugin from './plugins/timeline.js'
 import healthRoutes from './routes/health.js'
 import toolRoutes from './routes/tools/index.js'
 import runRoutes from './routes/runs/index.js'
@@ -54,13 +59,21 @@ export async function buildApp (options: AppOptions) {
     // Bounds plugin start-up and the close hooks alike: the drain on close may take up to
     // SHUTDOWN_GRACE_MS, and Fastify's default (10 s) would cut it short.
     pluginTimeout: Math.max(10_000, config.SHUTDOWN_GRACE_MS + 15_000),
-    routerOptions: { ignoreTrailingSlash: true }
+    routerOptions: { ignoreTrailingSlash: true },
+    // A URL Fastify cannot route (bad percent-encoding, an overlong parameter) gets our error shape.
+    frameworkErrors: answerFrameworkError
   }
   const app = Fastify(fastifyOptions).withTypeProvider<TypeBoxTypeProvider>()
 
   const validators = createRequestValidators()
   app.setValidatorCompiler(({ schema, httpPart }) =>
     (httpPart === 'body' ? validators.body : validators.text).compile(schema))
+  // A body nested deeper than any real request would overflow the stack of whatever walks it later.
+  app.addHook('preValidation', async (request) => {
+    if (nestsDeeperThan(request.body, MAX_JSON_DEPTH)) {
+      throw new AppError('REQUEST_ERR_VALIDATION', `The body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep: send a flatter document.`)
+    }
+  })
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id)
   })
@@ -71,8 +84,11 @@ export async function buildApp (options: AppOptions) {
   await app.register(storePlugin, { store: options.store })
   await app.register(authPlugin)
   await app.register(rateLimitPlugin)
+  await app.register(metricsPlugin)
+  await app.register(tracingPlugin)
   await app.register(registryPlugin, { resolver: options.resolver })
   await app.register(enginePlugin, { resolver: options.resolver })
+  await app.register(timelinePlugin)
   await app.register(openapiPlugin)
 
   await app.register(healthRoutes)

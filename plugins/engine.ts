@@ -5,6 +5,7 @@ import { RunEngine } from '../src/runs/engine.js'
 import { WebhookClient } from '../src/tools/webhook-client.js'
 import { VERSION } from '../src/version.js'
 import type { Resolver } from '../src/tools/egress-guard.js'
+import { Telemetry } from '../src/telemetry/index.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -19,6 +20,7 @@ declare module 'fastify' {
  */
 export default fp(async function enginePlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined }) {
   const { config } = app
+  const telemetry = new Telemetry(app.metrics, app.tracing)
   const engine = new RunEngine({
     store: app.store,
     registry: app.tools,
@@ -29,6 +31,7 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       maxResponseBytes: config.TOOL_MAX_RESPONSE_BYTES,
       maxResultChars: config.TOOL_MAX_RESULT_CHARS,
       userAgent: `switchboard/${VERSION}`,
+      telemetry,
       ...(options.resolver === undefined ? {} : { resolver: options.resolver })
     }),
     limits: {
@@ -47,9 +50,11 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       timeoutMs: config.CALLBACK_TIMEOUT_MS,
       rotationWindowMs: config.SECRET_ROTATION_WINDOW_MS
     },
-    modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined
+    modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined,
+    telemetry
   })
   app.decorate('engine', engine)
+  app.metrics.track({ runsDriving: () => engine.driving, unfinishedRuns: async () => await app.store.countUnfinishedRuns() })
   // After the lifecycle plugin's own preClose (registered first), which starts draining.
   app.addHook('preClose', async () => { await engine.close(config.SHUTDOWN_GRACE_MS) })
-}, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle'] })
+}, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle', 'metrics', 'tracing'] })

@@ -26,6 +26,20 @@ function send (reply: FastifyReply, request: FastifyRequest, statusCode: number,
 }
 
 /**
+ * Fastify's own refusals of a URL it cannot route (a broken percent-encoding, a path parameter
+ * longer than maxParamLength), given to Fastify as its `frameworkErrors` option: they come before
+ * any route or hook, so they are answered here, in the same shape as every other error.
+ */
+export function answerFrameworkError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const tooLong = error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+  const message = tooLong
+    ? 'A path parameter of the URL is too long to be an id or a name: check the URL.'
+    : 'The URL is not valid: a part of its path has a broken percent-encoding (UTF-8 cut short, or half of a UTF-16 surrogate pair). Encode each part as UTF-8.'
+  reply.header('x-request-id', request.id)
+  send(reply, request, tooLong ? 414 : 400, tooLong ? 'REQUEST_ERR_URL_TOO_LONG' : 'REQUEST_ERR_BAD_REQUEST', message)
+}
+
+/**
  * One shape for every error answer, `{ statusCode, code, error, message, requestId }`: our own
  * errors, Fastify's validation and parsing errors, unknown routes, and anything unexpected, which
  * is logged in full and answered as a bare 500 that leaks nothing.

@@ -3,6 +3,7 @@ import Type, { type Static } from 'typebox'
 import { ConfigError } from './errors.js'
 import { parseApiKeys, type Keyring } from './tenants.js'
 import { parseEgressAllow, type EgressAllowList } from './tools/egress-guard.js'
+import { otlpSettings, parseKeyValues, type OtlpSettings } from './telemetry/otlp-settings.js'
 
 /**
  * Every setting Switchboard reads, with its default. This is the only place that knows about
@@ -14,6 +15,7 @@ export const ConfigSchema = Type.Object({
   HOST: Type.Optional(Type.String({ minLength: 1, description: 'Address to bind. Defaults to 0.0.0.0 with API keys, 127.0.0.1 without.' })),
   DATA_DIR: Type.String({ minLength: 1, default: './data', description: 'Folder of the embedded SQLite database (used when DATABASE_URL is unset).' }),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'PostgreSQL connection string; enables PostgreSQL storage and several replicas.' })),
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#]+(/[^?#]*)?$', description: 'The address browsers reach this service at (`https://switchboard.example.com`, a path prefix allowed); makes `timeline_url` a full URL. Unset: `timeline_url` is a path on this service.' })),
   ANTHROPIC_API_KEY: Type.Optional(Type.String({ minLength: 1, description: 'Key for the Anthropic Messages API.' })),
   ANTHROPIC_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'Base URL of the Messages API (a proxy, a gateway or a fake).' })),
   DEFAULT_MODEL: Type.String({ minLength: 1, default: 'claude-sonnet-4-6', description: 'Model of a run that names none.' }),
@@ -22,6 +24,17 @@ export const ConfigSchema = Type.Object({
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
     Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
   ], { default: 'info', description: 'pino log level.' }),
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'Bearer token GET /metrics asks for. Unset: /metrics is open in open mode and refused (401) with API_KEYS, since metrics span every tenant.' })),
+  OTEL_SDK_DISABLED: Type.Boolean({ default: false, description: '`true` turns tracing off whatever else is set.' }),
+  OTEL_SERVICE_NAME: Type.String({ minLength: 1, default: 'switchboard', description: 'service.name of the spans.' }),
+  OTEL_RESOURCE_ATTRIBUTES: Type.Optional(Type.String({ description: 'More resource attributes of the spans, `key=value,key2=value2`.' })),
+  OTEL_TRACES_EXPORTER: Type.Optional(Type.Union([Type.Literal('otlp'), Type.Literal('none')], { description: '`otlp` turns tracing on (to http://localhost:4318 unless an endpoint is set); `none` turns it off.' })),
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://', description: 'OTLP/HTTP collector base URL (`/v1/traces` is appended); setting it turns tracing on.' })),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://', description: 'OTLP/HTTP traces URL, used as is; setting it turns tracing on.' })),
+  OTEL_EXPORTER_OTLP_HEADERS: Type.Optional(Type.String({ description: 'Headers sent to the collector, `key=value,key2=value2` (percent-encoded values).' })),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: Type.Optional(Type.String({ description: 'Headers sent with traces, over OTEL_EXPORTER_OTLP_HEADERS.' })),
+  OTEL_EXPORTER_OTLP_PROTOCOL: Type.Optional(Type.Union([Type.Literal('http/json'), Type.Literal('http/protobuf'), Type.Literal('grpc')], { description: 'Only `http/json` is supported (any OTLP/HTTP receiver accepts it).' })),
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Type.Optional(Type.Union([Type.Literal('http/json'), Type.Literal('http/protobuf'), Type.Literal('grpc')], { description: 'As OTEL_EXPORTER_OTLP_PROTOCOL, for traces.' })),
   TOOLS_FILE: Type.Optional(Type.String({ minLength: 1, description: 'YAML or JSON file of tools to register at start-up.' })),
   TOOL_EGRESS_ALLOW: Type.String({ default: '', description: 'Comma-separated hosts or CIDRs that tool and callback URLs may reach although private or loopback.' }),
   TOOL_MAX_RESPONSE_BYTES: Type.Integer({ minimum: 1024, default: 1_048_576, description: 'A tool response body is cut at this many bytes.' }),
@@ -53,6 +66,10 @@ export interface Config extends Env {
   readonly egressAllow: EgressAllowList
   /** Address to listen on, derived from HOST and open mode. */
   readonly listenHost: string
+  /** Where spans are exported (from the OTEL_* variables); null: tracing is off. */
+  readonly tracesExporter: OtlpSettings | null
+  /** OTEL_RESOURCE_ATTRIBUTES, parsed. */
+  readonly resourceAttributes: Readonly<Record<string, string>>
   /** The environment the settings were read from, for `${VAR}` references in TOOLS_FILE. */
   readonly env: Readonly<Record<string, string | undefined>>
 }
@@ -83,7 +100,15 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new ConfigError(`HOST=${parsed.HOST} needs API_KEYS: without keys Switchboard only listens on 127.0.0.1. Set API_KEYS or unset HOST.`)
   }
   const listenHost = parsed.HOST ?? (openMode ? '127.0.0.1' : '0.0.0.0')
-  return { ...parsed, keyring, egressAllow, listenHost, env: { ...env } }
+  let tracesExporter: OtlpSettings | null
+  let resourceAttributes: Record<string, string>
+  try {
+    tracesExporter = otlpSettings(parsed)
+    resourceAttributes = parseKeyValues(parsed.OTEL_RESOURCE_ATTRIBUTES, 'OTEL_RESOURCE_ATTRIBUTES')
+  } catch (err) {
+    throw new ConfigError((err as Error).message)
+  }
+  return { ...parsed, keyring, egressAllow, listenHost, tracesExporter, resourceAttributes, env: { ...env } }
 }
 
 function describeEnvError (err: unknown): string {

@@ -1,13 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { AppError } from '../../src/errors.js'
 import { toEventObject, toRunObject } from '../../src/runs/run-object.js'
 import { commonErrors, ListOf } from '../../src/schemas/common.js'
-import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema } from '../../src/schemas/runs.js'
+import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema, type Run } from '../../src/schemas/runs.js'
 import type { RunRecord } from '../../src/store/index.js'
 import { TenantSlots } from '../../src/tenant-slots.js'
 import { streamRunEvents, wantsEventStream } from './sse.js'
+import timelineRoutes from './timeline.js'
 
 const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error'), 503: Type.Ref('Error') }
 const METADATA_FILTER = /^metadata\[(.+)\]$/
@@ -22,6 +24,11 @@ const CreateRunHeaders = Type.Object({
   'idempotency-key': Type.Optional(Type.String({ description: 'The same key and body return the same run instead of starting another (1 to 255 printable characters).' }))
 })
 
+/** A run as the API answers it, with a freshly signed link to its timeline. */
+function runObject (app: FastifyInstance, run: RunRecord, messages?: MessageParam[]): Run {
+  return toRunObject(run, messages, app.timelineLinks.url(run))
+}
+
 /**
  * Answers a started (or resumed) run the way the caller asked: a stream of its events from
  * `after` on, 202 at once, or (by default) the run once it ends or waits for the caller.
@@ -29,13 +36,13 @@ const CreateRunHeaders = Type.Object({
 async function answerRun (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, run: RunRecord, mode: { stream?: boolean | undefined, background?: boolean | undefined }, after: number): Promise<unknown> {
   if (mode.stream === true) return await streamRunEvents(app, request, reply, run, after)
   if (mode.background === true) {
-    return reply.code(202).header('location', `/runs/${run.id}`).send(toRunObject(run))
+    return reply.code(202).header('location', `/runs/${run.id}`).send(runObject(app, run))
   }
   // Waiting may take minutes: stop waiting (not the run) if the caller goes away.
   const gone = new AbortController()
   reply.raw.on('close', () => { if (!reply.raw.writableFinished) gone.abort() })
   try {
-    return toRunObject(await app.engine.settled(run.tenant_id, run.id, gone.signal))
+    return runObject(app, await app.engine.settled(run.tenant_id, run.id, gone.signal))
   } catch (err) {
     if (!gone.signal.aborted) throw err
     request.log.info({ runId: run.id }, 'caller went away; the run goes on')
@@ -43,8 +50,17 @@ async function answerRun (app: FastifyInstance, request: FastifyRequest, reply: 
   }
 }
 
-/** Runs: SPEC §4. */
+/**
+ * Runs: SPEC §4; and their timeline pages (SPEC §10), in a context of their own beside the others,
+ * since they take a signed link in place of the key.
+ */
 export default async function runRoutes (fastify: FastifyInstance) {
+  await fastify.register(timelineRoutes)
+  await fastify.register(keyedRunRoutes)
+}
+
+/** Every route of runs that needs the API key. */
+async function keyedRunRoutes (fastify: FastifyInstance) {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
   app.addHook('onRequest', app.authenticate)
 
@@ -97,7 +113,7 @@ export default async function runRoutes (fastify: FastifyInstance) {
       if (match !== null) metadata[match[1]!] = String(value)
     }
     const page = await app.engine.list(request.tenantId, { limit: limit as number, after: after as string | undefined, status: status as never, metadata })
-    return { object: 'list' as const, data: page.items.map((r) => toRunObject(r)), has_more: page.nextCursor !== null, next_cursor: page.nextCursor }
+    return { object: 'list' as const, data: page.items.map((r) => runObject(app, r)), has_more: page.nextCursor !== null, next_cursor: page.nextCursor }
   })
 
   app.get('/runs/:id', {
@@ -110,8 +126,8 @@ export default async function runRoutes (fastify: FastifyInstance) {
     }
   }, async (request) => {
     const run = await app.engine.get(request.tenantId, request.params.id)
-    if (request.query.include === 'messages') return toRunObject(run, await app.engine.messages(run.id))
-    return toRunObject(run)
+    if (request.query.include === 'messages') return runObject(app, run, await app.engine.messages(run.id))
+    return runObject(app, run)
   })
 
   app.get('/runs/:id/events', {
@@ -163,7 +179,7 @@ export default async function runRoutes (fastify: FastifyInstance) {
       params: RunIdParams,
       response: { 200: RunSchema, ...errors }
     }
-  }, async (request) => toRunObject(await app.engine.cancel(request.tenantId, request.params.id)))
+  }, async (request) => runObject(app, await app.engine.cancel(request.tenantId, request.params.id)))
 
   app.post('/runs/:id/tool_outputs', {
     schema: {

@@ -12,6 +12,7 @@ import { ToolConcurrency } from '../tools/dispatcher.js'
 import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
 import { capContent, toolResult, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
+import { Telemetry } from '../telemetry/index.js'
 import { RunDriver, RunStop, type InitialWrite, type ResumedStep } from './run-driver.js'
 import { isSettled, isStalled, toRunObject } from './run-object.js'
 import { findTranscriptProblem } from './transcript.js'
@@ -56,6 +57,8 @@ export interface RunEngineOptions {
   readonly modelConfigured: boolean
   /** This process's name in leases; unique per process. */
   readonly replicaId?: string
+  /** Metrics and spans of runs; none by default. */
+  readonly telemetry?: Telemetry
 }
 
 // The sweeper: deadlines of runs waiting for their caller, callbacks due, cancels asked of another
@@ -104,8 +107,11 @@ export class RunEngine {
   /** Set when runs were queued here (or a takeover filled every free slot): worth looking again when one ends. */
   #mayHaveQueued = false
 
+  readonly #telemetry: Telemetry
+
   constructor (options: RunEngineOptions) {
     this.#options = options
+    this.#telemetry = options.telemetry ?? Telemetry.none
     this.replicaId = options.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
     // Renew well before expiry: a third of the lease, so two missed renewals still hold it.
     this.#renewal = setInterval(() => { this.#renewLeases().catch(() => {}) }, Math.max(250, Math.floor(options.limits.leaseMs / 3)))
@@ -282,6 +288,11 @@ export class RunEngine {
     if (drive) this.#start(stored, messages)
     else this.#mayHaveQueued = true
     return { run: stored, created: true }
+  }
+
+  /** How many runs this replica drives now. */
+  get driving (): number {
+    return this.#drivers.size
   }
 
   async get (tenantId: string, runId: string): Promise<RunRecord> {
@@ -564,7 +575,7 @@ export class RunEngine {
   #start (run: RunRecord, messages: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep): RunDriver {
     const { store, registry, model, webhooks, log, limits } = this.#options
     const lease: Lease = { owner: this.replicaId, token: run.lease_token }
-    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries }, run, lease, messages, initialWrite, resumed)
+    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry }, run, lease, messages, initialWrite, resumed)
     this.#drivers.set(run.id, driver)
     driver.events.subscribe(() => this.#wake(run.id))
     driver.drive().finally(async () => {
@@ -602,7 +613,9 @@ export class RunEngine {
     try {
       held = new Map((await this.#options.store.renewLeases(this.replicaId, ids, this.#options.limits.leaseMs)).map((r) => [r.id, r.cancelRequested]))
       this.#renewedAt = asked
+      this.#telemetry.metrics.leaseRenewals.inc({ result: 'ok' })
     } catch (err) {
+      this.#telemetry.metrics.leaseRenewals.inc({ result: 'failed' })
       this.#options.log.warn({ err: { message: (err as Error).message } }, 'could not renew leases')
       // Unconfirmed for most of a lease: another replica may take these runs any moment now. Stop
       // driving them before it does, rather than both sending calls.

@@ -5,12 +5,14 @@ import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
-import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type Store, type ToolRecord, type Usage } from '../store/index.js'
+import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { linkedController } from '../abort.js'
+import type { Span } from '@opentelemetry/api'
+import type { Telemetry } from '../telemetry/index.js'
 import { EventLog, STORAGE_RETRY_DELAYS_MS } from './event-log.js'
 import { toRunObject } from './run-object.js'
 
@@ -55,6 +57,7 @@ export interface DriverDeps {
   readonly log: Log
   /** Retries of a failing model call before the run fails. */
   readonly modelMaxRetries: number
+  readonly telemetry: Telemetry
 }
 
 // Backoff between model attempts when the API gives no retry-after: 0.5 s doubling to 16 s.
@@ -99,6 +102,9 @@ export class RunDriver {
   readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
   /** Shutdown has begun: no new step starts. */
   #draining = false
+  /** The spans of this driving of the run and of its step in progress (no-ops with tracing off). */
+  #span: Span | undefined
+  #stepSpan: Span | undefined
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep) {
     this.#deps = deps
@@ -112,7 +118,7 @@ export class RunDriver {
     setMaxListeners(0, this.#controller.signal)
     for (const message of history) this.#noteToolNames(message)
     this.#log = deps.log.child({ runId: run.id })
-    this.events = new EventLog(deps.store, run, lease, this.#log)
+    this.events = new EventLog(deps.store, run, lease, this.#log, deps.telemetry.metrics.observer(run.model))
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
   }
 
@@ -132,6 +138,7 @@ export class RunDriver {
   /** Runs the loop to the end. Never rejects. */
   async drive (): Promise<void> {
     const run = this.events.run
+    this.#span = this.#deps.telemetry.tracing.startRun(run)
     const remaining = run.deadline_at - Date.now()
     const timeout = (): void => this.stop(new RunStop('timeout', `the run reached its timeout of ${this.#params.timeout_ms} ms`))
     if (remaining <= 0) timeout()
@@ -150,13 +157,16 @@ export class RunDriver {
       if (run.status === 'queued' && !this.#controller.signal.aborted) {
         const started: RunPatch = { status: 'running', started_at: Date.now() }
         this.events.emit('run.started', toRunObject({ ...run, ...started }))
-        await this.events.commit({ patch: started })
+        // Not waited for: it is stored before anything the step writes (writes keep their order), and
+        // a failure to store it fails the next write, which is waited for.
+        this.events.commit({ patch: started }).catch(() => {})
       }
       await this.#loop()
     } catch (err) {
       await this.#failed(err)
     } finally {
       clearTimeout(this.#deadlineTimer)
+      this.#ended()
       this.#resolveDone(this.events.run)
     }
   }
@@ -173,18 +183,21 @@ export class RunDriver {
       }
       if (this.#draining && this.events.run.steps > 0) throw new RunStop('shutdown', 'this replica is shutting down')
       const step = this.events.run.steps + 1
-      const stop = await this.#step(step)
+      const { stop, last } = await this.#inStepSpan(step, async () => await this.#step(step))
       if (stop === 'requires_action') return
       if (stop !== null) {
-        await this.#finish('completed', stop)
+        await this.#finish('completed', stop, null, last)
         return
       }
       this.#throwIfStopped()
     }
   }
 
-  /** One model call and its tool calls; answers the stop reason if the run is done. */
-  async #step (step: number): Promise<StopReason | 'requires_action' | null> {
+  /**
+   * One model call and its tool calls; answers the stop reason if the run is done. The step is
+   * stored here, unless it is the run's last: then `last` holds its write, stored with the run's end.
+   */
+  async #step (step: number): Promise<{ stop: StopReason | 'requires_action' | null, last?: Omit<RunWrite, 'events'> }> {
     const run = this.events.run
     const records = await withRetries(async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), this.#controller.signal)
     const tools = new Map(records.map((t) => [t.name, t]))
@@ -221,7 +234,7 @@ export class RunDriver {
       // Not dispatched while streaming: its input was not complete JSON.
       const why = toolUse === cutOff
         ? `Tool ${toolUse.name} was not called: its tool_use block was cut off by max_tokens before its input was complete.`
-        : `Tool ${toolUse.name} was not called: its input was not valid JSON.`
+        : `Tool ${toolUse.name} was not called: its input was not a valid JSON object.`
       calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, why)))
     }
     const waiting = new Set(clientCalls.map((c) => c.id))
@@ -239,7 +252,7 @@ export class RunDriver {
       tool_calls_total: run.tool_calls_total + results.length,
       tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
     }
-    if (clientCalls.length > 0) return await this.#awaitCaller(message, toolUses, results, clientCalls, counters)
+    if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters) }
 
     const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
     // Every tool_use gets its tool_result, first and in the model's order, so that the stored
@@ -249,8 +262,9 @@ export class RunDriver {
     const patch = counters
     this.#history.push(...messages)
     for (const added of messages) this.#noteToolNames(added)
+    if (stopReason !== null) return { stop: stopReason, last: { messages, patch } }
     await this.events.commit({ messages, patch })
-    return stopReason
+    return { stop: null }
   }
 
   /**
@@ -282,6 +296,8 @@ export class RunDriver {
       // already started are cancelled with it, and the retry starts from a clean slate.
       const attemptLink = linkedController(this.#controller.signal)
       const signal = attemptLink.signal
+      // One listener per call in flight (64 by default): not a leak.
+      setMaxListeners(0, signal)
       const dispatcher = new StepDispatcher(this.#params.parallelism, this.#deps.toolConcurrency, signal)
       const calls = new Map<string, Promise<ToolResultBlockParam>>()
       // read_only and idempotent calls start the moment their block is complete. A side_effecting
@@ -292,6 +308,7 @@ export class RunDriver {
       let deferredSerial = false
       const clientComplete = new Set<string>()
       const incomplete = new Set<string>()
+      const measure = this.#deps.telemetry.modelCall(this.#stepSpan, request)
       try {
         const message = await this.#deps.model.stream(request, {
           onText: (text) => this.events.emitDelta(step, text),
@@ -314,6 +331,7 @@ export class RunDriver {
             calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
           }
         }, this.#controller.signal)
+        measure.ok(message)
         // `incomplete`: tool_use blocks whose input was cut or broken, never sent: what a replica
         // resuming the step must not send either.
         this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content, incomplete: [...incomplete] })
@@ -325,6 +343,7 @@ export class RunDriver {
         Promise.allSettled(calls.values()).then(attemptLink.dispose, attemptLink.dispose)
         return { message, calls, clientComplete }
       } catch (err) {
+        measure.failed(err, this.#controller.signal.aborted)
         attemptLink.controller.abort(new RunStop('cancelled', 'the model call it belonged to failed'))
         await Promise.allSettled(calls.values())
         attemptLink.dispose()
@@ -374,6 +393,7 @@ export class RunDriver {
           toolUseId: block.id,
           metadata: run.metadata,
           traceId: run.trace_id,
+          span: this.#stepSpan,
           runDeadline: run.deadline_at,
           signal
         }, {
@@ -383,13 +403,15 @@ export class RunDriver {
             if (tool.effect === 'side_effecting') await this.events.flush()
           },
           onRetry: (attempt, failed, durationMs, delayMs) => this.events.emit('tool_call.retrying', {
-            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, error: contentText(failed.content), retry_in_ms: delayMs
+            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs
           })
         })
       })
       outcome = result.outcome
       attempts = result.attempts
     } catch (err) {
+      // Anything but a stop is a fault of ours (answered by #dispatch), not a call never made.
+      if (!signal.aborted) throw err
       // The run stopped before the call's turn came: it was never sent.
       const reason = err instanceof Error ? err.message : 'the run stopped'
       outcome = errorOutcome('cancelled', `Tool ${block.name} was not called: ${reason}`)
@@ -493,6 +515,11 @@ export class RunDriver {
       this.#log.warn({ stopReason: message.stop_reason }, 'unknown stop reason; ending the run as end_turn')
       return 'end_turn'
     }
+    // Waiting for tool results when no tool was asked for: there is nothing to go on with.
+    if (message.stop_reason === 'tool_use' && !message.content.some((b) => b.type === 'tool_use')) {
+      this.#log.warn('stop reason tool_use without a tool_use block; ending the run as end_turn')
+      return 'end_turn'
+    }
     return step >= this.#params.max_steps ? 'max_steps' : null
   }
 
@@ -501,17 +528,41 @@ export class RunDriver {
     for (const block of message.content) if (block.type === 'tool_use') this.#historyTools.add(block.name)
   }
 
+  /** Runs one step under its span. */
+  async #inStepSpan<T> (step: number, work: () => Promise<T>): Promise<T> {
+    const span = this.#deps.telemetry.tracing.startStep(this.#span, this.events.run.id, step)
+    this.#stepSpan = span
+    try {
+      const result = await work()
+      this.#deps.telemetry.tracing.endStep(span)
+      return result
+    } catch (err) {
+      this.#deps.telemetry.tracing.endStep(span, err)
+      throw err
+    } finally {
+      this.#stepSpan = undefined
+    }
+  }
+
+  /** This driving of the run is over: its span ends, and a run given up is counted. */
+  #ended (): void {
+    const { metrics, tracing } = this.#deps.telemetry
+    if (this.handback !== null) metrics.runsHandedBack.inc({ reason: this.handback })
+    if (this.#span !== undefined) tracing.endRun(this.#span, this.events.run, this.handback)
+  }
+
   #throwIfStopped (): void {
     if (this.#controller.signal.aborted) throw this.#controller.signal.reason
   }
 
-  async #finish (status: 'completed' | 'failed' | 'cancelled', stopReason: StopReason, error: { code: string, message: string } | null = null): Promise<void> {
+  /** Stores the end of the run, with `last`, the write of the step that ended it, if any. */
+  async #finish (status: 'completed' | 'failed' | 'cancelled', stopReason: StopReason, error: { code: string, message: string } | null = null, last?: Omit<RunWrite, 'events'>): Promise<void> {
     const now = Date.now()
-    const patch: RunPatch = { status, stop_reason: stopReason, completed_at: now, error }
+    const patch: RunPatch = { ...last?.patch, status, stop_reason: stopReason, completed_at: now, error }
     // The final run object is due at the callback URL now; the engine delivers it (SPEC §4).
     if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: now })
     this.events.emit(`run.${status}`, toRunObject({ ...this.events.run, ...patch }))
-    await this.events.commit({ patch })
+    await this.events.commit({ ...(last?.messages === undefined ? {} : { messages: last.messages }), patch })
     this.#log.info({ status, stopReason, steps: this.events.run.steps, toolCalls: this.events.run.tool_calls_total }, 'run finished')
   }
 

@@ -1,6 +1,6 @@
 import Type, { type Static } from 'typebox'
 import type { MessageParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
-import { ISODate, NullableISODate } from './common.js'
+import { ISODate, NO_NUL, NullableISODate } from './common.js'
 import { JsonObject, ToolNameSchema } from './tools.js'
 
 export const RunStatusSchema = Type.Union([
@@ -11,7 +11,7 @@ export const FINAL_STATUSES: ReadonlySet<string> = new Set(['completed', 'failed
 
 const METADATA_KEY = '^[a-zA-Z0-9_.:-]{1,64}$'
 
-export const MetadataSchema = Type.Record(Type.String(), Type.String({ maxLength: 512 }), {
+export const MetadataSchema = Type.Record(Type.String(), Type.String({ maxLength: 512, pattern: NO_NUL }), {
   maxProperties: 16,
   propertyNames: { pattern: METADATA_KEY },
   description: 'Up to 16 string pairs (keys: letters, digits, _ . : -, at most 64; values at most 512 characters). Stored, listed, filterable and sent to every tool call.'
@@ -52,7 +52,7 @@ export const CreateRunSchema = Type.Object({
   input: Type.Optional(Type.String({ minLength: 1, description: 'The first user message. Give this or `messages`, not both.' })),
   messages: Type.Optional(Type.Array(MessageParamSchema, { minItems: 1, maxItems: 10_000, description: 'A Messages API history ending with a user message. Give this or `input`, not both.' })),
   tools: Type.Optional(Type.Array(ToolNameSchema, { maxItems: 128, uniqueItems: true, default: [], description: 'Names of registered tools this run may use.' })),
-  model: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'Defaults to DEFAULT_MODEL.' })),
+  model: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: NO_NUL, description: 'Defaults to DEFAULT_MODEL.' })),
   system: Type.Optional(SystemSchema),
   max_tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 4096, description: 'Per model call.' })),
   max_steps: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'Model calls at the most. Default 25, or RUN_MAX_STEPS if lower; more than RUN_MAX_STEPS is refused.' })),
@@ -130,6 +130,7 @@ export const RunSchema = Type.Object({
     attempts: Type.Integer(),
     last_error: Type.Union([Type.String(), Type.Null()])
   }), Type.Null()], { description: 'Where the final run object goes, and how that went; null without `callback_url`.' }),
+  timeline_url: Type.Union([Type.String(), Type.Null()], { description: 'The run\'s timeline page (GET /runs/{id}/timeline), signed so that a browser opens it without the API key, for an hour and for this run only. A path on this service unless PUBLIC_URL is set. Null in run objects inside events and callbacks: read the run for a fresh one.' }),
   messages: Type.Optional(Type.Array(Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), { description: 'With `?include=messages`: the whole transcript as sent to the model.' }))
 }, { $id: 'Run', title: 'Run' })
 
@@ -155,8 +156,10 @@ export const ListRunsQuerySchema = Type.Object({
   status: Type.Optional(RunStatusSchema)
 }, {
   additionalProperties: false,
-  patternProperties: { '^metadata\\[[a-zA-Z0-9_.:-]{1,64}\\]$': Type.String({ maxLength: 512 }) },
-  description: 'Filter on metadata with `metadata[key]=value` (several allowed).'
+  patternProperties: { '^metadata\\[[a-zA-Z0-9_.:-]{1,64}\\]$': Type.String({ maxLength: 512, pattern: NO_NUL }) },
+  // limit, after, status, and a filter for each of the 16 metadata keys a run can have at most.
+  maxProperties: 19,
+  description: 'Filter on metadata with `metadata[key]=value` (up to 16, as many as a run\'s metadata can hold).'
 })
 
 export const GetRunQuerySchema = Type.Object({

@@ -207,6 +207,17 @@ export class SqlStore implements Store {
     }))
   }
 
+  async countUnfinishedRuns (): Promise<Record<'queued' | 'running' | 'requires_action', number>> {
+    // Each half reads one partial index (runs_active, runs_waiting): the active runs, never the finished.
+    const rows = await this.#db.query(
+      "SELECT status, COUNT(*) AS n FROM runs WHERE status IN ('queued', 'running') GROUP BY status " +
+      "UNION ALL SELECT 'requires_action' AS status, COUNT(*) AS n FROM runs WHERE status = 'requires_action'"
+    )
+    const counts = { queued: 0, running: 0, requires_action: 0 }
+    for (const row of rows) counts[row.status as keyof typeof counts] = Number(row.n)
+    return counts
+  }
+
   // ---- leases and the driver's writes ----
 
   async claimRun (runId: string, owner: string, leaseMs: number): Promise<Lease | null> {
@@ -308,6 +319,13 @@ export class SqlStore implements Store {
         'UPDATE callback_secrets SET signing_secrets = ?, updated_at = ? WHERE tenant_id = ? AND signing_secrets = ? RETURNING tenant_id',
         [JSON.stringify(secrets), updatedAt, tenantId, JSON.stringify(expected)])
     return rows.length > 0
+  }
+
+  async serviceSecret (name: string, candidate: string): Promise<string> {
+    // Whoever inserts first wins; everyone, the winner included, then reads what was stored.
+    await this.#db.query('INSERT INTO service_secrets (name, secret, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING', [name, candidate, Date.now()])
+    const [row] = await this.#db.query('SELECT secret FROM service_secrets WHERE name = ?', [name])
+    return row!.secret as string
   }
 
   async claimAbandonedRuns (owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {

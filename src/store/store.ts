@@ -191,6 +191,8 @@ export interface Store {
   listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>>
   getMessages (runId: string): Promise<MessageParam[]>
   listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]>
+  /** Runs not yet final across every tenant and replica, by status (the metrics' gauge). */
+  countUnfinishedRuns (): Promise<Record<'queued' | 'running' | 'requires_action', number>>
 
   /**
    * Takes the lease of a queued or running run that no live lease holds. Returns the new fence,
@@ -242,6 +244,12 @@ export interface Store {
   getCallbackSecrets (tenantId: string): Promise<SigningSecret[] | null>
   /** Compare-and-set of a tenant's callback secrets: `expected` null means there are none yet. */
   setCallbackSecrets (tenantId: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[] | null): Promise<boolean>
+  /**
+   * A secret of the service itself, the same for every replica (the key that signs timeline links):
+   * the one stored under `name`, or else `candidate`, stored now. Replicas starting at once all get
+   * whichever was stored first.
+   */
+  serviceSecret (name: string, candidate: string): Promise<string>
 
   /**
    * Writes a driver's messages, run state and events in one transaction, fenced by its lease.

@@ -6,6 +6,7 @@ import type { Log } from '../logger.js'
 import type { RunRecord, ToolRecord } from '../store/index.js'
 import type { ToolOutcome } from '../tools/tool-result.js'
 import type { OtlpSettings } from './otlp-settings.js'
+import { randomHex } from '../ids.js'
 
 export interface TracingOptions {
   /** Null: tracing is off, spans cost nothing and are never exported. */
@@ -57,7 +58,7 @@ class RunTraceIds implements IdGenerator {
   }
 
   generateSpanId (): string {
-    return randomBytes(8).toString('hex')
+    return randomHex(8)
   }
 }
 
@@ -248,7 +249,7 @@ export function traceparent (span: Span | undefined, traceId: string): string {
   if (context !== undefined && isSpanContextValid(context)) {
     return `00-${context.traceId}-${context.spanId}-${(context.traceFlags & 0xff).toString(16).padStart(2, '0')}`
   }
-  return `00-${traceId}-${randomBytes(8).toString('hex')}-01`
+  return `00-${traceId}-${randomHex(8)}-01`
 }
 
 /** The OTLP exporter, with its failures logged (at most once a minute) rather than lost. */

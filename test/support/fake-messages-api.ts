@@ -39,11 +39,21 @@ export type Turn =
   | { kind: 'error', status: number, type: string, message?: string, headers?: Record<string, string> }
   /** Accept the request and never answer. */
   | { kind: 'hang' }
+  /**
+   * Exactly these bytes, right or wrong: a broken or hostile API. `chunks` are written in order,
+   * `chunkDelayMs` apart; then the answer ends, unless `keepOpen`, or unless `forever` is given,
+   * which is then written every `chunkDelayMs` (10 by default) until the client goes away.
+   */
+  | { kind: 'raw', status?: number, headers?: Record<string, string>, chunks: Array<string | Buffer>, chunkDelayMs?: number, keepOpen?: boolean, forever?: string }
 
 export interface RecordedRequest {
   readonly body: Record<string, any>
   readonly headers: IncomingMessage['headers']
   readonly at: number
+  /** performance.now() when the request began to arrive, before its body was read and checked. */
+  readonly receivedAt: number
+  /** performance.now() when the whole answer had been written; null until then. */
+  answeredAt: number | null
   /** Position among all requests this fake received, from 0. */
   readonly index: number
 }
@@ -102,6 +112,7 @@ export class FakeMessagesApi {
   }
 
   async #handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const receivedAt = performance.now()
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     if (req.method !== 'POST' || !req.url?.startsWith('/v1/messages')) {
@@ -121,7 +132,7 @@ export class FakeMessagesApi {
       this.#refuse(res, -1, 'The request body is not valid JSON: no low surrogate in string')
       return
     }
-    const request: RecordedRequest = { body, headers: req.headers, at: Date.now(), index: this.requests.length }
+    const request: RecordedRequest = { body, headers: req.headers, at: Date.now(), receivedAt, answeredAt: null, index: this.requests.length }
     this.requests.push(request)
     const problem = this.#check(req, body)
     if (problem !== null) {
@@ -132,6 +143,10 @@ export class FakeMessagesApi {
     let finished = false
     res.on('close', () => { if (!finished) this.aborted.push(request.index) })
     if (turn.kind === 'hang') return
+    if (turn.kind === 'raw') {
+      finished = await this.#raw(res, turn)
+      return
+    }
     if (turn.kind === 'error') {
       finished = true
       this.#fail(res, turn.status, turn.type, turn.message ?? turn.type, turn.headers)
@@ -146,6 +161,7 @@ export class FakeMessagesApi {
       res.writeHead(200, { 'content-type': 'application/json', 'request-id': `req_fake_${request.index}` })
       res.end(JSON.stringify(message.final))
     }
+    request.answeredAt = performance.now()
     finished = true
   }
 
@@ -329,6 +345,17 @@ export class FakeMessagesApi {
   /** Streams the answer; false if it stalled on purpose and was left open. */
   async #stream (res: ServerResponse, built: BuiltMessage, turn: Extract<Turn, { content: ScriptBlock[] }>): Promise<boolean> {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_fake_stream' })
+    // Events written together go out together (as a server flushing its buffer would send them),
+    // not one packet per event; a block delay sends what came before it first.
+    res.cork()
+    try {
+      return await this.#streamEvents(res, built, turn)
+    } finally {
+      res.uncork()
+    }
+  }
+
+  async #streamEvents (res: ServerResponse, built: BuiltMessage, turn: Extract<Turn, { content: ScriptBlock[] }>): Promise<boolean> {
     const send = (event: string, data: unknown): boolean => {
       if (res.destroyed) return false
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
@@ -344,7 +371,11 @@ export class FakeMessagesApi {
         res.end()
         return true
       }
-      if (turn.blockDelayMs !== undefined) await sleep(turn.blockDelayMs)
+      if (turn.blockDelayMs !== undefined) {
+        res.uncork()
+        await sleep(turn.blockDelayMs)
+        res.cork()
+      }
       if (res.destroyed) return true
       switch (block.type) {
         case 'text':
@@ -372,6 +403,26 @@ export class FakeMessagesApi {
     }
     send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens } })
     send('message_stop', { type: 'message_stop' })
+    res.end()
+    return true
+  }
+
+  /** Writes a raw turn; false if it was left open (or the client went away first). */
+  async #raw (res: ServerResponse, turn: Extract<Turn, { kind: 'raw' }>): Promise<boolean> {
+    res.writeHead(turn.status ?? 200, { 'content-type': 'text/event-stream', ...turn.headers })
+    for (const chunk of turn.chunks) {
+      if (res.destroyed) return false
+      res.write(chunk)
+      if (turn.chunkDelayMs !== undefined) await sleep(turn.chunkDelayMs)
+    }
+    if (turn.forever !== undefined) {
+      while (!res.destroyed) {
+        res.write(turn.forever)
+        await sleep(turn.chunkDelayMs ?? 10)
+      }
+      return false
+    }
+    if (turn.keepOpen === true || res.destroyed) return false
     res.end()
     return true
   }
