@@ -122,11 +122,11 @@ pass "docker-compose.yml validates (docker-compose config)"
 # ---- 1. build ----
 dangling_before=$(docker images -q --filter dangling=true | tr '\n' ' ')
 build_started=$(date +%s)
-if ! docker build --network "${SMOKE_BUILD_NETWORK:-host}" -t "$image" . >"$logs/build.log" 2>&1; then
+if ! docker build --force-rm --network "${SMOKE_BUILD_NETWORK:-host}" -t "$image" . >"$logs/build.log" 2>&1; then
   tail -n 40 "$logs/build.log"
   fail "docker build"
 fi
-docker build --network "${SMOKE_BUILD_NETWORK:-host}" --target demo -t "$demo_image" . >"$logs/build-demo.log" 2>&1 ||
+docker build --force-rm --network "${SMOKE_BUILD_NETWORK:-host}" --target demo -t "$demo_image" . >"$logs/build-demo.log" 2>&1 ||
   { tail -n 40 "$logs/build-demo.log"; fail "docker build --target demo"; }
 size_mb=$(( $(docker image inspect -f '{{.Size}}' "$image") / 1000000 ))
 pass "image built in $(elapsed "$build_started") s: $image, $size_mb MB"
