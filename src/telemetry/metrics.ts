@@ -79,6 +79,9 @@ export class Metrics {
 
   constructor (registry: Registry = new Registry()) {
     this.registry = registry
+    // The process's CPU counters count from when they are made: make them with the first app,
+    // not at the first scrape (which would show nothing spent, or less than was).
+    processRegistry()
     const registers = [registry]
     this.runsStarted = new Counter({ name: 'switchboard_runs_started_total', help: 'Runs that started running (taken out of queued).', registers })
     this.runsEnded = new Counter({ name: 'switchboard_runs_ended_total', help: 'Runs that ended, by final status and stop reason.', labelNames: ['status', 'stop_reason'], registers })
