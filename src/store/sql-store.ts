@@ -398,18 +398,31 @@ export class SqlStore implements Store {
       params: [...params, run.id, lease.token],
       expectRows: 1
     }
-    let results: Row[][]
-    try {
-      results = await this.#db.batch([
-        fence,
-        ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
-        ...eventInserts(run.id, run.tenant_id, events)
+    let row: Row
+    if (this.kind === 'postgres' && fence.params.length + 4 * messages.length + 6 * events.length <= PG_MAX_PARAMS) {
+      // One statement, so one round trip rather than five (BEGIN, fence, inserts, COMMIT): the
+      // inserts are CTEs that only write when the fence matched a row.
+      const [fenced] = await this.#db.query(pgFencedWrite(fence, messages, events), [
+        ...fence.params,
+        ...messageRows(run.id, run.tenant_id, run.message_count, messages).flat(),
+        ...eventRows(run.id, run.tenant_id, events).flat()
       ])
-    } catch (err) {
-      if (err instanceof RowCountError && err.statementIndex === 0) throw new LeaseLostError(run.id)
-      throw err
+      if (fenced === undefined) throw new LeaseLostError(run.id)
+      row = fenced
+    } else {
+      let results: Row[][]
+      try {
+        results = await this.#db.batch([
+          fence,
+          ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
+          ...eventInserts(run.id, run.tenant_id, events)
+        ])
+      } catch (err) {
+        if (err instanceof RowCountError && err.statementIndex === 0) throw new LeaseLostError(run.id)
+        throw err
+      }
+      row = results[0]![0]!
     }
-    const row = results[0]![0]!
     const patched: Record<string, unknown> = {}
     for (const [column, value] of Object.entries(write.patch ?? {})) patched[column] = value === undefined ? null : value
     return {
@@ -434,20 +447,50 @@ function chunks<T> (items: readonly T[]): T[][] {
   return out
 }
 
+function messageRows (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): unknown[][] {
+  return messages.map((message, i) => [runId, first + i, tenantId, JSON.stringify(message)])
+}
+
+function eventRows (runId: string, tenantId: string, events: readonly NewEvent[]): unknown[][] {
+  return events.map((e) => [runId, e.seq, tenantId, e.type, e.at, JSON.stringify(e.data)])
+}
+
 /** Inserts messages numbered from `first`, in multi-row statements. */
 function messageInserts (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): Statement[] {
-  let seq = first
-  return chunks(messages).map((chunk) => ({
+  return chunks(messageRows(runId, tenantId, first, messages)).map((chunk) => ({
     sql: `INSERT INTO run_messages (run_id, seq, tenant_id, message) VALUES ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
-    params: chunk.flatMap((message) => [runId, seq++, tenantId, JSON.stringify(message)])
+    params: chunk.flat()
   }))
 }
 
 function eventInserts (runId: string, tenantId: string, events: readonly NewEvent[]): Statement[] {
-  return chunks(events).map((chunk) => ({
+  return chunks(eventRows(runId, tenantId, events)).map((chunk) => ({
     sql: `INSERT INTO run_events (run_id, seq, tenant_id, type, at, data) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}`,
-    params: chunk.flatMap((e) => [runId, e.seq, tenantId, e.type, e.at, JSON.stringify(e.data)])
+    params: chunk.flat()
   }))
+}
+
+// PostgreSQL takes at most 65,535 parameters in one statement.
+const PG_MAX_PARAMS = 60_000
+
+/**
+ * A run write as one PostgreSQL statement: the fence UPDATE, then the messages and events inserted
+ * only if it matched (each insert reads the fence's output). Answers the fence's row, or none when
+ * the lease is lost; one statement is one transaction, so nothing is written then.
+ */
+function pgFencedWrite (fence: Statement, messages: readonly MessageParam[], events: readonly NewEvent[]): string {
+  let sql = `WITH fence AS (${fence.sql})`
+  if (messages.length > 0) {
+    sql += `, new_messages AS (INSERT INTO run_messages (run_id, seq, tenant_id, message)
+      SELECT v.run_id, v.seq, v.tenant_id, v.message FROM (VALUES ${messages.map(() => '(?, CAST(? AS INTEGER), ?, ?)').join(', ')}) AS v (run_id, seq, tenant_id, message)
+      WHERE EXISTS (SELECT 1 FROM fence))`
+  }
+  if (events.length > 0) {
+    sql += `, new_events AS (INSERT INTO run_events (run_id, seq, tenant_id, type, at, data)
+      SELECT v.run_id, v.seq, v.tenant_id, v.type, v.at, v.data FROM (VALUES ${events.map(() => '(?, CAST(? AS INTEGER), ?, ?, CAST(? AS BIGINT), ?)').join(', ')}) AS v (run_id, seq, tenant_id, type, at, data)
+      WHERE EXISTS (SELECT 1 FROM fence))`
+  }
+  return `${sql} SELECT * FROM fence`
 }
 
 function toPage<T> (rows: T[], limit: number, position: (item: T) => unknown[]): Page<T> {
