@@ -95,9 +95,10 @@ export class FakeMessagesApi {
     return this.#url
   }
 
-  async start (): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`
+  /** Listens on a free loopback port, unless told where (the demo's model service: demo/model-server.ts). */
+  async start (port = 0, host = '127.0.0.1'): Promise<this> {
+    await new Promise<void>((resolve) => this.#server.listen(port, host, resolve))
+    this.#url = `http://${host}:${(this.#server.address() as AddressInfo).port}`
     return this
   }
 
