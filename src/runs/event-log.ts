@@ -17,6 +17,8 @@ export const STORAGE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 1
  */
 export const EVENT_BATCH_WINDOW_MS = 5
 
+const FINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled'])
+
 /**
  * The event log of one run, kept by the replica driving it. Events are numbered here, in the order
  * they happen, and stored before anyone is told of them. Writes are serialized per run and batched:
@@ -64,7 +66,16 @@ export class EventLog {
 
   /** After a failure that was not a lost lease: accept writes again, for one last try. */
   recover (): void {
-    if (!(this.#failure instanceof LeaseLostError)) this.#failure = null
+    if (this.#failure instanceof LeaseLostError) return
+    this.#failure = null
+    // The end of the run that could not be stored is about to be recorded again, differently: one
+    // run ends once.
+    const kept = this.#pending.filter((e) => !FINAL_EVENTS.has(e.type))
+    if (kept.length === this.#pending.length) return
+    // Numbered again from where the stored events end, so that no number is skipped.
+    let seq = this.#pending[0]!.seq - 1
+    this.#pending = kept.map((e) => ({ ...e, seq: ++seq }))
+    this.#seq = seq
   }
 
   /** Called after each write that stored events: readers of the run have something new. */

@@ -102,6 +102,8 @@ export class RunDriver {
   readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
   /** Shutdown has begun: no new step starts. */
   #draining = false
+  /** The write of the step that ended the run, while it is not stored yet. */
+  #unstoredStep: Omit<RunWrite, 'events'> | undefined
   /** The spans of this driving of the run and of its step in progress (no-ops with tracing off). */
   #span: Span | undefined
   #stepSpan: Span | undefined
@@ -157,9 +159,7 @@ export class RunDriver {
       if (run.status === 'queued' && !this.#controller.signal.aborted) {
         const started: RunPatch = { status: 'running', started_at: Date.now() }
         this.events.emit('run.started', toRunObject({ ...run, ...started }))
-        // Not waited for: it is stored before anything the step writes (writes keep their order), and
-        // a failure to store it fails the next write, which is waited for.
-        this.events.commit({ patch: started }).catch(() => {})
+        await this.events.commit({ patch: started })
       }
       await this.#loop()
     } catch (err) {
@@ -562,7 +562,10 @@ export class RunDriver {
     // The final run object is due at the callback URL now; the engine delivers it (SPEC §4).
     if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: now })
     this.events.emit(`run.${status}`, toRunObject({ ...this.events.run, ...patch }))
+    // Kept until stored: if storage fails now, the last try to record the run's end stores it too.
+    this.#unstoredStep = last
     await this.events.commit({ ...(last?.messages === undefined ? {} : { messages: last.messages }), patch })
+    this.#unstoredStep = undefined
     this.#log.info({ status, stopReason, steps: this.events.run.steps, toolCalls: this.events.run.tool_calls_total }, 'run finished')
   }
 
@@ -590,7 +593,7 @@ export class RunDriver {
         this.#log.error({ err: this.events.failure }, 'storage failed; the run cannot go on')
         this.handback = 'storage'
         this.events.recover()
-        await this.#finish('failed', 'error', { code: 'RUN_ERR_STORAGE', message: 'The run stopped because its storage was unavailable.' })
+        await this.#finish('failed', 'error', { code: 'RUN_ERR_STORAGE', message: 'The run stopped because its storage was unavailable.' }, this.#unstoredStep)
         this.handback = null
       } else if (err instanceof ModelCallError) {
         this.#log.warn({ code: err.code, status: err.status, error: err.message }, 'model call failed; the run fails')

@@ -15,7 +15,7 @@ import type { StorageLocation } from '../support/backends.js'
  * while COMMIT is being answered.
  */
 function flaky (store: Store) {
-  const plan = { failNext: 0, commitThenFail: 0, failures: 0 }
+  const plan = { failNext: 0, commitThenFail: 0, failures: 0, failEndWrites: 0 }
   const wrapped = new Proxy(store, {
     get (target, property) {
       if (property !== 'writeRun') {
@@ -23,6 +23,11 @@ function flaky (store: Store) {
         return typeof value === 'function' ? value.bind(target) : value
       }
       return async (...args: Parameters<Store['writeRun']>) => {
+        if (plan.failEndWrites > 0 && args[2].patch?.status === 'completed') {
+          plan.failEndWrites--
+          plan.failures++
+          throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
+        }
         if (plan.failNext > 0) {
           plan.failNext--
           plan.failures++
@@ -83,4 +88,20 @@ describe('storage that fails for a moment', () => {
     expect(new Set(events.map((e: { id: number }) => e.id)).size).toBe(events.length)
     expect(events[events.length - 1].type).toBe('run.completed')
   })
+
+  it('a run whose end cannot be stored through every retry ends failed once, with its last step kept', async () => {
+    const { app, plan } = await setup()
+    // The write of the last step and run.completed fails through the whole retry schedule (about
+    // 30 s); then storage answers again, for the last try to record the end.
+    plan.failEndWrites = 9
+    const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
+    expect(res.json()).toMatchObject({ status: 'failed', error: { code: 'RUN_ERR_STORAGE' } })
+    const run = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}?include=messages`, headers: auth(TENANT_A) })).json()
+    expect(run).toMatchObject({ status: 'failed', steps: 2 })
+    expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant'])
+    const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+    // One end, and no number skipped where the end that was never stored had been counted.
+    expect(events.filter((e: { type: string }) => /^run\.(completed|failed|cancelled)$/.test(e.type)).map((e: { type: string }) => e.type)).toEqual(['run.failed'])
+    expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
+  }, 60_000)
 })
