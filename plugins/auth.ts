@@ -10,6 +10,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     tenantId: string
+    /** Set when a signed timeline link, not a key, let the request in: the run it was for. */
+    linkRunId: string
   }
 }
 
@@ -22,6 +24,7 @@ const BEARER = /^Bearer\s+(\S+)\s*$/i
 export default fp(async function authPlugin (app: FastifyInstance) {
   const keyring = app.config.keyring
   app.decorateRequest('tenantId', '')
+  app.decorateRequest('linkRunId', '')
 
   app.decorate('authenticate', async function authenticate (request: FastifyRequest) {
     if (keyring.size === 0) {

@@ -10,7 +10,9 @@ import { AppError } from '../src/errors.js'
  *
  * The count is taken in `preParsing`, after the route's `onRequest` authentication and before the
  * body is read. It is keyed by the tenant the key belongs to, never by the key itself, so a request
- * with a wrong key (answered 401 before it gets here) cannot spend a tenant's budget. Routes that
+ * with a wrong key (answered 401 before it gets here) cannot spend a tenant's budget. A request let
+ * in by a signed timeline link is counted apart, per run: whoever holds a link (a browser tab
+ * refreshing, or a link that leaked) cannot spend the tenant's budget either. Routes that
  * need no key (/healthz, /readyz, /docs, /openapi.json and the like) leave `tenantId` empty and
  * are not counted.
  */
@@ -22,7 +24,7 @@ export default fp(async function rateLimitPlugin (app: FastifyInstance) {
     max: perMinute,
     timeWindow: 60_000,
     hook: 'preParsing',
-    keyGenerator: (request) => request.tenantId,
+    keyGenerator: (request) => request.linkRunId !== '' ? `link:${request.linkRunId}` : request.tenantId,
     allowList: (request) => request.tenantId === '',
     // Sets retry-after and x-ratelimit-* first; the error handler answers in the error shape.
     errorResponseBuilder: (_request, context) => new AppError('REQUEST_ERR_RATE_LIMITED',

@@ -40,11 +40,27 @@ const REDACT_PATHS = [
   'config.env'
 ]
 
+// A timeline link's signature stands in for an API key for an hour: never in a logged URL.
+const LINK_SIGNATURE = /([?&]sig=)[^&#]*/g
+
+/** A request as Fastify's logs show it, with a timeline link's signature cut out of its URL. */
+function requestSummary (req: { method?: string, url?: string, host?: string, ip?: string, socket?: { remotePort?: number } }): Record<string, unknown> {
+  return {
+    method: req.method,
+    url: req.url?.replace(LINK_SIGNATURE, '$1[redacted]'),
+    host: req.host,
+    remoteAddress: req.ip,
+    remotePort: req.socket?.remotePort
+  }
+}
+
 /** pino options shared by the server and the tests: JSON lines, secrets redacted. */
 export function loggerOptions (level: string): LoggerOptions {
   return {
     level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    // Fastify takes these over its own request serializer.
+    serializers: { req: requestSummary },
     base: { service: 'switchboard' },
     timestamp: () => `,"time":"${new Date().toISOString()}"`,
     formatters: {

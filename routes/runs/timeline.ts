@@ -25,6 +25,7 @@ export default async function timelineRoutes (fastify: FastifyInstance) {
     const check = app.timelineLinks.check(String(id), expires, sig)
     if (check?.ok === true) {
       request.tenantId = check.tenantId
+      request.linkRunId = String(id)
       request.log = request.log.child({ tenantId: check.tenantId })
       return
     }

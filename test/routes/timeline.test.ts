@@ -3,6 +3,7 @@ import { backends, openTestStore } from '../support/backends.js'
 import { auth, startApp, TENANT_A, TENANT_B } from '../support/app.js'
 import { startHarness, type Harness } from '../support/harness.js'
 import { startFakeMessagesApi, toolsThenAnswer } from '../support/fake-messages-api.js'
+import { capturingLog } from '../support/log.js'
 
 const LINK = /^\/runs\/(run_\w+)\/timeline\?expires=(\d+)&sig=([\w-]{43})$/
 
@@ -45,6 +46,23 @@ for (const backend of backends) {
       // Stored copies of the run object carry none: they would outlive it.
       const created = (await h.events(finished.id)).find((e) => e.type === 'run.completed')!
       expect(created.data.timeline_url).toBeNull()
+    })
+
+    it('never writes a link\'s signature to the log', async () => {
+      const { log, lines } = capturingLog('info')
+      const logged = await startApp(backend, { logger: log, env: { ANTHROPIC_API_KEY: 'k', ANTHROPIC_BASE_URL: 'http://127.0.0.1:9', MODEL_MAX_RETRIES: '0' } })
+      try {
+        const run = await logged.app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', background: true } })
+        const link = run.json().timeline_url as string
+        const sig = LINK.exec(link)![3]!
+        expect((await logged.app.inject({ method: 'GET', url: link })).statusCode).toBe(200)
+        const requests = lines().filter((l) => l.includes('/timeline'))
+        expect(requests.length).toBeGreaterThan(0)
+        expect(requests.join('\n')).toContain('sig=[redacted]')
+        expect(lines().join('\n')).not.toContain(sig)
+      } finally {
+        await logged.close()
+      }
     })
 
     it('opens a finished run\'s page with the link alone, with a strict policy and nothing cached', async () => {

@@ -199,6 +199,22 @@ describe('requests per tenant per minute (RATE_LIMIT_PER_MINUTE)', () => {
     expect((await get('/healthz')).statusCode).toBe(200)
   })
 
+  it('a signed timeline link spends a budget of its own run, never the tenant\'s', async () => {
+    const linked = await startApp(sqlite, { env: { API_KEYS: KEYS, RATE_LIMIT_PER_MINUTE: '3', ANTHROPIC_API_KEY: 'k', ANTHROPIC_BASE_URL: 'http://127.0.0.1:9', MODEL_MAX_RETRIES: '0' } })
+    try {
+      const run = await linked.app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', background: true } })
+      expect(run.statusCode).toBe(202)
+      const link = run.json().timeline_url as string
+      expect(link).toMatch(/sig=/)
+      for (let i = 0; i < 3; i++) expect((await linked.app.inject({ method: 'GET', url: link })).statusCode).toBe(200)
+      expectErrorShape(await linked.app.inject({ method: 'GET', url: link }), 429, 'REQUEST_ERR_RATE_LIMITED')
+      // The tenant has spent one request (the POST): a link opened over and over takes none of it.
+      for (let i = 0; i < 2; i++) expect((await linked.app.inject({ method: 'GET', url: '/tools', headers: auth(TENANT_A) })).statusCode).toBe(200)
+    } finally {
+      await linked.close()
+    }
+  })
+
   it('0 turns it off', async () => {
     const open = await startApp(sqlite, { env: { RATE_LIMIT_PER_MINUTE: '0' } })
     try {
