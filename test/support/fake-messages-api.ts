@@ -352,7 +352,7 @@ export class FakeMessagesApi {
     try {
       return await this.#streamEvents(res, built, turn)
     } finally {
-      res.uncork()
+      if (res.writableCorked > 0) res.uncork()
     }
   }
 
@@ -362,6 +362,11 @@ export class FakeMessagesApi {
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
       return true
     }
+    // Uncorked first: on Node 24, an answer ended while corked loses what was still buffered.
+    const end = (): void => {
+      res.uncork()
+      res.end()
+    }
     const { final, blocks, rawJson } = built
     send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...final.usage, output_tokens: 1 } } })
     send('ping', { type: 'ping' })
@@ -369,7 +374,7 @@ export class FakeMessagesApi {
       if (turn.stallAfterBlocks === index) return false
       if (turn.streamErrorAfterBlocks === index) {
         send('error', { type: 'error', error: { type: turn.streamErrorType ?? 'overloaded_error', message: 'Overloaded' } })
-        res.end()
+        end()
         return true
       }
       if (turn.blockDelayMs !== undefined) {
@@ -399,12 +404,12 @@ export class FakeMessagesApi {
     }
     if (turn.streamErrorAfterBlocks !== undefined && turn.streamErrorAfterBlocks >= blocks.length) {
       send('error', { type: 'error', error: { type: turn.streamErrorType ?? 'overloaded_error', message: 'Overloaded' } })
-      res.end()
+      end()
       return true
     }
     send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens } })
     send('message_stop', { type: 'message_stop' })
-    res.end()
+    end()
     return true
   }
 
