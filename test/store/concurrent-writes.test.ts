@@ -1,55 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LeaseLostError, type Lease, type NewRun, type RunRecord, type RunWrite, type Store } from '../../src/store/index.js'
 import { backends, openTestStore } from '../support/backends.js'
-import { newId } from '../../src/ids.js'
+import { newRun } from '../support/runs.js'
 
 // Many runs store their steps at the same moment on a busy replica; on SQLite those writes are
 // committed together (group commit). Each must still succeed or fail on its own.
 
-function newRun (tenant: string): NewRun {
-  const now = Date.now()
-  const id = newId('run')
-  return {
-    run: {
-      id,
-      tenant_id: tenant,
-      status: 'running',
-      stop_reason: null,
-      model: 'claude-test',
-      params: { max_steps: 5 },
-      metadata: {},
-      created_at: now,
-      started_at: now,
-      completed_at: null,
-      deadline_at: now + 60_000,
-      steps: 0,
-      tool_calls_total: 0,
-      tool_calls_errors: 0,
-      usage: { input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
-      output: [],
-      required_action: null,
-      error: null,
-      message_count: 1,
-      event_count: 1,
-      idempotency_key: null,
-      request_hash: null,
-      trace_id: 'a'.repeat(32),
-      lease_owner: 'replica-a',
-      lease_token: 1,
-      lease_expires_at: now + 60_000,
-      pending_results: null,
-      cancel_requested_at: null,
-      callback_url: null,
-      callback_status: null,
-      callback_attempts: 0,
-      callback_next_at: null,
-      callback_error: null,
-      step_events_after: 0
-    },
-    messages: [{ role: 'user', content: 'hello' }],
-    event: { seq: 1, type: 'run.created', at: now, data: { id } }
-  }
-}
+/** A run being driven by replica-a, with a lease that outlasts the test. */
+const drivenRun = (tenant: string): NewRun => newRun(tenant, { status: 'running', started_at: Date.now(), metadata: {}, lease_expires_at: Date.now() + 60_000 })
 
 const step = (seq: number): Pick<RunWrite, 'messages' | 'events'> => ({
   messages: [{ role: 'assistant', content: `step at ${seq}` }],
@@ -67,7 +25,7 @@ for (const backend of backends) {
     afterAll(async () => close?.())
 
     it('stores each write made at the same moment, and refuses only the ones that are wrong', async () => {
-      const runs = await Promise.all(Array.from({ length: 5 }, async () => (await store.createRun(newRun('cw'))).run))
+      const runs = await Promise.all(Array.from({ length: 5 }, async () => (await store.createRun(drivenRun('cw'))).run))
       const lease: Lease = { owner: 'replica-a', token: 1 }
       const stale: Lease = { owner: 'replica-a', token: 0 }
       // All at once: two good writes, one with a lost lease, one repeating an event number the
@@ -78,7 +36,7 @@ for (const backend of backends) {
         store.writeRun(runs[1]!, stale, { ...step(2), patch: { steps: 1 } }),
         store.writeRun(runs[2]!, lease, { ...step(1), patch: { steps: 1 } }),
         store.writeRun(runs[3]!, lease, { ...step(2), patch: { steps: 1 } }),
-        store.createRun(newRun('cw'))
+        store.createRun(drivenRun('cw'))
       ])
       expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled', 'fulfilled'])
       expect((outcomes[1] as PromiseRejectedResult).reason).toBeInstanceOf(LeaseLostError)
@@ -100,7 +58,7 @@ for (const backend of backends) {
     })
 
     it('stores a burst of writes from many runs, each in order', async () => {
-      const runs = await Promise.all(Array.from({ length: 50 }, async () => (await store.createRun(newRun('burst'))).run))
+      const runs = await Promise.all(Array.from({ length: 50 }, async () => (await store.createRun(drivenRun('burst'))).run))
       const lease: Lease = { owner: 'replica-a', token: 1 }
       await Promise.all(runs.map(async (run) => {
         let current = run
