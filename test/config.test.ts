@@ -1,19 +1,9 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../src/config.js'
-import { ConfigError } from '../src/errors.js'
+import { configError } from './support/config.js'
 
 const KEY = 'sk_0123456789abcdef'
-
-function configError (env: Record<string, string>): string {
-  try {
-    loadConfig(env)
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError)
-    return (err as Error).message
-  }
-  throw new Error('expected a ConfigError')
-}
 
 describe('configuration', () => {
   it('has the documented defaults', () => {

@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { loadConfig } from '../../src/config.js'
-import { ConfigError } from '../../src/errors.js'
-
-function configError (env: Record<string, string>): string {
-  try {
-    loadConfig(env)
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError)
-    return (err as Error).message
-  }
-  throw new Error('expected a ConfigError')
-}
+import { configError } from '../support/config.js'
 
 describe('observability settings', () => {
   it('tracing is off without OTEL variables, and with OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none', () => {
