@@ -2,6 +2,7 @@ import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@ant
 import type { Message, MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messages'
 import { linkedController } from '../abort.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
+import { undiciFetch } from './undici-fetch.js'
 
 /** What one model call sends: the Messages API's request, without `stream`. */
 export type ModelRequest = MessageCreateParamsBase
@@ -41,10 +42,17 @@ export interface ModelClientOptions {
 export class ModelClient {
   readonly #client: Anthropic
   readonly #idleTimeoutMs: number
+  readonly #closeFetch: () => Promise<void>
 
   constructor (options: ModelClientOptions) {
     this.#idleTimeoutMs = options.idleTimeoutMs
+    const { fetch, close } = undiciFetch()
+    this.#closeFetch = close
     this.#client = new Anthropic({
+      fetch,
+      // Model calls are traced by Switchboard itself (a GenAI span per attempt, under the step's
+      // span): the SDK's own spans would repeat them.
+      openTelemetry: false,
       // Without a key the SDK would hunt for credentials in profiles on disk: never do that here.
       apiKey: options.apiKey ?? 'missing-api-key',
       baseURL: options.baseURL ?? null,
@@ -96,6 +104,11 @@ export class ModelClient {
     return accumulator.message
   }
 
+  /** Closes the connections to the Messages API; calls still streaming are cut. */
+  async close (): Promise<void> {
+    await this.#closeFetch()
+  }
+
   #idleError (): ModelCallError {
     return new ModelCallError(`the Messages API sent nothing for ${this.#idleTimeoutMs} ms (MODEL_IDLE_TIMEOUT_MS)`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
   }
@@ -110,7 +123,9 @@ function classify (err: unknown): ModelCallError {
     return new ModelCallError('the model call was aborted', { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
   }
   if (err instanceof APIConnectionError) {
-    return new ModelCallError(`could not reach the Messages API: ${err.message}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+    // The SDK says "Connection error."; why (refused, reset, an unreadable answer) is its cause.
+    const why = err.cause instanceof Error && err.cause.message !== '' ? ` (${err.cause.message})` : ''
+    return new ModelCallError(`could not reach the Messages API: ${err.message}${why}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
   }
   if (err instanceof APIError) {
     const body = err.error as { error?: { type?: string, message?: string } } | undefined

@@ -493,7 +493,7 @@ export class RunEngine {
     await Promise.allSettled([...this.#deliveries])
     clearInterval(this.#renewal)
     clearInterval(this.#sweeper)
-    await this.#options.webhooks.close()
+    await Promise.all([this.#options.webhooks.close(), this.#options.model.close()])
   }
 
   #checkClientTools (body: CreateRun, registered: Set<string>): void {

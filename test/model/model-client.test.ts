@@ -1,0 +1,97 @@
+import { gzipSync } from 'node:zlib'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ModelCallError, ModelClient } from '../../src/model/model-client.js'
+import { startFakeMessagesApi, type FakeMessagesApi } from '../support/fake-messages-api.js'
+
+// The model client reads answers through its own fetch over undici (src/model/undici-fetch.ts):
+// these are the parts of a fetch the SDK relies on that the scripted turns elsewhere never reach.
+
+const request = { model: 'claude-test', max_tokens: 64, messages: [{ role: 'user' as const, content: 'hi' }] }
+
+/** The SSE of a message saying `text`, as the API streams it. */
+function sse (text: string): string {
+  const events: Array<[string, unknown]> = [
+    ['message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-test', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 3, output_tokens: 0 } } }],
+    ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+    ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }],
+    ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+    ['message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } }],
+    ['message_stop', { type: 'message_stop' }]
+  ]
+  return events.map(([event, data]) => `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`).join('')
+}
+
+describe('model client', () => {
+  let api: FakeMessagesApi
+  let client: ModelClient
+
+  beforeAll(async () => {
+    api = await startFakeMessagesApi()
+    client = new ModelClient({ apiKey: 'test-key', baseURL: api.url, idleTimeoutMs: 2000 })
+  })
+  afterAll(async () => {
+    await client.close()
+    await api.close()
+  })
+
+  it('sends the request as the API wants it, and streams the answer', async () => {
+    api.respond = () => ({ content: [{ type: 'text', text: 'hello there' }] })
+    const texts: string[] = []
+    const message = await client.stream(request, { onText: (t) => texts.push(t), onToolUse: () => {} }, new AbortController().signal)
+    expect(message.content).toMatchObject([{ type: 'text', text: 'hello there' }])
+    expect(texts.join('')).toBe('hello there')
+    const sent = api.requests.at(-1)!
+    // The key, in whichever header this SDK version sends it.
+    expect([sent.headers['x-api-key'], sent.headers.authorization]).toContainEqual(expect.stringContaining('test-key'))
+    expect(sent.headers['anthropic-version']).toBeDefined()
+    expect(sent.body).toMatchObject({ ...request, stream: true })
+    expect(api.refusals).toEqual([])
+  })
+
+  it('reads an answer compressed although nothing asked for it', async () => {
+    api.respond = () => ({ kind: 'raw', headers: { 'content-encoding': 'gzip' }, chunks: [gzipSync(sse('from a gzip stream'))] })
+    const message = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal)
+    expect(message.content).toMatchObject([{ type: 'text', text: 'from a gzip stream' }])
+  })
+
+  it('reads a compressed error answer, with its status, message and retry-after', async () => {
+    const body = JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded right now' } })
+    api.respond = () => ({ kind: 'raw', status: 529, headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', 'retry-after': '3' }, chunks: [gzipSync(body)] })
+    const err = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ModelCallError)
+    expect(err).toMatchObject({ status: 529, retryable: true, retryAfterMs: 3000, code: 'MODEL_ERR_UNAVAILABLE' })
+    expect((err as Error).message).toBe('the Messages API answered 529 overloaded_error: Overloaded right now')
+  })
+
+  it('refuses an encoding it cannot read as a failed call worth retrying, not a crash', async () => {
+    api.respond = () => ({ kind: 'raw', headers: { 'content-encoding': 'zstd' }, chunks: ['not really zstd'] })
+    const err = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ModelCallError)
+    expect(err).toMatchObject({ retryable: true })
+    expect((err as Error).message).toContain('zstd')
+  })
+
+  it('a stop mid-stream rejects with its reason and closes the connection', async () => {
+    api.respond = () => ({ content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }], stallAfterBlocks: 1 })
+    const controller = new AbortController()
+    const reason = new Error('the run was cancelled')
+    const streaming = client.stream(request, { onText: () => controller.abort(reason), onToolUse: () => {} }, controller.signal)
+    await expect(streaming).rejects.toBe(reason)
+    const index = api.requests.at(-1)!.index
+    await expect.poll(() => api.aborted.includes(index)).toBe(true)
+  })
+
+  it('a stream that goes silent is abandoned after the idle timeout, as retryable', async () => {
+    const quick = new ModelClient({ apiKey: 'test-key', baseURL: api.url, idleTimeoutMs: 200 })
+    try {
+      api.respond = () => ({ content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }], stallAfterBlocks: 1 })
+      const err = await quick.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+      expect(err).toMatchObject({ retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+      expect((err as Error).message).toContain('sent nothing for 200 ms')
+      const index = api.requests.at(-1)!.index
+      await expect.poll(() => api.aborted.includes(index)).toBe(true)
+    } finally {
+      await quick.close()
+    }
+  })
+})
