@@ -69,7 +69,13 @@ export class ModelClient {
    * or with the signal's reason when aborted.
    */
   async stream (request: ModelRequest, handlers: AccumulatorHandlers, signal: AbortSignal): Promise<Message> {
-    const accumulator = new MessageAccumulator(handlers)
+    // Set when a tool_use block was handed over by the event just read (see the loop below).
+    let handedOver = false
+    let pausedAt = -Infinity
+    const onToolUse = handlers.onToolUse
+    const accumulator = new MessageAccumulator(onToolUse === undefined
+      ? handlers
+      : { ...handlers, onToolUse: (toolUse) => { handedOver = true; onToolUse(toolUse) } })
     // The SDK's timeout stops at the response headers: a stream that goes silent halfway would hang
     // until the run's deadline. A gap of idleTimeoutMs between events abandons the attempt instead.
     const attempt = linkedController(signal)
@@ -86,6 +92,18 @@ export class ModelClient {
       for await (const event of stream) {
         timer.refresh()
         accumulator.push(event)
+        // The events of one network read are all handed over in one go, without a turn of the event
+        // loop; but undici writes a request on a reused connection only in the loop's check phase
+        // (it first makes sure the idle connection was not closed meanwhile). Without this pause, a
+        // message whose 64 tool_use blocks arrive in one read would have its first call sent only
+        // once the last block is parsed: eager dispatch in name only.
+        // A pause costs a turn of the loop (a poll, on this VM some tens of µs), so blocks parsed
+        // within YIELD_EVERY_MS of a pause share the next one.
+        if (handedOver && performance.now() - pausedAt >= YIELD_EVERY_MS) {
+          handedOver = false
+          await new Promise((resolve) => setImmediate(resolve))
+          pausedAt = performance.now()
+        }
       }
     } catch (err) {
       if (signal.aborted) throw signal.reason
@@ -113,6 +131,9 @@ export class ModelClient {
     return new ModelCallError(`the Messages API sent nothing for ${this.#idleTimeoutMs} ms (MODEL_IDLE_TIMEOUT_MS)`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
   }
 }
+
+/** How long a stream's events may be handed over without a pause for the calls they started (see stream). */
+const YIELD_EVERY_MS = 1
 
 const RETRYABLE_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error', 'timeout_error'])
 
