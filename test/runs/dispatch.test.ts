@@ -70,6 +70,20 @@ for (const backend of backends) {
       expect(byQuery(h.tools.calls, 'e0').end!).toBeLessThan(byQuery(h.tools.calls, 'e2').start)
     })
 
+    it('dispatches eagerly even when a whole message arrives in one read: the first call is answered before the last block is parsed', async () => {
+      await h.registerTool('instant', '/ok', { effect: 'read_only' })
+      // No delay between blocks: the fake writes all 200 in one go, and they arrive together.
+      h.model.respond = ask(Array.from({ length: 200 }, (_, i) => ({ name: 'instant', q: `b${i}` })))
+      const { body } = await h.startRun({ input: 'go', tools: ['instant'] })
+      expect(body).toMatchObject({ status: 'completed', tool_calls: { total: 200, errors: 0 } })
+      const events = await h.events(body.id)
+      const completedStep = events.find((e) => e.type === 'step.completed' && e.data.step === 1)!
+      const first = events.find((e) => e.type === 'tool_call.started' && e.data.input.q === 'b0')!
+      const firstDone = events.find((e) => e.type === 'tool_call.completed' && e.data.tool_use_id === first.data.tool_use_id)!
+      // Sent while the rest of the message was still being read, and answered meanwhile.
+      expect(firstDone.id).toBeLessThan(completedStep.id)
+    })
+
     it('holds a side_effecting call until the message is complete, so a broken stream cannot repeat it', async () => {
       await h.registerTool('charge', '/delay/10', { effect: 'side_effecting' })
       await h.registerTool('look', '/delay/10', { effect: 'idempotent' })
