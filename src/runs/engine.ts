@@ -6,7 +6,7 @@ import { newId } from '../ids.js'
 import type { Log } from '../logger.js'
 import type { ModelClient } from '../model/model-client.js'
 import { FINAL_STATUSES, type CreateRun, type RunParams, type ToolOutputs } from '../schemas/runs.js'
-import type { EventRecord, Lease, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
+import type { EventRecord, Lease, NewEvent, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
 import { hasLoneSurrogate, wellFormed } from '../text.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
@@ -282,11 +282,24 @@ export class RunEngine {
       step_events_after: 1
     }
     const event = { seq: 1, type: 'run.created', at: now, data: toRunObject(run) }
-    const { run: stored, created } = await store.createRun({ run, messages, event })
+    // A run answered on this connection (sync or streamed) starts in the same write that creates
+    // it: one transaction less before its first model call. A background run is answered
+    // `queued` (SPEC §3), so it starts as its driver's first write, as a run taken up later does.
+    let started: NewEvent | undefined
+    if (drive && body.background !== true) {
+      Object.assign(run, { status: 'running', started_at: now, event_count: 2 })
+      started = { seq: 2, type: 'run.started', at: now, data: toRunObject(run) }
+    }
+    const { run: stored, created } = await store.createRun({ run, messages, event, ...(started === undefined ? {} : { started }) })
     if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
     this.#options.log.info({ runId: stored.id, tenantId, tools: params.tools.length, model: stored.model, queued: !drive }, 'run created')
-    if (drive) this.#start(stored, messages)
-    else this.#mayHaveQueued = true
+    if (drive) {
+      const driver = this.#start(stored, messages)
+      // Stored above rather than by the driver: counted as if it had been.
+      if (started !== undefined) driver.events.observed(started.type, started.data)
+    } else {
+      this.#mayHaveQueued = true
+    }
     return { run: stored, created: true }
   }
 

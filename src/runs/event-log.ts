@@ -83,6 +83,11 @@ export class EventLog {
     this.#listeners.add(listener)
   }
 
+  /** An event of this run stored by someone else (its creator): seen as if recorded here. */
+  observed (type: string, data: Record<string, unknown>): void {
+    this.#observe?.(type, data)
+  }
+
   /** Records an event; it is stored with the next write. */
   emit (type: string, data: Record<string, unknown>): void {
     if (this.#failure !== null) return

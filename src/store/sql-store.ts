@@ -122,7 +122,7 @@ export class SqlStore implements Store {
   // ---- runs ----
 
   async createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }> {
-    const { run, messages, event } = input
+    const { run, messages, event, started } = input
     // The creator's lease runs on the clock the other replicas judge it by: the database's.
     const leased = (column: string): boolean => column === 'lease_expires_at' && run.lease_owner !== null
     const statements: Statement[] = [
@@ -131,7 +131,7 @@ export class SqlStore implements Store {
         params: RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
       },
       ...messageInserts(run.id, run.tenant_id, 0, messages),
-      ...eventInserts(run.id, run.tenant_id, [event])
+      ...eventInserts(run.id, run.tenant_id, started === undefined ? [event] : [event, started])
     ]
     try {
       const results = await this.#db.batch(statements)

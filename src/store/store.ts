@@ -145,6 +145,11 @@ export interface NewRun {
   readonly messages: readonly MessageParam[]
   /** The first event (`run.created`), numbered 1. */
   readonly event: NewEvent
+  /**
+   * `run.started`, numbered 2, for a run whose creator starts it at once (the run is `running`):
+   * stored in the same transaction, rather than in a second one before the first model call.
+   */
+  readonly started?: NewEvent
 }
 
 /** What a run's driver writes at once: a step's messages, the run's new state and events. */

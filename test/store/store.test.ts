@@ -125,6 +125,17 @@ for (const backend of backends) {
         expect(await store.getRun('other', run.id)).toBeNull()
       })
 
+      it('creates a run already started, with run.created and run.started, in one write', async () => {
+        const base = newRun('r1s', { status: 'running', started_at: Date.now(), event_count: 2 })
+        const started = { seq: 2, type: 'run.started', at: base.event.at, data: { id: base.run.id, status: 'running' } }
+        const { run } = await store.createRun({ ...base, started })
+        expect(run).toMatchObject({ status: 'running', event_count: 2, started_at: base.run.started_at })
+        expect((await store.listEvents(run.id, 0, 10)).map((e) => [e.seq, e.type])).toEqual([[1, 'run.created'], [2, 'run.started']])
+        // The driver's first write numbers its events after both.
+        const written = await store.writeRun(run, { owner: 'replica-a', token: 1 }, { events: [{ seq: 3, type: 'step.started', at: Date.now(), data: { step: 1 } }] })
+        expect(written.event_count).toBe(3)
+      })
+
       it('returns the first run for a repeated idempotency key, per tenant', async () => {
         const first = await store.createRun(newRun('r2', { idempotency_key: 'k1', request_hash: 'h1' }))
         const again = await store.createRun(newRun('r2', { idempotency_key: 'k1', request_hash: 'h2' }))
