@@ -54,17 +54,17 @@ export function undiciFetch (): { fetch: SdkFetch, close: () => Promise<void> } 
       if (Array.isArray(value)) for (const one of value) responseHeaders.append(name, one)
       else if (value !== undefined) responseHeaders.set(name, value)
     }
-    const init2 = { status: answer.statusCode, headers: responseHeaders }
+    const responseInit = { status: answer.statusCode, headers: responseHeaders }
     const stream = decoded ?? answer.body
     if (NULL_BODY_STATUSES.has(answer.statusCode)) {
       discard(stream)
-      return new Response(null, init2)
+      return new Response(null, responseInit)
     }
     // An error answer is small, and read whole by the SDK: a real Response carries it.
-    if (answer.statusCode >= 300) return new Response(await text(stream), init2)
+    if (answer.statusCode >= 300) return new Response(await text(stream), responseInit)
     // A successful one is streamed: its body is the Node stream itself, and read whole, it
     // answers as a Response's body would.
-    return Object.defineProperties(new Response(null, init2), {
+    return Object.defineProperties(new Response(null, responseInit), {
       body: { value: stream, enumerable: true },
       text: { value: async () => await text(stream) },
       json: { value: async () => JSON.parse(await text(stream)) as unknown }

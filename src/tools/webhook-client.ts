@@ -48,7 +48,10 @@ interface SignedPost {
   /** The Standard Webhooks message id, also sent as the idempotency key. */
   readonly messageId: string
   readonly secrets: readonly string[]
+  /** The tool's own headers, sent first: the protocol's headers below override any of the same name. */
   readonly headers: Record<string, string>
+  /** The attempt's trace context, for a tool call; a callback has none. */
+  readonly traceparent?: string
   readonly timeoutMs: number
   /** When the attempt is abandoned (ms since the epoch); null: only when `signal` aborts. */
   readonly deadline: number | null
@@ -172,7 +175,8 @@ export class WebhookClient {
       payload,
       messageId: `${context.runId}:${context.toolUseId}`,
       secrets: activeSecrets(tool.signing_secrets, now),
-      headers: withHeader(tool.headers, 'traceparent', traceparent(span, context.traceId)),
+      headers: tool.headers,
+      traceparent: traceparent(span, context.traceId),
       timeoutMs: tool.timeout_ms,
       // When the run's deadline comes first, it is the run that stops the call (with its reason),
       // not a timer of the call's own racing it.
@@ -218,6 +222,7 @@ export class WebhookClient {
     // cost paid on every call.
     const headers: Record<string, string> = {}
     for (const name in post.headers) headers[name] = post.headers[name]!
+    if (post.traceparent !== undefined) headers.traceparent = post.traceparent
     headers['content-type'] = 'application/json'
     headers['user-agent'] = this.#options.userAgent
     headers['idempotency-key'] = post.messageId
@@ -403,13 +408,6 @@ function safeHost (url: string): string {
   } catch {
     return 'its host'
   }
-}
-
-function withHeader (headers: Record<string, string>, name: string, value: string): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const key in headers) out[key] = headers[key]!
-  out[name] = value
-  return out
 }
 
 // The calls of a step start within the same few milliseconds: their deadlines repeat.
