@@ -1,5 +1,5 @@
 import pg from 'pg'
-import { RowCountError, type Migration, type Row, type SqlDriver, type Statement } from './sql-driver.js'
+import { RowCountError, type Migration, type QueryOptions, type Row, type SqlDriver, type Statement } from './sql-driver.js'
 
 const INT8_OID = 20
 const JSONB_OID = 3802
@@ -62,6 +62,18 @@ function numberPlaceholders (sql: string): string {
   return out
 }
 
+// Names of the statements kept prepared, by their text: the same name on every connection.
+const prepared = new Map<string, string>()
+
+function preparedName (text: string): string {
+  let name = prepared.get(text)
+  if (name === undefined) {
+    name = `switchboard_${prepared.size + 1}`
+    prepared.set(text, name)
+  }
+  return name
+}
+
 class PostgresDriver implements SqlDriver {
   readonly dialect = 'postgres' as const
   readonly #pool: pg.Pool
@@ -70,8 +82,11 @@ class PostgresDriver implements SqlDriver {
     this.#pool = pool
   }
 
-  async query (sql: string, params: readonly unknown[] = []): Promise<Row[]> {
-    const result = await this.#pool.query(numberPlaceholders(sql), params as unknown[])
+  async query (sql: string, params: readonly unknown[] = [], options?: QueryOptions): Promise<Row[]> {
+    const text = numberPlaceholders(sql)
+    const result = options?.prepare === true
+      ? await this.#pool.query({ name: preparedName(text), text, values: params as unknown[] })
+      : await this.#pool.query(text, params as unknown[])
     return result.rows as Row[]
   }
 

@@ -16,6 +16,16 @@ export class RowCountError extends Error {
 
 export type Row = Record<string, unknown>
 
+export interface QueryOptions {
+  /**
+   * The statement is one of a small, fixed set run over and over (a run's writes, its tool
+   * lookup): PostgreSQL keeps it parsed and planned on each connection rather than parsing and
+   * planning it every time. Its text must not vary with its values, and it must name its result
+   * columns (`SELECT *` in a kept statement fails once a migration adds a column).
+   */
+  readonly prepare?: boolean
+}
+
 /** One migration: a version number, a name, and the statements that apply it. */
 export interface Migration {
   readonly version: number
@@ -30,7 +40,7 @@ export interface Migration {
 export interface SqlDriver {
   readonly dialect: 'sqlite' | 'postgres'
   /** Runs one statement; answers its rows (empty for statements without RETURNING). */
-  query (sql: string, params?: readonly unknown[]): Promise<Row[]>
+  query (sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<Row[]>
   /** Runs statements in one transaction; answers the rows of each. */
   batch (statements: readonly Statement[]): Promise<Row[][]>
   /** Applies the migrations not yet applied, in order, once even with several processes starting. */

@@ -83,10 +83,10 @@ export class SqlStore implements Store {
 
   async getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]> {
     if (names.length === 0) return []
-    const rows = await this.#db.query(
-      `SELECT * FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`,
-      [tenantId, ...names]
-    )
+    // Read at every step of every run: on PostgreSQL one kept statement, whatever the names.
+    const rows = this.kind === 'postgres'
+      ? await this.#db.query(`SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`, [tenantId, names], { prepare: true })
+      : await this.#db.query(`SELECT * FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`, [tenantId, ...names])
     return rows.map(toToolRecord)
   }
 
@@ -123,19 +123,34 @@ export class SqlStore implements Store {
 
   async createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }> {
     const { run, messages, event, started } = input
+    const events = started === undefined ? [event] : [event, started]
     // The creator's lease runs on the clock the other replicas judge it by: the database's.
     const leased = (column: string): boolean => column === 'lease_expires_at' && run.lease_owner !== null
-    const statements: Statement[] = [
-      {
-        sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}) RETURNING *`,
-        params: RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
-      },
-      ...messageInserts(run.id, run.tenant_id, 0, messages),
-      ...eventInserts(run.id, run.tenant_id, started === undefined ? [event] : [event, started])
-    ]
+    // The stored row is the run as given but for its lease's end, set by the database's clock:
+    // only that comes back (parsing the whole row back cost more than storing it).
+    const insertRun: Statement = {
+      sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}) RETURNING lease_expires_at`,
+      params: RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
+    }
     try {
-      const results = await this.#db.batch(statements)
-      return { run: toRunRecord(results[0]![0]!), created: true }
+      let row: Row
+      if (this.kind === 'postgres') {
+        // One statement, so one round trip rather than five (BEGIN, three inserts, COMMIT).
+        const [inserted] = await this.#db.query(
+          `WITH new_run AS (${insertRun.sql}), ${pgInserts('new_run')} SELECT lease_expires_at FROM new_run`,
+          [...insertRun.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
+          { prepare: true }
+        )
+        row = inserted!
+      } else {
+        const results = await this.#db.batch([
+          insertRun,
+          ...messageInserts(run.id, run.tenant_id, 0, messages),
+          ...eventInserts(run.id, run.tenant_id, events)
+        ])
+        row = results[0]![0]!
+      }
+      return { run: { ...run, lease_expires_at: numberOrNull(row.lease_expires_at) }, created: true }
     } catch (err) {
       if (run.idempotency_key === null || !isUniqueViolation(err)) throw err
       const existing = await this.getRunByIdempotencyKey(run.tenant_id, run.idempotency_key)
@@ -158,7 +173,8 @@ export class SqlStore implements Store {
     // One range of runs_by_status (tenant_id, status, id) per status, read no further than `cap`.
     const [row] = await this.#db.query(
       "SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') LIMIT ?) AS active",
-      [tenantId, cap]
+      [tenantId, cap],
+      { prepare: true }
     )
     return Number(row!.n)
   }
@@ -399,14 +415,15 @@ export class SqlStore implements Store {
       expectRows: 1
     }
     let row: Row
-    if (this.kind === 'postgres' && fence.params.length + 4 * messages.length + 6 * events.length <= PG_MAX_PARAMS) {
+    if (this.kind === 'postgres') {
       // One statement, so one round trip rather than five (BEGIN, fence, inserts, COMMIT): the
-      // inserts are CTEs that only write when the fence matched a row.
-      const [fenced] = await this.#db.query(pgFencedWrite(fence, messages, events), [
-        ...fence.params,
-        ...messageRows(run.id, run.tenant_id, run.message_count, messages).flat(),
-        ...eventRows(run.id, run.tenant_id, events).flat()
-      ])
+      // inserts only write when the fence matched a row. Its text varies only with the columns
+      // patched, so it is kept prepared.
+      const [fenced] = await this.#db.query(
+        `WITH fence AS (${fence.sql}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at FROM fence`,
+        [...fence.params, ...pgInsertParams(run.id, run.tenant_id, run.message_count, messages, events)],
+        { prepare: true }
+      )
       if (fenced === undefined) throw new LeaseLostError(run.id)
       row = fenced
     } else {
@@ -470,27 +487,25 @@ function eventInserts (runId: string, tenantId: string, events: readonly NewEven
   }))
 }
 
-// PostgreSQL takes at most 65,535 parameters in one statement.
-const PG_MAX_PARAMS = 60_000
-
 /**
- * A run write as one PostgreSQL statement: the fence UPDATE, then the messages and events inserted
- * only if it matched (each insert reads the fence's output). Answers the fence's row, or none when
- * the lease is lost; one statement is one transaction, so nothing is written then.
+ * The inserts of a run write on PostgreSQL, as CTEs after `after` (the fence, or the new run): each
+ * writes only if `after` gave a row, so that a lost lease writes nothing. Rows come as arrays, one
+ * per column, so that the text is the same however many there are (see pgInsertParams).
  */
-function pgFencedWrite (fence: Statement, messages: readonly MessageParam[], events: readonly NewEvent[]): string {
-  let sql = `WITH fence AS (${fence.sql})`
-  if (messages.length > 0) {
-    sql += `, new_messages AS (INSERT INTO run_messages (run_id, seq, tenant_id, message)
-      SELECT v.run_id, v.seq, v.tenant_id, v.message FROM (VALUES ${messages.map(() => '(?, CAST(? AS INTEGER), ?, ?)').join(', ')}) AS v (run_id, seq, tenant_id, message)
-      WHERE EXISTS (SELECT 1 FROM fence))`
-  }
-  if (events.length > 0) {
-    sql += `, new_events AS (INSERT INTO run_events (run_id, seq, tenant_id, type, at, data)
-      SELECT v.run_id, v.seq, v.tenant_id, v.type, v.at, v.data FROM (VALUES ${events.map(() => '(?, CAST(? AS INTEGER), ?, ?, CAST(? AS BIGINT), ?)').join(', ')}) AS v (run_id, seq, tenant_id, type, at, data)
-      WHERE EXISTS (SELECT 1 FROM fence))`
-  }
-  return `${sql} SELECT * FROM fence`
+function pgInserts (after: string): string {
+  return `new_messages AS (INSERT INTO run_messages (run_id, seq, tenant_id, message)
+      SELECT ?, m.seq, ?, m.message FROM unnest(CAST(? AS INTEGER[]), CAST(? AS TEXT[])) AS m (seq, message)
+      WHERE EXISTS (SELECT 1 FROM ${after})),
+    new_events AS (INSERT INTO run_events (run_id, seq, tenant_id, type, at, data)
+      SELECT ?, e.seq, ?, e.type, e.at, e.data FROM unnest(CAST(? AS INTEGER[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[])) AS e (seq, type, at, data)
+      WHERE EXISTS (SELECT 1 FROM ${after}))`
+}
+
+function pgInsertParams (runId: string, tenantId: string, first: number, messages: readonly MessageParam[], events: readonly NewEvent[]): unknown[] {
+  return [
+    runId, tenantId, messages.map((_, i) => first + i), messages.map((m) => JSON.stringify(m)),
+    runId, tenantId, events.map((e) => e.seq), events.map((e) => e.type), events.map((e) => e.at), events.map((e) => JSON.stringify(e.data))
+  ]
 }
 
 function toPage<T> (rows: T[], limit: number, position: (item: T) => unknown[]): Page<T> {
