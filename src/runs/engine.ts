@@ -6,14 +6,14 @@ import { newId } from '../ids.js'
 import type { Log } from '../logger.js'
 import type { ModelClient } from '../model/model-client.js'
 import { FINAL_STATUSES, type CreateRun, type RunParams, type ToolOutputs } from '../schemas/runs.js'
-import type { EventRecord, Lease, NewEvent, Page, RunFilter, RunRecord, SigningSecret, Store } from '../store/index.js'
+import type { EventRecord, Lease, NewEvent, Page, RunFilter, RunRecord, SigningSecret, Store, ToolRecord } from '../store/index.js'
 import { hasLoneSurrogate, wellFormed } from '../text.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
 import { capContent, toolResult, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
 import { Telemetry } from '../telemetry/index.js'
-import { RunDriver, RunStop, type InitialWrite, type ResumedStep } from './run-driver.js'
+import { RunDriver, RunStop, type DriverStart, type InitialWrite, type ResumedStep } from './run-driver.js'
 import { isSettled, isStalled, toRunObject } from './run-object.js'
 import { findTranscriptProblem } from './transcript.js'
 
@@ -170,7 +170,8 @@ export class RunEngine {
     }
 
     const toolNames = body.tools ?? []
-    const found = new Set((await store.getTools(tenantId, toolNames)).map((t) => t.name))
+    const records = await store.getTools(tenantId, toolNames)
+    const found = new Set(records.map((t) => t.name))
     const unknown = toolNames.filter((name) => !found.has(name))
     if (unknown.length > 0) {
       throw new AppError('RUN_ERR_UNKNOWN_TOOL', `Unknown tool${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}. Register ${unknown.length > 1 ? 'them' : 'it'} with PUT /tools/{name} first, or list yours with GET /tools.`)
@@ -201,7 +202,7 @@ export class RunEngine {
     const drive = this.#drivers.size + this.#reserved < limits.maxRunningRuns
     if (drive) this.#reserved++
     try {
-      return await this.#insert(tenantId, body, messages, params, drive, idempotencyKey, requestHash, callbackUrl)
+      return await this.#insert(tenantId, body, messages, params, drive, idempotencyKey, requestHash, callbackUrl, records)
     } finally {
       if (drive) this.#reserved--
       admission.release()
@@ -242,7 +243,7 @@ export class RunEngine {
     throw new AppError('RUN_ERR_TOO_MANY_ACTIVE', `This tenant already has ${limit} runs that have not finished (queued, running or waiting in requires_action), the most TENANT_MAX_ACTIVE_RUNS allows: wait for some to end, answer those waiting for tool outputs, or cancel those you no longer need (POST /runs/{id}/cancel), then retry.`, { headers: { 'retry-after': String(ACTIVE_RUNS_RETRY_AFTER_S) } })
   }
 
-  async #insert (tenantId: string, body: CreateRun, messages: MessageParam[], params: RunParams, drive: boolean, idempotencyKey: string | undefined, requestHash: string | null, callbackUrl: string | null): Promise<{ run: RunRecord, created: boolean }> {
+  async #insert (tenantId: string, body: CreateRun, messages: MessageParam[], params: RunParams, drive: boolean, idempotencyKey: string | undefined, requestHash: string | null, callbackUrl: string | null, tools: ToolRecord[]): Promise<{ run: RunRecord, created: boolean }> {
     const { limits, store } = this.#options
     const now = Date.now()
     const run: RunRecord = {
@@ -294,7 +295,8 @@ export class RunEngine {
     if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
     this.#options.log.info({ runId: stored.id, tenantId, tools: params.tools.length, model: stored.model, queued: !drive }, 'run created')
     if (drive) {
-      const driver = this.#start(stored, messages)
+      // Its first step uses the tools just read to check the request, rather than read them again.
+      const driver = this.#start(stored, messages, { tools })
       // Stored above rather than by the driver: counted as if it had been.
       if (started !== undefined) driver.events.observed(started.type, started.data)
     } else {
@@ -577,7 +579,7 @@ export class RunEngine {
         },
         events
       }
-      return this.#start(run, messages, initialWrite)
+      return this.#start(run, messages, { initialWrite })
     } catch (err) {
       this.#options.log.error({ err, runId: run.id }, 'could not resume a waiting run; it waits again')
       await store.returnToWaiting(run.id, lease).catch(() => {})
@@ -585,10 +587,10 @@ export class RunEngine {
     }
   }
 
-  #start (run: RunRecord, messages: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep): RunDriver {
+  #start (run: RunRecord, messages: MessageParam[], from: DriverStart = {}): RunDriver {
     const { store, registry, model, webhooks, log, limits } = this.#options
     const lease: Lease = { owner: this.replicaId, token: run.lease_token }
-    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry }, run, lease, messages, initialWrite, resumed)
+    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry }, run, lease, messages, from)
     this.#drivers.set(run.id, driver)
     driver.events.subscribe(() => this.#wake(run.id))
     driver.drive().finally(async () => {
@@ -736,7 +738,7 @@ export class RunEngine {
         }
         const messages = await store.getMessages(run.id)
         const resumed = run.status === 'queued' ? undefined : resumedStep(run.steps + 1, await this.#stepEvents(run))
-        this.#start(run, messages, undefined, resumed)
+        this.#start(run, messages, { resumed })
         this.#takeOverFailures.delete(run.id)
       } catch (err) {
         await this.#takeOverFailed(run, lease, err)

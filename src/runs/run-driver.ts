@@ -39,6 +39,16 @@ export interface ResumedStep {
   readonly incomplete: ReadonlySet<string> | null
 }
 
+/** Where a driver picks its run up, beyond its stored state. */
+export interface DriverStart {
+  /** A resumed run's first write (see InitialWrite). */
+  readonly initialWrite?: InitialWrite
+  /** A run taken over mid-step (see ResumedStep). */
+  readonly resumed?: ResumedStep
+  /** The run's tools as read a moment ago (by its create): the first step uses them rather than read them again. */
+  readonly tools?: ToolRecord[]
+}
+
 /** Why a run was stopped from outside its loop; the abort reason of its signal. */
 export class RunStop extends Error {
   override name = 'RunStop'
@@ -99,6 +109,7 @@ export class RunDriver {
   #deadlineTimer: NodeJS.Timeout | undefined
   readonly #initialWrite: InitialWrite | undefined
   #resumed: ResumedStep | undefined
+  #prefetchedTools: ToolRecord[] | undefined
   readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
   /** Shutdown has begun: no new step starts. */
   #draining = false
@@ -108,13 +119,14 @@ export class RunDriver {
   #span: Span | undefined
   #stepSpan: Span | undefined
 
-  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], initialWrite?: InitialWrite, resumed?: ResumedStep) {
+  constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], from: DriverStart = {}) {
     this.#deps = deps
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
-    this.#initialWrite = initialWrite
-    this.#resumed = resumed
+    this.#initialWrite = from.initialWrite
+    this.#resumed = from.resumed
+    this.#prefetchedTools = from.tools
     this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
     setMaxListeners(0, this.#controller.signal)
@@ -199,7 +211,8 @@ export class RunDriver {
    */
   async #step (step: number): Promise<{ stop: StopReason | 'requires_action' | null, last?: Omit<RunWrite, 'events'> }> {
     const run = this.events.run
-    const records = await withRetries(async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), this.#controller.signal)
+    const records = this.#prefetchedTools ?? await withRetries(async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), this.#controller.signal)
+    this.#prefetchedTools = undefined
     const tools = new Map(records.map((t) => [t.name, t]))
     const resumed = this.#resumed?.step === step && this.#resumed.message !== undefined ? this.#resumed : undefined
     this.#resumed = undefined
