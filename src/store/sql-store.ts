@@ -29,6 +29,12 @@ const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
   'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at'
 ])
 
+// A row limit bound as a plain `LIMIT ?` makes SQLite prepare its statement again at every run
+// (the planner looks at the limit's value, so a new value might change the plan): 10 to 100 µs
+// each time, the active-run count of every create among them. Cast, it is an expression whose
+// value the plan does not depend on. PostgreSQL takes it the same.
+const LIMIT = 'LIMIT CAST(? AS INTEGER)'
+
 // Rows per multi-row INSERT: well under both databases' limits on bound parameters.
 const INSERT_CHUNK = 500
 
@@ -99,7 +105,7 @@ export class SqlStore implements Store {
       params.push(createdAt, createdAt, name)
     }
     const rows = await this.#db.query(
-      `SELECT * FROM tools WHERE ${where} ORDER BY created_at DESC, name DESC LIMIT ?`,
+      `SELECT * FROM tools WHERE ${where} ORDER BY created_at DESC, name DESC ${LIMIT}`,
       [...params, page.limit + 1]
     )
     return toPage(rows.map(toToolRecord), page.limit, (t) => [t.created_at, t.name])
@@ -172,7 +178,7 @@ export class SqlStore implements Store {
   async countActiveRuns (tenantId: string, cap: number): Promise<number> {
     // One range of runs_by_status (tenant_id, status, id) per status, read no further than `cap`.
     const [row] = await this.#db.query(
-      "SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') LIMIT ?) AS active",
+      `SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') ${LIMIT}) AS active`,
       [tenantId, cap],
       { prepare: true }
     )
@@ -200,7 +206,7 @@ export class SqlStore implements Store {
       where += ' AND id < ?'
       params.push(id)
     }
-    const rows = await this.#db.query(`SELECT * FROM runs WHERE ${where} ORDER BY id DESC LIMIT ?`, [...params, filter.limit + 1])
+    const rows = await this.#db.query(`SELECT * FROM runs WHERE ${where} ORDER BY id DESC ${LIMIT}`, [...params, filter.limit + 1])
     return toPage(rows.map(toRunRecord), filter.limit, (r) => [r.id])
   }
 
@@ -211,7 +217,7 @@ export class SqlStore implements Store {
 
   async listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]> {
     const rows = await this.#db.query(
-      'SELECT run_id, seq, type, at, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      `SELECT run_id, seq, type, at, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq ${LIMIT}`,
       [runId, afterSeq, limit]
     )
     return rows.map((r) => ({
@@ -295,7 +301,7 @@ export class SqlStore implements Store {
 
   async expiredWaitingRuns (now: number, limit: number): Promise<RunRecord[]> {
     const rows = await this.#db.query(
-      "SELECT * FROM runs WHERE status = 'requires_action' AND deadline_at < ? ORDER BY deadline_at LIMIT ?",
+      `SELECT * FROM runs WHERE status = 'requires_action' AND deadline_at < ? ORDER BY deadline_at ${LIMIT}`,
       [now, limit]
     )
     return rows.map(toRunRecord)
@@ -306,7 +312,7 @@ export class SqlStore implements Store {
     // skips rows another replica is claiming rather than waiting for it.
     const rows = await this.#db.query(
       `UPDATE runs SET callback_next_at = ? WHERE id IN (
-         SELECT id FROM runs WHERE callback_status = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at LIMIT ?${this.#skipLocked}
+         SELECT id FROM runs WHERE callback_status = 'pending' AND callback_next_at <= ? ORDER BY callback_next_at ${LIMIT}${this.#skipLocked}
        ) RETURNING *`,
       [claimUntil, now, limit]
     )
@@ -360,7 +366,7 @@ export class SqlStore implements Store {
   async #claimRuns (where: string, owner: string, leaseMs: number, limit: number): Promise<RunRecord[]> {
     const rows = await this.#db.query(
       `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ? WHERE id IN (
-         SELECT id FROM runs WHERE ${where} ORDER BY lease_expires_at LIMIT ?${this.#skipLocked}
+         SELECT id FROM runs WHERE ${where} ORDER BY lease_expires_at ${LIMIT}${this.#skipLocked}
        ) RETURNING *`,
       [owner, leaseMs, limit]
     )
