@@ -50,7 +50,7 @@ if (rows.length > 0) {
     `## Fan-out latency (${quick ? 'quick' : 'full'} run, ${started.toISOString().slice(0, 10)})`,
     '',
     machine,
-    'One step of N tool calls of 100 ms each; the fake model answers at once. Medians; overhead = Switchboard − parallel baseline.',
+    'One step of N tool calls of 100 ms each; the fake model answers at once. The fakes run in a process of their own, apart from both sides. Medians; overhead = Switchboard − parallel baseline.',
     '',
     '| calls | baseline (Promise.all) | Switchboard | overhead | sequential loop | sequential ÷ Switchboard |',
     '|---:|---:|---:|---:|---:|---:|',
