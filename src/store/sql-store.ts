@@ -32,8 +32,8 @@ const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
 // A row limit bound as a plain `LIMIT ?` makes SQLite prepare its statement again at every run
 // (the planner looks at the limit's value, so a new value might change the plan): 10 to 100 µs
 // each time, the active-run count of every create among them. Cast, it is an expression whose
-// value the plan does not depend on. PostgreSQL takes it the same.
-const LIMIT = 'LIMIT CAST(? AS INTEGER)'
+// value the plan does not depend on. PostgreSQL takes it the same (as a bigint, as it took `?`).
+const LIMIT = 'LIMIT CAST(? AS BIGINT)'
 
 // Rows per multi-row INSERT: well under both databases' limits on bound parameters.
 const INSERT_CHUNK = 500

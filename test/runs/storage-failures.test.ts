@@ -3,11 +3,10 @@ import { buildApp } from '../../app.js'
 import { loadConfig } from '../../src/config.js'
 import { createStore, type Store } from '../../src/store/index.js'
 import { auth, BASE_ENV, TENANT_A } from '../support/app.js'
-import { sqliteBackend } from '../support/harness.js'
 import { startFakeMessagesApi, toolsThenAnswer, type FakeMessagesApi } from '../support/fake-messages-api.js'
 import { startWebhookServer, type WebhookServer } from '../support/webhook-server.js'
 import { silentLog } from '../support/log.js'
-import type { StorageLocation } from '../support/backends.js'
+import { backends, type StorageLocation } from '../support/backends.js'
 
 /**
  * The real store, with writeRun failing as a flaky database would: `failNext` writes throw before
@@ -46,62 +45,64 @@ function flaky (store: Store) {
   return { store: wrapped, plan }
 }
 
-describe('storage that fails for a moment', () => {
-  let cleanup: Array<() => Promise<void>> = []
-  afterEach(async () => {
-    for (const fn of cleanup.reverse()) await fn()
-    cleanup = []
+for (const backend of backends) {
+  describe.skipIf(backend.skip)(`storage that fails for a moment: ${backend.name}`, () => {
+    let cleanup: Array<() => Promise<void>> = []
+    afterEach(async () => {
+      for (const fn of cleanup.reverse()) await fn()
+      cleanup = []
+    })
+
+    async function setup () {
+      const location: StorageLocation = await backend.location()
+      const store = await createStore({ dataDir: location.dataDir, databaseUrl: location.databaseUrl, log: silentLog })
+      const model: FakeMessagesApi = await startFakeMessagesApi(toolsThenAnswer([{ name: 'ok', input: {} }, { name: 'ok', input: { q: 'b' } }]))
+      const tools: WebhookServer = await startWebhookServer()
+      const { store: wrapped, plan } = flaky(store)
+      const config = loadConfig({ ...BASE_ENV, DATA_DIR: location.dataDir, ...(location.databaseUrl === undefined ? {} : { DATABASE_URL: location.databaseUrl }), ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'k' })
+      const app = await buildApp({ config, logger: silentLog, store: wrapped })
+      cleanup.push(async () => { await app.close(); await store.close(); await model.close(); await tools.close(); await location.destroy() })
+      await app.inject({ method: 'PUT', url: '/tools/ok', headers: auth(TENANT_A), payload: { description: 'ok', input_schema: { type: 'object' }, url: `${tools.url}/ok` } })
+      return { app, plan, store }
+    }
+
+    it('retries failed writes within the lease: the run completes with every event, in order, once', async () => {
+      const { app, plan } = await setup()
+      plan.failNext = 3
+      const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
+      expect(res.json()).toMatchObject({ status: 'completed', tool_calls: { total: 2, errors: 0 } })
+      expect(plan.failures).toBe(3)
+      const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+      expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
+      expect(events.filter((e: { type: string }) => e.type === 'tool_call.completed')).toHaveLength(2)
+    })
+
+    it('recognises a write that was committed although it reported failure, and does not store it twice', async () => {
+      const { app, plan } = await setup()
+      plan.commitThenFail = 2
+      const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
+      expect(res.json()).toMatchObject({ status: 'completed' })
+      const run = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}?include=messages`, headers: auth(TENANT_A) })).json()
+      expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant'])
+      const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+      expect(new Set(events.map((e: { id: number }) => e.id)).size).toBe(events.length)
+      expect(events[events.length - 1].type).toBe('run.completed')
+    })
+
+    it('a run whose end cannot be stored through every retry ends failed once, with its last step kept', async () => {
+      const { app, plan } = await setup()
+      // The write of the last step and run.completed fails through the whole retry schedule (about
+      // 30 s); then storage answers again, for the last try to record the end.
+      plan.failEndWrites = 9
+      const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
+      expect(res.json()).toMatchObject({ status: 'failed', error: { code: 'RUN_ERR_STORAGE' } })
+      const run = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}?include=messages`, headers: auth(TENANT_A) })).json()
+      expect(run).toMatchObject({ status: 'failed', steps: 2 })
+      expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant'])
+      const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+      // One end, and no number skipped where the end that was never stored had been counted.
+      expect(events.filter((e: { type: string }) => /^run\.(completed|failed|cancelled)$/.test(e.type)).map((e: { type: string }) => e.type)).toEqual(['run.failed'])
+      expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
+    }, 60_000)
   })
-
-  async function setup () {
-    const location: StorageLocation = await sqliteBackend.location()
-    const store = await createStore({ dataDir: location.dataDir, log: silentLog })
-    const model: FakeMessagesApi = await startFakeMessagesApi(toolsThenAnswer([{ name: 'ok', input: {} }, { name: 'ok', input: { q: 'b' } }]))
-    const tools: WebhookServer = await startWebhookServer()
-    const { store: wrapped, plan } = flaky(store)
-    const config = loadConfig({ ...BASE_ENV, DATA_DIR: location.dataDir, ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'k' })
-    const app = await buildApp({ config, logger: silentLog, store: wrapped })
-    cleanup.push(async () => { await app.close(); await store.close(); await model.close(); await tools.close(); await location.destroy() })
-    await app.inject({ method: 'PUT', url: '/tools/ok', headers: auth(TENANT_A), payload: { description: 'ok', input_schema: { type: 'object' }, url: `${tools.url}/ok` } })
-    return { app, plan, store }
-  }
-
-  it('retries failed writes within the lease: the run completes with every event, in order, once', async () => {
-    const { app, plan } = await setup()
-    plan.failNext = 3
-    const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
-    expect(res.json()).toMatchObject({ status: 'completed', tool_calls: { total: 2, errors: 0 } })
-    expect(plan.failures).toBe(3)
-    const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
-    expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
-    expect(events.filter((e: { type: string }) => e.type === 'tool_call.completed')).toHaveLength(2)
-  })
-
-  it('recognises a write that was committed although it reported failure, and does not store it twice', async () => {
-    const { app, plan } = await setup()
-    plan.commitThenFail = 2
-    const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
-    expect(res.json()).toMatchObject({ status: 'completed' })
-    const run = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}?include=messages`, headers: auth(TENANT_A) })).json()
-    expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant'])
-    const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
-    expect(new Set(events.map((e: { id: number }) => e.id)).size).toBe(events.length)
-    expect(events[events.length - 1].type).toBe('run.completed')
-  })
-
-  it('a run whose end cannot be stored through every retry ends failed once, with its last step kept', async () => {
-    const { app, plan } = await setup()
-    // The write of the last step and run.completed fails through the whole retry schedule (about
-    // 30 s); then storage answers again, for the last try to record the end.
-    plan.failEndWrites = 9
-    const res = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'] } })
-    expect(res.json()).toMatchObject({ status: 'failed', error: { code: 'RUN_ERR_STORAGE' } })
-    const run = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}?include=messages`, headers: auth(TENANT_A) })).json()
-    expect(run).toMatchObject({ status: 'failed', steps: 2 })
-    expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant'])
-    const events = (await app.inject({ method: 'GET', url: `/runs/${res.json().id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
-    // One end, and no number skipped where the end that was never stored had been counted.
-    expect(events.filter((e: { type: string }) => /^run\.(completed|failed|cancelled)$/.test(e.type)).map((e: { type: string }) => e.type)).toEqual(['run.failed'])
-    expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
-  }, 60_000)
-})
+}

@@ -293,6 +293,32 @@ for (const backend of backends) {
         const text = 'a\u0000b 🎉 \'"\\ \u2028'
         const { run } = await store.createRun({ ...input, messages: [{ role: 'user', content: text }] })
         expect(await store.getMessages(run.id)).toEqual([{ role: 'user', content: text }])
+        // The same through a run's writes (on PostgreSQL, rows travel as arrays: quotes, backslashes
+        // and braces must survive their quoting), and through a write of its state alone.
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        // Event types are Switchboard's own words: odd, but never a NUL (which PostgreSQL text cannot hold).
+        const symbols = ['{', '}', ',', '"', '\\', 'NULL', '', '🎉'].join(' ')
+        const odd = `${symbols} ${text}`
+        const written = await store.writeRun(run, lease, {
+          messages: [{ role: 'assistant', content: [{ type: 'text', text: odd }] }, { role: 'user', content: 'NULL' }],
+          events: [{ seq: 2, type: `odd ${symbols}`, at: 2, data: { text: odd, list: ['{}', '"', null] } }, { seq: 3, type: 'empty', at: 3, data: {} }]
+        })
+        const patched = await store.writeRun(written, lease, { patch: { status: 'running', output: [{ type: 'text', text: odd }] } })
+        expect((await store.getMessages(run.id)).slice(1)).toEqual([{ role: 'assistant', content: [{ type: 'text', text: odd }] }, { role: 'user', content: 'NULL' }])
+        expect((await store.listEvents(run.id, 1, 10)).map((e) => [e.seq, e.type, e.data])).toEqual([[2, `odd ${symbols}`, { text: odd, list: ['{}', '"', null] }], [3, 'empty', {}]])
+        expect(patched).toEqual(await store.getRun(run.tenant_id, run.id))
+        expect(patched).toMatchObject({ status: 'running', message_count: 3, event_count: 3, output: [{ type: 'text', text: odd }] })
+      })
+
+      it('counts a tenant\'s runs not yet final, up to a cap, however large the cap', async () => {
+        const tenant = `count-${newId('t')}`
+        for (const status of ['queued', 'running', 'requires_action', 'completed', 'failed'] as const) {
+          await store.createRun(newRun(tenant, { status }))
+        }
+        await store.createRun(newRun('someone-else'))
+        expect(await store.countActiveRuns(tenant, 2 ** 40)).toBe(3)
+        expect(await store.countActiveRuns(tenant, 1_000_000)).toBe(3)
+        expect(await store.countActiveRuns(tenant, 2)).toBe(2)
       })
     })
   })
