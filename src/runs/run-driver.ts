@@ -97,6 +97,8 @@ export class RunDriver {
   readonly #params: RunParams
   readonly #controller = new AbortController()
   readonly #history: MessageParam[]
+  /** Each message of the history as JSON, made when it was added (see EncodedMessages). */
+  readonly #encoded: string[]
   /** Names of every tool the history mentions: each must stay defined for the model (see #request). */
   readonly #historyTools = new Set<string>()
   readonly #log: Log
@@ -124,6 +126,7 @@ export class RunDriver {
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
+    this.#encoded = history.map((m) => JSON.stringify(m))
     this.#initialWrite = from.initialWrite
     this.#resumed = from.resumed
     this.#prefetchedTools = from.tools
@@ -161,7 +164,7 @@ export class RunDriver {
       if (this.#initialWrite !== undefined) {
         const { messages, patch, events } = this.#initialWrite
         for (const event of events) this.events.emit(event.type, event.data)
-        this.#history.push(...messages)
+        this.#append(messages)
         await this.events.commit({ messages, patch })
       }
       if (this.#resumed !== undefined) {
@@ -273,8 +276,7 @@ export class RunDriver {
     if (results.length > 0) messages.push({ role: 'user', content: results })
     const stopReason = this.#stopReason(message, step)
     const patch = counters
-    this.#history.push(...messages)
-    for (const added of messages) this.#noteToolNames(added)
+    this.#append(messages)
     if (stopReason !== null) return { stop: stopReason, last: { messages, patch } }
     await this.events.commit({ messages, patch })
     return { stop: null }
@@ -295,8 +297,7 @@ export class RunDriver {
     }
     const assistant: MessageParam = { role: 'assistant', content: message.content }
     this.events.emit('run.requires_action', toRunObject({ ...this.events.run, ...patch }))
-    this.#history.push(assistant)
-    this.#noteToolNames(assistant)
+    this.#append([assistant])
     await this.events.commit({ messages: [assistant], patch })
     this.#log.info({ calls: clientCalls.length }, 'run waits for client tool outputs')
     return 'requires_action'
@@ -343,7 +344,7 @@ export class RunDriver {
             }
             calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
           }
-        }, this.#controller.signal)
+        }, this.#controller.signal, this.#encoded)
         measure.ok(message)
         // `incomplete`: tool_use blocks whose input was cut or broken, never sent: what a replica
         // resuming the step must not send either.
@@ -534,6 +535,15 @@ export class RunDriver {
       return 'end_turn'
     }
     return step >= this.#params.max_steps ? 'max_steps' : null
+  }
+
+  /** Adds messages to the history the model is sent. */
+  #append (messages: MessageParam[]): void {
+    for (const message of messages) {
+      this.#history.push(message)
+      this.#encoded.push(JSON.stringify(message))
+      this.#noteToolNames(message)
+    }
   }
 
   #noteToolNames (message: MessageParam): void {

@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ModelCallError, ModelClient } from '../../src/model/model-client.js'
+import { ModelCallError, ModelClient, requestBody } from '../../src/model/model-client.js'
 import { startFakeMessagesApi, type FakeMessagesApi } from '../support/fake-messages-api.js'
 
 // The model client reads answers through its own fetch over undici (src/model/undici-fetch.ts):
@@ -46,6 +46,23 @@ describe('model client', () => {
     expect(sent.headers['anthropic-version']).toBeDefined()
     expect(sent.body).toMatchObject({ ...request, stream: true })
     expect(api.refusals).toEqual([])
+  })
+
+  it('sends the messages it is given already as JSON, exactly as they would be serialized', async () => {
+    api.respond = () => ({ content: [{ type: 'text', text: 'ok' }] })
+    const messages = [
+      { role: 'user' as const, content: 'a "quoted" \\ line\nand 🎉' },
+      { role: 'assistant' as const, content: [{ type: 'tool_use' as const, id: 'toolu_1', name: 'lookup', input: { q: 'x', n: [1, null] } }] },
+      { role: 'user' as const, content: [{ type: 'tool_result' as const, tool_use_id: 'toolu_1', content: '{}', is_error: true }] }
+    ]
+    const full = { ...request, system: 'be brief', tools: [{ name: 'lookup', description: 'Looks up', input_schema: { type: 'object' as const } }], messages }
+    await client.stream(full, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal, messages.map((m) => JSON.stringify(m)))
+    expect(api.requests.at(-1)!.body).toEqual({ ...full, stream: true })
+    expect(api.refusals).toEqual([])
+    // The body is the request's JSON: from the encoded messages when it has them all, else made now.
+    expect(JSON.parse(requestBody(full, messages.map((m) => JSON.stringify(m))))).toEqual({ ...full, stream: true })
+    expect(JSON.parse(requestBody(full, ['{"role":"user","content":"stale"}']))).toEqual({ ...full, stream: true })
+    expect(JSON.parse(requestBody({ ...full, messages: [] }))).toEqual({ ...full, messages: [], stream: true })
   })
 
   it('reads an answer compressed although nothing asked for it', async () => {
