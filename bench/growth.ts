@@ -214,7 +214,7 @@ export function growthSection (result: GrowthResult, quick: boolean): Section {
     '',
     ...table(result.wall, 1),
     '',
-    `Switchboard's own CPU per step, as a line fitted over all ${steps} steps (its per-step median minus the baseline's): ${line.atFirst.toFixed(2)} ms at step 1, ${line.atLast.toFixed(2)} ms at step ${steps}, ${line.perStepUs.toFixed(1)} µs more per step: ${fitted.toFixed(2)}× (target ≤ ${MAX_GROWTH}). Pooled steps ${steps - 9}–${steps} ÷ 1–10: ${pooled.toFixed(2)}×. Whole CPU per step, steps ${steps - 9}–${steps} ÷ 1–10: Switchboard ${(result.cpu.switchboard.lastTen / result.cpu.switchboard.firstTen).toFixed(2)}×, baseline ${(result.cpu.baseline.lastTen / result.cpu.baseline.firstTen).toFixed(2)}× (the request it serializes and sends grows on both sides).`
+    `Switchboard's own CPU per step, as a line fitted over all ${steps} steps (its per-step median minus the baseline's): ${line.atFirst.toFixed(2)} ms at step 1, ${line.atLast.toFixed(2)} ms at step ${steps}, ${line.perStepUs.toFixed(1)} µs more per step: ${fitted.toFixed(2)}× (target ≤ ${MAX_GROWTH}). Pooled steps ${steps - 9}–${steps} ÷ 1–10: ${pooled.toFixed(2)}×. Whole CPU per step, steps ${steps - 9}–${steps} ÷ 1–10: Switchboard ${(result.cpu.switchboard.lastTen / result.cpu.switchboard.firstTen).toFixed(2)}×, baseline ${(result.cpu.baseline.lastTen / result.cpu.baseline.firstTen).toFixed(2)}× (the request it serializes and sends grows on both sides).${line.atLast < 0 ? ' A figure below zero: by then Switchboard spends less CPU per step than the baseline, whose messages.create serializes the whole history again at every step (Switchboard serializes each message once).' : ''}`
   ]
   return { verdicts, markdown: lines.join('\n') }
 }
