@@ -6,6 +6,7 @@
  * the baseline are the figures that count: this machine is shared and noisy. `--write` keeps the
  * table in bench/RESULTS.md.
  */
+import { spawnSync } from 'node:child_process'
 import { cpus, totalmem, type as osType, release } from 'node:os'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fanOut } from './fan-out.js'
@@ -13,7 +14,14 @@ import { throughput, throughputSection } from './throughput.js'
 import { eager, eagerSection } from './eager.js'
 import { growth, growthSection } from './growth.js'
 import { memory, memorySection } from './memory.js'
-import type { Section } from './support.js'
+import { SERVICE_NODE_ARGS, type Section } from './support.js'
+
+// The baselines (and the client of the service) run in this process: with the node settings the
+// service ships with, so that both sides run alike. Started without them, run again with them.
+if (SERVICE_NODE_ARGS.some((arg) => !process.execArgv.includes(arg))) {
+  const again = spawnSync(process.execPath, [...process.execArgv, ...SERVICE_NODE_ARGS, ...process.argv.slice(1)], { stdio: 'inherit' })
+  process.exit(again.status ?? 1)
+}
 
 const quick = process.argv.includes('--quick')
 const write = process.argv.includes('--write')
@@ -42,7 +50,7 @@ const versions = (name: string): string => {
 
 const started = new Date()
 const rows = wanted('fan-out') ? await fanOut({ quick, log }) : []
-const machine = `\`npm run bench${quick ? ' -- --quick' : ''}\` on ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${osType()} ${release()}, Node ${process.version}; fastify ${versions('fastify')}, undici ${versions('undici')}, @anthropic-ai/sdk ${versions('@anthropic-ai/sdk')}, SQLite (better-sqlite3 ${versions('better-sqlite3')}).`
+const machine = `\`npm run bench${quick ? ' -- --quick' : ''}\` on ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, ${osType()} ${release()}, Node ${process.version} (${SERVICE_NODE_ARGS.join(' ') || 'default settings'}, on both sides); fastify ${versions('fastify')}, undici ${versions('undici')}, @anthropic-ai/sdk ${versions('@anthropic-ai/sdk')}, SQLite (better-sqlite3 ${versions('better-sqlite3')}).`
 
 const lines: string[] = []
 if (rows.length > 0) {

@@ -29,8 +29,16 @@ export interface Switchboard {
   stop: () => Promise<void>
 }
 
+/** The node settings Switchboard ships with: those of `npm start` (the image's command has the same). */
+export const SERVICE_NODE_ARGS: readonly string[] = (() => {
+  const start = String(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start)
+  const words = start.split(/\s+/)
+  return words.slice(words.indexOf('node') + 1, words.indexOf('dist/server.js'))
+})()
+
 /**
- * Switchboard as its own process, built as it ships (`dist/server.js`, so `npm run build` first),
+ * Switchboard as its own process, built and started as it ships (`dist/server.js` with the node
+ * settings of `npm start`, so `npm run build` first),
  * in open mode on a free loopback port with SQLite in a temporary folder, or on PostgreSQL when
  * DATABASE_URL is given. `nodeArgs` (by default BENCH_NODE_ARGS, split on spaces) go to node before
  * the script: `BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=prof' npm run bench` profiles the service.
@@ -38,7 +46,7 @@ export interface Switchboard {
 export async function startSwitchboard (env: Record<string, string>, nodeArgs: readonly string[] = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []): Promise<Switchboard> {
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
   const port = await freePort()
-  const child = spawn(process.execPath, [...nodeArgs, 'dist/server.js'], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, ...nodeArgs, 'dist/server.js'], {
     // BENCH_SERVICE_DIR: another checkout's build (of another commit, say) instead of this one's.
     cwd: process.env.BENCH_SERVICE_DIR ?? ROOT,
     // The per-tenant limits are lifted: the loads here are one tenant's, bigger than a tenant's default share.

@@ -28,3 +28,13 @@ describe('docker-compose.yml and .env.example', () => {
     for (const name of setByStack) expect(example).toContain(name)
   })
 })
+
+describe('Dockerfile', () => {
+  it('starts the service as `npm start` does, with the same node settings', () => {
+    const start = JSON.parse(read('package.json')).scripts.start.split(/\s+/)
+    const commands = [...read('Dockerfile').matchAll(/^CMD (\[.*\])$/gm)].map((m) => JSON.parse(m[1]!) as string[])
+    const service = commands.filter((c) => c.includes('dist/server.js'))
+    expect(service, 'one CMD of the Dockerfile runs dist/server.js').toHaveLength(1)
+    expect(service[0], 'the image\'s CMD and package.json\'s start script must run node with the same arguments').toEqual(start)
+  })
+})
