@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Log } from '../logger.js'
 import type { EventObserver } from '../telemetry/metrics.js'
-import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store } from '../store/index.js'
+import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
 
 /**
  * A failed storage write (or a read a run needs) is retried for about half a minute (a database
@@ -107,12 +107,16 @@ export class EventLog {
   }
 
   /** Resolves once everything emitted so far is stored. */
-  async flush (): Promise<RunRecord> {
-    return await this.#enqueue({})
+  async flush (): Promise<void> {
+    await this.#enqueue({})
   }
 
-  /** Stores messages and a new run state together with every pending event, in one transaction. */
-  async commit (write: Omit<RunWrite, 'events'>): Promise<RunRecord> {
+  /**
+   * Stores messages and a new run state together with every pending event, in one transaction.
+   * Answers the tools of `write.readTools` as read with it, or null when they could not be (the
+   * write was found stored after a broken connection): the caller reads them itself.
+   */
+  async commit (write: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {
     return await this.#enqueue(write)
   }
 
@@ -125,20 +129,23 @@ export class EventLog {
     }, EVENT_BATCH_WINDOW_MS)
   }
 
-  #enqueue (write: Omit<RunWrite, 'events'>): Promise<RunRecord> {
+  #enqueue (write: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {
     const next = this.#tail.then(async () => await this.#write(write))
     this.#tail = next.catch(() => {})
     return next
   }
 
-  async #write (write: Omit<RunWrite, 'events'>): Promise<RunRecord> {
+  async #write (write: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {
     if (this.#failure !== null) throw this.#failure
     const events = this.#pending
-    if (events.length === 0 && write.messages === undefined && write.patch === undefined) return this.#run
+    if (events.length === 0 && write.messages === undefined && write.patch === undefined) return null
     this.#pending = []
+    let tools: ToolRecord[] | null = null
     for (let attempt = 0; ; attempt++) {
       try {
-        this.#run = await this.#store.writeRun(this.#run, this.#lease, { ...write, events })
+        const written = await this.#store.writeRun(this.#run, this.#lease, { ...write, events })
+        this.#run = written.run
+        tools = written.tools
         break
       } catch (err) {
         // A retry that finds its rows already there means the previous attempt did commit (the
@@ -169,6 +176,6 @@ export class EventLog {
         }
       }
     }
-    return this.#run
+    return tools
   }
 }

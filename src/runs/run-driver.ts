@@ -278,7 +278,9 @@ export class RunDriver {
     const patch = counters
     this.#append(messages)
     if (stopReason !== null) return { stop: stopReason, last: { messages, patch } }
-    await this.events.commit({ messages, patch })
+    // The next step's tools are read with this write, rather than in a round trip of their own.
+    const names = this.#params.tools
+    this.#prefetchedTools = (await this.events.commit(names.length > 0 ? { messages, patch, readTools: names } : { messages, patch })) ?? undefined
     return { stop: null }
   }
 

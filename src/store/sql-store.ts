@@ -4,7 +4,7 @@ import { RowCountError, type Row, type SqlDriver, type Statement } from './sql-d
 import {
   LeaseLostError,
   type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type PageRequest,
-  type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord
+  type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord, type WrittenRun
 } from './store.js'
 
 // SQLite: milliseconds since the epoch from its own clock (the only process using the file).
@@ -89,11 +89,16 @@ export class SqlStore implements Store {
 
   async getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]> {
     if (names.length === 0) return []
-    // Read at every step of every run: on PostgreSQL one kept statement, whatever the names.
-    const rows = this.kind === 'postgres'
-      ? await this.#db.query(`SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`, [tenantId, names], { prepare: true })
-      : await this.#db.query(`SELECT * FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`, [tenantId, ...names])
+    // Read by every run's create: on PostgreSQL one kept statement, whatever the names.
+    const read = this.kind === 'postgres'
+      ? { sql: `SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`, params: [tenantId, names] }
+      : this.#sqliteToolsRead(tenantId, names)
+    const rows = await this.#db.query(read.sql, read.params, { prepare: this.kind === 'postgres' })
     return rows.map(toToolRecord)
+  }
+
+  #sqliteToolsRead (tenantId: string, names: readonly string[]): Statement {
+    return { sql: `SELECT * FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`, params: [tenantId, ...names] }
   }
 
   async listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>> {
@@ -388,9 +393,10 @@ export class SqlStore implements Store {
     )
   }
 
-  async writeRun (run: RunRecord, lease: Lease, write: RunWrite): Promise<RunRecord> {
+  async writeRun (run: RunRecord, lease: Lease, write: RunWrite): Promise<WrittenRun> {
     const messages = write.messages ?? []
     const events = write.events ?? []
+    const readTools = write.readTools ?? []
     const sets: string[] = []
     const params: unknown[] = []
     for (const [column, value] of Object.entries(write.patch ?? {})) {
@@ -421,41 +427,57 @@ export class SqlStore implements Store {
       expectRows: 1
     }
     let row: Row
+    let tools: ToolRecord[] = []
     if (this.kind === 'postgres') {
       // One statement, so one round trip rather than five (BEGIN, fence, inserts, COMMIT): the
       // inserts only write when the fence matched a row. Its text varies only with the columns
-      // patched, so it is kept prepared.
+      // patched and whether tools are read, so it is kept prepared. The tools come back as one
+      // JSON column of their rows.
+      const toolsColumn = readTools.length === 0
+        ? ''
+        : `, (SELECT json_agg(t) FROM (SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))) AS t) AS tools`
       const [fenced] = await this.#db.query(
-        `WITH fence AS (${fence.sql}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at FROM fence`,
-        [...fence.params, ...pgInsertParams(run.id, run.tenant_id, run.message_count, messages, events)],
+        `WITH fence AS (${fence.sql}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${toolsColumn} FROM fence`,
+        [
+          ...fence.params,
+          ...pgInsertParams(run.id, run.tenant_id, run.message_count, messages, events),
+          ...(readTools.length === 0 ? [] : [run.tenant_id, readTools])
+        ],
         { prepare: true }
       )
       if (fenced === undefined) throw new LeaseLostError(run.id)
       row = fenced
+      if (readTools.length > 0) tools = ((fenced.tools ?? []) as Row[]).map(toToolRecord)
     } else {
       let results: Row[][]
+      const statements = [
+        fence,
+        ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
+        ...eventInserts(run.id, run.tenant_id, events)
+      ]
+      if (readTools.length > 0) statements.push(this.#sqliteToolsRead(run.tenant_id, readTools))
       try {
-        results = await this.#db.batch([
-          fence,
-          ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
-          ...eventInserts(run.id, run.tenant_id, events)
-        ])
+        results = await this.#db.batch(statements)
       } catch (err) {
         if (err instanceof RowCountError && err.statementIndex === 0) throw new LeaseLostError(run.id)
         throw err
       }
       row = results[0]![0]!
+      if (readTools.length > 0) tools = results[results.length - 1]!.map(toToolRecord)
     }
     const patched: Record<string, unknown> = {}
     for (const [column, value] of Object.entries(write.patch ?? {})) patched[column] = value === undefined ? null : value
     return {
-      ...run,
-      ...patched,
-      message_count: run.message_count + messages.length,
-      event_count: eventCount,
-      step_events_after: messages.length > 0 ? eventCount : run.step_events_after,
-      cancel_requested_at: numberOrNull(row.cancel_requested_at),
-      lease_expires_at: numberOrNull(row.lease_expires_at)
+      run: {
+        ...run,
+        ...patched,
+        message_count: run.message_count + messages.length,
+        event_count: eventCount,
+        step_events_after: messages.length > 0 ? eventCount : run.step_events_after,
+        cancel_requested_at: numberOrNull(row.cancel_requested_at),
+        lease_expires_at: numberOrNull(row.lease_expires_at)
+      },
+      tools
     }
   }
 }

@@ -157,6 +157,19 @@ export interface RunWrite {
   readonly messages?: readonly MessageParam[]
   readonly patch?: RunPatch
   readonly events?: readonly NewEvent[]
+  /**
+   * Tools of the run's tenant to read back with the write, in the same statement or transaction:
+   * a step's commit reads the next step's tools so, rather than in a round trip of their own.
+   */
+  readonly readTools?: readonly string[]
+}
+
+/** What {@link Store.writeRun} answers. */
+export interface WrittenRun {
+  /** The run as now stored. */
+  readonly run: RunRecord
+  /** The tools of `readTools` that exist, as of the write (none asked for: empty). */
+  readonly tools: ToolRecord[]
 }
 
 /**
@@ -260,5 +273,5 @@ export interface Store {
    * Writes a driver's messages, run state and events in one transaction, fenced by its lease.
    * Throws {@link LeaseLostError} when the lease is no longer the driver's.
    */
-  writeRun (run: RunRecord, lease: Lease, write: RunWrite): Promise<RunRecord>
+  writeRun (run: RunRecord, lease: Lease, write: RunWrite): Promise<WrittenRun>
 }

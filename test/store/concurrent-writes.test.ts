@@ -62,7 +62,7 @@ for (const backend of backends) {
       const lease: Lease = { owner: 'replica-a', token: 1 }
       await Promise.all(runs.map(async (run) => {
         let current = run
-        for (let seq = 2; seq <= 6; seq++) current = await store.writeRun(current, lease, { events: [{ seq, type: 'tool_call.started', at: Date.now(), data: { seq } }] })
+        for (let seq = 2; seq <= 6; seq++) current = (await store.writeRun(current, lease, { events: [{ seq, type: 'tool_call.started', at: Date.now(), data: { seq } }] })).run
       }))
       for (const run of runs) {
         expect((await store.listEvents(run.id, 0, 10)).map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6])

@@ -132,7 +132,7 @@ for (const backend of backends) {
         expect(run).toMatchObject({ status: 'running', event_count: 2, started_at: base.run.started_at })
         expect((await store.listEvents(run.id, 0, 10)).map((e) => [e.seq, e.type])).toEqual([[1, 'run.created'], [2, 'run.started']])
         // The driver's first write numbers its events after both.
-        const written = await store.writeRun(run, { owner: 'replica-a', token: 1 }, { events: [{ seq: 3, type: 'step.started', at: Date.now(), data: { step: 1 } }] })
+        const written = (await store.writeRun(run, { owner: 'replica-a', token: 1 }, { events: [{ seq: 3, type: 'step.started', at: Date.now(), data: { step: 1 } }] })).run
         expect(written.event_count).toBe(3)
       })
 
@@ -149,16 +149,16 @@ for (const backend of backends) {
       it('writes a step under its lease: messages appended, state patched, events numbered', async () => {
         const { run } = await store.createRun(newRun('r4'))
         const lease = { owner: 'replica-a', token: run.lease_token }
-        const written = await store.writeRun(run, lease, {
+        const written = (await store.writeRun(run, lease, {
           messages: [{ role: 'assistant', content: [{ type: 'text', text: 'hi' }] }, { role: 'user', content: 'more' }],
           patch: { status: 'running', steps: 1, usage: { input_tokens: 5, output_tokens: 7, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }, output: [{ type: 'text', text: 'hi' }] },
           events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }, { seq: 3, type: 'step.completed', at: 2, data: { step: 1 } }]
-        })
+        })).run
         expect(written).toMatchObject({ status: 'running', steps: 1, message_count: 3, event_count: 3, output: [{ type: 'text', text: 'hi' }] })
         expect(written.usage.output_tokens).toBe(7)
         const messages = await store.getMessages(run.id)
         expect(messages.map((m) => m.role)).toEqual(['user', 'assistant', 'user'])
-        const after = await store.writeRun(written, lease, { messages: [{ role: 'assistant', content: 'bye' }], patch: { status: 'completed', stop_reason: 'end_turn', completed_at: 3 } })
+        const after = (await store.writeRun(written, lease, { messages: [{ role: 'assistant', content: 'bye' }], patch: { status: 'completed', stop_reason: 'end_turn', completed_at: 3 } })).run
         expect(after.message_count).toBe(4)
         // What the write answers is the run as stored: the driver goes on from it without reading.
         expect(after).toEqual(await store.getRun(run.tenant_id, run.id))
@@ -171,9 +171,30 @@ for (const backend of backends) {
         const { run } = await store.createRun(newRun('r4c'))
         const lease = { owner: 'replica-a', token: run.lease_token }
         await store.requestCancel(run.tenant_id, run.id, 1234)
-        const written = await store.writeRun(run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }] })
+        const written = (await store.writeRun(run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }] })).run
         expect(written.cancel_requested_at).toBe(1234)
         expect(written).toEqual(await store.getRun(run.tenant_id, run.id))
+      })
+
+      it('reads the tools a write asks for with it: the tenant\'s own, as they are now', async () => {
+        const { run } = await store.createRun(newRun('r4t'))
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        await store.putTool(tool(run.tenant_id, 'search', { url: 'http://127.0.0.1:1/v1', timeout_ms: 1234, max_concurrency: 3 }))
+        await store.putTool(tool(run.tenant_id, 'unrelated'))
+        await store.putTool(tool('another-tenant', 'fetch'))
+        const step = { messages: [{ role: 'assistant' as const, content: 'a step' }], patch: { steps: 1 } }
+        const written = await store.writeRun(run, lease, { ...step, readTools: ['search', 'fetch', 'missing'] })
+        // Another tenant's tool of a listed name is not this run's; a missing one is simply absent.
+        expect(written.tools).toEqual([await store.getTool(run.tenant_id, 'search')])
+        expect(written.run).toEqual(await store.getRun(run.tenant_id, run.id))
+        // What is read is the tool as it is at the write: a change made since the last read shows.
+        await store.putTool(tool(run.tenant_id, 'search', { url: 'http://127.0.0.1:2/v2', updated_at: 99 }))
+        const again = await store.writeRun(written.run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 2 } }], readTools: ['search'] })
+        expect(again.tools.map((t) => t.url)).toEqual(['http://127.0.0.1:2/v2'])
+        expect((await store.writeRun(again.run, lease, { patch: { steps: 2 } })).tools).toEqual([])
+        // A lost lease reads nothing and writes nothing.
+        await expect(store.writeRun(again.run, { ...lease, token: lease.token + 7 }, { patch: { steps: 3 }, readTools: ['search'] })).rejects.toBeInstanceOf(LeaseLostError)
+        expect((await store.getRun(run.tenant_id, run.id))!.steps).toBe(2)
       })
 
       it('refuses a write with a stale lease and stores none of it', async () => {
@@ -214,12 +235,12 @@ for (const backend of backends) {
       it('marks where each step\'s events begin', async () => {
         const { run } = await store.createRun(newRun('se'))
         const lease = { owner: 'replica-a', token: run.lease_token }
-        const mid = await store.writeRun(run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }] })
+        const mid = (await store.writeRun(run, lease, { events: [{ seq: 2, type: 'step.started', at: 1, data: { step: 1 } }] })).run
         expect(mid.step_events_after).toBe(run.step_events_after)
-        const committed = await store.writeRun(mid, lease, {
+        const committed = (await store.writeRun(mid, lease, {
           messages: [{ role: 'assistant', content: 'a' }],
           events: [{ seq: 3, type: 'step.completed', at: 2, data: { step: 1 } }]
-        })
+        })).run
         expect(committed.step_events_after).toBe(3)
       })
 
@@ -236,7 +257,7 @@ for (const backend of backends) {
       it('resumes a waiting run once, and only from the wait that was read', async () => {
         const { run } = await store.createRun(newRun('w1'))
         const lease = { owner: 'replica-a', token: run.lease_token }
-        const waiting = await store.writeRun(run, lease, { patch: { status: 'requires_action' }, events: [{ seq: 2, type: 'run.requires_action', at: 1, data: {} }] })
+        const waiting = (await store.writeRun(run, lease, { patch: { status: 'requires_action' }, events: [{ seq: 2, type: 'run.requires_action', at: 1, data: {} }] })).run
         await store.releaseRun(run.id, lease)
         // A stale read (an earlier wait) cannot take it.
         expect(await store.resumeWaitingRun(run.id, waiting.event_count - 1, 'replica-b', 60_000)).toBeNull()
@@ -299,11 +320,11 @@ for (const backend of backends) {
         // Event types are Switchboard's own words: odd, but never a NUL (which PostgreSQL text cannot hold).
         const symbols = ['{', '}', ',', '"', '\\', 'NULL', '', '🎉'].join(' ')
         const odd = `${symbols} ${text}`
-        const written = await store.writeRun(run, lease, {
+        const written = (await store.writeRun(run, lease, {
           messages: [{ role: 'assistant', content: [{ type: 'text', text: odd }] }, { role: 'user', content: 'NULL' }],
           events: [{ seq: 2, type: `odd ${symbols}`, at: 2, data: { text: odd, list: ['{}', '"', null] } }, { seq: 3, type: 'empty', at: 3, data: {} }]
-        })
-        const patched = await store.writeRun(written, lease, { patch: { status: 'running', output: [{ type: 'text', text: odd }] } })
+        })).run
+        const patched = (await store.writeRun(written, lease, { patch: { status: 'running', output: [{ type: 'text', text: odd }] } })).run
         expect((await store.getMessages(run.id)).slice(1)).toEqual([{ role: 'assistant', content: [{ type: 'text', text: odd }] }, { role: 'user', content: 'NULL' }])
         expect((await store.listEvents(run.id, 1, 10)).map((e) => [e.seq, e.type, e.data])).toEqual([[2, `odd ${symbols}`, { text: odd, list: ['{}', '"', null] }], [3, 'empty', {}]])
         expect(patched).toEqual(await store.getRun(run.tenant_id, run.id))
