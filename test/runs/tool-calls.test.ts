@@ -29,8 +29,14 @@ async function resultOf (h: Harness, name: string, input: unknown = { q: 'x' }) 
 
 // A resolver the tests control: names resolve to what the test says, and nothing leaves 127.0.0.1.
 const dns = new Map<string, string>()
+// Names set to 'held' are looked up only when the test lets them go: a connection still being made.
+const held: Array<() => void> = []
 const resolver = (hostname: string, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void): void => {
   const address = dns.get(hostname)
+  if (address === 'held') {
+    held.push(() => callback(null, [{ address: '127.0.0.1', family: 4 }]))
+    return
+  }
   if (address === undefined) {
     callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), [])
     return
@@ -66,6 +72,22 @@ for (const backend of backends) {
         expect(completed.data).toMatchObject({ outcome: 'timeout', status: null })
         // The connection was closed, not left open.
         await expect.poll(() => h.tools.callsTo('/hang').every((c) => c.aborted)).toBe(true)
+      })
+
+      it('no connection within timeout_ms: a timeout then, not when the connection is made', async () => {
+        dns.set('held.test', '127.0.0.1')
+        const port = new URL(h.tools.url).port
+        await h.registerTool('unconnected', '/ok', { url: `http://held.test:${port}/ok`, timeout_ms: 300, max_attempts: 1 })
+        dns.set('held.test', 'held')
+        const { text, completed } = await resultOf(h, 'unconnected')
+        expect(text).toBe('Tool unconnected timed out after 300 ms')
+        expect(completed.data).toMatchObject({ outcome: 'timeout', status: null })
+        // The run went on while the connection was still waiting for its address.
+        expect(held).toHaveLength(1)
+        held.splice(0).forEach((release) => release())
+        // Connected at last, the abandoned request is dropped before it is sent.
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        expect(h.tools.callsTo('/ok')).toHaveLength(0)
       })
 
       it('a body that drips slower than timeout_ms', async () => {
