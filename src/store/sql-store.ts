@@ -35,6 +35,10 @@ const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
 // value the plan does not depend on. PostgreSQL takes it the same (as a bigint, as it took `?`).
 const LIMIT = 'LIMIT CAST(? AS BIGINT)'
 
+// A run's tools on PostgreSQL: one statement text whatever the names (an array parameter), read by
+// a run's create and, as a subquery, by each step's write.
+const PG_TOOLS_READ = `SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`
+
 // Rows per multi-row INSERT: well under both databases' limits on bound parameters.
 const INSERT_CHUNK = 500
 
@@ -89,9 +93,9 @@ export class SqlStore implements Store {
 
   async getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]> {
     if (names.length === 0) return []
-    // Read by every run's create: on PostgreSQL one kept statement, whatever the names.
+    // Read by every run's create: on PostgreSQL one kept statement (see PG_TOOLS_READ).
     const read = this.kind === 'postgres'
-      ? { sql: `SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`, params: [tenantId, names] }
+      ? { sql: PG_TOOLS_READ, params: [tenantId, names] }
       : this.#sqliteToolsRead(tenantId, names)
     const rows = await this.#db.query(read.sql, read.params, { prepare: this.kind === 'postgres' })
     return rows.map(toToolRecord)
@@ -435,7 +439,7 @@ export class SqlStore implements Store {
       // JSON column of their rows.
       const toolsColumn = readTools.length === 0
         ? ''
-        : `, (SELECT json_agg(t) FROM (SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))) AS t) AS tools`
+        : `, (SELECT json_agg(t) FROM (${PG_TOOLS_READ}) AS t) AS tools`
       const [fenced] = await this.#db.query(
         `WITH fence AS (${fence.sql}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${toolsColumn} FROM fence`,
         [
