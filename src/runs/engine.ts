@@ -6,7 +6,7 @@ import { newId } from '../ids.js'
 import type { Log } from '../logger.js'
 import type { ModelClient } from '../model/model-client.js'
 import { FINAL_STATUSES, type CreateRun, type RunParams, type ToolOutputs } from '../schemas/runs.js'
-import type { EventRecord, Lease, NewEvent, Page, RunFilter, RunRecord, SigningSecret, Store, ToolRecord } from '../store/index.js'
+import { CreateRefusedError, type CreatedRun, type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type RunFilter, type RunRecord, type SigningSecret, type Store } from '../store/index.js'
 import { hasLoneSurrogate, wellFormed } from '../text.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
@@ -96,8 +96,8 @@ export class RunEngine {
   #firstSweep = true
   /** Slots promised to runs being created or taken over, not yet driving: counted against the cap. */
   #reserved = 0
-  /** Per tenant, creates here that passed the active-runs check and may not be stored yet. */
-  readonly #admitting = new Map<string, number>()
+  /** Per tenant, the inserts of creates under way here: not yet stored, or not known to be. */
+  readonly #inserting = new Map<string, Set<Promise<unknown>>>()
   #takingOver: Promise<void> | null = null
   #takeOverAgain = false
   /** Takeovers of a run that failed here: after a few, the run is failed rather than retried for ever. */
@@ -169,15 +169,12 @@ export class RunEngine {
       throw new AppError('RUN_ERR_INVALID_MESSAGES', 'The text holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
     }
 
+    // Whether the tools exist is checked by the insert itself (see #insert); the checks before it
+    // take them as named.
     const toolNames = body.tools ?? []
-    const records = await store.getTools(tenantId, toolNames)
-    const found = new Set(records.map((t) => t.name))
-    const unknown = toolNames.filter((name) => !found.has(name))
-    if (unknown.length > 0) {
-      throw new AppError('RUN_ERR_UNKNOWN_TOOL', `Unknown tool${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}. Register ${unknown.length > 1 ? 'them' : 'it'} with PUT /tools/{name} first, or list yours with GET /tools.`)
-    }
-    this.#checkClientTools(body, found)
-    const allTools = new Set([...found, ...(body.client_tools ?? []).map((t) => t.name)])
+    const named = new Set(toolNames)
+    this.#checkClientTools(body, named)
+    const allTools = new Set([...named, ...(body.client_tools ?? []).map((t) => t.name)])
     if (body.tool_choice?.type === 'tool' && !allTools.has(body.tool_choice.name ?? '')) {
       throw new AppError('RUN_ERR_INVALID_REQUEST', `tool_choice names ${body.tool_choice.name ?? '(nothing)'}, which is not one of this run's tools.`)
     }
@@ -186,8 +183,6 @@ export class RunEngine {
     }
     const callbackUrl = body.callback_url === undefined ? null : await this.#checkCallbackUrl(tenantId, body.callback_url)
 
-    const admission = await this.#admit(tenantId, idempotencyKey, requestHash)
-    if (admission.replay !== undefined) return { run: admission.replay, created: false }
     const params: RunParams = {
       tools: toolNames,
       max_tokens: body.max_tokens ?? 4096,
@@ -202,49 +197,29 @@ export class RunEngine {
     const drive = this.#drivers.size + this.#reserved < limits.maxRunningRuns
     if (drive) this.#reserved++
     try {
-      return await this.#insert(tenantId, body, messages, params, drive, idempotencyKey, requestHash, callbackUrl, records)
+      return await this.#insert(tenantId, body, messages, params, drive, idempotencyKey, requestHash, callbackUrl)
+    } catch (err) {
+      if (!(err instanceof CreateRefusedError)) throw err
+      if (err.reason === 'unknown_tools') {
+        const { missing } = err
+        throw new AppError('RUN_ERR_UNKNOWN_TOOL', `Unknown tool${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}. Register ${missing.length > 1 ? 'them' : 'it'} with PUT /tools/{name} first, or list yours with GET /tools.`)
+      }
+      // The same Idempotency-Key as a create that got there first: that run's replay, not a refusal.
+      const earlier = idempotencyKey === undefined ? null : await store.getRunByIdempotencyKey(tenantId, idempotencyKey)
+      if (earlier !== null) return { run: this.#sameRequest(earlier, requestHash!), created: false }
+      const limit = limits.maxActiveRunsPerTenant
+      throw new AppError('RUN_ERR_TOO_MANY_ACTIVE', `This tenant already has ${limit} runs that have not finished (queued, running or waiting in requires_action), the most TENANT_MAX_ACTIVE_RUNS allows: wait for some to end, answer those waiting for tool outputs, or cancel those you no longer need (POST /runs/{id}/cancel), then retry.`, { headers: { 'retry-after': String(ACTIVE_RUNS_RETRY_AFTER_S) } })
     } finally {
       if (drive) this.#reserved--
-      admission.release()
     }
   }
 
   /**
-   * The per-tenant limit on runs not yet final (TENANT_MAX_ACTIVE_RUNS): answers a `release` to
-   * call once the run is stored (or not), or throws a 429. Creates admitted here and not yet
-   * released count with the stored runs, so concurrent creates on one replica cannot overshoot the
-   * limit (a run stored and not yet released counts twice for a moment, which can only refuse
-   * early, at the limit). Creates at the same moment on several replicas can overshoot it by at
-   * most the number under way on the others.
+   * Stores the run, if its tools exist and its tenant is under its limit of active runs (one
+   * statement checks both: see Store.createRun), and starts driving it.
    */
-  async #admit (tenantId: string, idempotencyKey: string | undefined, requestHash: string | null): Promise<{ replay?: RunRecord, release: () => void }> {
-    const { limits, store } = this.#options
-    const limit = limits.maxActiveRunsPerTenant
-    this.#admitting.set(tenantId, (this.#admitting.get(tenantId) ?? 0) + 1)
-    let released = false
-    const release = (): void => {
-      if (released) return
-      released = true
-      const left = (this.#admitting.get(tenantId) ?? 1) - 1
-      if (left === 0) this.#admitting.delete(tenantId)
-      else this.#admitting.set(tenantId, left)
-    }
-    let admitted = false
-    try {
-      const stored = await store.countActiveRuns(tenantId, limit)
-      admitted = stored + (this.#admitting.get(tenantId) ?? 1) - 1 < limit
-      if (admitted) return { release }
-      // The same Idempotency-Key as a create that got there first: that run's replay, not a refusal.
-      const earlier = idempotencyKey === undefined ? null : await store.getRunByIdempotencyKey(tenantId, idempotencyKey)
-      if (earlier !== null) return { replay: this.#sameRequest(earlier, requestHash!), release }
-    } finally {
-      if (!admitted) release()
-    }
-    throw new AppError('RUN_ERR_TOO_MANY_ACTIVE', `This tenant already has ${limit} runs that have not finished (queued, running or waiting in requires_action), the most TENANT_MAX_ACTIVE_RUNS allows: wait for some to end, answer those waiting for tool outputs, or cancel those you no longer need (POST /runs/{id}/cancel), then retry.`, { headers: { 'retry-after': String(ACTIVE_RUNS_RETRY_AFTER_S) } })
-  }
-
-  async #insert (tenantId: string, body: CreateRun, messages: MessageParam[], params: RunParams, drive: boolean, idempotencyKey: string | undefined, requestHash: string | null, callbackUrl: string | null, tools: ToolRecord[]): Promise<{ run: RunRecord, created: boolean }> {
-    const { limits, store } = this.#options
+  async #insert (tenantId: string, body: CreateRun, messages: MessageParam[], params: RunParams, drive: boolean, idempotencyKey: string | undefined, requestHash: string | null, callbackUrl: string | null): Promise<{ run: RunRecord, created: boolean }> {
+    const { limits } = this.#options
     const now = Date.now()
     const run: RunRecord = {
       id: newId('run'),
@@ -291,11 +266,11 @@ export class RunEngine {
       Object.assign(run, { status: 'running', started_at: now, event_count: 2 })
       started = { seq: 2, type: 'run.started', at: now, data: toRunObject(run) }
     }
-    const { run: stored, created } = await store.createRun({ run, messages, event, ...(started === undefined ? {} : { started }) })
+    const { run: stored, created, tools } = await this.#admitted(tenantId, { run, messages, event, ...(started === undefined ? {} : { started }) })
     if (!created) return { run: this.#sameRequest(stored, requestHash!), created: false }
     this.#options.log.info({ runId: stored.id, tenantId, tools: params.tools.length, model: stored.model, queued: !drive }, 'run created')
     if (drive) {
-      // Its first step uses the tools just read to check the request, rather than read them again.
+      // Its first step uses the tools read with the insert, rather than read them again.
       const driver = this.#start(stored, messages, { tools })
       // Stored above rather than by the driver: counted as if it had been.
       if (started !== undefined) driver.events.observed(started.type, started.data)
@@ -303,6 +278,43 @@ export class RunEngine {
       this.#mayHaveQueued = true
     }
     return { run: stored, created: true }
+  }
+
+  /**
+   * Stores a new run under the per-tenant limit on runs not yet final (TENANT_MAX_ACTIVE_RUNS),
+   * which the insert itself checks (see Store.createRun). The tenant's other inserts under way here
+   * count against the limit too, so that concurrent creates on one replica cannot overshoot it.
+   * One of them may be stored by the time this insert counts, and so count twice: a refusal while
+   * others were under way is tried again once they are done, so that it is never refused early.
+   * Creates at the same moment on several replicas can overshoot the limit by at most the number
+   * under way on the others.
+   */
+  async #admitted (tenantId: string, input: Omit<NewRun, 'admit'>): Promise<CreatedRun> {
+    const { limits, store } = this.#options
+    const params = input.run.params as unknown as RunParams
+    for (;;) {
+      let inserting = this.#inserting.get(tenantId)
+      if (inserting === undefined) {
+        inserting = new Set()
+        this.#inserting.set(tenantId, inserting)
+      }
+      const others = [...inserting]
+      const maxActive = limits.maxActiveRunsPerTenant - others.length
+      if (maxActive > 0) {
+        const insert = store.createRun({ ...input, admit: { tools: params.tools, maxActive } })
+        inserting.add(insert)
+        try {
+          return await insert
+        } catch (err) {
+          if (!(err instanceof CreateRefusedError && err.reason === 'too_many_active' && others.length > 0)) throw err
+        } finally {
+          inserting.delete(insert)
+          if (inserting.size === 0 && this.#inserting.get(tenantId) === inserting) this.#inserting.delete(tenantId)
+        }
+      }
+      if (others.length === 0) throw new CreateRefusedError('too_many_active')
+      await Promise.allSettled(others)
+    }
   }
 
   /** How many runs this replica drives now. */
@@ -379,6 +391,8 @@ export class RunEngine {
       const timer = setTimeout(done, timeoutMs)
       signal?.addEventListener('abort', done, { once: true })
       set.add(done)
+      // Followed from now on: the run's events are stored within the short window (see EventLog).
+      this.#drivers.get(runId)?.events.hurry()
     })
   }
 
@@ -511,11 +525,11 @@ export class RunEngine {
     await Promise.all([this.#options.webhooks.close(), this.#options.model.close()])
   }
 
-  #checkClientTools (body: CreateRun, registered: Set<string>): void {
+  #checkClientTools (body: CreateRun, named: Set<string>): void {
     const names = new Set<string>()
     for (const [index, tool] of (body.client_tools ?? []).entries()) {
       const where = `client_tools[${index}] (${tool.name})`
-      if (registered.has(tool.name)) throw new AppError('RUN_ERR_INVALID_REQUEST', `${where} has the name of a registered tool the run uses: give it another name.`)
+      if (named.has(tool.name)) throw new AppError('RUN_ERR_INVALID_REQUEST', `${where} has the name of one of the run's \`tools\` (registered tools): give it another name.`)
       if (names.has(tool.name)) throw new AppError('RUN_ERR_INVALID_REQUEST', `${where} repeats a name: each client tool needs its own.`)
       names.add(tool.name)
       try {
@@ -590,7 +604,8 @@ export class RunEngine {
   #start (run: RunRecord, messages: MessageParam[], from: DriverStart = {}): RunDriver {
     const { store, registry, model, webhooks, log, limits } = this.#options
     const lease: Lease = { owner: this.replicaId, token: run.lease_token }
-    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry }, run, lease, messages, from)
+    const watched = (runId: string): boolean => this.#eventWaiters.has(runId)
+    const driver = new RunDriver({ store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry, watched }, run, lease, messages, from)
     this.#drivers.set(run.id, driver)
     driver.events.subscribe(() => this.#wake(run.id))
     driver.drive().finally(async () => {

@@ -10,22 +10,39 @@ import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunR
 export const STORAGE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
 
 /**
- * How long an event waits for others to join its write. A step's calls start and end within a few
- * milliseconds of one another: written one turn of the event loop apart, they cost a transaction
- * each, taken from the CPU that is dispatching the step's other calls. Writes that something waits
- * for (a commit, a flush) go at once and take whatever is pending.
+ * How long an event waits for others to join its write while someone on this replica follows the
+ * run (a stream, a wait for its events). A step's calls start and end within a few milliseconds of
+ * one another: written one turn of the event loop apart, they cost a transaction each, taken from
+ * the CPU that is dispatching the step's other calls. Writes that something waits for (a commit, a
+ * flush) go at once and take whatever is pending.
  */
 export const EVENT_BATCH_WINDOW_MS = 5
+
+/**
+ * The same while nobody here follows the run. Readers elsewhere (another replica's stream) look for
+ * new events every 500 ms, so a write this much later is not seen later; meanwhile a step's events
+ * (its start, its calls' starts and ends) mostly join the write that ends the step, rather than
+ * costing a transaction or two more per step. A side_effecting call's start is still stored before
+ * the call is made (see flush), whatever the window.
+ */
+export const UNWATCHED_EVENT_BATCH_WINDOW_MS = 200
+
+export interface EventLogOptions {
+  readonly observe?: EventObserver
+  readonly watched?: () => boolean
+  readonly windowsMs?: { readonly watched: number, readonly unwatched: number }
+}
 
 const FINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled'])
 
 /**
  * The event log of one run, kept by the replica driving it. Events are numbered here, in the order
  * they happen, and stored before anyone is told of them. Writes are serialized per run and batched:
- * events emitted within {@link EVENT_BATCH_WINDOW_MS}, or while a write is in flight, go into one
- * write, so a burst (eight calls starting together) costs one insert, and slow storage coalesces
- * rather than queues. Consecutive
- * text deltas of a step merge into one `message.delta` event the same way.
+ * events emitted within a window ({@link EVENT_BATCH_WINDOW_MS} while someone here follows the
+ * run, {@link UNWATCHED_EVENT_BATCH_WINDOW_MS} otherwise), or while a write is in flight, go into
+ * one write, so a burst (eight calls starting together) costs one insert, and slow storage
+ * coalesces rather than queues. Consecutive text deltas of a step merge into one `message.delta`
+ * event the same way.
  *
  * Every write is fenced by the run's lease: once another replica has taken the run, writes fail
  * with LeaseLostError and the log refuses further events. Other write errors are retried.
@@ -38,19 +55,30 @@ export class EventLog {
   #seq: number
   #pending: NewEvent[] = []
   #tail: Promise<unknown> = Promise.resolve()
-  #scheduled = false
+  /** The pending events' write, while it waits for its window to close. */
+  #timer: NodeJS.Timeout | undefined
+  #timerWindow = 0
   #failure: Error | null = null
 
   readonly #log: Log
   readonly #observe: EventObserver | undefined
+  readonly #watched: () => boolean
+  readonly #windows: { readonly watched: number, readonly unwatched: number }
 
-  /** `observe` sees every event recorded (the metrics count from it). */
-  constructor (store: Store, run: RunRecord, lease: Lease, log: Log, observe?: EventObserver) {
+  /**
+   * `observe` sees every event recorded (the metrics count from it); `watched` tells whether
+   * someone on this replica follows the run's events now (by default, always); `windowsMs` are
+   * the two batch windows (by default {@link EVENT_BATCH_WINDOW_MS} and
+   * {@link UNWATCHED_EVENT_BATCH_WINDOW_MS}).
+   */
+  constructor (store: Store, run: RunRecord, lease: Lease, log: Log, options: EventLogOptions = {}) {
     this.#store = store
     this.#run = run
     this.#lease = lease
     this.#log = log
-    this.#observe = observe
+    this.#observe = options.observe
+    this.#watched = options.watched ?? (() => true)
+    this.#windows = options.windowsMs ?? { watched: EVENT_BATCH_WINDOW_MS, unwatched: UNWATCHED_EVENT_BATCH_WINDOW_MS }
     this.#seq = run.event_count
   }
 
@@ -120,13 +148,24 @@ export class EventLog {
     return await this.#enqueue(write)
   }
 
+  /**
+   * Someone on this replica began following the run: events waiting out the longer window are
+   * stored within the short one instead.
+   */
+  hurry (): void {
+    if (this.#timer === undefined || this.#timerWindow === this.#windows.watched) return
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#schedule()
+  }
+
   #schedule (): void {
-    if (this.#scheduled) return
-    this.#scheduled = true
-    setTimeout(() => {
-      this.#scheduled = false
+    if (this.#timer !== undefined) return
+    this.#timerWindow = this.#watched() ? this.#windows.watched : this.#windows.unwatched
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
       this.#enqueue({}).catch(() => {})
-    }, EVENT_BATCH_WINDOW_MS)
+    }, this.#timerWindow)
   }
 
   #enqueue (write: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {
@@ -140,6 +179,11 @@ export class EventLog {
     const events = this.#pending
     if (events.length === 0 && write.messages === undefined && write.patch === undefined) return null
     this.#pending = []
+    // Everything pending goes now: its window's write has nothing left to do.
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
     let tools: ToolRecord[] | null = null
     for (let attempt = 0; ; attempt++) {
       try {

@@ -5,7 +5,7 @@ import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
-import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
+import { LeaseLostError, messageJson, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
@@ -68,6 +68,8 @@ export interface DriverDeps {
   /** Retries of a failing model call before the run fails. */
   readonly modelMaxRetries: number
   readonly telemetry: Telemetry
+  /** Whether someone on this replica follows the run's events now (see EventLog). */
+  readonly watched?: (runId: string) => boolean
 }
 
 // Backoff between model attempts when the API gives no retry-after: 0.5 s doubling to 16 s.
@@ -126,7 +128,7 @@ export class RunDriver {
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
-    this.#encoded = history.map((m) => JSON.stringify(m))
+    this.#encoded = history.map(messageJson)
     this.#initialWrite = from.initialWrite
     this.#resumed = from.resumed
     this.#prefetchedTools = from.tools
@@ -135,7 +137,11 @@ export class RunDriver {
     setMaxListeners(0, this.#controller.signal)
     for (const message of history) this.#noteToolNames(message)
     this.#log = deps.log.child({ runId: run.id })
-    this.events = new EventLog(deps.store, run, lease, this.#log, deps.telemetry.metrics.observer(run.model))
+    const watched = deps.watched
+    this.events = new EventLog(deps.store, run, lease, this.#log, {
+      observe: deps.telemetry.metrics.observer(run.model),
+      ...(watched === undefined ? {} : { watched: () => watched(run.id) })
+    })
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
   }
 
@@ -543,7 +549,7 @@ export class RunDriver {
   #append (messages: MessageParam[]): void {
     for (const message of messages) {
       this.#history.push(message)
-      this.#encoded.push(JSON.stringify(message))
+      this.#encoded.push(messageJson(message))
       this.#noteToolNames(message)
     }
   }

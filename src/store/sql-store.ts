@@ -1,9 +1,10 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import { decodeCursor, encodeCursor } from '../pagination.js'
+import { messageJson } from './message-json.js'
 import { RowCountError, type Row, type SqlDriver, type Statement } from './sql-driver.js'
 import {
-  LeaseLostError,
-  type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type PageRequest,
+  CreateRefusedError, LeaseLostError,
+  type CreatedRun, type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type PageRequest,
   type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord, type WrittenRun
 } from './store.js'
 
@@ -38,6 +39,10 @@ const LIMIT = 'LIMIT CAST(? AS BIGINT)'
 // A run's tools on PostgreSQL: one statement text whatever the names (an array parameter), read by
 // a run's create and, as a subquery, by each step's write.
 const PG_TOOLS_READ = `SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`
+
+// How many of a tenant's runs are not yet final, counting no further than a cap: one range of
+// runs_by_status (tenant_id, status, id) per status. Parameters: the tenant, the cap.
+const ACTIVE_RUNS = `SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') ${LIMIT}) AS active`
 
 // Rows per multi-row INSERT: well under both databases' limits on bound parameters.
 const INSERT_CHUNK = 500
@@ -136,41 +141,77 @@ export class SqlStore implements Store {
 
   // ---- runs ----
 
-  async createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }> {
-    const { run, messages, event, started } = input
+  async createRun (input: NewRun): Promise<CreatedRun> {
+    const { run, messages, event, started, admit } = input
     const events = started === undefined ? [event] : [event, started]
     // The creator's lease runs on the clock the other replicas judge it by: the database's.
     const leased = (column: string): boolean => column === 'lease_expires_at' && run.lease_owner !== null
+    const values = RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
+    const names = admit?.tools ?? []
     // The stored row is the run as given but for its lease's end, set by the database's clock:
-    // only that comes back (parsing the whole row back cost more than storing it).
-    const insertRun: Statement = {
-      sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) VALUES (${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}) RETURNING lease_expires_at`,
-      params: RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
+    // only that comes back (parsing the whole row back cost more than storing it). With `admit`,
+    // the row is inserted only where its conditions hold (an INSERT of a SELECT with a WHERE).
+    const insertRun = (toolsFound: string): Statement => {
+      const conditions: string[] = []
+      const params: unknown[] = [...values]
+      if (admit !== undefined) {
+        if (names.length > 0) {
+          conditions.push(`(SELECT COUNT(*) FROM ${toolsFound}) = ?`)
+          params.push(...(this.kind === 'postgres' ? [] : [run.tenant_id, ...names]), names.length)
+        }
+        conditions.push(`(${ACTIVE_RUNS}) < ?`)
+        params.push(run.tenant_id, admit.maxActive, admit.maxActive)
+      }
+      return {
+        sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) SELECT ${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}` +
+          `${conditions.length === 0 ? '' : ` WHERE ${conditions.join(' AND ')}`} RETURNING lease_expires_at`,
+        params
+      }
     }
     try {
       let row: Row
+      let tools: ToolRecord[] = []
       if (this.kind === 'postgres') {
-        // One statement, so one round trip rather than five (BEGIN, three inserts, COMMIT).
-        const [inserted] = await this.#db.query(
-          `WITH new_run AS (${insertRun.sql}), ${pgInserts('new_run')} SELECT lease_expires_at FROM new_run`,
-          [...insertRun.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
+        // One statement, so one round trip rather than five (BEGIN, three inserts, COMMIT), or
+        // seven with the tools and the count of active runs read first. It always answers a row:
+        // the new run's lease (null when not inserted) and the tools found.
+        const found = names.length > 0 ? `found AS (${PG_TOOLS_READ}), ` : ''
+        const insert = insertRun('found')
+        const [answer] = await this.#db.query(
+          `WITH ${found}new_run AS (${insert.sql}), ${pgInserts('new_run')}
+           SELECT (SELECT lease_expires_at FROM new_run) AS lease_expires_at, (SELECT COUNT(*) FROM new_run) AS inserted` +
+            (names.length > 0 ? ', (SELECT json_agg(found) FROM found) AS tools' : ''),
+          [...(names.length > 0 ? [run.tenant_id, names] : []), ...insert.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
           { prepare: true }
         )
-        row = inserted!
+        tools = ((answer!.tools ?? []) as Row[]).map(toToolRecord)
+        if (Number(answer!.inserted) === 0) throw refusal(names, tools)
+        row = answer!
       } else {
-        const results = await this.#db.batch([
-          insertRun,
+        const toolsRead = names.length > 0 ? this.#sqliteToolsRead(run.tenant_id, names) : undefined
+        const statements: Statement[] = [
+          { ...insertRun(`(SELECT 1 FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)}))`), expectRows: 1 },
           ...messageInserts(run.id, run.tenant_id, 0, messages),
-          ...eventInserts(run.id, run.tenant_id, events)
-        ])
+          ...eventInserts(run.id, run.tenant_id, events),
+          ...(toolsRead === undefined ? [] : [toolsRead])
+        ]
+        let results: Row[][]
+        try {
+          results = await this.#db.batch(statements)
+        } catch (err) {
+          // Refused: the reads say why (one process uses the file, so they see what the insert saw).
+          if (err instanceof RowCountError && err.statementIndex === 0) throw refusal(names, await this.getTools(run.tenant_id, names))
+          throw err
+        }
         row = results[0]![0]!
+        if (toolsRead !== undefined) tools = results[results.length - 1]!.map(toToolRecord)
       }
-      return { run: { ...run, lease_expires_at: numberOrNull(row.lease_expires_at) }, created: true }
+      return { run: { ...run, lease_expires_at: numberOrNull(row.lease_expires_at) }, created: true, tools }
     } catch (err) {
       if (run.idempotency_key === null || !isUniqueViolation(err)) throw err
       const existing = await this.getRunByIdempotencyKey(run.tenant_id, run.idempotency_key)
       if (existing === null) throw err
-      return { run: existing, created: false }
+      return { run: existing, created: false, tools: [] }
     }
   }
 
@@ -182,16 +223,6 @@ export class SqlStore implements Store {
   async getRunByIdempotencyKey (tenantId: string, key: string): Promise<RunRecord | null> {
     const [row] = await this.#db.query('SELECT * FROM runs WHERE tenant_id = ? AND idempotency_key = ?', [tenantId, key])
     return row === undefined ? null : toRunRecord(row)
-  }
-
-  async countActiveRuns (tenantId: string, cap: number): Promise<number> {
-    // One range of runs_by_status (tenant_id, status, id) per status, read no further than `cap`.
-    const [row] = await this.#db.query(
-      `SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') ${LIMIT}) AS active`,
-      [tenantId, cap],
-      { prepare: true }
-    )
-    return Number(row!.n)
   }
 
   async listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>> {
@@ -486,6 +517,13 @@ export class SqlStore implements Store {
   }
 }
 
+/** Why a create was refused, from the tools found for it: the missing ones first. */
+function refusal (names: readonly string[], found: readonly ToolRecord[]): CreateRefusedError {
+  const have = new Set(found.map((t) => t.name))
+  const missing = names.filter((name) => !have.has(name))
+  return missing.length > 0 ? new CreateRefusedError('unknown_tools', missing) : new CreateRefusedError('too_many_active')
+}
+
 function placeholders (count: number): string {
   return Array.from({ length: count }, () => '?').join(', ')
 }
@@ -497,7 +535,7 @@ function chunks<T> (items: readonly T[]): T[][] {
 }
 
 function messageRows (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): unknown[][] {
-  return messages.map((message, i) => [runId, first + i, tenantId, JSON.stringify(message)])
+  return messages.map((message, i) => [runId, first + i, tenantId, messageJson(message)])
 }
 
 function eventRows (runId: string, tenantId: string, events: readonly NewEvent[]): unknown[][] {
@@ -522,21 +560,31 @@ function eventInserts (runId: string, tenantId: string, events: readonly NewEven
 /**
  * The inserts of a run write on PostgreSQL, as CTEs after `after` (the fence, or the new run): each
  * writes only if `after` gave a row, so that a lost lease writes nothing. Rows come as arrays, one
- * per column, so that the text is the same however many there are (see pgInsertParams).
+ * per column, so that the text is the same however many there are (see pgInsertParams). The
+ * messages and the events' data come as one JSON array each, whose elements are stored as the text
+ * they are: PostgreSQL's `json` keeps an element's text as given (a lone surrogate's escape
+ * included, which reading its fields would refuse).
  */
 function pgInserts (after: string): string {
   return `new_messages AS (INSERT INTO run_messages (run_id, seq, tenant_id, message)
-      SELECT ?, m.seq, ?, m.message FROM unnest(CAST(? AS INTEGER[]), CAST(? AS TEXT[])) AS m (seq, message)
+      SELECT ?, CAST(? AS INTEGER) + CAST(m.n AS INTEGER) - 1, ?, CAST(m.message AS TEXT) FROM json_array_elements(CAST(? AS JSON)) WITH ORDINALITY AS m (message, n)
       WHERE EXISTS (SELECT 1 FROM ${after})),
     new_events AS (INSERT INTO run_events (run_id, seq, tenant_id, type, at, data)
-      SELECT ?, e.seq, ?, e.type, e.at, e.data FROM unnest(CAST(? AS INTEGER[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[])) AS e (seq, type, at, data)
+      SELECT ?, e.seq, ?, e.type, e.at, CAST(e.data AS TEXT)
+      FROM ROWS FROM (unnest(CAST(? AS INTEGER[])), unnest(CAST(? AS TEXT[])), unnest(CAST(? AS BIGINT[])), json_array_elements(CAST(? AS JSON))) AS e (seq, type, at, data)
       WHERE EXISTS (SELECT 1 FROM ${after}))`
 }
 
+/**
+ * The parameters of {@link pgInserts}. The large values, a step's messages and its events' data,
+ * go as one JSON text each rather than as text arrays: the driver escapes every element of an
+ * array character by character, which cost more than the rest of the write, and a message goes in
+ * as the text its run's driver already made of it.
+ */
 function pgInsertParams (runId: string, tenantId: string, first: number, messages: readonly MessageParam[], events: readonly NewEvent[]): unknown[] {
   return [
-    runId, tenantId, messages.map((_, i) => first + i), messages.map((m) => JSON.stringify(m)),
-    runId, tenantId, events.map((e) => e.seq), events.map((e) => e.type), events.map((e) => e.at), events.map((e) => JSON.stringify(e.data))
+    runId, first, tenantId, `[${messages.map(messageJson).join(',')}]`,
+    runId, tenantId, events.map((e) => e.seq), events.map((e) => e.type), events.map((e) => e.at), JSON.stringify(events.map((e) => e.data))
   ]
 }
 

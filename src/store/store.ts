@@ -139,6 +139,17 @@ export class LeaseLostError extends Error {
   }
 }
 
+/**
+ * A create that {@link NewRun.admit} refused; nothing was stored. `missing` names the tools asked
+ * for that the tenant does not have (refused for them first, whatever its count of runs).
+ */
+export class CreateRefusedError extends Error {
+  override name = 'CreateRefusedError'
+  constructor (readonly reason: 'unknown_tools' | 'too_many_active', readonly missing: readonly string[] = []) {
+    super(reason === 'unknown_tools' ? `unknown tools: ${missing.join(', ')}` : 'too many active runs')
+  }
+}
+
 export interface NewRun {
   /** The whole run, as it starts (with its lease when its creator drives it). */
   readonly run: RunRecord
@@ -150,6 +161,22 @@ export interface NewRun {
    * stored in the same transaction, rather than in a second one before the first model call.
    */
   readonly started?: NewEvent
+  /**
+   * What must hold for the run to be stored, checked by the statement (PostgreSQL) or transaction
+   * (SQLite) that stores it: each of `tools` is one of the tenant's tools (they come back with the
+   * run), and the tenant has fewer than `maxActive` runs not yet final. Otherwise nothing is stored
+   * and {@link CreateRefusedError} says why. One round trip rather than a read of each first.
+   */
+  readonly admit?: { readonly tools: readonly string[], readonly maxActive: number }
+}
+
+/** What {@link Store.createRun} answers. */
+export interface CreatedRun {
+  readonly run: RunRecord
+  /** False when the idempotency key was used already: `run` is that run, and nothing was stored. */
+  readonly created: boolean
+  /** The tools of `admit.tools`, as read with the insert (empty without `admit`, or not created). */
+  readonly tools: ToolRecord[]
 }
 
 /** What a run's driver writes at once: a step's messages, the run's new state and events. */
@@ -196,16 +223,12 @@ export interface Store {
 
   /**
    * Stores a new run with its first messages and event. With an idempotency key already used by
-   * the tenant, stores nothing and returns the existing run with `created: false`.
+   * the tenant, stores nothing and returns the existing run with `created: false`. Throws
+   * {@link CreateRefusedError} when `admit` does not hold.
    */
-  createRun (input: NewRun): Promise<{ run: RunRecord, created: boolean }>
+  createRun (input: NewRun): Promise<CreatedRun>
   getRun (tenantId: string, runId: string): Promise<RunRecord | null>
   getRunByIdempotencyKey (tenantId: string, key: string): Promise<RunRecord | null>
-  /**
-   * How many of the tenant's runs are not yet final (queued, running or requires_action), counting
-   * at most `cap` of them: enough to tell whether a limit of `cap` is reached.
-   */
-  countActiveRuns (tenantId: string, cap: number): Promise<number>
   listRuns (tenantId: string, filter: RunFilter): Promise<Page<RunRecord>>
   getMessages (runId: string): Promise<MessageParam[]>
   listEvents (runId: string, afterSeq: number, limit: number): Promise<EventRecord[]>

@@ -180,7 +180,7 @@ for (const backend of backends) {
 
     it('refuses client tools that clash, repeat or do not compile', async () => {
       const cases: Array<[unknown[], RegExp]> = [
-        [[{ ...confirm, name: 'lookup' }], /has the name of a registered tool/],
+        [[{ ...confirm, name: 'lookup' }], /has the name of one of the run's `tools` \(registered tools\)/],
         [[confirm, confirm], /repeats a name/],
         [[{ ...confirm, input_schema: { type: 'object', properties: { a: { type: 'nope' } } } }], /input_schema does not compile/]
       ]

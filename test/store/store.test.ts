@@ -309,17 +309,18 @@ for (const backend of backends) {
         expect(await store.claimDueCallbacks(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, 10)).toEqual([])
       })
 
-      it('keeps odd text intact: NUL characters, emoji, lone quotes', async () => {
+      it('keeps odd text intact: NUL characters, emoji, lone quotes, halves of surrogate pairs', async () => {
         const input = newRun('r7')
         const text = 'a\u0000b 🎉 \'"\\ \u2028'
         const { run } = await store.createRun({ ...input, messages: [{ role: 'user', content: text }] })
         expect(await store.getMessages(run.id)).toEqual([{ role: 'user', content: text }])
-        // The same through a run's writes (on PostgreSQL, rows travel as arrays: quotes, backslashes
-        // and braces must survive their quoting), and through a write of its state alone.
+        // The same through a run's writes (on PostgreSQL, rows travel as arrays and JSON: quotes,
+        // backslashes and braces must survive their quoting, and a lone half of a surrogate pair,
+        // which a model's answer may hold, the JSON), and through a write of its state alone.
         const lease = { owner: 'replica-a', token: run.lease_token }
         // Event types are Switchboard's own words: odd, but never a NUL (which PostgreSQL text cannot hold).
         const symbols = ['{', '}', ',', '"', '\\', 'NULL', '', '🎉'].join(' ')
-        const odd = `${symbols} ${text}`
+        const odd = `${symbols} ${text} \ud800 \udc00x`
         const written = (await store.writeRun(run, lease, {
           messages: [{ role: 'assistant', content: [{ type: 'text', text: odd }] }, { role: 'user', content: 'NULL' }],
           events: [{ seq: 2, type: `odd ${symbols}`, at: 2, data: { text: odd, list: ['{}', '"', null] } }, { seq: 3, type: 'empty', at: 3, data: {} }]
@@ -331,15 +332,38 @@ for (const backend of backends) {
         expect(patched).toMatchObject({ status: 'running', message_count: 3, event_count: 3, output: [{ type: 'text', text: odd }] })
       })
 
-      it('counts a tenant\'s runs not yet final, up to a cap, however large the cap', async () => {
-        const tenant = `count-${newId('t')}`
+      it('stores a run only if its tools are the tenant\'s and the tenant is under its limit of active runs', async () => {
+        const tenant = `admit-${newId('t')}`
+        const { tool: a } = await store.putTool(tool(tenant, 'a'))
+        await store.putTool(tool(tenant, 'b'))
+        await store.putTool(tool('someone-else', 'c'))
+        // Three runs not yet final, two final, and another tenant's.
         for (const status of ['queued', 'running', 'requires_action', 'completed', 'failed'] as const) {
           await store.createRun(newRun(tenant, { status }))
         }
         await store.createRun(newRun('someone-else'))
-        expect(await store.countActiveRuns(tenant, 2 ** 40)).toBe(3)
-        expect(await store.countActiveRuns(tenant, 1_000_000)).toBe(3)
-        expect(await store.countActiveRuns(tenant, 2)).toBe(2)
+        const stored = async (): Promise<number> => (await store.listRuns(tenant, { limit: 100 })).items.length
+
+        const admitted = await store.createRun({ ...newRun(tenant), admit: { tools: ['a', 'b'], maxActive: 4 } })
+        expect(admitted.created).toBe(true)
+        expect(admitted.tools.map((t) => t.name).sort()).toEqual(['a', 'b'])
+        expect(admitted.tools.find((t) => t.name === 'a')).toEqual(a)
+        expect(await stored()).toBe(6)
+
+        // Four active now: a fifth waits, whatever its tools; the cap may be as large as it likes.
+        await expect(store.createRun({ ...newRun(tenant), admit: { tools: [], maxActive: 4 } })).rejects.toMatchObject({ reason: 'too_many_active' })
+        expect((await store.createRun({ ...newRun(tenant), admit: { tools: [], maxActive: 2 ** 40 } })).created).toBe(true)
+        expect(await stored()).toBe(7)
+
+        // A tool that is not the tenant's (missing, or another's): refused for it first, with
+        // nothing stored, not its messages nor its events.
+        const unknown = newRun(tenant)
+        await expect(store.createRun({ ...unknown, admit: { tools: ['a', 'c', 'missing'], maxActive: 1 } }))
+          .rejects.toMatchObject({ name: 'CreateRefusedError', reason: 'unknown_tools', missing: ['c', 'missing'] })
+        expect(await store.getRun(tenant, unknown.run.id)).toBeNull()
+        expect(await store.getMessages(unknown.run.id)).toEqual([])
+        expect(await store.listEvents(unknown.run.id, 0, 10)).toEqual([])
+        expect(await stored()).toBe(7)
       })
     })
   })

@@ -1,0 +1,92 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { EventLog, type EventLogOptions } from '../../src/runs/event-log.js'
+import type { RunWrite, Store } from '../../src/store/index.js'
+import { backends, openTestStore } from '../support/backends.js'
+import { silentLog } from '../support/log.js'
+import { newRun } from '../support/runs.js'
+
+// A window no test waits out: what is stored before it closes was stored for another reason.
+const LONG = 60_000
+
+for (const backend of backends) {
+  describe.skipIf(backend.skip)(`a run's event log: ${backend.name}`, () => {
+    let store: Store
+    let close: () => Promise<void>
+    beforeAll(async () => {
+      ({ store, close } = await openTestStore(backend))
+    })
+    afterAll(async () => close?.())
+
+    /** A log of a new run, and the writes it made, seen on their way to the real store. */
+    async function newLog (options: EventLogOptions): Promise<{ log: EventLog, writes: RunWrite[], stored: () => Promise<string[]> }> {
+      const { run } = await store.createRun(newRun('events', { status: 'running' }))
+      const writes: RunWrite[] = []
+      const writeRun: Store['writeRun'] = async (r, lease, write) => {
+        writes.push(write)
+        return await store.writeRun(r, lease, write)
+      }
+      const seen = new Proxy(store, {
+        get: (target, key) => {
+          if (key === 'writeRun') return writeRun
+          const value: unknown = Reflect.get(target, key)
+          return typeof value === 'function' ? value.bind(target) : value
+        }
+      })
+      const log = new EventLog(seen, run, { owner: 'replica-a', token: run.lease_token }, silentLog, options)
+      const stored = async (): Promise<string[]> => (await store.listEvents(run.id, 1, 100)).map((e) => e.type)
+      return { log, writes, stored }
+    }
+
+    async function until (check: () => Promise<boolean>): Promise<void> {
+      for (let i = 0; i < 500 && !(await check()); i++) await sleep(10)
+    }
+
+    it('nobody following: a step\'s events wait for the write that ends the step, and go in it', async () => {
+      const { log, writes, stored } = await newLog({ watched: () => false, windowsMs: { watched: 5, unwatched: LONG } })
+      log.emit('step.started', { step: 1 })
+      log.emit('tool_call.started', { step: 1, tool_use_id: 'a' })
+      log.emit('tool_call.completed', { step: 1, tool_use_id: 'a' })
+      await sleep(50)
+      expect(writes).toHaveLength(0)
+      expect(await stored()).toEqual([])
+      await log.commit({ messages: [{ role: 'assistant', content: 'done' }], patch: { steps: 1 } })
+      expect(writes).toHaveLength(1)
+      expect(writes[0]!.events!.map((e) => e.type)).toEqual(['step.started', 'tool_call.started', 'tool_call.completed'])
+      expect(await stored()).toEqual(['step.started', 'tool_call.started', 'tool_call.completed'])
+      expect(log.run.steps).toBe(1)
+    })
+
+    it('nobody following: events are still stored without the step ending, in a write of their own', async () => {
+      const { log, writes, stored } = await newLog({ watched: () => false })
+      log.emit('tool_call.started', { step: 1, tool_use_id: 'a' })
+      await until(async () => (await stored()).length > 0)
+      expect(await stored()).toEqual(['tool_call.started'])
+      expect(writes).toHaveLength(1)
+      expect(writes[0]!.messages).toBeUndefined()
+    })
+
+    it('someone following: events are stored at once, before the step ends', async () => {
+      const { log, writes, stored } = await newLog({ watched: () => true, windowsMs: { watched: 5, unwatched: LONG } })
+      log.emit('tool_call.started', { step: 1, tool_use_id: 'a' })
+      log.emit('tool_call.started', { step: 1, tool_use_id: 'b' })
+      await until(async () => (await stored()).length === 2)
+      expect(await stored()).toEqual(['tool_call.started', 'tool_call.started'])
+      // The two, emitted together, went in one write.
+      expect(writes).toHaveLength(1)
+    })
+
+    it('someone who begins following hurries the events already waiting', async () => {
+      let watched = false
+      const { log, writes, stored } = await newLog({ watched: () => watched, windowsMs: { watched: 5, unwatched: LONG } })
+      log.emit('tool_call.started', { step: 1, tool_use_id: 'a' })
+      await sleep(50)
+      expect(writes).toHaveLength(0)
+      watched = true
+      log.hurry()
+      await until(async () => (await stored()).length > 0)
+      expect(await stored()).toEqual(['tool_call.started'])
+      expect(writes).toHaveLength(1)
+    })
+  })
+}
