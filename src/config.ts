@@ -51,7 +51,7 @@ export const ConfigSchema = Type.Object({
   MAX_RUNNING_RUNS: Type.Integer({ minimum: 1, default: 5000, description: 'Runs one replica drives at once; more wait as `queued` for any replica with room.' }),
   RUN_LEASE_MS: Type.Integer({ minimum: 1000, default: 15_000, description: 'How long a replica holds a run without renewing its lease.' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'On SIGTERM, how long running steps may take to finish.' }),
-  TENANT_MAX_ACTIVE_RUNS: Type.Integer({ minimum: 1, default: 100, description: 'Runs one tenant may have not yet finished (queued, running or requires_action), across all replicas; POST /runs answers 429 past it.' }),
+  TENANT_MAX_ACTIVE_RUNS: Type.Integer({ minimum: 1, maximum: 1_000_000_000, default: 100, description: 'Runs one tenant may have not yet finished (queued, running or requires_action), across all replicas; POST /runs answers 429 past it.' }),
   TENANT_MAX_SSE_STREAMS: Type.Integer({ minimum: 1, default: 100, description: 'Server-Sent Event streams one tenant may hold open on one replica; more are answered 429.' }),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 0, default: 6000, description: 'Authenticated requests one tenant may make per minute on one replica (429 past it); 0 turns the limit off.' })
 })

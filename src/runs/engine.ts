@@ -284,13 +284,15 @@ export class RunEngine {
    * Stores a new run under the per-tenant limit on runs not yet final (TENANT_MAX_ACTIVE_RUNS),
    * which the insert itself checks (see Store.createRun). The tenant's other inserts under way here
    * count against the limit too, so that concurrent creates on one replica cannot overshoot it.
-   * One of them may be stored by the time this insert counts, and so count twice: a refusal while
-   * others were under way is tried again once they are done, so that it is never refused early.
-   * Creates at the same moment on several replicas can overshoot the limit by at most the number
-   * under way on the others.
+   * One of them may be stored by the time this insert counts, and so count twice: a refusal that
+   * only they explain (the stored runs alone leave room) is tried again once they are done, so
+   * that a create is never refused early; one the stored runs explain is final at once. Creates at
+   * the same moment on several replicas can overshoot the limit by at most the number under way on
+   * the others.
    */
   async #admitted (tenantId: string, input: Omit<NewRun, 'admit'>): Promise<CreatedRun> {
     const { limits, store } = this.#options
+    const limit = limits.maxActiveRunsPerTenant
     const params = input.run.params as unknown as RunParams
     for (;;) {
       let inserting = this.#inserting.get(tenantId)
@@ -299,20 +301,19 @@ export class RunEngine {
         this.#inserting.set(tenantId, inserting)
       }
       const others = [...inserting]
-      const maxActive = limits.maxActiveRunsPerTenant - others.length
-      if (maxActive > 0) {
-        const insert = store.createRun({ ...input, admit: { tools: params.tools, maxActive } })
+      if (others.length < limit) {
+        const insert = store.createRun({ ...input, admit: { tools: params.tools, limit, reserved: others.length } })
         inserting.add(insert)
         try {
           return await insert
         } catch (err) {
-          if (!(err instanceof CreateRefusedError && err.reason === 'too_many_active' && others.length > 0)) throw err
+          const onlyOthers = err instanceof CreateRefusedError && err.reason === 'too_many_active' && err.active < limit && others.length > 0
+          if (!onlyOthers) throw err
         } finally {
           inserting.delete(insert)
           if (inserting.size === 0 && this.#inserting.get(tenantId) === inserting) this.#inserting.delete(tenantId)
         }
       }
-      if (others.length === 0) throw new CreateRefusedError('too_many_active')
       await Promise.allSettled(others)
     }
   }

@@ -149,23 +149,27 @@ export class EventLog {
   }
 
   /**
-   * Someone on this replica began following the run: events waiting out the longer window are
-   * stored within the short one instead.
+   * What is pending is stored within the short window ({@link EVENT_BATCH_WINDOW_MS}) rather than
+   * the longer one: someone on this replica began following the run, or an event is worth storing
+   * soon (a side_effecting call's result, which a takeover could not learn again).
    */
   hurry (): void {
-    if (this.#timer === undefined || this.#timerWindow === this.#windows.watched) return
+    if (this.#timer === undefined || this.#timerWindow <= this.#windows.watched) return
     clearTimeout(this.#timer)
-    this.#timer = undefined
-    this.#schedule()
+    this.#startTimer(this.#windows.watched)
   }
 
   #schedule (): void {
     if (this.#timer !== undefined) return
-    this.#timerWindow = this.#watched() ? this.#windows.watched : this.#windows.unwatched
+    this.#startTimer(this.#watched() ? this.#windows.watched : this.#windows.unwatched)
+  }
+
+  #startTimer (windowMs: number): void {
+    this.#timerWindow = windowMs
     this.#timer = setTimeout(() => {
       this.#timer = undefined
       this.#enqueue({}).catch(() => {})
-    }, this.#timerWindow)
+    }, windowMs)
   }
 
   #enqueue (write: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {

@@ -445,6 +445,9 @@ export class RunDriver {
     this.events.emit('tool_call.completed', {
       step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content
     })
+    // A side_effecting call's result is stored soon, not with the step's end: a takeover could
+    // not learn it again (it would answer "outcome unknown").
+    if (tool.effect === 'side_effecting' && attempts > 0) this.events.hurry()
     return toolResult(block.id, outcome.content, outcome.isError)
   }
 

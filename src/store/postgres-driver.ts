@@ -99,7 +99,7 @@ class PostgresDriver implements SqlDriver {
       for (const [index, statement] of statements.entries()) {
         const result = await client.query(numberPlaceholders(statement.sql), statement.params as unknown[])
         if (statement.expectRows !== undefined && result.rowCount !== statement.expectRows) {
-          throw new RowCountError(index, result.rowCount ?? 0)
+          throw new RowCountError(index, result.rowCount ?? 0, results)
         }
         results.push(result.rows as Row[])
       }

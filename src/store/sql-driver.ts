@@ -9,7 +9,8 @@ export interface Statement {
 /** Thrown inside a batch when a statement touched an unexpected number of rows. */
 export class RowCountError extends Error {
   override name = 'RowCountError'
-  constructor (readonly statementIndex: number, readonly rows: number) {
+  /** `earlier`: the rows the statements before it answered, within the transaction rolled back. */
+  constructor (readonly statementIndex: number, readonly rows: number, readonly earlier: readonly Row[][] = []) {
     super(`statement ${statementIndex} touched ${rows} rows`)
   }
 }

@@ -147,20 +147,21 @@ export class SqlStore implements Store {
     // The creator's lease runs on the clock the other replicas judge it by: the database's.
     const leased = (column: string): boolean => column === 'lease_expires_at' && run.lease_owner !== null
     const values = RUN_INSERT_COLUMNS.map((c) => leased(c) ? Math.max(0, (run.lease_expires_at ?? 0) - run.created_at) : runValue(c, run[c]))
-    const names = admit?.tools ?? []
+    const names = [...new Set(admit?.tools ?? [])]
     // The stored row is the run as given but for its lease's end, set by the database's clock:
     // only that comes back (parsing the whole row back cost more than storing it). With `admit`,
-    // the row is inserted only where its conditions hold (an INSERT of a SELECT with a WHERE).
-    const insertRun = (toolsFound: string): Statement => {
+    // the row is inserted only where its conditions hold (an INSERT of a SELECT with a WHERE);
+    // `found` and `active` are how the statement reads the tools and the count of active runs.
+    const insertRun = (found: Statement, active: Statement): Statement => {
       const conditions: string[] = []
       const params: unknown[] = [...values]
       if (admit !== undefined) {
         if (names.length > 0) {
-          conditions.push(`(SELECT COUNT(*) FROM ${toolsFound}) = ?`)
-          params.push(...(this.kind === 'postgres' ? [] : [run.tenant_id, ...names]), names.length)
+          conditions.push(`(SELECT COUNT(*) FROM (${found.sql}) AS found) = ?`)
+          params.push(...found.params, names.length)
         }
-        conditions.push(`(${ACTIVE_RUNS}) < ?`)
-        params.push(run.tenant_id, admit.maxActive, admit.maxActive)
+        conditions.push(`(${active.sql}) < ?`)
+        params.push(...active.params, admit.limit - admit.reserved)
       }
       return {
         sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) SELECT ${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}` +
@@ -168,43 +169,53 @@ export class SqlStore implements Store {
         params
       }
     }
+    const activeRead: Statement = { sql: ACTIVE_RUNS, params: [run.tenant_id, admit?.limit ?? 0] }
     try {
       let row: Row
       let tools: ToolRecord[] = []
       if (this.kind === 'postgres') {
         // One statement, so one round trip rather than five (BEGIN, three inserts, COMMIT), or
         // seven with the tools and the count of active runs read first. It always answers a row:
-        // the new run's lease (null when not inserted) and the tools found.
-        const found = names.length > 0 ? `found AS (${PG_TOOLS_READ}), ` : ''
-        const insert = insertRun('found')
+        // whether the run was inserted, its lease, the tools found and the count of active runs.
+        const ctes = admit === undefined
+          ? ''
+          : `${names.length > 0 ? `found AS (${PG_TOOLS_READ}), ` : ''}active AS (${ACTIVE_RUNS}), `
+        const ctesParams = admit === undefined ? [] : [...(names.length > 0 ? [run.tenant_id, names] : []), ...activeRead.params]
+        const insert = insertRun({ sql: 'SELECT 1 FROM found', params: [] }, { sql: 'SELECT n FROM active', params: [] })
         const [answer] = await this.#db.query(
-          `WITH ${found}new_run AS (${insert.sql}), ${pgInserts('new_run')}
+          `WITH ${ctes}new_run AS (${insert.sql}), ${pgInserts('new_run')}
            SELECT (SELECT lease_expires_at FROM new_run) AS lease_expires_at, (SELECT COUNT(*) FROM new_run) AS inserted` +
+            (admit === undefined ? '' : ', (SELECT n FROM active) AS active') +
             (names.length > 0 ? ', (SELECT json_agg(found) FROM found) AS tools' : ''),
-          [...(names.length > 0 ? [run.tenant_id, names] : []), ...insert.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
+          [...ctesParams, ...insert.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
           { prepare: true }
         )
         tools = ((answer!.tools ?? []) as Row[]).map(toToolRecord)
-        if (Number(answer!.inserted) === 0) throw refusal(names, tools)
+        if (Number(answer!.inserted) === 0) throw refusal(names, tools, Number(answer!.active))
         row = answer!
       } else {
-        const toolsRead = names.length > 0 ? this.#sqliteToolsRead(run.tenant_id, names) : undefined
+        // One transaction: the tools and the count read first (to say why, if refused), then the
+        // insert, which checks them again within it.
+        const toolsRead = this.#sqliteToolsRead(run.tenant_id, names)
+        const reads = admit === undefined ? [] : [...(names.length > 0 ? [toolsRead] : []), activeRead]
         const statements: Statement[] = [
-          { ...insertRun(`(SELECT 1 FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)}))`), expectRows: 1 },
+          ...reads,
+          { ...insertRun({ sql: `SELECT 1 FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`, params: [run.tenant_id, ...names] }, activeRead), expectRows: 1 },
           ...messageInserts(run.id, run.tenant_id, 0, messages),
-          ...eventInserts(run.id, run.tenant_id, events),
-          ...(toolsRead === undefined ? [] : [toolsRead])
+          ...eventInserts(run.id, run.tenant_id, events)
         ]
         let results: Row[][]
         try {
           results = await this.#db.batch(statements)
         } catch (err) {
-          // Refused: the reads say why (one process uses the file, so they see what the insert saw).
-          if (err instanceof RowCountError && err.statementIndex === 0) throw refusal(names, await this.getTools(run.tenant_id, names))
+          if (err instanceof RowCountError && err.statementIndex === reads.length) {
+            const found = names.length > 0 ? err.earlier[0]!.map(toToolRecord) : []
+            throw refusal(names, found, Number(err.earlier[reads.length - 1]![0]!.n))
+          }
           throw err
         }
-        row = results[0]![0]!
-        if (toolsRead !== undefined) tools = results[results.length - 1]!.map(toToolRecord)
+        row = results[reads.length]![0]!
+        if (names.length > 0) tools = results[0]!.map(toToolRecord)
       }
       return { run: { ...run, lease_expires_at: numberOrNull(row.lease_expires_at) }, created: true, tools }
     } catch (err) {
@@ -517,11 +528,11 @@ export class SqlStore implements Store {
   }
 }
 
-/** Why a create was refused, from the tools found for it: the missing ones first. */
-function refusal (names: readonly string[], found: readonly ToolRecord[]): CreateRefusedError {
+/** Why a create was refused, from the tools and the count its insert saw: missing tools first. */
+function refusal (names: readonly string[], found: readonly ToolRecord[], active: number): CreateRefusedError {
   const have = new Set(found.map((t) => t.name))
   const missing = names.filter((name) => !have.has(name))
-  return missing.length > 0 ? new CreateRefusedError('unknown_tools', missing) : new CreateRefusedError('too_many_active')
+  return missing.length > 0 ? new CreateRefusedError('unknown_tools', missing, active) : new CreateRefusedError('too_many_active', [], active)
 }
 
 function placeholders (count: number): string {

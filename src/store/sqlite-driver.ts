@@ -58,13 +58,17 @@ class SqliteDriver implements SqlDriver {
 
   constructor (db: Database.Database) {
     this.#db = db
-    this.#one = db.transaction((statements: readonly Statement[]) => statements.map((statement, index) => {
-      const { rows, changes } = this.#run(statement.sql, statement.params)
-      if (statement.expectRows !== undefined && changes !== statement.expectRows) {
-        throw new RowCountError(index, changes)
+    this.#one = db.transaction((statements: readonly Statement[]) => {
+      const results: Row[][] = []
+      for (const [index, statement] of statements.entries()) {
+        const { rows, changes } = this.#run(statement.sql, statement.params)
+        if (statement.expectRows !== undefined && changes !== statement.expectRows) {
+          throw new RowCountError(index, changes, results)
+        }
+        results.push(rows)
       }
-      return rows
-    }))
+      return results
+    })
   }
 
   #prepare (sql: string): Database.Statement {

@@ -141,11 +141,12 @@ export class LeaseLostError extends Error {
 
 /**
  * A create that {@link NewRun.admit} refused; nothing was stored. `missing` names the tools asked
- * for that the tenant does not have (refused for them first, whatever its count of runs).
+ * for that the tenant does not have (refused for them first, whatever its count of runs);
+ * `active` is the tenant's count of runs not yet final as the insert saw it (at most `limit`).
  */
 export class CreateRefusedError extends Error {
   override name = 'CreateRefusedError'
-  constructor (readonly reason: 'unknown_tools' | 'too_many_active', readonly missing: readonly string[] = []) {
+  constructor (readonly reason: 'unknown_tools' | 'too_many_active', readonly missing: readonly string[] = [], readonly active = 0) {
     super(reason === 'unknown_tools' ? `unknown tools: ${missing.join(', ')}` : 'too many active runs')
   }
 }
@@ -164,10 +165,11 @@ export interface NewRun {
   /**
    * What must hold for the run to be stored, checked by the statement (PostgreSQL) or transaction
    * (SQLite) that stores it: each of `tools` is one of the tenant's tools (they come back with the
-   * run), and the tenant has fewer than `maxActive` runs not yet final. Otherwise nothing is stored
-   * and {@link CreateRefusedError} says why. One round trip rather than a read of each first.
+   * run), and the tenant's runs not yet final, counted up to `limit`, are fewer than `limit`
+   * less `reserved` (creates under way elsewhere that may not be stored yet). Otherwise nothing is
+   * stored and {@link CreateRefusedError} says why. One round trip rather than a read of each first.
    */
-  readonly admit?: { readonly tools: readonly string[], readonly maxActive: number }
+  readonly admit?: { readonly tools: readonly string[], readonly limit: number, readonly reserved: number }
 }
 
 /** What {@link Store.createRun} answers. */

@@ -344,21 +344,23 @@ for (const backend of backends) {
         await store.createRun(newRun('someone-else'))
         const stored = async (): Promise<number> => (await store.listRuns(tenant, { limit: 100 })).items.length
 
-        const admitted = await store.createRun({ ...newRun(tenant), admit: { tools: ['a', 'b'], maxActive: 4 } })
+        const admitted = await store.createRun({ ...newRun(tenant), admit: { tools: ['a', 'b'], limit: 4, reserved: 0 } })
         expect(admitted.created).toBe(true)
         expect(admitted.tools.map((t) => t.name).sort()).toEqual(['a', 'b'])
         expect(admitted.tools.find((t) => t.name === 'a')).toEqual(a)
         expect(await stored()).toBe(6)
 
-        // Four active now: a fifth waits, whatever its tools; the cap may be as large as it likes.
-        await expect(store.createRun({ ...newRun(tenant), admit: { tools: [], maxActive: 4 } })).rejects.toMatchObject({ reason: 'too_many_active' })
-        expect((await store.createRun({ ...newRun(tenant), admit: { tools: [], maxActive: 2 ** 40 } })).created).toBe(true)
+        // Four active now: a fifth waits, whatever its tools, and is told how many the insert saw;
+        // creates under way elsewhere count too; the limit may be as large as it likes.
+        await expect(store.createRun({ ...newRun(tenant), admit: { tools: [], limit: 4, reserved: 0 } })).rejects.toMatchObject({ reason: 'too_many_active', active: 4 })
+        await expect(store.createRun({ ...newRun(tenant), admit: { tools: [], limit: 6, reserved: 2 } })).rejects.toMatchObject({ reason: 'too_many_active', active: 4 })
+        expect((await store.createRun({ ...newRun(tenant), admit: { tools: [], limit: 2 ** 40, reserved: 0 } })).created).toBe(true)
         expect(await stored()).toBe(7)
 
         // A tool that is not the tenant's (missing, or another's): refused for it first, with
         // nothing stored, not its messages nor its events.
         const unknown = newRun(tenant)
-        await expect(store.createRun({ ...unknown, admit: { tools: ['a', 'c', 'missing'], maxActive: 1 } }))
+        await expect(store.createRun({ ...unknown, admit: { tools: ['a', 'c', 'missing', 'missing'], limit: 1, reserved: 0 } }))
           .rejects.toMatchObject({ name: 'CreateRefusedError', reason: 'unknown_tools', missing: ['c', 'missing'] })
         expect(await store.getRun(tenant, unknown.run.id)).toBeNull()
         expect(await store.getMessages(unknown.run.id)).toEqual([])
