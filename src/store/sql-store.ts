@@ -200,7 +200,7 @@ export class SqlStore implements Store {
         const reads = admit === undefined ? [] : [...(names.length > 0 ? [toolsRead] : []), activeRead]
         const statements: Statement[] = [
           ...reads,
-          { ...insertRun({ sql: `SELECT 1 FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`, params: [run.tenant_id, ...names] }, activeRead), expectRows: 1 },
+          { ...insertRun(toolsRead, activeRead), expectRows: 1 },
           ...messageInserts(run.id, run.tenant_id, 0, messages),
           ...eventInserts(run.id, run.tenant_id, events)
         ]
