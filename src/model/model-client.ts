@@ -2,6 +2,7 @@ import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@ant
 import type { Stream } from '@anthropic-ai/sdk/core/streaming'
 import type { Message, MessageCreateParamsBase, RawMessageStreamEvent } from '@anthropic-ai/sdk/resources/messages'
 import { linkedController } from '../abort.js'
+import { messageJson } from '../message-json.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
 import { undiciFetch } from './undici-fetch.js'
 
@@ -69,7 +70,7 @@ export class ModelClient {
    * moment it is complete. Resolves with the whole message; rejects with {@link ModelCallError},
    * or with the signal's reason when aborted.
    */
-  async stream (request: ModelRequest, handlers: AccumulatorHandlers, signal: AbortSignal, encoded?: EncodedMessages): Promise<Message> {
+  async stream (request: ModelRequest, handlers: AccumulatorHandlers, signal: AbortSignal): Promise<Message> {
     // Set when a tool_use block was handed over by the event just read (see the loop below).
     let handedOver = false
     let pausedAt = -Infinity
@@ -92,7 +93,7 @@ export class ModelClient {
       // (for a telemetry header of SDK helpers, which Switchboard does not use) and serializes it
       // whole, both growing with the run. The body is built here from each message's JSON, made once.
       const stream = await this.#client.post<Stream<RawMessageStreamEvent>>('/v1/messages', {
-        body: requestBody(request, encoded),
+        body: requestBody(request),
         headers: { 'content-type': 'application/json' },
         stream: true,
         signal: attempt.signal
@@ -141,19 +142,11 @@ export class ModelClient {
   }
 }
 
-/**
- * The messages of a request, each already as JSON (`JSON.stringify(message)`), in order. A run's
- * history only grows: each message is serialized once, when it is added, rather than the whole
- * history at every step.
- */
-export type EncodedMessages = readonly string[]
-
-/** The request's JSON, `stream: true`, with the messages from `encoded` when it has them all. */
-export function requestBody (request: ModelRequest, encoded?: EncodedMessages): string {
+/** The request's JSON, `stream: true`, each message's part made once per message (see messageJson). */
+export function requestBody (request: ModelRequest): string {
   const { messages, ...rest } = request
   const head = JSON.stringify({ ...rest, stream: true })
-  const parts = encoded !== undefined && encoded.length === messages.length ? encoded : messages.map((m) => JSON.stringify(m))
-  return `${head.slice(0, -1)},"messages":[${parts.join(',')}]}`
+  return `${head.slice(0, -1)},"messages":[${messages.map(messageJson).join(',')}]}`
 }
 
 /** How long a stream's events may be handed over without a pause for the calls they started (see stream). */

@@ -5,7 +5,7 @@ import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
-import { LeaseLostError, messageJson, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
+import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
@@ -99,8 +99,6 @@ export class RunDriver {
   readonly #params: RunParams
   readonly #controller = new AbortController()
   readonly #history: MessageParam[]
-  /** Each message of the history as JSON, made when it was added (see EncodedMessages). */
-  readonly #encoded: string[]
   /** Names of every tool the history mentions: each must stay defined for the model (see #request). */
   readonly #historyTools = new Set<string>()
   readonly #log: Log
@@ -128,7 +126,6 @@ export class RunDriver {
     this.#lease = lease
     this.#params = run.params as unknown as RunParams
     this.#history = history
-    this.#encoded = history.map(messageJson)
     this.#initialWrite = from.initialWrite
     this.#resumed = from.resumed
     this.#prefetchedTools = from.tools
@@ -352,7 +349,7 @@ export class RunDriver {
             }
             calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
           }
-        }, this.#controller.signal, this.#encoded)
+        }, this.#controller.signal)
         measure.ok(message)
         // `incomplete`: tool_use blocks whose input was cut or broken, never sent: what a replica
         // resuming the step must not send either.
@@ -552,7 +549,6 @@ export class RunDriver {
   #append (messages: MessageParam[]): void {
     for (const message of messages) {
       this.#history.push(message)
-      this.#encoded.push(messageJson(message))
       this.#noteToolNames(message)
     }
   }

@@ -7,7 +7,6 @@ import type { Store } from './store.js'
 
 export * from './store.js'
 export { isUniqueViolation } from './sql-store.js'
-export { messageJson } from './message-json.js'
 
 export interface StoreOptions {
   /** PostgreSQL when set; otherwise SQLite in `dataDir`. */
