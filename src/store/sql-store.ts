@@ -36,9 +36,26 @@ const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
 // value the plan does not depend on. PostgreSQL takes it the same (as a bigint, as it took `?`).
 const LIMIT = 'LIMIT CAST(? AS BIGINT)'
 
-// A run's tools on PostgreSQL: one statement text whatever the names (an array parameter), read by
-// a run's create and, as a subquery, by each step's write.
-const PG_TOOLS_READ = `SELECT ${TOOL_COLUMNS.join(', ')} FROM tools WHERE tenant_id = ? AND name = ANY (CAST(? AS TEXT[]))`
+// What a tool's write may change without a new revision: its secrets (a rotation) and when it was
+// written. Every other column is fixed for a revision (a definition's write makes a new one).
+const TOOL_LIVE_COLUMNS = new Set<string>(['name', 'revision', 'signing_secrets', 'updated_at'])
+
+// How many tools' definitions a store keeps, as read at their revision (a few KB each at most).
+const HELD_TOOLS = 4096
+
+/**
+ * A tenant's tools by name, read by a run's create and, as a subquery, by each step's write. A
+ * tool at a revision among the first parameter's (those the store holds) comes back with only its
+ * live columns, the rest null; `known` says which. On PostgreSQL the text is the same whatever the
+ * counts (array parameters); parameters: the known revisions, the tenant, the names.
+ */
+function toolsReadSql (dialect: 'sqlite' | 'postgres', knownCount: number, nameCount: number): string {
+  const known = dialect === 'postgres' ? 'revision = ANY (CAST(? AS TEXT[]))' : knownCount === 0 ? '0' : `revision IN (${placeholders(knownCount)})`
+  const names = dialect === 'postgres' ? 'name = ANY (CAST(? AS TEXT[]))' : `name IN (${placeholders(nameCount)})`
+  const columns = TOOL_COLUMNS.map((c) => TOOL_LIVE_COLUMNS.has(c) ? c : `CASE WHEN known THEN NULL ELSE ${c} END AS ${c}`)
+  return `SELECT known, ${columns.join(', ')} FROM (SELECT *, ${known} AS known FROM tools WHERE tenant_id = ? AND ${names}) AS held`
+}
+const PG_TOOLS_READ = toolsReadSql('postgres', 0, 0)
 
 // How many of a tenant's runs are not yet final, counting no further than a cap: one range of
 // runs_by_status (tenant_id, status, id) per status. Parameters: the tenant, the cap.
@@ -59,6 +76,8 @@ export class SqlStore implements Store {
   readonly #now: string
   /** Ends a claim's inner SELECT: on PostgreSQL, replicas claiming at once skip each other's rows rather than wait. */
   readonly #skipLocked: string
+  /** Tools' definitions as last read, by tenant and name: see #toolsRead. */
+  readonly #heldTools = new Map<string, ToolRecord>()
 
   constructor (driver: SqlDriver) {
     this.#db = driver
@@ -98,16 +117,46 @@ export class SqlStore implements Store {
 
   async getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]> {
     if (names.length === 0) return []
-    // Read by every run's create: on PostgreSQL one kept statement (see PG_TOOLS_READ).
-    const read = this.kind === 'postgres'
-      ? { sql: PG_TOOLS_READ, params: [tenantId, names] }
-      : this.#sqliteToolsRead(tenantId, names)
-    const rows = await this.#db.query(read.sql, read.params, { prepare: this.kind === 'postgres' })
-    return rows.map(toToolRecord)
+    // Read by runs as they start: on PostgreSQL one kept statement (see toolsReadSql).
+    const { read, known } = this.#toolsRead(tenantId, names)
+    return this.#toolsFrom(await this.#db.query(read.sql, read.params, { prepare: this.kind === 'postgres' }), known)
   }
 
-  #sqliteToolsRead (tenantId: string, names: readonly string[]): Statement {
-    return { sql: `SELECT * FROM tools WHERE tenant_id = ? AND name IN (${placeholders(names.length)})`, params: [tenantId, ...names] }
+  /**
+   * The read of a tenant's tools by name (see toolsReadSql), and the definitions it may answer
+   * with only a revision: those this store holds for these names, by revision. A run reads its
+   * tools at each step, to see any change; most often none, and then only the live columns come.
+   */
+  #toolsRead (tenantId: string, names: readonly string[]): { read: Statement, known: Map<string, ToolRecord> } {
+    const known = new Map<string, ToolRecord>()
+    for (const name of names) {
+      const held = this.#heldTools.get(heldKey(tenantId, name))
+      if (held !== undefined) known.set(held.revision, held)
+    }
+    const revisions = [...known.keys()]
+    const read = this.kind === 'postgres'
+      ? { sql: PG_TOOLS_READ, params: [revisions, tenantId, names] }
+      : { sql: toolsReadSql('sqlite', revisions.length, names.length), params: [...revisions, tenantId, ...names] }
+    return { read, known }
+  }
+
+  /** The tools of rows read by #toolsRead with `known`; definitions read whole are held for next time. */
+  #toolsFrom (rows: readonly Row[], known: ReadonlyMap<string, ToolRecord>): ToolRecord[] {
+    return rows.map((row) => {
+      const held = row.known === true || row.known === 1 ? known.get(row.revision as string) : undefined
+      if (held !== undefined) return { ...held, signing_secrets: JSON.parse(row.signing_secrets as string), updated_at: Number(row.updated_at) }
+      const tool = toToolRecord(row)
+      this.#hold(tool)
+      return tool
+    })
+  }
+
+  #hold (tool: ToolRecord): void {
+    const key = heldKey(tool.tenant_id, tool.name)
+    this.#heldTools.delete(key)
+    this.#heldTools.set(key, tool)
+    // The oldest held goes first (a Map keeps insertion order): a bound, not a cache policy.
+    if (this.#heldTools.size > HELD_TOOLS) this.#heldTools.delete(this.#heldTools.keys().next().value!)
   }
 
   async listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>> {
@@ -170,6 +219,7 @@ export class SqlStore implements Store {
       }
     }
     const activeRead: Statement = { sql: ACTIVE_RUNS, params: [run.tenant_id, admit?.limit ?? 0] }
+    const { read: toolsRead, known } = this.#toolsRead(run.tenant_id, names)
     try {
       let row: Row
       let tools: ToolRecord[] = []
@@ -180,7 +230,7 @@ export class SqlStore implements Store {
         const ctes = admit === undefined
           ? ''
           : `${names.length > 0 ? `found AS (${PG_TOOLS_READ}), ` : ''}active AS (${ACTIVE_RUNS}), `
-        const ctesParams = admit === undefined ? [] : [...(names.length > 0 ? [run.tenant_id, names] : []), ...activeRead.params]
+        const ctesParams = admit === undefined ? [] : [...(names.length > 0 ? toolsRead.params : []), ...activeRead.params]
         const insert = insertRun({ sql: 'SELECT 1 FROM found', params: [] }, { sql: 'SELECT n FROM active', params: [] })
         const [answer] = await this.#db.query(
           `WITH ${ctes}new_run AS (${insert.sql}), ${pgInserts('new_run')}
@@ -190,13 +240,12 @@ export class SqlStore implements Store {
           [...ctesParams, ...insert.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
           { prepare: true }
         )
-        tools = ((answer!.tools ?? []) as Row[]).map(toToolRecord)
+        tools = this.#toolsFrom((answer!.tools ?? []) as Row[], known)
         if (Number(answer!.inserted) === 0) throw refusal(names, tools, Number(answer!.active))
         row = answer!
       } else {
         // One transaction: the tools and the count read first (to say why, if refused), then the
         // insert, which checks them again within it.
-        const toolsRead = this.#sqliteToolsRead(run.tenant_id, names)
         const reads = admit === undefined ? [] : [...(names.length > 0 ? [toolsRead] : []), activeRead]
         const statements: Statement[] = [
           ...reads,
@@ -209,13 +258,13 @@ export class SqlStore implements Store {
           results = await this.#db.batch(statements)
         } catch (err) {
           if (err instanceof RowCountError && err.statementIndex === reads.length) {
-            const found = names.length > 0 ? err.earlier[0]!.map(toToolRecord) : []
+            const found = names.length > 0 ? this.#toolsFrom(err.earlier[0]!, known) : []
             throw refusal(names, found, Number(err.earlier[reads.length - 1]![0]!.n))
           }
           throw err
         }
         row = results[reads.length]![0]!
-        if (names.length > 0) tools = results[0]!.map(toToolRecord)
+        if (names.length > 0) tools = this.#toolsFrom(results[0]!, known)
       }
       return { run: { ...run, lease_expires_at: numberOrNull(row.lease_expires_at) }, created: true, tools }
     } catch (err) {
@@ -443,6 +492,7 @@ export class SqlStore implements Store {
     const messages = write.messages ?? []
     const events = write.events ?? []
     const readTools = write.readTools ?? []
+    const { read: toolsRead, known } = this.#toolsRead(run.tenant_id, readTools)
     const sets: string[] = []
     const params: unknown[] = []
     for (const [column, value] of Object.entries(write.patch ?? {})) {
@@ -487,13 +537,13 @@ export class SqlStore implements Store {
         [
           ...fence.params,
           ...pgInsertParams(run.id, run.tenant_id, run.message_count, messages, events),
-          ...(readTools.length === 0 ? [] : [run.tenant_id, readTools])
+          ...(readTools.length === 0 ? [] : toolsRead.params)
         ],
         { prepare: true }
       )
       if (fenced === undefined) throw new LeaseLostError(run.id)
       row = fenced
-      if (readTools.length > 0) tools = ((fenced.tools ?? []) as Row[]).map(toToolRecord)
+      if (readTools.length > 0) tools = this.#toolsFrom((fenced.tools ?? []) as Row[], known)
     } else {
       let results: Row[][]
       const statements = [
@@ -501,7 +551,7 @@ export class SqlStore implements Store {
         ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
         ...eventInserts(run.id, run.tenant_id, events)
       ]
-      if (readTools.length > 0) statements.push(this.#sqliteToolsRead(run.tenant_id, readTools))
+      if (readTools.length > 0) statements.push(toolsRead)
       try {
         results = await this.#db.batch(statements)
       } catch (err) {
@@ -509,7 +559,7 @@ export class SqlStore implements Store {
         throw err
       }
       row = results[0]![0]!
-      if (readTools.length > 0) tools = results[results.length - 1]!.map(toToolRecord)
+      if (readTools.length > 0) tools = this.#toolsFrom(results[results.length - 1]!, known)
     }
     const patched: Record<string, unknown> = {}
     for (const [column, value] of Object.entries(write.patch ?? {})) patched[column] = value === undefined ? null : value
@@ -533,6 +583,10 @@ function refusal (names: readonly string[], found: readonly ToolRecord[], active
   const have = new Set(found.map((t) => t.name))
   const missing = names.filter((name) => !have.has(name))
   return missing.length > 0 ? new CreateRefusedError('unknown_tools', missing, active) : new CreateRefusedError('too_many_active', [], active)
+}
+
+function heldKey (tenantId: string, name: string): string {
+  return `${tenantId}\n${name}`
 }
 
 function placeholders (count: number): string {

@@ -24,7 +24,7 @@ export interface ToolRecord {
   /** Newest first. */
   readonly signing_secrets: readonly SigningSecret[]
   readonly source: 'api' | 'file'
-  /** Changes on every write: keys caches of what is derived from the definition. */
+  /** Changes on every write of the definition (not on a rotation of its secrets): keys caches of what is derived from the definition, and the store's own of the definition. */
   readonly revision: string
   readonly created_at: number
   readonly updated_at: number

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { LeaseLostError, type RunRecord, type Store, type ToolRecord } from '../../src/store/index.js'
-import { backends, openTestStore } from '../support/backends.js'
+import { createStore, LeaseLostError, type RunRecord, type Store, type ToolRecord } from '../../src/store/index.js'
+import { backends, openTestStore, type StorageLocation } from '../support/backends.js'
+import { silentLog } from '../support/log.js'
 import { newRun } from '../support/runs.js'
 import { newId } from '../../src/ids.js'
 
@@ -29,10 +30,11 @@ function tool (tenant: string, name: string, overrides: Partial<ToolRecord> = {}
 for (const backend of backends) {
   describe.skipIf(backend.skip)(`Store contract: ${backend.name}`, () => {
     let store: Store
+    let location: StorageLocation
     let close: () => Promise<void>
 
     beforeAll(async () => {
-      ({ store, close } = await openTestStore(backend))
+      ({ store, location, close } = await openTestStore(backend))
     })
     afterAll(async () => close?.())
 
@@ -93,6 +95,44 @@ for (const backend of backends) {
         expect(found.map((t) => t.name).sort()).toEqual(['a', 'b'])
         expect(await store.deleteTool('t4', 'a')).toBe(true)
         expect(await store.getTool('t4', 'a')).toBeNull()
+      })
+
+      it('reads a run\'s tools as they are now, a definition it read before as much as a changed one', async () => {
+        const tenant = `held-${newId('t')}`
+        const first = tool(tenant, 'lookup', { description: 'first', input_schema: { type: 'object', properties: { id: { type: 'integer' } } } })
+        await store.putTool(first)
+        const { run } = await store.createRun({ ...newRun(tenant), admit: { tools: ['lookup'], limit: 10, reserved: 0 } })
+        const lease = { owner: 'replica-a', token: run.lease_token }
+        expect((await store.getTools(tenant, ['lookup']))).toEqual([first])
+        // Read again, unchanged: the same definition, whichever way it was read.
+        let written = await store.writeRun(run, lease, { patch: { steps: 1 }, readTools: ['lookup'] })
+        expect(written.tools).toEqual([first])
+        expect(await store.getTools(tenant, ['lookup'])).toEqual([first])
+
+        // A rotation changes the secrets, not the revision: the new secrets show.
+        const secrets = [{ secret: 'whsec_rotated', expires_at: null }, { ...first.signing_secrets[0]!, expires_at: 5000 }]
+        expect(await store.setToolSecrets(tenant, 'lookup', secrets, 7777, first.signing_secrets)).not.toBeNull()
+        written = await store.writeRun(written.run, lease, { patch: { steps: 2 }, readTools: ['lookup'] })
+        expect(written.tools).toEqual([{ ...first, signing_secrets: secrets, updated_at: 7777 }])
+
+        // A new definition shows whole at the next read, whoever wrote it: on PostgreSQL, another
+        // replica (a store of its own on the same database) writes it.
+        const other = location.databaseUrl === undefined ? undefined : await createStore({ dataDir: location.dataDir, databaseUrl: location.databaseUrl, log: silentLog })
+        try {
+          const second = tool(tenant, 'lookup', { description: 'second', url: 'https://tools.example.com/v2', timeout_ms: 999, effect: 'read_only', input_schema: { type: 'object', properties: { key: { type: 'string' } } } })
+          await (other ?? store).putTool(second)
+          written = await store.writeRun(written.run, lease, { patch: { steps: 3 }, readTools: ['lookup', 'missing'] })
+          const now = { ...second, signing_secrets: secrets, created_at: first.created_at }
+          expect(written.tools).toEqual([now])
+          expect(await store.getTools(tenant, ['lookup'])).toEqual([now])
+          expect((await store.createRun({ ...newRun(tenant), admit: { tools: ['lookup'], limit: 10, reserved: 0 } })).tools).toEqual([now])
+          // Deleted, it is gone, however it was read before.
+          expect(await (other ?? store).deleteTool(tenant, 'lookup')).toBe(true)
+          expect(await store.getTools(tenant, ['lookup'])).toEqual([])
+          expect((await store.writeRun(written.run, lease, { patch: { steps: 4 }, readTools: ['lookup'] })).tools).toEqual([])
+        } finally {
+          await other?.close()
+        }
       })
 
       it('replaces the signing secrets only if they are still the ones read (compare-and-set)', async () => {

@@ -62,11 +62,12 @@ export const backends: Backend[] = [
 ]
 
 /** Opens a store on a fresh location; `close` closes it and destroys the location. */
-export async function openTestStore (backend: Backend): Promise<{ store: Store, close: () => Promise<void> }> {
+export async function openTestStore (backend: Backend): Promise<{ store: Store, location: StorageLocation, close: () => Promise<void> }> {
   const location = await backend.location()
   const store = await createStore({ dataDir: location.dataDir, databaseUrl: location.databaseUrl, log: silentLog })
   return {
     store,
+    location,
     close: async () => {
       await store.close()
       await location.destroy()
