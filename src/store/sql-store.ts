@@ -493,47 +493,27 @@ export class SqlStore implements Store {
     const events = write.events ?? []
     const readTools = write.readTools ?? []
     const { read: toolsRead, known } = this.#toolsRead(run.tenant_id, readTools)
-    const sets: string[] = []
+    const columns: string[] = []
     const params: unknown[] = []
     for (const [column, value] of Object.entries(write.patch ?? {})) {
       if (!PATCHABLE_RUN_COLUMNS.has(column as keyof RunPatch)) throw new Error(`run column ${column} cannot be patched`)
-      sets.push(`${column} = ?`)
+      columns.push(column)
       params.push(runValue(column, value))
     }
-    sets.push('message_count = message_count + ?')
     params.push(messages.length)
     const eventCount = events.length > 0 ? events[events.length - 1]!.seq : run.event_count
-    if (events.length > 0) {
-      sets.push('event_count = ?')
-      params.push(eventCount)
-    }
+    if (events.length > 0) params.push(eventCount)
     // A write with messages commits a step: the next step's events begin after this one's.
-    if (messages.length > 0) {
-      sets.push('step_events_after = ?')
-      params.push(eventCount)
-    }
-    // The fence: this UPDATE touches the run only while the writer's lease token is current; then
-    // nobody else has written the run since the writer last read it, so its counts are right.
-    const fence: Statement = {
-      // Only what someone else may have changed comes back (a cancel asked of another replica, the
-      // lease renewed): the rest is known here, and parsing the whole row back on every write of a
-      // step (its output, its params) cost more than the write itself.
-      sql: `UPDATE runs SET ${sets.join(', ')} WHERE id = ? AND lease_token = ? RETURNING cancel_requested_at, lease_expires_at`,
-      params: [...params, run.id, lease.token],
-      expectRows: 1
-    }
+    if (messages.length > 0) params.push(eventCount)
+    const texts = writeTexts(columns, events.length > 0, messages.length > 0, readTools.length > 0)
+    const fence: Statement = { sql: texts.fence, params: [...params, run.id, lease.token], expectRows: 1 }
     let row: Row
     let tools: ToolRecord[] = []
     if (this.kind === 'postgres') {
-      // One statement, so one round trip rather than five (BEGIN, fence, inserts, COMMIT): the
-      // inserts only write when the fence matched a row. Its text varies only with the columns
-      // patched and whether tools are read, so it is kept prepared. The tools come back as one
-      // JSON column of their rows.
-      const toolsColumn = readTools.length === 0
-        ? ''
-        : `, (SELECT json_agg(t) FROM (${PG_TOOLS_READ}) AS t) AS tools`
+      // One statement (see writeTexts), so one round trip rather than five (BEGIN, fence, inserts,
+      // COMMIT), kept prepared.
       const [fenced] = await this.#db.query(
-        `WITH fence AS (${fence.sql}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${toolsColumn} FROM fence`,
+        texts.postgres,
         [
           ...fence.params,
           ...pgInsertParams(run.id, run.tenant_id, run.message_count, messages, events),
@@ -578,6 +558,40 @@ export class SqlStore implements Store {
   }
 }
 
+/**
+ * The statements of a run's write, by its shape: the columns patched, whether it adds events,
+ * messages, and reads tools. Made once per shape, so that every write of a shape hands the drivers
+ * the same string (whose hash the engine keeps) to find their prepared statement by.
+ *
+ * - `fence`: this UPDATE touches the run only while the writer's lease token is current; then
+ *   nobody else has written the run since the writer last read it, so its counts are right. Only
+ *   what someone else may have changed comes back (a cancel asked of another replica, the lease
+ *   renewed): the rest is known to the writer, and parsing the whole row back on every write of a
+ *   step (its output, its params) cost more than the write itself.
+ * - `postgres`: the whole write as one statement: the fence, then inserts that only write when the
+ *   fence matched a row (see pgInserts), and the tools as one JSON column of their rows.
+ */
+function writeTexts (columns: readonly string[], withEvents: boolean, withMessages: boolean, withTools: boolean): { fence: string, postgres: string } {
+  const key = `${columns.join(' ')}|${withEvents ? 'e' : ''}${withMessages ? 'm' : ''}${withTools ? 't' : ''}`
+  let texts = WRITE_TEXTS.get(key)
+  if (texts === undefined) {
+    const sets = [
+      ...columns.map((column) => `${column} = ?`),
+      'message_count = message_count + ?',
+      ...(withEvents ? ['event_count = ?'] : []),
+      ...(withMessages ? ['step_events_after = ?'] : [])
+    ]
+    const fence = `UPDATE runs SET ${sets.join(', ')} WHERE id = ? AND lease_token = ? RETURNING cancel_requested_at, lease_expires_at`
+    const tools = withTools ? `, (SELECT json_agg(t) FROM (${PG_TOOLS_READ}) AS t) AS tools` : ''
+    texts = { fence, postgres: `WITH fence AS (${fence}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${tools} FROM fence` }
+    WRITE_TEXTS.set(key, texts)
+  }
+  return texts
+}
+
+// Few: the columns a write patches are those of the engine's few kinds of write.
+const WRITE_TEXTS = new Map<string, { fence: string, postgres: string }>()
+
 /** Why a create was refused, from the tools and the count its insert saw: missing tools first. */
 function refusal (names: readonly string[], found: readonly ToolRecord[], active: number): CreateRefusedError {
   const have = new Set(found.map((t) => t.name))
@@ -610,16 +624,29 @@ function eventRows (runId: string, tenantId: string, events: readonly NewEvent[]
 /** Inserts messages numbered from `first`, in multi-row statements. */
 function messageInserts (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): Statement[] {
   return chunks(messageRows(runId, tenantId, first, messages)).map((chunk) => ({
-    sql: `INSERT INTO run_messages (run_id, seq, tenant_id, message) VALUES ${chunk.map(() => '(?, ?, ?, ?)').join(', ')}`,
+    sql: multiRowInsert('INSERT INTO run_messages (run_id, seq, tenant_id, message) VALUES ', '(?, ?, ?, ?)', chunk.length),
     params: chunk.flat()
   }))
 }
 
 function eventInserts (runId: string, tenantId: string, events: readonly NewEvent[]): Statement[] {
   return chunks(eventRows(runId, tenantId, events)).map((chunk) => ({
-    sql: `INSERT INTO run_events (run_id, seq, tenant_id, type, at, data) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?)').join(', ')}`,
+    sql: multiRowInsert('INSERT INTO run_events (run_id, seq, tenant_id, type, at, data) VALUES ', '(?, ?, ?, ?, ?, ?)', chunk.length),
     params: chunk.flat()
   }))
+}
+
+// Made once per table and row count, for the reason writeTexts gives.
+const MULTI_ROW_INSERTS = new Map<string, string>()
+
+function multiRowInsert (head: string, row: string, rows: number): string {
+  const key = `${head}${rows}`
+  let sql = MULTI_ROW_INSERTS.get(key)
+  if (sql === undefined) {
+    sql = `${head}${Array.from({ length: rows }, () => row).join(', ')}`
+    MULTI_ROW_INSERTS.set(key, sql)
+  }
+  return sql
 }
 
 /**
