@@ -34,7 +34,9 @@ export function undiciFetch (): { fetch: SdkFetch, close: () => Promise<void> } 
     }
     const url = typeof input === 'string' ? new URL(input) : input
     const headers: Record<string, string> = {}
-    new Headers(init.headers).forEach((value, name) => { headers[name] = value })
+    // The SDK hands over a Headers; copying it into another first would be work for nothing.
+    const given = init.headers instanceof Headers ? init.headers : new Headers(init.headers)
+    given.forEach((value, name) => { headers[name] = value })
     const answer = await agent.request({
       origin: url.origin,
       path: `${url.pathname}${url.search}`,
