@@ -43,16 +43,19 @@ for (const backend of backends) {
       await expect(store.ping()).resolves.toBeUndefined()
     })
 
-    it.skipIf(backend.name !== 'postgres')('leaves room in the pages of runs, so that a step\'s write does not touch the indexes', async () => {
-      const client = new pg.Client({ connectionString: location.databaseUrl })
-      await client.connect()
-      try {
-        const { rows } = await client.query("SELECT reloptions FROM pg_class WHERE relname = 'runs'")
-        expect(rows[0].reloptions).toEqual(['fillfactor=70'])
-      } finally {
-        await client.end()
-      }
-    })
+    // PostgreSQL's alone: SQLite has no such setting.
+    if (backend.name === 'postgres') {
+      it('leaves room in the pages of runs, so that a step\'s write does not touch the indexes', async () => {
+        const client = new pg.Client({ connectionString: location.databaseUrl })
+        await client.connect()
+        try {
+          const { rows } = await client.query("SELECT reloptions FROM pg_class WHERE relname = 'runs'")
+          expect(rows[0].reloptions).toEqual(['fillfactor=70'])
+        } finally {
+          await client.end()
+        }
+      })
+    }
 
     describe('tools', () => {
       it('creates a tool, then replaces its definition but keeps its secret and creation time', async () => {
