@@ -40,8 +40,10 @@ const LIMIT = 'LIMIT CAST(? AS BIGINT)'
 // written. Every other column is fixed for a revision (a definition's write makes a new one).
 const TOOL_LIVE_COLUMNS = new Set<string>(['name', 'revision', 'signing_secrets', 'updated_at'])
 
-// How many tools' definitions a store keeps, as read at their revision (a few KB each at most).
-const HELD_TOOLS = 4096
+// How much of tools' definitions a store keeps, as read at their revision: their text's length
+// (a definition is as large as a request body may be), plus some for the record around it.
+const HELD_TOOLS_CHARS = 16 * 2 ** 20
+const HELD_TOOL_OVERHEAD_CHARS = 1024
 
 /**
  * A tenant's tools by name, read by a run's create and, as a subquery, by each step's write. A
@@ -76,8 +78,9 @@ export class SqlStore implements Store {
   readonly #now: string
   /** Ends a claim's inner SELECT: on PostgreSQL, replicas claiming at once skip each other's rows rather than wait. */
   readonly #skipLocked: string
-  /** Tools' definitions as last read, by tenant and name: see #toolsRead. */
-  readonly #heldTools = new Map<string, ToolRecord>()
+  /** Tools' definitions as last read, by tenant and name, and their size: see #toolsRead. */
+  readonly #heldTools = new Map<string, { tool: ToolRecord, chars: number }>()
+  #heldChars = 0
 
   constructor (driver: SqlDriver) {
     this.#db = driver
@@ -131,7 +134,7 @@ export class SqlStore implements Store {
     const known = new Map<string, ToolRecord>()
     for (const name of names) {
       const held = this.#heldTools.get(heldKey(tenantId, name))
-      if (held !== undefined) known.set(held.revision, held)
+      if (held !== undefined) known.set(held.tool.revision, held.tool)
     }
     const revisions = [...known.keys()]
     const read = this.kind === 'postgres'
@@ -146,17 +149,28 @@ export class SqlStore implements Store {
       const held = row.known === true || row.known === 1 ? known.get(row.revision as string) : undefined
       if (held !== undefined) return { ...held, signing_secrets: JSON.parse(row.signing_secrets as string), updated_at: Number(row.updated_at) }
       const tool = toToolRecord(row)
-      this.#hold(tool)
+      this.#hold(tool, String(row.description).length + String(row.input_schema).length + String(row.headers).length + HELD_TOOL_OVERHEAD_CHARS)
       return tool
     })
   }
 
-  #hold (tool: ToolRecord): void {
+  #hold (tool: ToolRecord, chars: number): void {
     const key = heldKey(tool.tenant_id, tool.name)
+    this.#forget(key)
+    this.#heldTools.set(key, { tool, chars })
+    this.#heldChars += chars
+    // The oldest held go first (a Map keeps insertion order): a bound, not a cache policy.
+    for (const oldest of this.#heldTools.keys()) {
+      if (this.#heldChars <= HELD_TOOLS_CHARS) break
+      this.#forget(oldest)
+    }
+  }
+
+  #forget (key: string): void {
+    const held = this.#heldTools.get(key)
+    if (held === undefined) return
     this.#heldTools.delete(key)
-    this.#heldTools.set(key, tool)
-    // The oldest held goes first (a Map keeps insertion order): a bound, not a cache policy.
-    if (this.#heldTools.size > HELD_TOOLS) this.#heldTools.delete(this.#heldTools.keys().next().value!)
+    this.#heldChars -= held.chars
   }
 
   async listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>> {
