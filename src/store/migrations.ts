@@ -129,11 +129,11 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
     {
       version: 5,
       name: 'room in the pages of runs for their updates',
-      // A run's row is written at every step, in columns no index covers: PostgreSQL can then
-      // write the new version beside the old one without touching the indexes (a HOT update),
-      // but only if the page has room. Pages filled to 70% leave it: a step's write then costs
-      // the server about a fifth less in our measure. Pages written from now on; SQLite
-      // writes in place and has no such setting.
+      // A run's row is written at every step, and a step's write (its counts, usage, output)
+      // changes no column an index covers: PostgreSQL can then write the new version beside the
+      // old one without touching the indexes (a HOT update), but only if the page has room. Pages
+      // filled to 70% leave it: a step's write then costs the server about a fifth less in our
+      // measure. Pages written from now on; SQLite writes in place and has no such setting.
       statements: dialect === 'postgres' ? ['ALTER TABLE runs SET (fillfactor = 70)'] : []
     }
   ]

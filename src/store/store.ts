@@ -211,7 +211,11 @@ export interface Store {
   ping (): Promise<void>
   close (): Promise<void>
 
-  /** Creates the tool or replaces its definition, keeping its secrets and creation time. */
+  /**
+   * Creates the tool or replaces its definition, keeping its secrets and creation time. Each
+   * definition written must have a revision of its own (a new one for every write): reads answer a
+   * definition they already hold by its revision alone.
+   */
   putTool (tool: ToolRecord): Promise<{ tool: ToolRecord, created: boolean }>
   getTool (tenantId: string, name: string): Promise<ToolRecord | null>
   getTools (tenantId: string, names: readonly string[]): Promise<ToolRecord[]>
