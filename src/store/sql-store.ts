@@ -52,11 +52,18 @@ const HELD_TOOL_OVERHEAD_CHARS = 1024
  * counts (array parameters); parameters: the known revisions, the tenant, the names.
  */
 function toolsReadSql (dialect: 'sqlite' | 'postgres', knownCount: number, nameCount: number): string {
+  const key = `${dialect} ${knownCount} ${nameCount}`
+  let sql = TOOLS_READS.get(key)
+  if (sql !== undefined) return sql
   const known = dialect === 'postgres' ? 'revision = ANY (CAST(? AS TEXT[]))' : knownCount === 0 ? '0' : `revision IN (${placeholders(knownCount)})`
   const names = dialect === 'postgres' ? 'name = ANY (CAST(? AS TEXT[]))' : `name IN (${placeholders(nameCount)})`
   const columns = TOOL_COLUMNS.map((c) => TOOL_LIVE_COLUMNS.has(c) ? c : `CASE WHEN known THEN NULL ELSE ${c} END AS ${c}`)
-  return `SELECT known, ${columns.join(', ')} FROM (SELECT *, ${known} AS known FROM tools WHERE tenant_id = ? AND ${names}) AS held`
+  sql = `SELECT known, ${columns.join(', ')} FROM (SELECT *, ${known} AS known FROM tools WHERE tenant_id = ? AND ${names}) AS held`
+  TOOLS_READS.set(key, sql)
+  return sql
 }
+// Made once per dialect and counts, for the reason writeTexts gives.
+const TOOLS_READS = new Map<string, string>()
 const PG_TOOLS_READ = toolsReadSql('postgres', 0, 0)
 
 // How many of a tenant's runs are not yet final, counting no further than a cap: one range of
@@ -132,6 +139,8 @@ export class SqlStore implements Store {
    */
   #toolsRead (tenantId: string, names: readonly string[]): { read: Statement, known: Map<string, ToolRecord> } {
     const known = new Map<string, ToolRecord>()
+    // Most writes read no tools (events, a run's end): nothing to make for them.
+    if (names.length === 0) return { read: { sql: '', params: [] }, known }
     for (const name of names) {
       const held = this.#heldTools.get(heldKey(tenantId, name))
       if (held !== undefined) known.set(held.tool.revision, held.tool)
