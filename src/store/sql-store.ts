@@ -45,6 +45,23 @@ const TOOL_LIVE_COLUMNS = new Set<string>(['name', 'revision', 'signing_secrets'
 const HELD_TOOLS_CHARS = 16 * 2 ** 20
 const HELD_TOOL_OVERHEAD_CHARS = 1024
 
+// Statement texts by what they are made from: few (the shapes of the engine's writes, the counts of
+// rows and of tools a write has), so never dropped.
+const MADE = new Map<string, string>()
+
+/**
+ * The statement text `key` names, made once: every statement of a kind then hands the drivers the
+ * same string, whose hash the engine keeps, to find their prepared statement by (see writeTexts).
+ */
+function madeOnce (key: string, make: () => string): string {
+  let text = MADE.get(key)
+  if (text === undefined) {
+    text = make()
+    MADE.set(key, text)
+  }
+  return text
+}
+
 /**
  * A tenant's tools by name, read by a run's create and, as a subquery, by each step's write. A
  * tool at a revision among the first parameter's (those the store holds) comes back with only its
@@ -52,18 +69,13 @@ const HELD_TOOL_OVERHEAD_CHARS = 1024
  * counts (array parameters); parameters: the known revisions, the tenant, the names.
  */
 function toolsReadSql (dialect: 'sqlite' | 'postgres', knownCount: number, nameCount: number): string {
-  const key = `${dialect} ${knownCount} ${nameCount}`
-  let sql = TOOLS_READS.get(key)
-  if (sql !== undefined) return sql
-  const known = dialect === 'postgres' ? 'revision = ANY (CAST(? AS TEXT[]))' : knownCount === 0 ? '0' : `revision IN (${placeholders(knownCount)})`
-  const names = dialect === 'postgres' ? 'name = ANY (CAST(? AS TEXT[]))' : `name IN (${placeholders(nameCount)})`
-  const columns = TOOL_COLUMNS.map((c) => TOOL_LIVE_COLUMNS.has(c) ? c : `CASE WHEN known THEN NULL ELSE ${c} END AS ${c}`)
-  sql = `SELECT known, ${columns.join(', ')} FROM (SELECT *, ${known} AS known FROM tools WHERE tenant_id = ? AND ${names}) AS held`
-  TOOLS_READS.set(key, sql)
-  return sql
+  return madeOnce(`tools ${dialect} ${knownCount} ${nameCount}`, () => {
+    const known = dialect === 'postgres' ? 'revision = ANY (CAST(? AS TEXT[]))' : knownCount === 0 ? '0' : `revision IN (${placeholders(knownCount)})`
+    const names = dialect === 'postgres' ? 'name = ANY (CAST(? AS TEXT[]))' : `name IN (${placeholders(nameCount)})`
+    const columns = TOOL_COLUMNS.map((c) => TOOL_LIVE_COLUMNS.has(c) ? c : `CASE WHEN known THEN NULL ELSE ${c} END AS ${c}`)
+    return `SELECT known, ${columns.join(', ')} FROM (SELECT *, ${known} AS known FROM tools WHERE tenant_id = ? AND ${names}) AS held`
+  })
 }
-// Made once per dialect and counts, for the reason writeTexts gives.
-const TOOLS_READS = new Map<string, string>()
 const PG_TOOLS_READ = toolsReadSql('postgres', 0, 0)
 
 // How many of a tenant's runs are not yet final, counting no further than a cap: one range of
@@ -595,25 +607,22 @@ export class SqlStore implements Store {
  *   fence matched a row (see pgInserts), and the tools as one JSON column of their rows.
  */
 function writeTexts (columns: readonly string[], withEvents: boolean, withMessages: boolean, withTools: boolean): { fence: string, postgres: string } {
-  const key = `${columns.join(' ')}|${withEvents ? 'e' : ''}${withMessages ? 'm' : ''}${withTools ? 't' : ''}`
-  let texts = WRITE_TEXTS.get(key)
-  if (texts === undefined) {
+  const key = `write ${columns.join(' ')}|${withEvents ? 'e' : ''}${withMessages ? 'm' : ''}${withTools ? 't' : ''}`
+  const fence = madeOnce(`${key} fence`, () => {
     const sets = [
       ...columns.map((column) => `${column} = ?`),
       'message_count = message_count + ?',
       ...(withEvents ? ['event_count = ?'] : []),
       ...(withMessages ? ['step_events_after = ?'] : [])
     ]
-    const fence = `UPDATE runs SET ${sets.join(', ')} WHERE id = ? AND lease_token = ? RETURNING cancel_requested_at, lease_expires_at`
+    return `UPDATE runs SET ${sets.join(', ')} WHERE id = ? AND lease_token = ? RETURNING cancel_requested_at, lease_expires_at`
+  })
+  const postgres = madeOnce(`${key} postgres`, () => {
     const tools = withTools ? `, (SELECT json_agg(t) FROM (${PG_TOOLS_READ}) AS t) AS tools` : ''
-    texts = { fence, postgres: `WITH fence AS (${fence}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${tools} FROM fence` }
-    WRITE_TEXTS.set(key, texts)
-  }
-  return texts
+    return `WITH fence AS (${fence}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${tools} FROM fence`
+  })
+  return { fence, postgres }
 }
-
-// Few: the columns a write patches are those of the engine's few kinds of write.
-const WRITE_TEXTS = new Map<string, { fence: string, postgres: string }>()
 
 /** Why a create was refused, from the tools and the count its insert saw: missing tools first. */
 function refusal (names: readonly string[], found: readonly ToolRecord[], active: number): CreateRefusedError {
@@ -659,17 +668,8 @@ function eventInserts (runId: string, tenantId: string, events: readonly NewEven
   }))
 }
 
-// Made once per table and row count, for the reason writeTexts gives.
-const MULTI_ROW_INSERTS = new Map<string, string>()
-
 function multiRowInsert (head: string, row: string, rows: number): string {
-  const key = `${head}${rows}`
-  let sql = MULTI_ROW_INSERTS.get(key)
-  if (sql === undefined) {
-    sql = `${head}${Array.from({ length: rows }, () => row).join(', ')}`
-    MULTI_ROW_INSERTS.set(key, sql)
-  }
-  return sql
+  return madeOnce(`${head}${rows}`, () => `${head}${Array.from({ length: rows }, () => row).join(', ')}`)
 }
 
 /**
