@@ -1,9 +1,9 @@
 import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk'
-import type { Stream } from '@anthropic-ai/sdk/core/streaming'
 import type { Message, MessageCreateParamsBase, RawMessageStreamEvent } from '@anthropic-ai/sdk/resources/messages'
 import { linkedController } from '../abort.js'
 import { messageJson } from '../message-json.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
+import { ServerSentEventParser, type ServerSentEvent } from './sse.js'
 import { undiciFetch } from './undici-fetch.js'
 
 /** What one model call sends: the Messages API's request, without `stream`. */
@@ -92,27 +92,37 @@ export class ModelClient {
       // Through the SDK's post rather than messages.create: create walks every block of the history
       // (for a telemetry header of SDK helpers, which Switchboard does not use) and serializes it
       // whole, both growing with the run. The body is built here from each message's JSON, made once.
-      const stream = await this.#client.post<Stream<RawMessageStreamEvent>>('/v1/messages', {
+      const response = await this.#client.post('/v1/messages', {
         body: requestBody(request),
         headers: { 'content-type': 'application/json' },
         stream: true,
         signal: attempt.signal
-      })
+      }).asResponse()
       timer.refresh()
-      for await (const event of stream) {
-        timer.refresh()
-        accumulator.push(event)
-        // The events of one network read are all handed over in one go, without a turn of the event
-        // loop; but undici writes a request on a reused connection only in the loop's check phase
-        // (it first makes sure the idle connection was not closed meanwhile). Without this pause, a
-        // message whose 64 tool_use blocks arrive in one read would have its first call sent only
-        // once the last block is parsed: eager dispatch in name only.
-        // A pause costs a turn of the loop (a poll, on this VM some tens of µs), so blocks parsed
-        // within YIELD_EVERY_MS of a pause share the next one.
-        if (handedOver && performance.now() - pausedAt >= YIELD_EVERY_MS) {
-          handedOver = false
-          await new Promise((resolve) => setImmediate(resolve))
-          pausedAt = performance.now()
+      // The SDK made the request and turned an error answer into its error; the events are read
+      // here rather than through its Stream, which hands them over one promise (two async
+      // generators) at a time: a model answer of 8 tool calls is about thirty events, and that
+      // machinery cost more CPU than parsing them.
+      const decoder = new TextDecoder()
+      const parser = new ServerSentEventParser()
+      for await (const chunk of (response.body ?? []) as AsyncIterable<Uint8Array>) {
+        for (const sse of parser.push(decoder.decode(chunk, { stream: true }))) {
+          const event = streamEvent(sse, response.headers)
+          if (event === undefined) continue
+          timer.refresh()
+          accumulator.push(event)
+          // The events of one network read are all handed over in one go, without a turn of the
+          // event loop; but undici writes a request on a reused connection only in the loop's
+          // check phase (it first makes sure the idle connection was not closed meanwhile).
+          // Without this pause, a message whose 64 tool_use blocks arrive in one read would have
+          // its first call sent only once the last block is parsed: eager dispatch in name only.
+          // A pause costs a turn of the loop (a poll, on this VM some tens of µs), so blocks
+          // parsed within YIELD_EVERY_MS of a pause share the next one.
+          if (handedOver && performance.now() - pausedAt >= YIELD_EVERY_MS) {
+            handedOver = false
+            await new Promise((resolve) => setImmediate(resolve))
+            pausedAt = performance.now()
+          }
         }
       }
     } catch (err) {
@@ -123,7 +133,7 @@ export class ModelClient {
       clearTimeout(timer)
       attempt.dispose()
     }
-    // An aborted SDK stream ends quietly rather than throwing: look at why it ended.
+    // A stream cut by the signal may end rather than throw: look at why it ended.
     if (signal.aborted) throw signal.reason
     if (idle) throw this.#idleError()
     if (!accumulator.complete || accumulator.message === null) {
@@ -154,6 +164,31 @@ const YIELD_EVERY_MS = 1
 
 const RETRYABLE_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error', 'timeout_error'])
 
+/**
+ * What a server-sent event of a Messages API stream says, as the SDK's own Stream reads it: an
+ * event with no name, a `ping` or no data is nothing (undefined), an `error` event is thrown as
+ * the failure it names, and any other event is its data's JSON (which the accumulator checks).
+ */
+function streamEvent (sse: ServerSentEvent, headers: Headers): RawMessageStreamEvent | undefined {
+  if (sse.event === null || sse.event === 'ping') return undefined
+  if (sse.event === 'error') throw streamError(sse.data, headers)
+  if (sse.data === '') return undefined
+  return JSON.parse(sse.data) as RawMessageStreamEvent
+}
+
+/** An `error` event in the middle of a stream: retryable when its type says so, or says nothing. */
+function streamError (data: string, headers: Headers): ModelCallError {
+  let body: { error?: { type?: unknown, message?: unknown } } | undefined
+  try {
+    body = JSON.parse(data) as typeof body
+  } catch {}
+  const type = typeof body?.error?.type === 'string' ? body.error.type : undefined
+  const detail = typeof body?.error?.message === 'string' ? body.error.message : data
+  return new ModelCallError(`the Messages API stream failed (${type ?? 'error'}): ${detail}`, {
+    retryable: type === undefined || RETRYABLE_TYPES.has(type), code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs: retryAfter(headers)
+  })
+}
+
 /** Turns whatever the SDK threw into a {@link ModelCallError}. */
 function classify (err: unknown): ModelCallError {
   if (err instanceof ModelCallError) return err
@@ -171,12 +206,6 @@ function classify (err: unknown): ModelCallError {
     const detail = body?.error?.message ?? err.message
     const status = err.status
     const retryAfterMs = retryAfter(err.headers)
-    if (status === undefined) {
-      // An `error` event in the middle of the stream.
-      return new ModelCallError(`the Messages API stream failed (${type ?? 'error'}): ${detail}`, {
-        retryable: type === undefined || RETRYABLE_TYPES.has(type), code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs, cause: err
-      })
-    }
     const retryable = status === 408 || status === 409 || status === 429 || status >= 500
     const what = type !== undefined ? `${status} ${type}` : String(status)
     return new ModelCallError(`the Messages API answered ${what}: ${detail}`, {
