@@ -17,6 +17,10 @@ import { request } from 'undici'
 import { median, startFakesProcess, startSwitchboard, type BenchOptions } from './support.js'
 
 const TOOL_MS = 100
+// The warm-up: rounds of runs at once, each run of one step of calls.
+const WARM_UP_ROUNDS = 20
+const WARM_UP_RUNS = 50
+const WARM_UP_CALLS = 8
 
 export interface FanOutRow {
   readonly calls: number
@@ -81,7 +85,15 @@ export async function fanOut (options: BenchOptions): Promise<FanOutRow[]> {
 
   const rows: FanOutRow[] = []
   try {
-    // Warm up every path once: connections, JIT, the database file.
+    // Warm up both sides alike until the JIT has settled: a service process takes about a
+    // thousand runs before V8 stops optimizing its code (bench/RESULTS.md), and measured cold,
+    // a step spent milliseconds in the interpreter that it never spends in service. Runs at once,
+    // so that this takes seconds rather than minutes.
+    for (let round = 0; round < (options.quick ? 2 : WARM_UP_ROUNDS); round++) {
+      await Promise.all(Array.from({ length: WARM_UP_RUNS }, async () => await handLoop(WARM_UP_CALLS, true)))
+      await Promise.all(Array.from({ length: WARM_UP_RUNS }, async () => await viaSwitchboard(WARM_UP_CALLS)))
+    }
+    // Then every path once: each size's connections.
     for (const n of sizes) {
       await handLoop(n, true)
       await viaSwitchboard(n)

@@ -16,6 +16,8 @@ import { cpuSeconds, median, ownCpuSeconds, startFakesProcess, startPostgres, st
 
 const STEPS = 3
 const CALLS = 8
+/** Loads of each side before the measured ones (see measure). */
+const WARM_UP_LOADS = 10
 
 export interface ThroughputRow {
   readonly storage: string
@@ -115,10 +117,12 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
       const service = await startSwitchboard({ ANTHROPIC_BASE_URL: fakes.modelUrl, ...env })
       try {
         await service.api('PUT', '/tools/echo', { description: 'Echoes', input_schema: echoTool.input_schema, url: toolUrl, effect: 'read_only' })
-        // Warm up both sides alike (connections, JIT, the database, the heap's size): two whole
-        // loads each, as each row's service starts cold while the baseline, in this process,
-        // lives through every row.
-        for (let w = 0; w < (options.quick ? 1 : 2); w++) {
+        // Warm up both sides alike (connections, JIT, the database, the heap's size), until the
+        // service's JIT has settled: each row's service starts cold, while the baseline, in this
+        // process, lives through every row. V8 goes on optimizing the service's code for about a
+        // thousand runs (ten loads): until then its compiler threads take cores from the rest,
+        // and the service's CPU per load falls from load to load (bench/RESULTS.md).
+        for (let w = 0; w < (options.quick ? 1 : WARM_UP_LOADS); w++) {
           await load(runs, handLoop, [])
           await load(runs, async () => await viaSwitchboard(service), [])
         }
