@@ -18,9 +18,10 @@ import { median, startFakesProcess, startSwitchboard, type BenchOptions } from '
 
 const TOOL_MS = 100
 // The warm-up: rounds of runs at once, each run of one step of calls.
-const WARM_UP_ROUNDS = 20
-const WARM_UP_RUNS = 50
-const WARM_UP_CALLS = 8
+export const WARM_UP_ROUNDS = 20
+export const QUICK_WARM_UP_ROUNDS = 2
+export const WARM_UP_RUNS = 50
+export const WARM_UP_CALLS = 8
 
 export interface FanOutRow {
   readonly calls: number
@@ -89,7 +90,7 @@ export async function fanOut (options: BenchOptions): Promise<FanOutRow[]> {
     // thousand runs before V8 stops optimizing its code (bench/RESULTS.md), and measured cold,
     // a step spent milliseconds in the interpreter that it never spends in service. Runs at once,
     // so that this takes seconds rather than minutes.
-    for (let round = 0; round < (options.quick ? 2 : WARM_UP_ROUNDS); round++) {
+    for (let round = 0; round < (options.quick ? QUICK_WARM_UP_ROUNDS : WARM_UP_ROUNDS); round++) {
       await Promise.all(Array.from({ length: WARM_UP_RUNS }, async () => await handLoop(WARM_UP_CALLS, true)))
       await Promise.all(Array.from({ length: WARM_UP_RUNS }, async () => await viaSwitchboard(WARM_UP_CALLS)))
     }

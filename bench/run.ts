@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process'
 import { cpus, totalmem, type as osType, release } from 'node:os'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { fanOut } from './fan-out.js'
+import { fanOut, QUICK_WARM_UP_ROUNDS, WARM_UP_CALLS, WARM_UP_ROUNDS, WARM_UP_RUNS } from './fan-out.js'
 import { throughput, throughputSection } from './throughput.js'
 import { eager, eagerSection } from './eager.js'
 import { growth, growthSection } from './growth.js'
@@ -58,7 +58,7 @@ if (rows.length > 0) {
     `## Fan-out latency (${quick ? 'quick' : 'full'} run, ${started.toISOString().slice(0, 10)})`,
     '',
     machine,
-    'One step of N tool calls of 100 ms each; the fake model answers at once. The fakes run in a process of their own, apart from both sides. Medians; overhead = Switchboard − parallel baseline.',
+    `One step of N tool calls of 100 ms each; the fake model answers at once. The fakes run in a process of their own, apart from both sides. Both sides are warmed alike first (${quick ? QUICK_WARM_UP_ROUNDS : WARM_UP_ROUNDS} rounds of ${WARM_UP_RUNS} runs of ${WARM_UP_CALLS} calls at once), so that the service is measured with its code optimized, as in production. Medians; overhead = Switchboard − parallel baseline.`,
     '',
     '| calls | baseline (Promise.all) | Switchboard | overhead | sequential loop | sequential ÷ Switchboard |',
     '|---:|---:|---:|---:|---:|---:|',

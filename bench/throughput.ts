@@ -37,6 +37,8 @@ export interface ThroughputRow {
   /** CPU seconds per 1,000 tool calls of the fakes' process while each side ran (counted for neither). */
   readonly fakesCpuBaseline: number
   readonly fakesCpuSwitchboard: number
+  /** The service's CPU seconds per 1,000 tool calls in each warm-up load, in order. */
+  readonly warmUpCpu: number[]
 }
 
 export interface ThroughputResult {
@@ -122,9 +124,11 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
         // process, lives through every row. V8 goes on optimizing the service's code for about a
         // thousand runs (ten loads): until then its compiler threads take cores from the rest,
         // and the service's CPU per load falls from load to load (bench/RESULTS.md).
+        const warmUpCpu: number[] = []
         for (let w = 0; w < (options.quick ? 1 : WARM_UP_LOADS); w++) {
           await load(runs, handLoop, [])
-          await load(runs, async () => await viaSwitchboard(service), [])
+          const warm = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!])
+          warmUpCpu.push(warm.others[0]! / warm.calls * 1000)
         }
         const baseline: Array<{ rate: number, cpu: number, fakes: number }> = []
         const switchboard: Array<{ rate: number, cpu: number, service: number, client: number, database: number, fakes: number }> = []
@@ -150,7 +154,8 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
           clientCpu: median(switchboard.map((x) => x.client)),
           databaseCpu: databasePids().length > 0 ? median(switchboard.map((x) => x.database)) : null,
           fakesCpuBaseline: median(baseline.map((x) => x.fakes)),
-          fakesCpuSwitchboard: median(switchboard.map((x) => x.fakes))
+          fakesCpuSwitchboard: median(switchboard.map((x) => x.fakes)),
+          warmUpCpu
         }
         rows.push(row)
         options.log(`throughput ${storage}: ${row.switchboardRate.toFixed(0)} vs ${row.baselineRate.toFixed(0)} calls/s (${(row.switchboardRate / row.baselineRate * 100).toFixed(0)}%); ${row.switchboardCpu.toFixed(3)} vs ${row.baselineCpu.toFixed(3)} cpu-s per 1,000 calls (${(row.switchboardCpu / row.baselineCpu).toFixed(2)}×)`)
@@ -204,7 +209,9 @@ export function throughputSection (result: ThroughputResult, quick: boolean): Se
     ...rows.map((r) => `| ${r.storage} | ${r.baselineRate.toFixed(0)} | ${r.switchboardRate.toFixed(0)} | ${pct(r.switchboardRate / r.baselineRate)} | ${r.baselineCpu.toFixed(3)} | ${r.switchboardCpu.toFixed(3)} (${r.serviceCpu.toFixed(3)} + ${r.clientCpu.toFixed(3)}) | ${(r.switchboardCpu / r.baselineCpu).toFixed(2)}× | ${r.databaseCpu === null ? '—' : r.databaseCpu.toFixed(3)} |`),
     ...skipped.map((why) => `| ${why} |||||||`),
     '',
-    `The fakes' own CPU s per 1,000 calls (counted for neither side): ${rows.map((r) => `${r.storage} ${r.fakesCpuBaseline.toFixed(3)} while the baseline ran, ${r.fakesCpuSwitchboard.toFixed(3)} while Switchboard did`).join('; ')}. Switchboard streams every model answer (server-sent events, a write per event), the baseline asks for whole messages.`
+    `The fakes' own CPU s per 1,000 calls (counted for neither side): ${rows.map((r) => `${r.storage} ${r.fakesCpuBaseline.toFixed(3)} while the baseline ran, ${r.fakesCpuSwitchboard.toFixed(3)} while Switchboard did`).join('; ')}. Switchboard streams every model answer (server-sent events, a write per event), the baseline asks for whole messages.`,
+    '',
+    `Before the measured loads, each side ran ${first?.warmUpCpu.length ?? '?'} loads of the same runs (the baseline's process lives through every row; each row's service process starts cold). The service's CPU s per 1,000 calls, load by load through that warm-up, as V8 optimizes its code: ${rows.map((r) => `${r.storage} ${r.warmUpCpu.map((c) => c.toFixed(3)).join(', ')}`).join('; ')}.`
   ]
   return { verdicts, markdown: lines.join('\n') }
 }
