@@ -211,7 +211,7 @@ export function throughputSection (result: ThroughputResult, quick: boolean): Se
     '',
     `The fakes' own CPU s per 1,000 calls (counted for neither side): ${rows.map((r) => `${r.storage} ${r.fakesCpuBaseline.toFixed(3)} while the baseline ran, ${r.fakesCpuSwitchboard.toFixed(3)} while Switchboard did`).join('; ')}. Switchboard streams every model answer (server-sent events, a write per event), the baseline asks for whole messages.`,
     '',
-    `Before the measured loads, each side ran ${first?.warmUpCpu.length ?? '?'} loads of the same runs (the baseline's process lives through every row; each row's service process starts cold). The service's CPU s per 1,000 calls, load by load through that warm-up, as V8 optimizes its code: ${rows.map((r) => `${r.storage} ${r.warmUpCpu.map((c) => c.toFixed(3)).join(', ')}`).join('; ')}.`
+    `Before the measured loads, each side ran ${first?.warmUpCpu.length ?? '?'} load${first?.warmUpCpu.length === 1 ? '' : 's'} of the same runs (the baseline's process lives through every row; each row's service process starts cold). The service's CPU s per 1,000 calls, load by load through that warm-up, as V8 optimizes its code: ${rows.map((r) => `${r.storage} ${r.warmUpCpu.map((c) => c.toFixed(3)).join(', ')}`).join('; ')}.`
   ]
   return { verdicts, markdown: lines.join('\n') }
 }
