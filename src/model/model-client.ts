@@ -206,6 +206,8 @@ function classify (err: unknown): ModelCallError {
     const detail = body?.error?.message ?? err.message
     const status = err.status
     const retryAfterMs = retryAfter(err.headers)
+    // No status: not an answer of the API's (the stream's error events are read in streamEvent).
+    if (status === undefined) return new ModelCallError(`the model call failed: ${detail}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs, cause: err })
     const retryable = status === 408 || status === 409 || status === 429 || status >= 500
     const what = type !== undefined ? `${status} ${type}` : String(status)
     return new ModelCallError(`the Messages API answered ${what}: ${detail}`, {
