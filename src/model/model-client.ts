@@ -104,7 +104,7 @@ export class ModelClient {
       // generators) at a time: a model answer of 8 tool calls is about thirty events, and that
       // machinery cost more CPU than parsing them.
       const decoder = new TextDecoder()
-      const parser = new ServerSentEventParser()
+      const parser = new ServerSentEventParser(MAX_STREAM_EVENT_CHARS)
       for await (const chunk of (response.body ?? []) as AsyncIterable<Uint8Array>) {
         for (const sse of parser.push(decoder.decode(chunk, { stream: true }))) {
           const event = streamEvent(sse, response.headers)
@@ -158,6 +158,13 @@ export function requestBody (request: ModelRequest): string {
   const head = JSON.stringify({ ...rest, stream: true })
   return `${head.slice(0, -1)},"messages":[${messages.map(messageJson).join(',')}]}`
 }
+
+/**
+ * The most characters one event of a model stream may hold. The largest the API sends is a block
+ * given whole in its content_block_start (a server tool's result, say), far below this; a stream
+ * that sends more, or a line without end, is broken, and is cut rather than held in memory.
+ */
+const MAX_STREAM_EVENT_CHARS = 8 * 1024 * 1024
 
 /** How long a stream's events may be handed over without a pause for the calls they started (see stream). */
 const YIELD_EVERY_MS = 1

@@ -13,15 +13,24 @@ export interface ServerSentEvent {
  * none) is not. Whatever follows the last blank line waits for the next read.
  *
  * The events of one read come back together, with no promise per event (which an async
- * generator per event would cost).
+ * generator per event would cost). An event may hold at most `maxEventChars` characters of data
+ * (its unfinished line included): a stream that sends more, or one line that never ends, throws
+ * rather than growing without end.
  */
 export class ServerSentEventParser {
+  readonly #maxEventChars: number
   /** The start of a line whose end has not arrived yet. */
   #partial = ''
+  /** The characters of the current event's data lines so far. */
+  #eventChars = 0
   /** The last read ended with a CR: a LF at the start of the next belongs to the same line end. */
   #afterCr = false
   #event: string | null = null
   #data: string[] = []
+
+  constructor (maxEventChars: number) {
+    this.#maxEventChars = maxEventChars
+  }
 
   /** Takes the next piece of the stream's text; answers the events it completed, in order. */
   push (text: string): ServerSentEvent[] {
@@ -55,6 +64,7 @@ export class ServerSentEventParser {
       start = next
     }
     if (start < text.length) this.#partial += text.slice(start)
+    this.#checkSize()
     return events
   }
 
@@ -64,6 +74,7 @@ export class ServerSentEventParser {
         events.push({ event: this.#event, data: this.#data.join('\n') })
         this.#event = null
         this.#data = []
+        this.#eventChars = 0
       }
       return
     }
@@ -73,8 +84,19 @@ export class ServerSentEventParser {
     if (field !== 'event' && field !== 'data') return
     let value = colon === -1 ? '' : line.slice(colon + 1)
     if (value.charCodeAt(0) === SPACE) value = value.slice(1)
-    if (field === 'event') this.#event = value
-    else this.#data.push(value)
+    if (field === 'event') {
+      this.#event = value
+    } else {
+      this.#data.push(value)
+      this.#eventChars += value.length
+      this.#checkSize()
+    }
+  }
+
+  #checkSize (): void {
+    if (this.#partial.length + this.#eventChars > this.#maxEventChars) {
+      throw new Error(`a server-sent event longer than ${this.#maxEventChars} characters`)
+    }
   }
 }
 

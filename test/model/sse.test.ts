@@ -5,9 +5,9 @@ import { ServerSentEventParser, type ServerSentEvent } from '../../src/model/sse
 import { propertyOptions } from '../support/property.js'
 
 /** The events of `bytes` read in pieces cut at `cuts` (byte offsets), as the model client reads them. */
-function parse (bytes: Uint8Array, cuts: number[] = []): ServerSentEvent[] {
+function parse (bytes: Uint8Array, cuts: number[] = [], maxEventChars = 1 << 20): ServerSentEvent[] {
   const decoder = new TextDecoder()
-  const parser = new ServerSentEventParser()
+  const parser = new ServerSentEventParser(maxEventChars)
   const events: ServerSentEvent[] = []
   let from = 0
   for (const to of [...cuts.sort((a, b) => a - b), bytes.length]) {
@@ -57,6 +57,19 @@ describe('server-sent events', () => {
     expect(whole).toEqual([{ event: null, data: '1' }, { event: null, data: '2' }])
     // Cut after every CR, with an empty read (half a character, say) between the CR and its LF.
     expect(parse(bytes, [8, 8, 10, 10, 18, 18, 20])).toEqual(whole)
+  })
+
+  it('an event longer than the limit throws, whether its data comes in many lines or one line that never ends', () => {
+    const limit = 100
+    expect(parse(utf8(`data: ${'x'.repeat(limit)}\n\n`), [], limit)).toEqual([{ event: null, data: 'x'.repeat(limit) }])
+    // Many events of 60 characters each are fine: the limit is per event.
+    const many = Array.from({ length: 10 }, () => `data: ${'y'.repeat(60)}\n\n`).join('')
+    expect(parse(utf8(many), [7, 100, 300], limit)).toHaveLength(10)
+    expect(() => parse(utf8(`data: ${'x'.repeat(60)}\ndata: ${'x'.repeat(41)}\n\n`), [], limit)).toThrow(/longer than 100 characters/)
+    // A line without end, arriving in pieces, is stopped once it is too long, not held for ever.
+    const parser = new ServerSentEventParser(limit)
+    expect(parser.push(`data: ${'z'.repeat(50)}`)).toEqual([])
+    expect(() => parser.push('z'.repeat(60))).toThrow(/longer than 100 characters/)
   })
 
   it('any stream, cut anywhere (inside a character too), gives the events the SDK reads from it whole', async () => {

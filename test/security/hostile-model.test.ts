@@ -261,6 +261,14 @@ for (const backend of backends) {
         expect(outcomes.flatMap((o, i) => o.status === 'rejected' ? [`${broken[i]![0]}: ${String(o.reason)}`] : [])).toEqual([])
       })
 
+      it('an event that never ends is cut at its size limit, not held in memory, and the call retried', async () => {
+        // 64 KB a millisecond: the limit (8 Mi characters) comes long before the idle timeout.
+        const run = await runWith([raw([messageStart(), 'event: content_block_delta\ndata: '], { forever: 'x'.repeat(65536), chunkDelayMs: 1 })])
+        expect(run).toMatchObject({ status: 'completed', output_text: 'recovered' })
+        const retrying = (await h.events(run.id)).find((e) => e.type === 'step.retrying')
+        expect(retrying?.data.error).toMatch(/server-sent event longer than 8388608 characters/)
+      })
+
       it('an error event of a type the client does not know fails the run, naming it', async () => {
         const run = await runWith([raw([messageStart(), sse('error', { type: 'error', error: { type: 'mystery_error', message: 'what happened' } })])])
         expect(run).toMatchObject({ status: 'failed', stop_reason: 'error', error: { code: 'MODEL_ERR_UNAVAILABLE' } })
