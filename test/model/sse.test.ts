@@ -10,7 +10,7 @@ function parse (bytes: Uint8Array, cuts: number[] = [], maxEventChars = 1 << 20)
   const parser = new ServerSentEventParser(maxEventChars)
   const events: ServerSentEvent[] = []
   let from = 0
-  for (const to of [...cuts.sort((a, b) => a - b), bytes.length]) {
+  for (const to of [...[...cuts].sort((a, b) => a - b), bytes.length]) {
     events.push(...parser.push(decoder.decode(bytes.subarray(from, to), { stream: true })))
     from = to
   }
