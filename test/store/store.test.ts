@@ -55,6 +55,17 @@ for (const backend of backends) {
           await client.end()
         }
       })
+
+      it('checks no foreign key row by row on a step\'s messages and events', async () => {
+        const client = new pg.Client({ connectionString: location.databaseUrl })
+        await client.connect()
+        try {
+          const { rows } = await client.query("SELECT conrelid::regclass::text AS tab FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text IN ('run_messages', 'run_events')")
+          expect(rows).toEqual([])
+        } finally {
+          await client.end()
+        }
+      })
     }
 
     describe('tools', () => {
