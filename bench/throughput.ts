@@ -12,6 +12,7 @@
 import Anthropic from '@anthropic-ai/sdk'
 import type { ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
 import { Agent, request } from 'undici'
+import { HandStore, storedHandLoop } from './stored-loop.js'
 import { cpuSeconds, median, ownCpuSeconds, startFakesProcess, startPostgres, startSwitchboard, type BenchOptions, type Section, type Switchboard } from './support.js'
 
 const STEPS = 3
@@ -39,6 +40,15 @@ export interface ThroughputRow {
   readonly fakesCpuSwitchboard: number
   /** The service's CPU seconds per 1,000 tool calls in each warm-up load, in order. */
   readonly warmUpCpu: number[]
+  /** PostgreSQL only: the baseline storing every run as it goes (bench/stored-loop.ts). */
+  readonly stored: StoredBaseline | null
+}
+
+export interface StoredBaseline {
+  readonly rate: number
+  /** CPU seconds per 1,000 tool calls: of this process, and of the PostgreSQL server. */
+  readonly cpu: number
+  readonly databaseCpu: number
 }
 
 export interface ThroughputResult {
@@ -75,11 +85,15 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
       return JSON.stringify(await res.body.json())
     }
 
+    async function createMessage (messages: Anthropic.MessageParam[]): Promise<Anthropic.Message> {
+      return await client.messages.create({ model: 'bench', max_tokens: 1024, messages, tools: [echoTool] })
+    }
+
     async function handLoop (): Promise<number> {
       const messages: Anthropic.MessageParam[] = [{ role: 'user', content: input }]
       let calls = 0
       for (;;) {
-        const message = await client.messages.create({ model: 'bench', max_tokens: 1024, messages, tools: [echoTool] })
+        const message = await createMessage(messages)
         messages.push({ role: 'assistant', content: message.content })
         const uses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
         if (uses.length === 0) return calls
@@ -117,6 +131,8 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
 
     async function measure (storage: string, env: Record<string, string>, databasePids: () => number[]): Promise<void> {
       const service = await startSwitchboard({ ANTHROPIC_BASE_URL: fakes.modelUrl, ...env })
+      const handStore = env.DATABASE_URL === undefined ? null : await HandStore.open(env.DATABASE_URL)
+      const storedLoop = handStore === null ? null : async () => await storedHandLoop(handStore, input, createMessage, callTool)
       try {
         await service.api('PUT', '/tools/echo', { description: 'Echoes', input_schema: echoTool.input_schema, url: toolUrl, effect: 'read_only' })
         // Warm up both sides alike (connections, JIT, the database, the heap's size), until the
@@ -127,11 +143,13 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
         const warmUpCpu: number[] = []
         for (let w = 0; w < (options.quick ? 1 : WARM_UP_LOADS); w++) {
           await load(runs, handLoop, [])
+          if (storedLoop !== null) await load(runs, storedLoop, [])
           const warm = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!])
           warmUpCpu.push(warm.others[0]! / warm.calls * 1000)
         }
         const baseline: Array<{ rate: number, cpu: number, fakes: number }> = []
         const switchboard: Array<{ rate: number, cpu: number, service: number, client: number, database: number, fakes: number }> = []
+        const stored: Array<{ rate: number, cpu: number, database: number }> = []
         for (let r = 0; r < repetitions; r++) {
           // Interleaved, so that a noisy moment on the machine hits both sides alike.
           const b = await load(runs, handLoop, [fakes.child.pid!])
@@ -140,6 +158,12 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
           const s = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!, fakes.child.pid!, ...dbPids])
           const database = s.others.slice(2).reduce((a, c) => a + c, 0)
           switchboard.push({ rate: s.calls / s.seconds, cpu: (s.own + s.others[0]!) / s.calls * 1000, service: s.others[0]! / s.calls * 1000, client: s.own / s.calls * 1000, database: database / s.calls * 1000, fakes: s.others[1]! / s.calls * 1000 })
+          if (storedLoop !== null) {
+            const h = await load(runs, storedLoop, databasePids())
+            const hDatabase = h.others.reduce((a, c) => a + c, 0)
+            stored.push({ rate: h.calls / h.seconds, cpu: h.own / h.calls * 1000, database: hDatabase / h.calls * 1000 })
+            options.log(`throughput ${storage} #${r + 1}: baseline storing by hand ${h.seconds.toFixed(2)} s ${h.own.toFixed(2)} cpu-s, database ${hDatabase.toFixed(2)} cpu-s`)
+          }
           options.log(`throughput ${storage} #${r + 1}: baseline ${b.seconds.toFixed(2)} s ${b.own.toFixed(2)} cpu-s (fakes ${b.others[0]!.toFixed(2)}); switchboard ${s.seconds.toFixed(2)} s, service ${s.others[0]!.toFixed(2)} + client ${s.own.toFixed(2)} cpu-s (fakes ${s.others[1]!.toFixed(2)})${dbPids.length > 0 ? `, database ${database.toFixed(2)} cpu-s` : ''}`)
         }
         const row: ThroughputRow = {
@@ -155,12 +179,14 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
           databaseCpu: databasePids().length > 0 ? median(switchboard.map((x) => x.database)) : null,
           fakesCpuBaseline: median(baseline.map((x) => x.fakes)),
           fakesCpuSwitchboard: median(switchboard.map((x) => x.fakes)),
-          warmUpCpu
+          warmUpCpu,
+          stored: stored.length === 0 ? null : { rate: median(stored.map((x) => x.rate)), cpu: median(stored.map((x) => x.cpu)), databaseCpu: median(stored.map((x) => x.database)) }
         }
         rows.push(row)
         options.log(`throughput ${storage}: ${row.switchboardRate.toFixed(0)} vs ${row.baselineRate.toFixed(0)} calls/s (${(row.switchboardRate / row.baselineRate * 100).toFixed(0)}%); ${row.switchboardCpu.toFixed(3)} vs ${row.baselineCpu.toFixed(3)} cpu-s per 1,000 calls (${(row.switchboardCpu / row.baselineCpu).toFixed(2)}×)`)
       } finally {
         await service.stop()
+        await handStore?.close()
       }
     }
 
@@ -211,9 +237,31 @@ export function throughputSection (result: ThroughputResult, quick: boolean): Se
     '',
     `The fakes' own CPU s per 1,000 calls (counted for neither side): ${rows.map((r) => `${r.storage} ${r.fakesCpuBaseline.toFixed(3)} while the baseline ran, ${r.fakesCpuSwitchboard.toFixed(3)} while Switchboard did`).join('; ')}. Switchboard streams every model answer (server-sent events, a write per event), the baseline asks for whole messages.`,
     '',
+    ...storedLines(rows),
     `Before the measured loads, each side ran ${first?.warmUpCpu.length ?? '?'} load${first?.warmUpCpu.length === 1 ? '' : 's'} of the same runs (the baseline's process lives through every row; each row's service process starts cold). The service's CPU s per 1,000 calls, load by load through that warm-up, as V8 optimizes its code: ${rows.map((r) => `${r.storage} ${r.warmUpCpu.map((c) => c.toFixed(3)).join(', ')}`).join('; ')}.`
   ]
   return { verdicts, markdown: lines.join('\n') }
+}
+
+/**
+ * The PostgreSQL row against the baseline storing by hand: how much of the baseline's rate storing
+ * in PostgreSQL leaves on this machine at best, and how much of that Switchboard reaches.
+ */
+function storedLines (rows: readonly ThroughputRow[]): string[] {
+  return rows.flatMap((r) => r.stored === null
+    ? []
+    : [
+        `What storing in ${r.storage} costs by itself on this machine, where the database server shares the cores with both sides and the fakes: the same baseline, storing each run as it goes in the cheapest way we know (bench/stored-loop.ts: its creation, then each step, its messages and every event of the SPEC, in one prepared statement; tables with a primary key each and nothing else). It is the floor under any service that stores runs in ${r.storage}. Medians of the same interleaved loads.`,
+        '',
+        '| contender | calls/s | of the baseline\'s | own CPU s / 1,000 calls | database server CPU s / 1,000 calls |',
+        '|---|---:|---:|---:|---:|',
+        `| baseline (in memory) | ${r.baselineRate.toFixed(0)} | 100% | ${r.baselineCpu.toFixed(3)} | — |`,
+        `| baseline storing by hand in ${r.storage} | ${r.stored.rate.toFixed(0)} | ${pct(r.stored.rate / r.baselineRate)} | ${r.stored.cpu.toFixed(3)} | ${r.stored.databaseCpu.toFixed(3)} |`,
+        `| Switchboard | ${r.switchboardRate.toFixed(0)} | ${pct(r.switchboardRate / r.baselineRate)} | ${r.switchboardCpu.toFixed(3)} | ${r.databaseCpu?.toFixed(3) ?? '—'} |`,
+        '',
+        `Switchboard reaches ${pct(r.switchboardRate / r.stored.rate)} of the rate of the baseline storing by hand, its database server spending ${(r.databaseCpu! / r.stored.databaseCpu).toFixed(2)}× as much CPU per call.`,
+        ''
+      ])
 }
 
 function pct (ratio: number): string {
