@@ -1,14 +1,17 @@
 /**
  * What storing a run in PostgreSQL costs by itself, on this machine: the storage of a hand-written
  * loop (bench/throughput.ts) that keeps what the SPEC has a run keep (its state, its transcript and
- * every event, a step in one transaction), written as cheaply as we know how. It is the floor under
- * any service storing runs in PostgreSQL, Switchboard included, and so tells apart what the
- * database costs here from what Switchboard adds to it.
+ * every event, each step as it ends, in one transaction), written as cheaply as we know how. It is
+ * the floor for storing each step of each run as its own write, as Switchboard does, on this
+ * machine and its test cluster (fsync off), and so tells apart what the database costs here from
+ * what Switchboard adds to it. A design that stored less often, or put several runs' steps in one
+ * commit, could go under it.
  *
  * Cheaper than Switchboard's storage on purpose: tables of its own with a primary key each and no
  * other index, no foreign key, no tenant, no lease; one statement per write (the run's row updated,
- * the step's messages and events inserted, as Switchboard does it), kept prepared. SQL lives in
- * src/store/ only; this is the baseline's code, written apart from Switchboard's like the rest of it.
+ * the step's messages and events inserted only if it matched, as Switchboard does it), kept
+ * prepared. SQL lives in src/store/ only; this is the baseline's code, written apart from
+ * Switchboard's like the rest of it.
  */
 import { randomUUID } from 'node:crypto'
 import type Anthropic from '@anthropic-ai/sdk'
@@ -29,20 +32,27 @@ const SCHEMA = [
   'CREATE TABLE hand_events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, at BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (run_id, seq))'
 ]
 
-// The step's messages and events go as one JSON array each, inserted as the text of each element.
-const INSERTS = `
+/**
+ * The step's messages and events go as one JSON array each, inserted as the text of each element,
+ * only if `after` (the run's insert or update) gave a row.
+ */
+function inserts (after: string): string {
+  return `
   new_messages AS (INSERT INTO hand_messages (run_id, seq, message)
-    SELECT $1, CAST($2 AS INTEGER) + CAST(m.n AS INTEGER) - 1, CAST(m.message AS TEXT) FROM json_array_elements($3) WITH ORDINALITY AS m (message, n)),
+    SELECT $1, CAST($2 AS INTEGER) + CAST(m.n AS INTEGER) - 1, CAST(m.message AS TEXT) FROM json_array_elements($3) WITH ORDINALITY AS m (message, n)
+    WHERE EXISTS (SELECT 1 FROM ${after})),
   new_events AS (INSERT INTO hand_events (run_id, seq, type, at, data)
     SELECT $1, CAST($4 AS INTEGER) + CAST(e.n AS INTEGER) - 1, e.type, $5, CAST(e.data AS TEXT)
-    FROM ROWS FROM (unnest(CAST($6 AS TEXT[])), json_array_elements($7)) WITH ORDINALITY AS e (type, data, n))`
+    FROM ROWS FROM (unnest(CAST($6 AS TEXT[])), json_array_elements($7)) WITH ORDINALITY AS e (type, data, n)
+    WHERE EXISTS (SELECT 1 FROM ${after}))`
+}
 
 const CREATE = `WITH new_run AS (INSERT INTO hand_runs (id, status, steps, usage, message_count, event_count, created_at, updated_at)
-    VALUES ($1, 'running', 0, '{}', $8, $9, $5, $5)), ${INSERTS}
-  SELECT 1`
+    VALUES ($1, 'running', 0, '{}', $8, $9, $5, $5) RETURNING id), ${inserts('new_run')}
+  SELECT id FROM new_run`
 
 const WRITE = `WITH run AS (UPDATE hand_runs SET status = $8, steps = $9, usage = $10, message_count = CAST($2 AS INTEGER) + CAST($11 AS INTEGER), event_count = CAST($4 AS INTEGER) + CAST($12 AS INTEGER) - 1, updated_at = $5
-    WHERE id = $1 RETURNING id), ${INSERTS}
+    WHERE id = $1 RETURNING id), ${inserts('run')}
   SELECT id FROM run`
 
 export class HandStore {
@@ -55,7 +65,14 @@ export class HandStore {
   /** Connects (a pool of 10, like Switchboard's) and makes its tables afresh. */
   static async open (connectionString: string): Promise<HandStore> {
     const pool = new pg.Pool({ connectionString, max: 10 })
-    for (const sql of SCHEMA) await pool.query(sql)
+    // An idle connection that fails is dropped by the pool; the next query says what went wrong.
+    pool.on('error', () => {})
+    try {
+      for (const sql of SCHEMA) await pool.query(sql)
+    } catch (err) {
+      await pool.end()
+      throw err
+    }
     return new HandStore(pool)
   }
 

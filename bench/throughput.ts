@@ -131,9 +131,11 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
 
     async function measure (storage: string, env: Record<string, string>, databasePids: () => number[]): Promise<void> {
       const service = await startSwitchboard({ ANTHROPIC_BASE_URL: fakes.modelUrl, ...env })
-      const handStore = env.DATABASE_URL === undefined ? null : await HandStore.open(env.DATABASE_URL)
-      const storedLoop = handStore === null ? null : async () => await storedHandLoop(handStore, input, createMessage, callTool)
+      let handStore: HandStore | null = null
       try {
+        if (env.DATABASE_URL !== undefined) handStore = await HandStore.open(env.DATABASE_URL)
+        const store = handStore
+        const storedLoop = store === null ? null : async () => await storedHandLoop(store, input, createMessage, callTool)
         await service.api('PUT', '/tools/echo', { description: 'Echoes', input_schema: echoTool.input_schema, url: toolUrl, effect: 'read_only' })
         // Warm up both sides alike (connections, JIT, the database, the heap's size), until the
         // service's JIT has settled: each row's service starts cold, while the baseline, in this
@@ -151,20 +153,32 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
         const switchboard: Array<{ rate: number, cpu: number, service: number, client: number, database: number, fakes: number }> = []
         const stored: Array<{ rate: number, cpu: number, database: number }> = []
         for (let r = 0; r < repetitions; r++) {
-          // Interleaved, so that a noisy moment on the machine hits both sides alike.
-          const b = await load(runs, handLoop, [fakes.child.pid!])
-          baseline.push({ rate: b.calls / b.seconds, cpu: b.own / b.calls * 1000, fakes: b.others[0]! / b.calls * 1000 })
-          const dbPids = databasePids()
-          const s = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!, fakes.child.pid!, ...dbPids])
-          const database = s.others.slice(2).reduce((a, c) => a + c, 0)
-          switchboard.push({ rate: s.calls / s.seconds, cpu: (s.own + s.others[0]!) / s.calls * 1000, service: s.others[0]! / s.calls * 1000, client: s.own / s.calls * 1000, database: database / s.calls * 1000, fakes: s.others[1]! / s.calls * 1000 })
-          if (storedLoop !== null) {
-            const h = await load(runs, storedLoop, databasePids())
-            const hDatabase = h.others.reduce((a, c) => a + c, 0)
-            stored.push({ rate: h.calls / h.seconds, cpu: h.own / h.calls * 1000, database: hDatabase / h.calls * 1000 })
-            options.log(`throughput ${storage} #${r + 1}: baseline storing by hand ${h.seconds.toFixed(2)} s ${h.own.toFixed(2)} cpu-s, database ${hDatabase.toFixed(2)} cpu-s`)
-          }
-          options.log(`throughput ${storage} #${r + 1}: baseline ${b.seconds.toFixed(2)} s ${b.own.toFixed(2)} cpu-s (fakes ${b.others[0]!.toFixed(2)}); switchboard ${s.seconds.toFixed(2)} s, service ${s.others[0]!.toFixed(2)} + client ${s.own.toFixed(2)} cpu-s (fakes ${s.others[1]!.toFixed(2)})${dbPids.length > 0 ? `, database ${database.toFixed(2)} cpu-s` : ''}`)
+          // Interleaved, so that a noisy moment on the machine hits every side alike, in an order
+          // that turns each repetition: what a load leaves the database to do (vacuum, the
+          // checkpointer) then weighs on each side in turn.
+          const sides = [
+            async (): Promise<void> => {
+              const b = await load(runs, handLoop, [fakes.child.pid!])
+              baseline.push({ rate: b.calls / b.seconds, cpu: b.own / b.calls * 1000, fakes: b.others[0]! / b.calls * 1000 })
+              options.log(`throughput ${storage} #${r + 1}: baseline ${b.seconds.toFixed(2)} s ${b.own.toFixed(2)} cpu-s (fakes ${b.others[0]!.toFixed(2)})`)
+            },
+            async (): Promise<void> => {
+              const dbPids = databasePids()
+              const s = await load(runs, async () => await viaSwitchboard(service), [service.child.pid!, fakes.child.pid!, ...dbPids])
+              const database = s.others.slice(2).reduce((a, c) => a + c, 0)
+              switchboard.push({ rate: s.calls / s.seconds, cpu: (s.own + s.others[0]!) / s.calls * 1000, service: s.others[0]! / s.calls * 1000, client: s.own / s.calls * 1000, database: database / s.calls * 1000, fakes: s.others[1]! / s.calls * 1000 })
+              options.log(`throughput ${storage} #${r + 1}: switchboard ${s.seconds.toFixed(2)} s, service ${s.others[0]!.toFixed(2)} + client ${s.own.toFixed(2)} cpu-s (fakes ${s.others[1]!.toFixed(2)})${dbPids.length > 0 ? `, database ${database.toFixed(2)} cpu-s` : ''}`)
+            },
+            ...(storedLoop === null
+              ? []
+              : [async (): Promise<void> => {
+                  const h = await load(runs, storedLoop, databasePids())
+                  const database = h.others.reduce((a, c) => a + c, 0)
+                  stored.push({ rate: h.calls / h.seconds, cpu: h.own / h.calls * 1000, database: database / h.calls * 1000 })
+                  options.log(`throughput ${storage} #${r + 1}: baseline storing by hand ${h.seconds.toFixed(2)} s ${h.own.toFixed(2)} cpu-s, database ${database.toFixed(2)} cpu-s`)
+                }])
+          ]
+          for (let i = 0; i < sides.length; i++) await sides[(r + i) % sides.length]!()
         }
         const row: ThroughputRow = {
           storage,
@@ -185,8 +199,11 @@ export async function throughput (options: BenchOptions, storages: ReadonlyArray
         rows.push(row)
         options.log(`throughput ${storage}: ${row.switchboardRate.toFixed(0)} vs ${row.baselineRate.toFixed(0)} calls/s (${(row.switchboardRate / row.baselineRate * 100).toFixed(0)}%); ${row.switchboardCpu.toFixed(3)} vs ${row.baselineCpu.toFixed(3)} cpu-s per 1,000 calls (${(row.switchboardCpu / row.baselineCpu).toFixed(2)}×)`)
       } finally {
-        await service.stop()
-        await handStore?.close()
+        try {
+          await service.stop()
+        } finally {
+          await handStore?.close()
+        }
       }
     }
 
@@ -251,7 +268,7 @@ function storedLines (rows: readonly ThroughputRow[]): string[] {
   return rows.flatMap((r) => r.stored === null
     ? []
     : [
-        `What storing in ${r.storage} costs by itself on this machine, where the database server shares the cores with both sides and the fakes: the same baseline, storing each run as it goes in the cheapest way we know (bench/stored-loop.ts: its creation, then each step, its messages and every event of the SPEC, in one prepared statement; tables with a primary key each and nothing else). It is the floor under any service that stores runs in ${r.storage}. Medians of the same interleaved loads.`,
+        `What storing in ${r.storage} costs by itself on this machine, where the database server shares the cores with both sides and the fakes: the same baseline, storing each run as it goes in the cheapest way we know (bench/stored-loop.ts: its creation, then each step, its messages and every event of the SPEC, in one prepared statement; tables with a primary key each and nothing else). It is the floor for storing each step of each run as its own write, as the SPEC asks, on this machine and its test cluster (a design storing less often, or several runs' steps in one commit, could go under it). Medians of the same interleaved loads.`,
         '',
         '| contender | calls/s | of the baseline\'s | own CPU s / 1,000 calls | database server CPU s / 1,000 calls |',
         '|---|---:|---:|---:|---:|',

@@ -145,9 +145,12 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
       // the server's CPU per run in our measure. They guarded nothing the writes do not: messages
       // and events are only ever inserted by the statement that inserts their run or fences it by
       // its lease, and only when that matched a row; runs are never deleted. SQLite's check is an
-      // index lookup and stays.
+      // index lookup and stays. The tables are locked first, in one order, so that the drops
+      // cannot deadlock with the writes of replicas still running the previous version (which
+      // wait for the migration, at most for their lock_timeout, and are retried).
       statements: dialect === 'postgres'
         ? [
+            'LOCK TABLE runs, run_messages, run_events IN ACCESS EXCLUSIVE MODE',
             'ALTER TABLE run_messages DROP CONSTRAINT run_messages_run_id_fkey',
             'ALTER TABLE run_events DROP CONSTRAINT run_events_run_id_fkey'
           ]

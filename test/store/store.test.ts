@@ -60,7 +60,8 @@ for (const backend of backends) {
         const client = new pg.Client({ connectionString: location.databaseUrl })
         await client.connect()
         try {
-          const { rows } = await client.query("SELECT conrelid::regclass::text AS tab FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text IN ('run_messages', 'run_events')")
+          // regclass refuses a table that is not there, so the test cannot pass for want of them.
+          const { rows } = await client.query("SELECT conname FROM pg_constraint WHERE contype = 'f' AND conrelid IN ('run_messages'::regclass, 'run_events'::regclass)")
           expect(rows).toEqual([])
         } finally {
           await client.end()
