@@ -45,27 +45,26 @@ for (const backend of backends) {
 
     // PostgreSQL's alone: SQLite has no such setting.
     if (backend.name === 'postgres') {
-      it('leaves room in the pages of runs, so that a step\'s write does not touch the indexes', async () => {
+      /** The rows of one statement on the store's database, over a connection of its own. */
+      async function catalog (sql: string): Promise<any[]> {
         const client = new pg.Client({ connectionString: location.databaseUrl })
         await client.connect()
         try {
-          const { rows } = await client.query("SELECT reloptions FROM pg_class WHERE relname = 'runs'")
-          expect(rows[0].reloptions).toEqual(['fillfactor=70'])
+          return (await client.query(sql)).rows
         } finally {
           await client.end()
         }
+      }
+
+      it('leaves room in the pages of runs, so that a step\'s write does not touch the indexes', async () => {
+        const rows = await catalog("SELECT reloptions FROM pg_class WHERE relname = 'runs'")
+        expect(rows[0].reloptions).toEqual(['fillfactor=70'])
       })
 
       it('checks no foreign key row by row on a step\'s messages and events', async () => {
-        const client = new pg.Client({ connectionString: location.databaseUrl })
-        await client.connect()
-        try {
-          // regclass refuses a table that is not there, so the test cannot pass for want of them.
-          const { rows } = await client.query("SELECT conname FROM pg_constraint WHERE contype = 'f' AND conrelid IN ('run_messages'::regclass, 'run_events'::regclass)")
-          expect(rows).toEqual([])
-        } finally {
-          await client.end()
-        }
+        // regclass refuses a table that is not there, so the test cannot pass for want of them.
+        const rows = await catalog("SELECT conname FROM pg_constraint WHERE contype = 'f' AND conrelid IN ('run_messages'::regclass, 'run_events'::regclass)")
+        expect(rows).toEqual([])
       })
     }
 
