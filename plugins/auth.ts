@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { AppError } from '../src/errors.js'
-import { OPEN_MODE_TENANT } from '../src/tenants.js'
+import { OPEN_MODE_TENANT } from '../src/tenants/api-keys.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -3,7 +3,7 @@ import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError, type ErrorCode } from '../src/errors.js'
 import type { ErrorBody } from '../src/schemas/common.js'
-import { describeValidation, type ValidationIssue } from '../src/schema-validation.js'
+import { describeValidation, type ValidationIssue } from '../src/schemas/validation.js'
 
 // Fastify's own client errors, as our stable codes.
 const FASTIFY_CODES: Record<string, ErrorCode> = {

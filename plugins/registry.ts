@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { InputValidators } from '../src/tools/input-validator.js'
 import { ToolRegistry } from '../src/tools/registry.js'
 import { loadToolsFile, syncToolsFile } from '../src/tools/tools-file.js'
-import { OPEN_MODE_TENANT } from '../src/tenants.js'
+import { OPEN_MODE_TENANT } from '../src/tenants/api-keys.js'
 import type { Resolver } from '../src/tools/egress-guard.js'
 
 declare module 'fastify' {

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { loadTimelineLinks, type TimelineLinks } from '../src/runs/timeline-link.js'
-import { OPEN_MODE_TENANT } from '../src/tenants.js'
+import { OPEN_MODE_TENANT } from '../src/tenants/api-keys.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

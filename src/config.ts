@@ -1,7 +1,7 @@
 import envSchema from 'env-schema'
 import Type, { type Static } from 'typebox'
 import { ConfigError } from './errors.js'
-import { parseApiKeys, type Keyring } from './tenants.js'
+import { parseApiKeys, type Keyring } from './tenants/api-keys.js'
 import { parseEgressAllow, type EgressAllowList } from './tools/egress-guard.js'
 import { otlpSettings, parseKeyValues, type OtlpSettings } from './telemetry/otlp-settings.js'
 

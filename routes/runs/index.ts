@@ -7,8 +7,8 @@ import { toEventObject, toRunObject } from '../../src/runs/run-object.js'
 import { commonErrors, ListOf } from '../../src/schemas/common.js'
 import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema, type Run } from '../../src/schemas/runs.js'
 import type { RunRecord } from '../../src/store/index.js'
-import { TenantSlots } from '../../src/tenant-slots.js'
-import { streamRunEvents, wantsEventStream } from './sse.js'
+import { TenantSlots } from '../../src/tenants/tenant-slots.js'
+import { streamRunEvents, wantsEventStream } from './sse-writer.js'
 import timelineRoutes from './timeline.js'
 
 const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error'), 503: Type.Ref('Error') }

@@ -1,5 +1,5 @@
 import type { ContentBlock, Message, RawContentBlockDelta, RawMessageStreamEvent, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
-import { MAX_JSON_DEPTH, nestsDeeperThan } from '../json-depth.js'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../lib/json-depth.js'
 
 /** A `tool_use` block, complete in the stream. `input` is null when its JSON did not parse. */
 export interface CompletedToolUse {

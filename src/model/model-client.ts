@@ -1,9 +1,9 @@
 import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk'
 import type { Message, MessageCreateParamsBase, RawMessageStreamEvent } from '@anthropic-ai/sdk/resources/messages'
-import { linkedController } from '../abort.js'
-import { messageJson } from '../message-json.js'
+import { linkedController } from '../lib/abort.js'
+import { messageJson } from './message-json.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
-import { ServerSentEventParser, type ServerSentEvent } from './sse.js'
+import { ServerSentEventParser, type ServerSentEvent } from './sse-reader.js'
 import { undiciFetch } from './undici-fetch.js'
 
 /** What one model call sends: the Messages API's request, without `stream`. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { cutText } from '../text.js'
+import { cutText } from '../lib/text.js'
 import { isFailure, unionLength, type AttemptOutcome, type Timeline, type TimelineBar, type TimelineRow } from './timeline.js'
 
 /** While a run goes on, its page reloads this often. */

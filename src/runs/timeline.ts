@@ -1,6 +1,6 @@
 import { FINAL_STATUSES } from '../schemas/runs.js'
 import type { EventRecord, RunRecord, Store } from '../store/index.js'
-import { cutText } from '../text.js'
+import { cutText } from '../lib/text.js'
 
 /**
  * How an attempt ended. The tool outcomes of the events (`ok`, `error`, `timeout`, `unreachable`,

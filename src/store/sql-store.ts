@@ -1,6 +1,6 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
-import { decodeCursor, encodeCursor } from '../pagination.js'
-import { messageJson } from '../message-json.js'
+import { decodeCursor, encodeCursor } from '../lib/pagination.js'
+import { messageJson } from '../model/message-json.js'
 import { RowCountError, type Row, type SqlDriver, type Statement } from './sql-driver.js'
 import {
   CreateRefusedError, LeaseLostError,

@@ -6,7 +6,7 @@ import type { Log } from '../logger.js'
 import type { RunRecord, ToolRecord } from '../store/index.js'
 import type { ToolOutcome } from '../tools/tool-result.js'
 import type { OtlpSettings } from './otlp-settings.js'
-import { randomHex } from '../ids.js'
+import { randomHex } from '../lib/ids.js'
 
 export interface TracingOptions {
   /** Null: tracing is off, spans cost nothing and are never exported. */

@@ -2,7 +2,7 @@ import { Ajv, type AnySchema, type ErrorObject, type Options, type ValidateFunct
 import { Ajv2019 } from 'ajv/dist/2019.js'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import addFormats from 'ajv-formats'
-import { fieldPath } from '../schema-validation.js'
+import { fieldPath } from '../schemas/validation.js'
 
 /** A compiled tool input schema: answers null for a valid input, else what is wrong with it. */
 export type InputCheck = (input: unknown) => string | null

@@ -1,5 +1,5 @@
 import { AppError } from '../errors.js'
-import { newId, randomSecret } from '../ids.js'
+import { newId, randomSecret } from '../lib/ids.js'
 import type { Page, PageRequest, SigningSecret, Store, ToolRecord } from '../store/index.js'
 import type { ToolDefinition } from '../schemas/tools.js'
 import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from './egress-guard.js'

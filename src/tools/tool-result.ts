@@ -1,6 +1,6 @@
 import type { ImageBlockParam, TextBlockParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages'
-import { cutText, wellFormed } from '../text.js'
-import { MAX_JSON_DEPTH, nestsDeeperThan } from '../json-depth.js'
+import { cutText, wellFormed } from '../lib/text.js'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../lib/json-depth.js'
 
 /** What a tool_result carries to the model. */
 export type ToolResultContent = string | Array<TextBlockParam | ImageBlockParam>

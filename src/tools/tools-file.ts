@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { AppError, ConfigError } from '../errors.js'
-import { createRequestValidators, describeValidation, type ValidationIssue } from '../schema-validation.js'
+import { createRequestValidators, describeValidation, type ValidationIssue } from '../schemas/validation.js'
 import { ToolDefinitionSchema, TOOL_NAME_PATTERN, type ToolDefinition } from '../schemas/tools.js'
 import type { Log } from '../logger.js'
 import type { ToolRegistry } from './registry.js'

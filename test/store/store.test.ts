@@ -4,7 +4,7 @@ import { createStore, LeaseLostError, type RunRecord, type Store, type ToolRecor
 import { backends, openTestStore, type StorageLocation } from '../support/backends.js'
 import { silentLog } from '../support/log.js'
 import { newRun } from '../support/runs.js'
-import { newId } from '../../src/ids.js'
+import { newId } from '../../src/lib/ids.js'
 
 function tool (tenant: string, name: string, overrides: Partial<ToolRecord> = {}): ToolRecord {
   return {

@@ -1,4 +1,4 @@
-import { newId } from '../../src/ids.js'
+import { newId } from '../../src/lib/ids.js'
 import type { NewRun, RunRecord } from '../../src/store/index.js'
 
 /**

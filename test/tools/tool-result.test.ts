@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { capContent, errorOutcome, outcomeFromResponse, parseRetryAfter, type ToolResultContent } from '../../src/tools/tool-result.js'
-import { cutText, wellFormed } from '../../src/text.js'
+import { cutText, wellFormed } from '../../src/lib/text.js'
 
 const limits = { maxResultChars: 10_000 }
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff])

@@ -1,7 +1,7 @@
 import { Stream } from '@anthropic-ai/sdk/core/streaming'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { ServerSentEventParser, type ServerSentEvent } from '../../src/model/sse.js'
+import { ServerSentEventParser, type ServerSentEvent } from '../../src/model/sse-reader.js'
 import { propertyOptions } from '../support/property.js'
 
 /** The events of `bytes` read in pieces cut at `cuts` (byte offsets), as the model client reads them. */

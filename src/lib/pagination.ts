@@ -1,4 +1,4 @@
-import { AppError } from './errors.js'
+import { AppError } from '../errors.js'
 
 /** Encodes a list position as an opaque cursor: callers must not build or read them. */
 export function encodeCursor (position: readonly unknown[]): string {

@@ -1,6 +1,6 @@
 import { Ajv, type Options } from 'ajv'
 import addFormats from 'ajv-formats'
-import { NO_NUL } from './schemas/common.js'
+import { NO_NUL } from './common.js'
 
 /**
  * The validator of request parts. Bodies are JSON and checked strictly as sent: no type coercion

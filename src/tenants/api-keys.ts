@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '../errors.js'
 
 /** The tenant every request belongs to when no API keys are configured (open mode). */
 export const OPEN_MODE_TENANT = 'default'

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { newId, randomHex } from '../src/ids.js'
+import { newId, randomHex } from '../../src/lib/ids.js'
 
 describe('ids', () => {
   it('makes time-ordered ids with their prefix', () => {
