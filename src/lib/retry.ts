@@ -75,9 +75,12 @@ function header (headers: HeaderSource, name: string): string | undefined {
   return Array.isArray(value) ? value[0] : value
 }
 
+/** The longest a Node timer waits; a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /**
- * Waits `ms`, or until `signal` aborts: then it rejects at once with the signal's reason. An
- * aborted signal rejects before any wait.
+ * Waits `ms` (at most about 24.8 days, a Node timer's longest), or until `signal` aborts: then it
+ * rejects at once with the signal's reason. An aborted signal rejects before any wait.
  */
 export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
   signal?.throwIfAborted()
@@ -89,7 +92,7 @@ export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', onAbort)
       resolve()
-    }, ms)
+    }, Math.min(ms, MAX_TIMER_MS))
     signal?.addEventListener('abort', onAbort, { once: true })
   })
 }
