@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import { createHmac, createSecretKey, type KeyObject } from 'node:crypto'
 import { StringDecoder } from 'node:string_decoder'
 import { isIP } from 'node:net'
@@ -8,6 +7,7 @@ import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowL
 import { activeSecrets } from './registry.js'
 import { cutText, wellFormed } from '../lib/text.js'
 import { capContent, errorOutcome, outcomeFromResponse, type ToolOutcome } from './tool-result.js'
+import { retryDelay, sleep, type Backoff } from '../lib/retry.js'
 import type { Span } from '@opentelemetry/api'
 import { Telemetry, traceparent } from '../telemetry/index.js'
 
@@ -76,10 +76,12 @@ export interface CallResult {
 
 const { RequestAbortedError } = errors
 
-// Backoff between attempts: exponential from 200 ms, at most 10 s, with jitter so that calls that
-// failed together do not all come back together.
-const BACKOFF_BASE_MS = 200
-const BACKOFF_CAP_MS = 10_000
+/**
+ * The waits between a tool call's attempts: 200 ms, doubling, at most 10 s, each between half the
+ * full wait and all of it, so that calls that failed together do not all come back together. A
+ * call makes at most its tool's `max_attempts`; `maxRetries` is the most any tool may ask (10 attempts).
+ */
+export const TOOL_BACKOFF: Backoff = { baseMs: 200, factor: 2, capMs: 10_000, jitter: 0.5, maxRetries: 9 }
 // How long the TCP (and TLS) connection may take, within the attempt's own timeout.
 const CONNECT_TIMEOUT_MS = 10_000
 
@@ -134,7 +136,7 @@ export class WebhookClient {
 
   /**
    * Calls `tool` with `input`: attempts up to `max_attempts` times for retryable failures (SPEC §6),
-   * waiting with backoff (or as Retry-After asks) but never past the run's deadline.
+   * waiting as {@link TOOL_BACKOFF} says (or as Retry-After asks) but never past the run's deadline.
    */
   async call (tool: ToolRecord, input: unknown, context: CallContext, hooks: CallHooks = {}): Promise<CallResult> {
     let attempt = 0
@@ -146,11 +148,11 @@ export class WebhookClient {
       const outcome = await measure.end(this.attempt(tool, input, context, attempt, measure.span))
       const retryable = outcome.retry === 'any-tool' || (outcome.retry === 'idempotent-only' && tool.effect !== 'side_effecting')
       if (!retryable || attempt >= tool.max_attempts || context.signal.aborted) return { outcome, attempts: attempt }
-      const delayMs = outcome.retryAfterMs ?? backoff(attempt)
-      if (Date.now() + delayMs >= context.runDeadline) return { outcome, attempts: attempt }
+      const delayMs = retryDelay(TOOL_BACKOFF, attempt, { retryAfterMs: outcome.retryAfterMs, deadline: context.runDeadline })
+      if (delayMs === null) return { outcome, attempts: attempt }
       hooks.onRetry?.(attempt, outcome, Date.now() - started, delayMs)
       try {
-        await sleep(delayMs, undefined, { signal: context.signal })
+        await sleep(delayMs, context.signal)
       } catch {
         return { outcome: cancelled(tool.name, context.signal), attempts: attempt }
       }
@@ -376,11 +378,6 @@ class PostHandler implements Dispatcher.DispatchHandler {
     this.#signal.removeEventListener('abort', this.#onAbort)
     this.#resolve(result)
   }
-}
-
-function backoff (attempt: number): number {
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1))
-  return Math.round(ceiling / 2 + Math.random() * ceiling / 2)
 }
 
 // A call's own timer is only set when it ends before the run's deadline (see `call`): a timeout is
