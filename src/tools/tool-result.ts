@@ -1,6 +1,10 @@
 import type { ImageBlockParam, TextBlockParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { cutText, wellFormed } from '../lib/text.js'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../lib/json-depth.js'
+import { parseRetryAfter } from '../lib/retry.js'
+
+/** How a tool's `Retry-After` is read: the service's one reading of it, from src/lib/retry.ts. */
+export { parseRetryAfter }
 
 /** What a tool_result carries to the model. */
 export type ToolResultContent = string | Array<TextBlockParam | ImageBlockParam>
@@ -169,16 +173,4 @@ function headerValue (value: string | string[] | undefined): string {
 
 function collapse (text: string): string {
   return text.replace(/\s+/g, ' ').trim()
-}
-
-/**
- * `Retry-After` (RFC 9110: a whole number of seconds, or an HTTP date) → milliseconds; undefined
- * if absent or unreadable, so that the caller falls back to its own backoff.
- */
-export function parseRetryAfter (value: string): number | undefined {
-  const trimmed = value.trim()
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000
-  if (!/GMT$/i.test(trimmed)) return undefined
-  const date = Date.parse(trimmed)
-  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined
 }
