@@ -1,6 +1,8 @@
 import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk'
 import type { Message, MessageCreateParamsBase, RawMessageStreamEvent } from '@anthropic-ai/sdk/resources/messages'
 import { linkedController } from '../lib/abort.js'
+import { retryAfterMs } from '../lib/retry.js'
+import { cutText, wellFormed } from '../lib/text.js'
 import { messageJson } from './message-json.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
 import { ServerSentEventParser, type ServerSentEvent } from './sse-reader.js'
@@ -190,9 +192,9 @@ function streamError (data: string, headers: Headers): ModelCallError {
     body = JSON.parse(data) as typeof body
   } catch {}
   const type = typeof body?.error?.type === 'string' ? body.error.type : undefined
-  const detail = typeof body?.error?.message === 'string' ? body.error.message : data
+  const detail = preview(typeof body?.error?.message === 'string' ? body.error.message : data)
   return new ModelCallError(`the Messages API stream failed (${type ?? 'error'}): ${detail}`, {
-    retryable: type === undefined || RETRYABLE_TYPES.has(type), code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs: retryAfter(headers)
+    retryable: type === undefined || RETRYABLE_TYPES.has(type), code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs: retryAfterMs(headers)
   })
 }
 
@@ -210,33 +212,35 @@ function classify (err: unknown): ModelCallError {
   if (err instanceof APIError) {
     const body = err.error as { error?: { type?: string, message?: string } } | undefined
     const type = body?.error?.type
-    const detail = body?.error?.message ?? err.message
+    const detail = preview(typeof body?.error?.message === 'string' ? body.error.message : err.message)
     const status = err.status
-    const retryAfterMs = retryAfter(err.headers)
+    const waitMs = retryAfterMs(err.headers)
     // No status: not an answer of the API's (the stream's error events are read in streamEvent).
-    if (status === undefined) return new ModelCallError(`the model call failed: ${detail}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs, cause: err })
+    if (status === undefined) return new ModelCallError(`the model call failed: ${detail}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs: waitMs, cause: err })
     const retryable = status === 408 || status === 409 || status === 429 || status >= 500
     const what = type !== undefined ? `${status} ${type}` : String(status)
     return new ModelCallError(`the Messages API answered ${what}: ${detail}`, {
       retryable,
       code: retryable ? 'MODEL_ERR_UNAVAILABLE' : status === 401 || status === 403 ? 'MODEL_ERR_AUTHENTICATION' : 'MODEL_ERR_REQUEST_REFUSED',
       status,
-      retryAfterMs,
+      retryAfterMs: waitMs,
       cause: err
     })
   }
   // Anything else (a malformed event, a socket torn mid-stream) is most likely passing.
-  return new ModelCallError(`the model call failed: ${(err as Error)?.message ?? String(err)}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+  return new ModelCallError(`the model call failed: ${preview(String((err as Error)?.message ?? err))}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
 }
 
-function retryAfter (headers: Headers | undefined): number | undefined {
-  if (headers === undefined) return undefined
-  const ms = Number.parseFloat(headers.get('retry-after-ms') ?? '')
-  if (Number.isFinite(ms) && ms >= 0) return ms
-  const value = headers.get('retry-after')
-  if (value === null) return undefined
-  const seconds = Number.parseFloat(value)
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000
-  const date = Date.parse(value)
-  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined
+/**
+ * The most characters of what the API (or a gateway in front of it) said that an error message
+ * quotes: it ends up in the run's error, stored and shown, and an error page or a broken stream
+ * can say a great deal.
+ */
+const MAX_ERROR_DETAIL_CHARS = 500
+
+/** What the API said, cut to {@link MAX_ERROR_DETAIL_CHARS}, with a note when cut. */
+function preview (detail: string): string {
+  if (detail.length <= MAX_ERROR_DETAIL_CHARS) return detail
+  const kept = cutText(detail, MAX_ERROR_DETAIL_CHARS)
+  return `${wellFormed(kept)}… [${detail.length - kept.length} more characters]`
 }

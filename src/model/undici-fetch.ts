@@ -13,7 +13,8 @@ export type SdkFetch = (input: string | URL | Request, init?: RequestInit) => Pr
  * about as much CPU as everything else a model call does (bench/RESULTS.md). The SDK reads a
  * streamed body with `for await`, which a Node stream answers natively, so a successful answer's
  * body is undici's own Readable. Everything else is a real Response: an error answer is read
- * whole (the SDK reads it as text or JSON), and the status and headers are the answer's.
+ * (the SDK reads it as text or JSON) up to {@link MAX_ERROR_BODY_BYTES}, and the status and
+ * headers are the answer's.
  *
  * Requests whose body is not a string or bytes (a file upload, which Switchboard never sends)
  * go through the global fetch. No `accept-encoding` is sent, so answers come uncompressed; one
@@ -62,8 +63,9 @@ export function undiciFetch (): { fetch: SdkFetch, close: () => Promise<void> } 
       discard(stream)
       return new Response(null, responseInit)
     }
-    // An error answer is small, and read whole by the SDK: a real Response carries it.
-    if (answer.statusCode >= 300) return new Response(await text(stream), responseInit)
+    // An error answer is read whole by the SDK: a real Response carries it, cut at
+    // MAX_ERROR_BODY_BYTES, the rest never downloaded.
+    if (answer.statusCode >= 300) return new Response(await head(stream, answer.body, MAX_ERROR_BODY_BYTES), responseInit)
     // A successful one is streamed: its body is the Node stream itself, and read whole, it
     // answers as a Response's body would.
     return Object.defineProperties(new Response(null, responseInit), {
@@ -78,6 +80,13 @@ export function undiciFetch (): { fetch: SdkFetch, close: () => Promise<void> } 
 }
 
 const NULL_BODY_STATUSES = new Set([204, 205, 304])
+
+/**
+ * The most bytes of an error answer's body that are read. The API's own errors are a few hundred
+ * bytes, a gateway's error page a few KiB; a broken or hostile endpoint (ANTHROPIC_BASE_URL may be
+ * anything) could send megabytes, or never end, and each failed call, retried, would hold it all.
+ */
+export const MAX_ERROR_BODY_BYTES = 64 * 1024
 
 /** The body decompressed, for an answer compressed although nothing asked for it; else undefined. */
 function decode (body: Readable, encoding: string | string[] | undefined): Readable | undefined {
@@ -102,4 +111,28 @@ async function text (stream: Readable): Promise<string> {
   stream.setEncoding('utf8')
   for await (const chunk of stream) out += chunk as string
   return out
+}
+
+/**
+ * The first `limit` bytes of `stream`. A longer body is cut there and dropped with its connection
+ * (`source`, the answer's own body, when `stream` decompresses it), so the rest is never read.
+ */
+async function head (stream: Readable, source: Readable, limit: number): Promise<Buffer> {
+  // Dropping the body mid-way makes undici report an abort, possibly after the loop has let go.
+  stream.on('error', () => {})
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of stream) {
+    const bytes = chunk as Buffer
+    if (size + bytes.length > limit) {
+      chunks.push(bytes.subarray(0, limit - size))
+      size = limit
+      discard(stream)
+      if (source !== stream) discard(source)
+      break
+    }
+    chunks.push(bytes)
+    size += bytes.length
+  }
+  return Buffer.concat(chunks, size)
 }

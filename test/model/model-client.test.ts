@@ -1,6 +1,7 @@
 import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ModelCallError, ModelClient, requestBody } from '../../src/model/model-client.js'
+import { MAX_ERROR_BODY_BYTES } from '../../src/model/undici-fetch.js'
 import { startFakeMessagesApi, type FakeMessagesApi } from '../support/fake-messages-api.js'
 
 // The model client reads answers through its own fetch over undici (src/model/undici-fetch.ts):
@@ -78,6 +79,69 @@ describe('model client', () => {
     expect(err).toBeInstanceOf(ModelCallError)
     expect(err).toMatchObject({ status: 529, retryable: true, retryAfterMs: 3000, code: 'MODEL_ERR_UNAVAILABLE' })
     expect((err as Error).message).toBe('the Messages API answered 529 overloaded_error: Overloaded right now')
+  })
+
+  it('reads an error answer only up to its cap: one whose body never ends fails at once, with a short message', async () => {
+    // A gateway (ANTHROPIC_BASE_URL) that answers 529 and then sends without end. Read whole, the
+    // call would only end at the idle timeout, holding everything sent until then.
+    const patient = new ModelClient({ apiKey: 'test-key', baseURL: api.url, idleTimeoutMs: 60_000 })
+    try {
+      api.respond = () => ({
+        kind: 'raw',
+        status: 529,
+        headers: { 'content-type': 'application/json' },
+        chunks: ['{"type":"error","error":{"type":"overloaded_error","message":"'],
+        forever: 'x'.repeat(64 * 1024),
+        chunkDelayMs: 1
+      })
+      const started = performance.now()
+      const err = await patient.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+      const elapsed = performance.now() - started
+      expect(err).toBeInstanceOf(ModelCallError)
+      expect(err).toMatchObject({ status: 529, retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+      const message = (err as Error).message
+      expect(message).toMatch(/^the Messages API answered 529: 529 \{"type":"error","error":\{"type":"overloaded_error","message":"x+… \[\d+ more characters\]$/)
+      expect(message.length).toBeLessThan(1000)
+      // The cut body, not the idle timeout (60 s), ended the call.
+      expect(elapsed).toBeLessThan(10_000)
+      // And it was dropped with its connection: the server saw its client go.
+      const index = api.requests.at(-1)!.index
+      await expect.poll(() => api.aborted.includes(index)).toBe(true)
+    } finally {
+      await patient.close()
+    }
+  })
+
+  it('cuts a huge error page, and a compressed one, at the cap: the message quotes its start', async () => {
+    const page = `<html><body><h1>502 Bad Gateway</h1>${'<p>upstream said nothing</p>'.repeat(300_000)}</body></html>`
+    expect(page.length).toBeGreaterThan(8 * 1024 * 1024)
+    api.respond = () => ({ kind: 'raw', status: 502, headers: { 'content-type': 'text/html' }, chunks: [page] })
+    const err = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+    expect(err).toMatchObject({ status: 502, retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+    const message = (err as Error).message
+    expect(message.startsWith('the Messages API answered 502: 502 <html><body><h1>502 Bad Gateway</h1><p>upstream said nothing</p>')).toBe(true)
+    expect(message.length).toBeLessThan(1000)
+    // What the message says is left out is what was read past its 500 characters: the cap's worth,
+    // not the page's 8 MiB.
+    const leftOut = Number(/\[(\d+) more characters\]$/.exec(message)![1])
+    expect(leftOut).toBeLessThanOrEqual(MAX_ERROR_BODY_BYTES)
+    expect(leftOut).toBeGreaterThan(MAX_ERROR_BODY_BYTES - 1000)
+
+    // 64 MiB that compress to a few dozen KiB: the cap counts what decompression gives.
+    const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024, 'a'))
+    expect(bomb.length).toBeLessThan(MAX_ERROR_BODY_BYTES)
+    api.respond = () => ({ kind: 'raw', status: 500, headers: { 'content-type': 'text/plain', 'content-encoding': 'gzip' }, chunks: [bomb] })
+    const bombed = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+    expect(bombed).toMatchObject({ status: 500, retryable: true })
+    expect(Number(/\[(\d+) more characters\]$/.exec((bombed as Error).message)![1])).toBeLessThanOrEqual(MAX_ERROR_BODY_BYTES)
+  })
+
+  it('quotes at most 500 characters of a long error event in a stream', async () => {
+    const detail = 'overloaded '.repeat(10_000)
+    api.respond = () => ({ kind: 'raw', chunks: [`event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: detail } })}\n\n`] })
+    const err = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+    expect(err).toMatchObject({ retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+    expect((err as Error).message).toBe(`the Messages API stream failed (overloaded_error): ${detail.slice(0, 500)}… [${detail.length - 500} more characters]`)
   })
 
   it('refuses an encoding it cannot read as a failed call worth retrying, not a crash', async () => {
