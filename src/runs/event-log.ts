@@ -1,13 +1,22 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { Log } from '../logger.js'
+import { backoffDelay, retry, type Backoff } from '../lib/retry.js'
 import type { EventObserver } from '../telemetry/metrics.js'
 import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
 
 /**
  * A failed storage write (or a read a run needs) is retried for about half a minute (a database
- * restarting, a pool momentarily exhausted) before the run gives up; events wait in memory meanwhile.
+ * restarting, a pool momentarily exhausted) before the run gives up; events wait in memory
+ * meanwhile. 8 retries, 125 ms doubling to 15 s: 30.9 s in all at most. A fifth of each wait is
+ * random, so that the runs of a replica, all failing together when the database goes away, do
+ * not all come back together (the window is then between 24.7 s and 30.9 s).
  */
-export const STORAGE_RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000, 8000, 15_000]
+export const STORAGE_BACKOFF: Backoff = { baseMs: 125, factor: 2, capMs: 15_000, jitter: 0.2, maxRetries: 8 }
+
+/**
+ * {@link STORAGE_BACKOFF}'s full waits, one per retry.
+ * @deprecated Retry with {@link STORAGE_BACKOFF} and `retry()` from src/lib/retry.ts.
+ */
+export const STORAGE_RETRY_DELAYS_MS: readonly number[] = Array.from({ length: STORAGE_BACKOFF.maxRetries }, (_, i) => backoffDelay(STORAGE_BACKOFF, i + 1, 0))
 
 /**
  * How long an event waits for others to join its write while someone on this replica follows the
@@ -31,6 +40,13 @@ export interface EventLogOptions {
   readonly observe?: EventObserver
   readonly watched?: () => boolean
   readonly windowsMs?: { readonly watched: number, readonly unwatched: number }
+  /**
+   * The run's signal: once it aborts (the run cancelled, past its deadline, the replica shutting
+   * down), a failed write is not retried, and a wait for a retry ends at once, so that a database
+   * outage does not hold a stopping run for half a minute. A write still makes its first attempt
+   * after the abort (the one that records how the run ended).
+   */
+  readonly signal?: AbortSignal
 }
 
 const FINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled'])
@@ -64,12 +80,14 @@ export class EventLog {
   readonly #observe: EventObserver | undefined
   readonly #watched: () => boolean
   readonly #windows: { readonly watched: number, readonly unwatched: number }
+  readonly #signal: AbortSignal | undefined
 
   /**
    * `observe` sees every event recorded (the metrics count from it); `watched` tells whether
    * someone on this replica follows the run's events now (by default, always); `windowsMs` are
    * the two batch windows (by default {@link EVENT_BATCH_WINDOW_MS} and
-   * {@link UNWATCHED_EVENT_BATCH_WINDOW_MS}).
+   * {@link UNWATCHED_EVENT_BATCH_WINDOW_MS}); `signal` ends the retries of failed writes (see
+   * {@link EventLogOptions.signal}).
    */
   constructor (store: Store, run: RunRecord, lease: Lease, log: Log, options: EventLogOptions = {}) {
     this.#store = store
@@ -79,6 +97,7 @@ export class EventLog {
     this.#observe = options.observe
     this.#watched = options.watched ?? (() => true)
     this.#windows = options.windowsMs ?? { watched: EVENT_BATCH_WINDOW_MS, unwatched: UNWATCHED_EVENT_BATCH_WINDOW_MS }
+    this.#signal = options.signal
     this.#seq = run.event_count
   }
 
@@ -188,32 +207,36 @@ export class EventLog {
       clearTimeout(this.#timer)
       this.#timer = undefined
     }
-    let tools: ToolRecord[] | null = null
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const written = await this.#store.writeRun(this.#run, this.#lease, { ...write, events })
-        this.#run = written.run
-        tools = written.tools
-        break
-      } catch (err) {
-        // A retry that finds its rows already there means the previous attempt did commit (the
-        // connection broke while COMMIT was answered): the write is done.
-        if (attempt > 0 && isUniqueViolation(err)) {
-          const stored = await this.#store.getRun(this.#run.tenant_id, this.#run.id).catch(() => null)
-          if (stored !== null && stored.event_count >= (events[events.length - 1]?.seq ?? 0)) {
-            this.#run = stored
-            break
+    let tools: ToolRecord[] | null
+    try {
+      tools = await retry(STORAGE_BACKOFF, async (attempt) => {
+        try {
+          const written = await this.#store.writeRun(this.#run, this.#lease, { ...write, events })
+          this.#run = written.run
+          return written.tools
+        } catch (err) {
+          // A retry that finds its rows already there means the previous attempt did commit (the
+          // connection broke while COMMIT was answered): the write is done.
+          if (attempt > 1 && isUniqueViolation(err)) {
+            const stored = await this.#store.getRun(this.#run.tenant_id, this.#run.id).catch(() => null)
+            if (stored !== null && stored.event_count >= (events[events.length - 1]?.seq ?? 0)) {
+              this.#run = stored
+              return null
+            }
           }
+          throw err
         }
-        const delay = STORAGE_RETRY_DELAYS_MS[attempt]
-        if (err instanceof LeaseLostError || delay === undefined) {
-          this.#failure = err instanceof Error ? err : new Error(String(err))
-          this.#pending = [...events, ...this.#pending]
-          throw this.#failure
+      }, {
+        signal: this.#signal,
+        retryable: (err) => !(err instanceof LeaseLostError),
+        onRetry: (err, attempt, delayMs) => {
+          this.#log.warn({ attempt, delayMs, err: { message: (err as Error).message } }, 'storing the run failed; retrying')
         }
-        this.#log.warn({ attempt: attempt + 1, delayMs: delay, err: { message: (err as Error).message } }, 'storing the run failed; retrying')
-        await sleep(delay)
-      }
+      })
+    } catch (err) {
+      this.#failure = err instanceof Error ? err : new Error(String(err))
+      this.#pending = [...events, ...this.#pending]
+      throw this.#failure
     }
     if (events.length > 0) {
       for (const listener of this.#listeners) {

@@ -18,12 +18,16 @@ for (const backend of backends) {
     })
     afterAll(async () => close?.())
 
-    /** A log of a new run, and the writes it made, seen on their way to the real store. */
-    async function newLog (options: EventLogOptions): Promise<{ log: EventLog, writes: RunWrite[], stored: () => Promise<string[]> }> {
+    /**
+     * A log of a new run, and the writes it made, seen on their way to the real store; while
+     * `down()`, each write fails as it would with the database gone, before reaching it.
+     */
+    async function newLog (options: EventLogOptions, down = () => false): Promise<{ log: EventLog, writes: RunWrite[], stored: () => Promise<string[]> }> {
       const { run } = await store.createRun(newRun('events', { status: 'running' }))
       const writes: RunWrite[] = []
       const writeRun: Store['writeRun'] = async (r, lease, write) => {
         writes.push(write)
+        if (down()) throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
         return await store.writeRun(r, lease, write)
       }
       const seen = new Proxy(store, {
@@ -86,6 +90,45 @@ for (const backend of backends) {
       await until(async () => (await stored()).length > 0)
       expect(await stored()).toEqual(['tool_call.started'])
       expect(writes).toHaveLength(1)
+    })
+
+    it('storage down: the run\'s signal ends a write\'s retries at once, failing it with the error it had', async () => {
+      const controller = new AbortController()
+      const { log, writes, stored } = await newLog({ signal: controller.signal }, () => true)
+      log.emit('step.started', { step: 1 })
+      const writing = log.flush()
+      writing.catch(() => {})
+      // Six attempts in (after waits of 125 + 250 + 500 + 1000 + 2000 ms, less their jitter): the
+      // sixth fails and is followed by a wait of at least 3.2 s, the window's rest being 27 s.
+      await expect.poll(() => writes.length, { timeout: 15_000, interval: 10 }).toBeGreaterThanOrEqual(6)
+      controller.abort(new Error('the run was cancelled'))
+      const aborted = performance.now()
+      await expect(writing).rejects.toThrow('connection terminated unexpectedly')
+      expect(performance.now() - aborted).toBeLessThan(1_500)
+      const attempts = writes.length
+      await sleep(300)
+      expect(writes).toHaveLength(attempts)
+      expect(log.failure?.message).toBe('connection terminated unexpectedly')
+      expect(await stored()).toEqual([])
+    })
+
+    it('storage down, the run stopped: a write makes its one attempt, not retried; the last word is still stored', async () => {
+      let down = true
+      const { log, writes, stored } = await newLog({ signal: AbortSignal.abort(new Error('shutting down')) }, () => down)
+      log.emit('step.started', { step: 1 })
+      const started = performance.now()
+      await expect(log.flush()).rejects.toThrow('connection terminated unexpectedly')
+      expect(performance.now() - started).toBeLessThan(1_000)
+      expect(writes).toHaveLength(1)
+      // As the run driver does: accept writes again for the end of the run, which makes its try
+      // although the signal aborted long ago, and with storage back, is stored with what waited.
+      down = false
+      log.recover()
+      log.emit('run.cancelled', { reason: 'shutting down' })
+      await log.commit({ patch: { status: 'cancelled' } })
+      expect(writes).toHaveLength(2)
+      expect(await stored()).toEqual(['step.started', 'run.cancelled'])
+      expect(log.run.status).toBe('cancelled')
     })
   })
 }
