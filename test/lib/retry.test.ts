@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { backoffDelay, parseRetryAfter, retry, retryAfterMs, retryDelay, sleep, type Backoff } from '../../src/lib/retry.js'
+import { TOOL_BACKOFF } from '../../src/tools/webhook-client.js'
+import { STORAGE_BACKOFF, STORAGE_RETRY_DELAYS_MS } from '../../src/runs/event-log.js'
 
 const EXACT: Backoff = { baseMs: 100, factor: 2, capMs: 1000, jitter: 0, maxRetries: 8 }
 const HALF: Backoff = { ...EXACT, jitter: 0.5 }
@@ -209,5 +211,29 @@ describe('retry', () => {
     expect(error).toBe(failing.errors[0])
     expect(failing.calls).toEqual([1])
     expect(ms).toBeLessThan(5_000)
+  })
+})
+
+describe('the service\'s backoffs', () => {
+  /** The least and the most a backoff waits through all its retries. */
+  function window (backoff: Backoff): [number, number] {
+    const retries = Array.from({ length: backoff.maxRetries }, (_, i) => i + 1)
+    const sum = (randomness: number): number => retries.reduce((total, n) => total + backoffDelay(backoff, n, randomness), 0)
+    return [sum(0.999_999), sum(0)]
+  }
+
+  it('a tool call waits 200 ms doubling to 10 s, each wait between half the full one and all of it', () => {
+    expect([1, 2, 3, 4, 5, 6, 7].map((n) => backoffDelay(TOOL_BACKOFF, n, 0))).toEqual([200, 400, 800, 1600, 3200, 6400, 10_000])
+    expect([1, 2, 7].map((n) => backoffDelay(TOOL_BACKOFF, n, 0.999_999))).toEqual([100, 200, 5000])
+    // A tool may ask for 10 attempts.
+    expect(retryDelay(TOOL_BACKOFF, 9)).not.toBeNull()
+  })
+
+  it('storage is retried 8 times, for about half a minute', () => {
+    expect(STORAGE_BACKOFF.maxRetries).toBe(8)
+    const [least, most] = window(STORAGE_BACKOFF)
+    expect(most).toBe(30_875)
+    expect(least).toBeGreaterThan(24_000)
+    expect(STORAGE_RETRY_DELAYS_MS).toEqual([125, 250, 500, 1000, 2000, 4000, 8000, 15_000])
   })
 })
