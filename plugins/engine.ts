@@ -54,6 +54,9 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
     telemetry
   })
   app.decorate('engine', engine)
+  // Leases and the sweep start once every plugin has loaded: a replica whose start-up fails later
+  // must not claim runs it will never drive.
+  app.addHook('onReady', async () => { engine.start() })
   app.metrics.track({ runsDriving: () => engine.driving, unfinishedRuns: async () => await app.store.countUnfinishedRuns() })
   // After the lifecycle plugin's own preClose (registered first), which starts draining.
   app.addHook('preClose', async () => { await engine.close(config.SHUTDOWN_GRACE_MS) })

@@ -22,3 +22,19 @@ export function linkedController (parent: AbortSignal): LinkedController {
   parent.addEventListener('abort', onAbort, { once: true })
   return { controller, signal: controller.signal, dispose: () => parent.removeEventListener('abort', onAbort) }
 }
+
+/** `promise`, or a rejection with the signal's reason as soon as `signal` aborts. */
+export async function abortable<T> (promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return await promise
+  signal.throwIfAborted()
+  let onAbort!: () => void
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  try {
+    return await Promise.race([promise, aborted])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}

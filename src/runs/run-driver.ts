@@ -1,6 +1,8 @@
 import { setMaxListeners } from 'node:events'
-import { setTimeout as sleep } from 'node:timers/promises'
-import type { Message, MessageParam, Tool as ModelTool, ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import type { Message, MessageParam, ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import type { Span } from '@opentelemetry/api'
+import { linkedController } from '../lib/abort.js'
+import { retry, retryDelay, sleep, type Backoff } from '../lib/retry.js'
 import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
@@ -8,35 +10,23 @@ import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
 import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
-import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
 import type { WebhookClient } from '../tools/webhook-client.js'
-import { linkedController } from '../lib/abort.js'
-import type { Span } from '@opentelemetry/api'
 import type { Telemetry } from '../telemetry/index.js'
-import { EventLog, STORAGE_RETRY_DELAYS_MS } from './event-log.js'
+import { EventLog, STORAGE_BACKOFF } from './event-log.js'
+import { modelRequest } from './model-request.js'
+import { resumedCalls, type ResumedStep } from './resume.js'
 import { toRunObject } from './run-object.js'
+import { RunStop } from './run-stop.js'
+import { ToolCalls } from './tool-call.js'
+
+export { RunStop } from './run-stop.js'
+export type { ResumedStep } from './resume.js'
 
 /** What a resumed run stores before its next step: the caller's outputs, with their events. */
 export interface InitialWrite {
   readonly messages: MessageParam[]
   readonly patch: RunPatch
   readonly events: ReadonlyArray<{ type: string, data: Record<string, unknown> }>
-}
-
-/**
- * What a replica taking over a run found of the step in progress, from its stored events. With
- * `message` (its `step.completed` was stored), the step resumes after the model call; without,
- * the model is asked again.
- */
-export interface ResumedStep {
-  readonly step: number
-  readonly message?: Pick<Message, 'content' | 'stop_reason' | 'usage'>
-  /** Calls with a stored result: never called again. */
-  readonly results: ReadonlyMap<string, ToolResultBlockParam>
-  /** Calls that were sent but have no result: in flight when the replica stopped. */
-  readonly inFlight: ReadonlyMap<string, { effect: string | undefined }>
-  /** tool_use blocks whose input was incomplete (never sent); null when the event did not say. */
-  readonly incomplete: ReadonlySet<string> | null
 }
 
 /** Where a driver picks its run up, beyond its stored state. */
@@ -47,14 +37,6 @@ export interface DriverStart {
   readonly resumed?: ResumedStep
   /** The run's tools as read a moment ago (by its create): the first step uses them rather than read them again. */
   readonly tools?: ToolRecord[]
-}
-
-/** Why a run was stopped from outside its loop; the abort reason of its signal. */
-export class RunStop extends Error {
-  override name = 'RunStop'
-  constructor (readonly reason: 'timeout' | 'cancelled' | 'shutdown' | 'lease_lost', message: string) {
-    super(message)
-  }
 }
 
 /** What every driver of this process shares. */
@@ -72,9 +54,12 @@ export interface DriverDeps {
   readonly watched?: (runId: string) => boolean
 }
 
-// Backoff between model attempts when the API gives no retry-after: 0.5 s doubling to 16 s.
-const MODEL_BACKOFF_BASE_MS = 500
-const MODEL_BACKOFF_CAP_MS = 16_000
+/**
+ * The waits between a step's model attempts when the API asks for none (retry-after-ms or
+ * Retry-After): 0.5 s doubling to 16 s, each between three quarters of the full wait and all of it.
+ * The retries' number is the service's (MODEL_MAX_RETRIES), set per driver.
+ */
+const MODEL_BACKOFF: Omit<Backoff, 'maxRetries'> = { baseMs: 500, factor: 2, capMs: 16_000, jitter: 0.25 }
 
 const TERMINAL_STOP_REASONS: Record<string, StopReason> = {
   end_turn: 'end_turn',
@@ -99,7 +84,7 @@ export class RunDriver {
   readonly #params: RunParams
   readonly #controller = new AbortController()
   readonly #history: MessageParam[]
-  /** Names of every tool the history mentions: each must stay defined for the model (see #request). */
+  /** Names of every tool the history mentions: each must stay defined for the model (see modelRequest). */
   readonly #historyTools = new Set<string>()
   readonly #log: Log
   readonly events: EventLog
@@ -120,6 +105,8 @@ export class RunDriver {
   /** The spans of this driving of the run and of its step in progress (no-ops with tracing off). */
   #span: Span | undefined
   #stepSpan: Span | undefined
+  readonly #toolCalls: ToolCalls
+  readonly #modelBackoff: Backoff
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], from: DriverStart = {}) {
     this.#deps = deps
@@ -137,8 +124,19 @@ export class RunDriver {
     const watched = deps.watched
     this.events = new EventLog(deps.store, run, lease, this.#log, {
       observe: deps.telemetry.metrics.observer(run.model),
+      // Once the run stops (cancel, deadline, shutdown), storage failures are not waited out.
+      signal: this.#controller.signal,
       ...(watched === undefined ? {} : { watched: () => watched(run.id) })
     })
+    this.#toolCalls = new ToolCalls({
+      registry: deps.registry,
+      sourceOf: () => deps.webhooks,
+      events: this.events,
+      log: this.#log,
+      runSignal: this.#controller.signal,
+      stepSpan: () => this.#stepSpan
+    })
+    this.#modelBackoff = { ...MODEL_BACKOFF, maxRetries: deps.modelMaxRetries }
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
   }
 
@@ -191,8 +189,6 @@ export class RunDriver {
 
   async #loop (): Promise<void> {
     for (;;) {
-      // A cancel asked of another replica, read back with the last write: act on it here.
-      if (this.events.run.cancel_requested_at !== null) this.stop(new RunStop('cancelled', 'the run was cancelled'))
       this.#throwIfStopped()
       // A run resumed after its last allowed step (which asked for client tools) ends here.
       if (this.events.run.steps >= this.#params.max_steps) {
@@ -217,7 +213,8 @@ export class RunDriver {
    */
   async #step (step: number): Promise<{ stop: StopReason | 'requires_action' | null, last?: Omit<RunWrite, 'events'> }> {
     const run = this.events.run
-    const records = this.#prefetchedTools ?? await withRetries(async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), this.#controller.signal)
+    // A read that fails (a database failing over, say) is retried as the run's writes are.
+    const records = this.#prefetchedTools ?? await retry(STORAGE_BACKOFF, async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), { signal: this.#controller.signal })
     this.#prefetchedTools = undefined
     const tools = new Map(records.map((t) => [t.name, t]))
     const resumed = this.#resumed?.step === step && this.#resumed.message !== undefined ? this.#resumed : undefined
@@ -227,7 +224,9 @@ export class RunDriver {
       answer = this.#recover(step, resumed, tools)
     } else {
       this.events.emit('step.started', { step })
-      answer = await this.#callModel(step, this.#request(records), tools)
+      answer = await this.#callModel(step, modelRequest({
+        model: run.model, params: this.#params, tools: records, clientTools: [...this.#clientTools.values()].map((c) => c.definition), historyTools: this.#historyTools, history: this.#history
+      }), tools)
     }
     const { message, calls, clientComplete } = answer
     const usage = addUsage(run.usage, message.usage as unknown as Partial<Usage>)
@@ -242,9 +241,9 @@ export class RunDriver {
         // The caller runs it: checked here, then listed in required_action, unless the turn is over.
         const problem = client.check(toolUse.input)
         if (problem !== null) {
-          calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, `Tool ${toolUse.name} was not called: invalid input: ${problem}`)))
+          calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, `Tool ${toolUse.name} was not called: invalid input: ${problem}`)))
         } else if (message.stop_reason !== 'tool_use') {
-          calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, `Tool ${toolUse.name} was not called: the model ended its turn (${String(message.stop_reason)}).`)))
+          calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, `Tool ${toolUse.name} was not called: the model ended its turn (${String(message.stop_reason)}).`)))
         } else {
           clientCalls.push(toolUse)
         }
@@ -254,7 +253,7 @@ export class RunDriver {
       const why = toolUse === cutOff
         ? `Tool ${toolUse.name} was not called: its tool_use block was cut off by max_tokens before its input was complete.`
         : `Tool ${toolUse.name} was not called: its input was not a valid JSON object.`
-      calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, why)))
+      calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, why)))
     }
     const waiting = new Set(clientCalls.map((c) => c.id))
     const answered = toolUses.filter((u) => !waiting.has(u.id))
@@ -347,7 +346,7 @@ export class RunDriver {
               deferredSerial ||= serial
               return
             }
-            calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
+            calls.set(toolUse.block.id, this.#toolCalls.dispatch(step, toolUse, tools, dispatcher, signal))
           }
         }, this.#controller.signal)
         measure.ok(message)
@@ -357,7 +356,7 @@ export class RunDriver {
         // Before a held-back call is sent, the message that asked for it is stored: a replica that
         // takes the run over then knows the call may have been made, and does not ask again.
         if (deferred.length > 0) await this.events.flush()
-        for (const toolUse of deferred) calls.set(toolUse.block.id, this.#dispatch(step, toolUse, tools, dispatcher, signal))
+        for (const toolUse of deferred) calls.set(toolUse.block.id, this.#toolCalls.dispatch(step, toolUse, tools, dispatcher, signal))
         // Unhook from the run's signal once every call of the step has its result.
         Promise.allSettled(calls.values()).then(attemptLink.dispose, attemptLink.dispose)
         return { message, calls, clientComplete }
@@ -367,85 +366,15 @@ export class RunDriver {
         await Promise.allSettled(calls.values())
         attemptLink.dispose()
         if (this.#controller.signal.aborted) throw this.#controller.signal.reason
-        if (!(err instanceof ModelCallError) || !err.retryable || attempt > this.#deps.modelMaxRetries) throw err
-        const delayMs = err.retryAfterMs ?? Math.min(MODEL_BACKOFF_CAP_MS, MODEL_BACKOFF_BASE_MS * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.25)
-        if (Date.now() + delayMs >= this.events.run.deadline_at) throw err
-        this.#log.warn({ step, attempt, delayMs: Math.round(delayMs), status: err.status, error: err.message }, 'model call failed; retrying')
-        this.events.emit('step.retrying', { step, attempt, error: err.message, status: err.status ?? null, retry_in_ms: Math.round(delayMs) })
-        await sleep(delayMs, undefined, { signal: this.#controller.signal })
+        if (!(err instanceof ModelCallError) || !err.retryable) throw err
+        const delay = retryDelay(this.#modelBackoff, attempt, { retryAfterMs: err.retryAfterMs, deadline: this.events.run.deadline_at })
+        if (delay === null) throw err
+        const delayMs = Math.round(delay)
+        this.#log.warn({ step, attempt, delayMs, status: err.status, error: err.message }, 'model call failed; retrying')
+        this.events.emit('step.retrying', { step, attempt, error: err.message, status: err.status ?? null, retry_in_ms: delayMs })
+        await sleep(delay, this.#controller.signal)
       }
     }
-  }
-
-  /** Checks a complete tool_use and schedules its webhook call; resolves with its tool_result, never rejects. */
-  async #dispatch (step: number, toolUse: CompletedToolUse, tools: Map<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
-    try {
-      return await this.#dispatchChecked(step, toolUse, tools, dispatcher, signal)
-    } catch (err) {
-      this.#log.error({ err, toolUseId: toolUse.block.id }, 'tool call failed unexpectedly')
-      return this.#notCalled(step, toolUse.block, `Tool ${toolUse.block.name} failed inside Switchboard; the error has been logged.`)
-    }
-  }
-
-  async #dispatchChecked (step: number, toolUse: CompletedToolUse, tools: Map<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
-    const { block } = toolUse
-    const tool = tools.get(block.name)
-    if (tool === undefined) {
-      const available = [...tools.keys()].join(', ')
-      return this.#notCalled(step, block, `Tool ${block.name} is not available in this run${available !== '' ? ` (available: ${available})` : ''}.`)
-    }
-    const problem = this.#deps.registry.inputCheck(tool)(block.input)
-    if (problem !== null) return this.#notCalled(step, block, `Tool ${block.name} was not called: invalid input: ${problem}`)
-
-    const run = this.events.run
-    let startedAt = 0
-    let attempts = 0
-    let outcome: ToolOutcome
-    try {
-      const result = await dispatcher.schedule({
-        parallel: tool.parallel,
-        limit: tool.max_concurrency === null ? null : { key: `${tool.tenant_id}\u0000${tool.name}`, max: tool.max_concurrency }
-      }, async () => {
-        startedAt = Date.now()
-        return await this.#deps.webhooks.call(tool, block.input, {
-          runId: run.id,
-          toolUseId: block.id,
-          metadata: run.metadata,
-          traceId: run.trace_id,
-          span: this.#stepSpan,
-          runDeadline: run.deadline_at,
-          signal
-        }, {
-          onAttempt: async (attempt) => {
-            this.events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect })
-            // A side effect is only sent once the record that it may have happened is stored.
-            if (tool.effect === 'side_effecting') await this.events.flush()
-          },
-          onRetry: (attempt, failed, durationMs, delayMs) => this.events.emit('tool_call.retrying', {
-            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs
-          })
-        })
-      })
-      outcome = result.outcome
-      attempts = result.attempts
-    } catch (err) {
-      // Anything but a stop is a fault of ours (answered by #dispatch), not a call never made.
-      if (!signal.aborted) throw err
-      // The run stopped before the call's turn came: it was never sent.
-      const reason = err instanceof Error ? err.message : 'the run stopped'
-      outcome = errorOutcome('cancelled', `Tool ${block.name} was not called: ${reason}`)
-    }
-    if (outcome.kind === 'cancelled' && signal.aborted && this.#controller.signal.reason instanceof RunStop) {
-      outcome = errorOutcome('cancelled', `Tool ${block.name} was cancelled: ${this.#controller.signal.reason.message}`)
-    }
-    const durationMs = startedAt === 0 ? 0 : Date.now() - startedAt
-    this.events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content
-    })
-    // A side_effecting call's result is stored soon, not with the step's end: a takeover could
-    // not learn it again (it would answer "outcome unknown").
-    if (tool.effect === 'side_effecting' && attempts > 0) this.events.hurry()
-    return toolResult(block.id, outcome.content, outcome.isError)
   }
 
   /**
@@ -455,78 +384,22 @@ export class RunDriver {
    * never sent are sent now.
    */
   #recover (step: number, resumed: ResumedStep, tools: Map<string, ToolRecord>): StepAnswer {
-    const message = resumed.message! as Message
     const dispatcher = new StepDispatcher(this.#params.parallelism, this.#deps.toolConcurrency, this.#controller.signal)
     const calls = new Map<string, Promise<ToolResultBlockParam>>()
     const clientComplete = new Set<string>()
-    const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
-    // Which blocks were never complete: as the step said; for events of before it said, the last
-    // block of a max_tokens message.
-    const incomplete = resumed.incomplete ?? new Set(message.stop_reason === 'max_tokens' && toolUses.length > 0 ? [toolUses[toolUses.length - 1]!.id] : [])
-    for (const [index, toolUse] of toolUses.entries()) {
-      const known = resumed.results.get(toolUse.id)
-      if (known !== undefined) {
-        calls.set(toolUse.id, Promise.resolve(known))
-        continue
-      }
-      const inFlight = resumed.inFlight.get(toolUse.id)
-      if (inFlight === undefined && incomplete.has(toolUse.id)) continue
-      if (this.#clientTools.has(toolUse.name) && !tools.has(toolUse.name)) {
-        clientComplete.add(toolUse.id)
-        continue
-      }
-      // The effect the call was sent with, not the tool's effect now (it may have been edited).
-      if (inFlight !== undefined && (inFlight.effect ?? tools.get(toolUse.name)?.effect ?? 'side_effecting') === 'side_effecting') {
-        calls.set(toolUse.id, Promise.resolve(this.#notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
-        continue
-      }
-      calls.set(toolUse.id, this.#dispatch(step, { block: toolUse, index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
+    const resumedTools = {
+      isClientTool: (name: string) => this.#clientTools.has(name) && !tools.has(name),
+      effectOf: (name: string) => tools.get(name)?.effect
     }
-    return { message, calls, clientComplete }
-  }
-
-  /** A tool_use answered without a call: unknown tool, invalid input, cut off. */
-  #notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string, outcome: 'refused' | 'unknown' = 'refused'): ToolResultBlockParam {
-    this.events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message
-    })
-    return toolResult(block.id, message, true)
-  }
-
-  #request (tools: ToolRecord[]): ModelRequest {
-    const run = this.events.run
-    const params = this.#params
-    const modelTools: ModelTool[] = params.tools
-      .map((name) => tools.find((t) => t.name === name))
-      .filter((t): t is ToolRecord => t !== undefined)
-      .map((t) => ({ name: t.name, description: t.description, input_schema: t.input_schema as ModelTool['input_schema'] }))
-    for (const { definition } of this.#clientTools.values()) {
-      modelTools.push({ name: definition.name, description: definition.description, input_schema: definition.input_schema as ModelTool['input_schema'] })
+    for (const call of resumedCalls(resumed, resumedTools)) {
+      const { toolUse } = call
+      if (call.action === 'stored') calls.set(toolUse.id, Promise.resolve(call.result))
+      else if (call.action === 'client') clientComplete.add(toolUse.id)
+      else if (call.action === 'unknown') calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
+      else if (call.action === 'send') calls.set(toolUse.id, this.#toolCalls.dispatch(step, { block: toolUse, index: call.index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
+      // never_sent: answered with the step's other blocks whose input was never complete.
     }
-    // The API refuses a history whose tool_use blocks name tools it is not given: a tool deleted
-    // mid-run, a name the model made up, or a caller's earlier conversation. Those stay defined, as
-    // stubs; calling one again gets a result saying it is not available.
-    const defined = new Set(modelTools.map((t) => t.name))
-    for (const name of this.#historyTools) {
-      if (!defined.has(name)) modelTools.push({ name, description: 'Not available in this run: calling it returns an error.', input_schema: { type: 'object' } })
-    }
-    const request: ModelRequest = { model: run.model, max_tokens: params.max_tokens, messages: this.#history }
-    if (params.system !== undefined) request.system = params.system
-    if (modelTools.length > 0) {
-      request.tools = modelTools
-      const choice = params.tool_choice ?? { type: 'auto' }
-      request.tool_choice = (params.disable_parallel_tool_use && choice.type !== 'none'
-        ? { ...choice, disable_parallel_tool_use: true }
-        : choice) as ModelRequest['tool_choice']
-    }
-    if (params.thinking !== undefined) request.thinking = params.thinking as ModelRequest['thinking']
-    // Sampling settings are passed through as given; this SDK's types no longer list them.
-    const sampling = request as ModelRequest & Record<string, unknown>
-    if (params.temperature !== undefined) sampling.temperature = params.temperature
-    if (params.top_p !== undefined) sampling.top_p = params.top_p
-    if (params.top_k !== undefined) sampling.top_k = params.top_k
-    if (params.stop_sequences !== undefined) request.stop_sequences = params.stop_sequences
-    return request
+    return { message: resumed.message! as Message, calls, clientComplete }
   }
 
   /** Whether the run ends after this step, and with what stop reason. */
@@ -604,6 +477,9 @@ export class RunDriver {
     const reason = this.#controller.signal.aborted ? this.#controller.signal.reason : err
     try {
       if (reason instanceof RunStop) {
+        // A write that failed as the run stopped (its retries end then) does not keep the end of
+        // the run from its one try to be stored.
+        if (reason.reason === 'timeout' || reason.reason === 'cancelled') this.events.recover()
         if (reason.reason === 'timeout') {
           await this.#finish('failed', 'timeout', { code: 'RUN_ERR_TIMEOUT', message: `The run did not finish within its timeout_ms (${this.#params.timeout_ms} ms).` })
         } else if (reason.reason === 'cancelled') {
@@ -644,23 +520,6 @@ interface StepAnswer {
   readonly calls: Map<string, Promise<ToolResultBlockParam>>
   /** Client tool calls whose input was complete. */
   readonly clientComplete: Set<string>
-}
-
-/** A read that fails (a database failing over, say) is retried as the run's writes are. */
-async function withRetries<T> (read: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await read()
-    } catch (err) {
-      const delay = STORAGE_RETRY_DELAYS_MS[attempt]
-      if (delay === undefined || signal.aborted) throw err
-      await sleep(delay, undefined, { signal })
-    }
-  }
-}
-
-function contentText (content: ToolResultContent): string {
-  return typeof content === 'string' ? content : content.map((b) => b.type === 'text' ? b.text : `[${b.type}]`).join('')
 }
 
 function addUsage (total: Usage, add: Partial<Usage>): Usage {

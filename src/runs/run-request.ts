@@ -1,0 +1,182 @@
+import { createHash, randomBytes } from 'node:crypto'
+import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
+import { AppError } from '../errors.js'
+import { newId } from '../lib/ids.js'
+import { hasLoneSurrogate } from '../lib/text.js'
+import type { CreateRun, RunParams } from '../schemas/runs.js'
+import type { RunRecord } from '../store/index.js'
+import { findTranscriptProblem } from './transcript.js'
+
+/** The ceilings a run request is checked against (from the service's configuration). */
+export interface RequestLimits {
+  readonly defaultModel: string
+  /** Highest max_steps a run may ask for. */
+  readonly maxSteps: number
+  /** Highest timeout_ms a run may ask for. */
+  readonly maxTimeoutMs: number
+}
+
+/** A run request that passed every check: what the run is sent, and how it runs. */
+export interface CheckedRequest {
+  readonly messages: MessageParam[]
+  readonly params: RunParams
+}
+
+/**
+ * Checks a run request (`POST /runs`) beyond its schema, and turns it into the run's parameters.
+ * Every refusal is a 400 that says what to fix. Whether the named tools exist is left to the
+ * insert, which reads them anyway (see Store.createRun). `compileSchema` checks a client tool's
+ * input schema the way registered tools' are checked; it throws what is wrong with it.
+ */
+export function checkRunRequest (body: CreateRun, limits: RequestLimits, compileSchema: (schema: Record<string, unknown>) => unknown): CheckedRequest {
+  if ((body.input === undefined) === (body.messages === undefined)) {
+    throw invalid('Send exactly one of `input` (the first user message, a string) and `messages` (a Messages API history).')
+  }
+  if (body.stream === true && body.background === true) {
+    throw invalid('Choose `stream` or `background`, not both: a stream already answers at once.')
+  }
+  // The defaults give way to lower ceilings; only an explicit value over a ceiling is refused.
+  const maxSteps = body.max_steps ?? Math.min(25, limits.maxSteps)
+  if (maxSteps > limits.maxSteps) throw invalid(`max_steps is ${maxSteps} but this service allows at most ${limits.maxSteps} (RUN_MAX_STEPS).`)
+  const timeoutMs = body.timeout_ms ?? Math.min(600_000, limits.maxTimeoutMs)
+  if (timeoutMs > limits.maxTimeoutMs) throw invalid(`timeout_ms is ${timeoutMs} but this service allows at most ${limits.maxTimeoutMs} (RUN_MAX_TIMEOUT_MS).`)
+
+  const messages: MessageParam[] = body.messages ?? [{ role: 'user', content: body.input! }]
+  const problem = findTranscriptProblem(messages)
+  if (problem !== null) throw new AppError('RUN_ERR_INVALID_MESSAGES', problem)
+  if (hasLoneSurrogate(messages) || hasLoneSurrogate(body.system)) {
+    throw new AppError('RUN_ERR_INVALID_MESSAGES', 'The text holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
+  }
+
+  const toolNames = body.tools ?? []
+  const named = new Set(toolNames)
+  checkClientTools(body, named, compileSchema)
+  const allTools = new Set([...named, ...(body.client_tools ?? []).map((t) => t.name)])
+  if (body.tool_choice?.type === 'tool' && !allTools.has(body.tool_choice.name ?? '')) {
+    throw invalid(`tool_choice names ${body.tool_choice.name ?? '(nothing)'}, which is not one of this run's tools.`)
+  }
+  if (body.tool_choice !== undefined && allTools.size === 0) {
+    throw invalid('tool_choice needs tools: list the run\'s tools in `tools`, or leave tool_choice out.')
+  }
+
+  const params: RunParams = {
+    tools: toolNames,
+    max_tokens: body.max_tokens ?? 4096,
+    max_steps: maxSteps,
+    timeout_ms: timeoutMs,
+    disable_parallel_tool_use: body.disable_parallel_tool_use ?? false,
+    parallelism: body.parallelism ?? 64,
+    ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools'])
+  }
+  return { messages, params }
+}
+
+function checkClientTools (body: CreateRun, named: ReadonlySet<string>, compileSchema: (schema: Record<string, unknown>) => unknown): void {
+  const names = new Set<string>()
+  for (const [index, tool] of (body.client_tools ?? []).entries()) {
+    const where = `client_tools[${index}] (${tool.name})`
+    if (named.has(tool.name)) throw invalid(`${where} has the name of one of the run's \`tools\` (registered tools): give it another name.`)
+    if (names.has(tool.name)) throw invalid(`${where} repeats a name: each client tool needs its own.`)
+    names.add(tool.name)
+    try {
+      compileSchema(tool.input_schema)
+    } catch (err) {
+      throw invalid(`${where}: ${(err as Error).message}`)
+    }
+  }
+}
+
+/** Who drives a new run from its first moment: this replica, under a fresh lease, or nobody yet (queued). */
+export interface NewRunLease {
+  readonly owner: string
+  readonly leaseMs: number
+}
+
+/** What a new run is made of, beyond its checked request. */
+export interface NewRunOptions {
+  readonly tenantId: string
+  readonly body: CreateRun
+  readonly checked: CheckedRequest
+  readonly defaultModel: string
+  readonly idempotencyKey: string | null
+  readonly requestHash: string | null
+  readonly callbackUrl: string | null
+  /** Null: the run waits, queued, for any replica with room. */
+  readonly lease: NewRunLease | null
+  readonly now: number
+}
+
+/** The stored form of a run about to be created: status `queued`, one event (`run.created`) so far. */
+export function newRunRecord (options: NewRunOptions): RunRecord {
+  const { body, checked, lease, now } = options
+  return {
+    id: newId('run'),
+    tenant_id: options.tenantId,
+    status: 'queued',
+    stop_reason: null,
+    model: body.model ?? options.defaultModel,
+    params: checked.params as unknown as Record<string, unknown>,
+    metadata: body.metadata ?? {},
+    created_at: now,
+    started_at: null,
+    completed_at: null,
+    deadline_at: now + checked.params.timeout_ms,
+    steps: 0,
+    tool_calls_total: 0,
+    tool_calls_errors: 0,
+    usage: { input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+    output: [],
+    required_action: null,
+    error: null,
+    idempotency_key: options.idempotencyKey,
+    request_hash: options.requestHash,
+    trace_id: randomBytes(16).toString('hex'),
+    callback_url: options.callbackUrl,
+    message_count: checked.messages.length,
+    event_count: 1,
+    lease_owner: lease?.owner ?? null,
+    lease_token: lease === null ? 0 : 1,
+    lease_expires_at: lease === null ? 0 : now + lease.leaseMs,
+    pending_results: null,
+    cancel_requested_at: null,
+    callback_status: null,
+    callback_attempts: 0,
+    callback_next_at: null,
+    callback_error: null,
+    step_events_after: 1
+  }
+}
+
+/** A digest of a request's body, the same for the same JSON whatever the order of its keys. */
+export function hashRequest (body: unknown): string {
+  return createHash('sha256').update(canonicalJson(body)).digest('hex')
+}
+
+function canonicalJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (typeof value === 'object' && value !== null) {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`
+  }
+  return JSON.stringify(value) ?? 'null'
+}
+
+/**
+ * The run an Idempotency-Key already made, if `requestHash` says it was made for the same request;
+ * for another request, a 409.
+ */
+export function sameRequest (earlier: RunRecord, requestHash: string | null): RunRecord {
+  if (earlier.request_hash !== requestHash) {
+    throw new AppError('RUN_ERR_IDEMPOTENCY_CONFLICT', `This Idempotency-Key was used for another request (run ${earlier.id}): use a new key for a new run, or send the same body to get that run back.`)
+  }
+  return earlier
+}
+
+function invalid (message: string): AppError {
+  return new AppError('RUN_ERR_INVALID_REQUEST', message)
+}
+
+function pick<T extends object, K extends keyof T> (object: T, keys: readonly K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {}
+  for (const key of keys) if (object[key] !== undefined) out[key] = object[key]
+  return out
+}

@@ -1,0 +1,121 @@
+import type { Span } from '@opentelemetry/api'
+import type { ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
+import type { Log } from '../logger.js'
+import type { CompletedToolUse } from '../model/message-accumulator.js'
+import type { RunRecord, ToolRecord } from '../store/index.js'
+import type { StepDispatcher } from '../tools/dispatcher.js'
+import type { ToolRegistry } from '../tools/registry.js'
+import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
+import type { ToolSource } from '../tools/tool-source.js'
+import type { EventLog } from './event-log.js'
+import { RunStop } from './run-stop.js'
+
+/** What one run's tool calls need. */
+export interface ToolCallsDeps {
+  readonly registry: ToolRegistry
+  /** Where a registered tool's calls go (see ToolSource). */
+  readonly sourceOf: (tool: ToolRecord) => ToolSource
+  readonly events: EventLog
+  readonly log: Log
+  /** The run's signal: its abort reason says why a call was cut short (cancelled, timeout...). */
+  readonly runSignal: AbortSignal
+  /** The span of the step in progress, the parent of each call's spans. */
+  readonly stepSpan: () => Span | undefined
+}
+
+/**
+ * Turns one complete tool_use of a run into its tool_result (SPEC §5, §6): checks the tool and its
+ * input, schedules the call under the step's ordering and concurrency rules, calls the tool's
+ * source, and records `tool_call.*` events. Never rejects: whatever happens is a result.
+ */
+export class ToolCalls {
+  readonly #deps: ToolCallsDeps
+
+  constructor (deps: ToolCallsDeps) {
+    this.#deps = deps
+  }
+
+  /** Checks a complete tool_use and schedules its call; resolves with its tool_result, never rejects. */
+  async dispatch (step: number, toolUse: CompletedToolUse, tools: ReadonlyMap<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
+    try {
+      return await this.#dispatchChecked(step, toolUse, tools, dispatcher, signal)
+    } catch (err) {
+      this.#deps.log.error({ err, toolUseId: toolUse.block.id }, 'tool call failed unexpectedly')
+      return this.notCalled(step, toolUse.block, `Tool ${toolUse.block.name} failed inside Switchboard; the error has been logged.`)
+    }
+  }
+
+  /** A tool_use answered without a call (unknown tool, invalid input, cut off): its event and result. */
+  notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string, outcome: 'refused' | 'unknown' = 'refused'): ToolResultBlockParam {
+    this.#deps.events.emit('tool_call.completed', {
+      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message
+    })
+    return toolResult(block.id, message, true)
+  }
+
+  async #dispatchChecked (step: number, toolUse: CompletedToolUse, tools: ReadonlyMap<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
+    const { events, registry, runSignal } = this.#deps
+    const { block } = toolUse
+    const tool = tools.get(block.name)
+    if (tool === undefined) {
+      const available = [...tools.keys()].join(', ')
+      return this.notCalled(step, block, `Tool ${block.name} is not available in this run${available !== '' ? ` (available: ${available})` : ''}.`)
+    }
+    const problem = registry.inputCheck(tool)(block.input)
+    if (problem !== null) return this.notCalled(step, block, `Tool ${block.name} was not called: invalid input: ${problem}`)
+
+    const run: RunRecord = events.run
+    let startedAt = 0
+    let attempts = 0
+    let outcome: ToolOutcome
+    try {
+      const result = await dispatcher.schedule({
+        parallel: tool.parallel,
+        limit: tool.max_concurrency === null ? null : { key: `${tool.tenant_id}\u0000${tool.name}`, max: tool.max_concurrency }
+      }, async () => {
+        startedAt = Date.now()
+        return await this.#deps.sourceOf(tool).call(tool, block.input, {
+          runId: run.id,
+          toolUseId: block.id,
+          metadata: run.metadata,
+          traceId: run.trace_id,
+          span: this.#deps.stepSpan(),
+          runDeadline: run.deadline_at,
+          signal
+        }, {
+          onAttempt: async (attempt) => {
+            events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect })
+            // A side effect is only sent once the record that it may have happened is stored.
+            if (tool.effect === 'side_effecting') await events.flush()
+          },
+          onRetry: (attempt, failed, durationMs, delayMs) => events.emit('tool_call.retrying', {
+            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs
+          })
+        })
+      })
+      outcome = result.outcome
+      attempts = result.attempts
+    } catch (err) {
+      // Anything but a stop is a fault of ours (answered by dispatch), not a call never made.
+      if (!signal.aborted) throw err
+      // The run stopped before the call's turn came: it was never sent.
+      const reason = err instanceof Error ? err.message : 'the run stopped'
+      outcome = errorOutcome('cancelled', `Tool ${block.name} was not called: ${reason}`)
+    }
+    if (outcome.kind === 'cancelled' && signal.aborted && runSignal.reason instanceof RunStop) {
+      outcome = errorOutcome('cancelled', `Tool ${block.name} was cancelled: ${runSignal.reason.message}`)
+    }
+    const durationMs = startedAt === 0 ? 0 : Date.now() - startedAt
+    events.emit('tool_call.completed', {
+      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content
+    })
+    // A side_effecting call's result is stored soon, not with the step's end: a takeover could
+    // not learn it again (it would answer "outcome unknown").
+    if (tool.effect === 'side_effecting' && attempts > 0) events.hurry()
+    return toolResult(block.id, outcome.content, outcome.isError)
+  }
+}
+
+function contentText (content: ToolResultContent): string {
+  return typeof content === 'string' ? content : content.map((b) => b.type === 'text' ? b.text : `[${b.type}]`).join('')
+}
