@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { commonErrors } from '../../src/schemas/common.js'
 import { CallbackSecretSchema, CallbackSettingsSchema } from '../../src/schemas/runs.js'
-import type { SigningSecret } from '../../src/store/index.js'
+import type { SigningSecret } from '../../src/runs/engine.js'
 import { secretStatus } from '../../src/tools/tool-object.js'
 
 function settings (secrets: readonly SigningSecret[]) {

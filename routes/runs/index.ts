@@ -6,9 +6,9 @@ import { AppError } from '../../src/errors.js'
 import { toEventObject, toRunObject } from '../../src/runs/run-object.js'
 import { commonErrors, ListOf } from '../../src/schemas/common.js'
 import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema, type Run } from '../../src/schemas/runs.js'
-import type { RunRecord } from '../../src/store/index.js'
+import type { RunRecord } from '../../src/runs/engine.js'
 import { TenantSlots } from '../../src/tenants/tenant-slots.js'
-import { streamRunEvents, wantsEventStream } from './sse-writer.js'
+import { wantsEventStream, writeRunEvents } from './sse-writer.js'
 import timelineRoutes from './timeline.js'
 
 const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error'), 503: Type.Ref('Error') }
@@ -34,7 +34,7 @@ function runObject (app: FastifyInstance, run: RunRecord, messages?: MessagePara
  * `after` on, 202 at once, or (by default) the run once it ends or waits for the caller.
  */
 async function answerRun (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, run: RunRecord, mode: { stream?: boolean | undefined, background?: boolean | undefined }, after: number): Promise<unknown> {
-  if (mode.stream === true) return await streamRunEvents(app, request, reply, run, after)
+  if (mode.stream === true) return await writeRunEvents(app, request, reply, run, after)
   if (mode.background === true) {
     return reply.code(202).header('location', `/runs/${run.id}`).send(runObject(app, run))
   }
@@ -155,20 +155,13 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
       }
       const release = takeStreamSlot(request)
       try {
-        return await streamRunEvents(app, request, reply, run, after)
+        return await writeRunEvents(app, request, reply, run, after)
       } finally {
         release()
       }
     }
-    const events = await app.store.listEvents(run.id, request.query.after, request.query.limit + 1)
-    const page = events.slice(0, request.query.limit)
-    const hasMore = events.length > request.query.limit
-    return {
-      object: 'list' as const,
-      data: page.map(toEventObject),
-      has_more: hasMore,
-      next_cursor: hasMore ? String(page[page.length - 1]!.seq) : null
-    }
+    const page = await app.engine.eventPage(run, request.query.after, request.query.limit)
+    return { object: 'list' as const, data: page.items.map(toEventObject), has_more: page.nextCursor !== null, next_cursor: page.nextCursor }
   })
 
   app.post('/runs/:id/cancel', {

@@ -2,7 +2,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { AppError } from '../../src/errors.js'
-import { readTimeline } from '../../src/runs/timeline.js'
 import { renderTimelinePage, TIMELINE_CSP } from '../../src/runs/timeline-page.js'
 import { commonErrors } from '../../src/schemas/common.js'
 import { RunIdParams } from '../../src/schemas/runs.js'
@@ -54,7 +53,7 @@ export default async function timelineRoutes (fastify: FastifyInstance) {
   }, async (request, reply) => {
     // The run first, then its events: they then reach at least as far as its status.
     const run = await app.engine.get(request.tenantId, request.params.id)
-    const page = renderTimelinePage(await readTimeline(app.store, run))
+    const page = renderTimelinePage(await app.engine.timeline(run))
     return reply
       .headers({
         'content-security-policy': TIMELINE_CSP,
