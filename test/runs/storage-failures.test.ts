@@ -14,7 +14,7 @@ import { backends, type StorageLocation } from '../support/backends.js'
  * while COMMIT is being answered.
  */
 function flaky (store: Store) {
-  const plan = { failNext: 0, commitThenFail: 0, failures: 0, failEndWrites: 0 }
+  const plan = { failNext: 0, commitThenFail: 0, failures: 0, failEndWrites: 0, down: false }
   const wrapped = new Proxy(store, {
     get (target, property) {
       if (property !== 'writeRun') {
@@ -27,8 +27,8 @@ function flaky (store: Store) {
           plan.failures++
           throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
         }
-        if (plan.failNext > 0) {
-          plan.failNext--
+        if (plan.down || plan.failNext > 0) {
+          if (!plan.down) plan.failNext--
           plan.failures++
           throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
         }
@@ -53,18 +53,54 @@ for (const backend of backends) {
       cleanup = []
     })
 
-    async function setup () {
+    async function setup (env: Record<string, string> = {}) {
       const location: StorageLocation = await backend.location()
       const store = await createStore({ dataDir: location.dataDir, databaseUrl: location.databaseUrl, log: silentLog })
       const model: FakeMessagesApi = await startFakeMessagesApi(toolsThenAnswer([{ name: 'ok', input: {} }, { name: 'ok', input: { q: 'b' } }]))
       const tools: WebhookServer = await startWebhookServer()
       const { store: wrapped, plan } = flaky(store)
-      const config = loadConfig({ ...BASE_ENV, DATA_DIR: location.dataDir, ...(location.databaseUrl === undefined ? {} : { DATABASE_URL: location.databaseUrl }), ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'k' })
+      const config = loadConfig({ ...BASE_ENV, DATA_DIR: location.dataDir, ...(location.databaseUrl === undefined ? {} : { DATABASE_URL: location.databaseUrl }), ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'k', ...env })
       const app = await buildApp({ config, logger: silentLog, store: wrapped })
       cleanup.push(async () => { await app.close(); await store.close(); await model.close(); await tools.close(); await location.destroy() })
       await app.inject({ method: 'PUT', url: '/tools/ok', headers: auth(TENANT_A), payload: { description: 'ok', input_schema: { type: 'object' }, url: `${tools.url}/ok` } })
-      return { app, plan, store }
+      return { app, plan, store, model }
     }
+
+    // Storage down for longer than its retries would last (about 30 s): a run that stops meanwhile
+    // must not go on waiting them out.
+    it('a run reaching its deadline while storage is down stops retrying at once, and ends timeout once storage is back', async () => {
+      const { app, plan, model } = await setup()
+      model.respond = async () => {
+        // Storage goes down while the model answers: the step's write is the first to fail.
+        plan.down = true
+        return { content: [{ type: 'tool_use', name: 'ok', input: {} }] }
+      }
+      const created = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'], timeout_ms: 1500, background: true } })
+      expect(created.statusCode).toBe(202)
+      await expect.poll(() => plan.failures).toBeGreaterThan(0)
+      // Let go soon after the deadline, although storage is still down (it used to hold on for 30 s).
+      await expect.poll(() => app.engine.driving, { timeout: 10_000 }).toBe(0)
+      expect(plan.down).toBe(true)
+      plan.down = false
+      // Taken up again (by the sweep) and ended at its deadline.
+      await expect.poll(async () => (await app.inject({ method: 'GET', url: `/runs/${created.json().id}`, headers: auth(TENANT_A) })).json(), { timeout: 10_000 })
+        .toMatchObject({ status: 'failed', stop_reason: 'timeout' })
+    }, 30_000)
+
+    it('a replica shutting down while storage is down hands its runs back at once, rather than waiting out the retries', async () => {
+      const { app, plan, model } = await setup({ SHUTDOWN_GRACE_MS: '100' })
+      model.respond = async () => {
+        plan.down = true
+        return { content: [{ type: 'tool_use', name: 'ok', input: {} }] }
+      }
+      await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'], background: true } })
+      await expect.poll(() => plan.failures).toBeGreaterThan(0)
+      let closed = false
+      const closing = app.close().then(() => { closed = true })
+      // Closed within a few seconds (the retries alone would take about 30).
+      await expect.poll(() => closed, { timeout: 10_000 }).toBe(true)
+      await closing
+    }, 30_000)
 
     it('retries failed writes within the lease: the run completes with every event, in order, once', async () => {
       const { app, plan } = await setup()
