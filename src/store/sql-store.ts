@@ -1,89 +1,21 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
-import { decodeCursor, encodeCursor } from '../lib/pagination.js'
-import { messageJson } from '../model/message-json.js'
+import { decodeCursor } from '../lib/pagination.js'
 import { RowCountError, type Row, type SqlDriver, type Statement } from './sql-driver.js'
+import { eventRows, messageRows, numberOrNull, pgInsertParams, runValue, toEventRecord, toPage, toRunRecord, toToolRecord, toolValues } from './sql-rows.js'
+import {
+  ACTIVE_RUNS, CAST_NOW_POSTGRES, CAST_NOW_SQLITE, chunks, eventInserts, LIMIT, messageInserts, PATCHABLE_RUN_COLUMNS, pgCreateRunSql,
+  PG_TOOLS_READ, placeholders, PUT_TOOL, RUN_INSERT_COLUMNS, runInsertSql, SKIP_LOCKED_POSTGRES, TOOL_COLUMNS, toolsReadSql, writeTexts
+} from './sql-statements.js'
 import {
   CreateRefusedError, LeaseLostError,
-  type CreatedRun, type EventRecord, type Lease, type NewEvent, type NewRun, type Page, type PageRequest,
+  type CreatedRun, type EventRecord, type Lease, type NewRun, type Page, type PageRequest,
   type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord, type WrittenRun
 } from './store.js'
-
-// SQLite: milliseconds since the epoch from its own clock (the only process using the file).
-const CAST_NOW_SQLITE = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-
-const TOOL_COLUMNS = [
-  'tenant_id', 'name', 'description', 'input_schema', 'url', 'headers', 'timeout_ms', 'effect', 'parallel',
-  'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at'
-] as const
-
-const RUN_INSERT_COLUMNS = [
-  'id', 'tenant_id', 'status', 'stop_reason', 'model', 'params', 'metadata', 'created_at', 'started_at',
-  'completed_at', 'deadline_at', 'steps', 'tool_calls_total', 'tool_calls_errors', 'usage', 'output',
-  'required_action', 'error', 'message_count', 'event_count', 'idempotency_key', 'request_hash', 'trace_id',
-  'lease_owner', 'lease_token', 'lease_expires_at', 'pending_results', 'cancel_requested_at', 'callback_url',
-  'callback_status', 'callback_attempts', 'callback_next_at', 'callback_error', 'step_events_after'
-] as const
-
-const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error', 'pending_results'])
-const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
-  'status', 'stop_reason', 'started_at', 'completed_at', 'steps', 'tool_calls_total', 'tool_calls_errors',
-  'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at'
-])
-
-// A row limit bound as a plain `LIMIT ?` makes SQLite prepare its statement again at every run
-// (the planner looks at the limit's value, so a new value might change the plan): 10 to 100 µs
-// each time, the active-run count of every create among them. Cast, it is an expression whose
-// value the plan does not depend on. PostgreSQL takes it the same (as a bigint, as it took `?`).
-const LIMIT = 'LIMIT CAST(? AS BIGINT)'
-
-// What a tool's write may change without a new revision: its secrets (a rotation) and when it was
-// written. Every other column is fixed for a revision (a definition's write makes a new one).
-const TOOL_LIVE_COLUMNS = new Set<string>(['name', 'revision', 'signing_secrets', 'updated_at'])
 
 // How much of tools' definitions a store keeps, as read at their revision: their text's length
 // (a definition is as large as a request body may be), plus some for the record around it.
 const HELD_TOOLS_CHARS = 16 * 2 ** 20
 const HELD_TOOL_OVERHEAD_CHARS = 1024
-
-// Statement texts by what they are made from: few (the shapes of the engine's writes, the counts of
-// rows and of tools a write has), so never dropped.
-const MADE = new Map<string, string>()
-
-/**
- * The statement text `key` names, made once: every statement of a kind then hands the drivers the
- * same string, whose hash the engine keeps, to find their prepared statement by (see writeTexts).
- */
-function madeOnce (key: string, make: () => string): string {
-  let text = MADE.get(key)
-  if (text === undefined) {
-    text = make()
-    MADE.set(key, text)
-  }
-  return text
-}
-
-/**
- * A tenant's tools by name, read by a run's create and, as a subquery, by each step's write. A
- * tool at a revision among the first parameter's (those the store holds) comes back with only its
- * live columns, the rest null; `known` says which. On PostgreSQL the text is the same whatever the
- * counts (array parameters); parameters: the known revisions, the tenant, the names.
- */
-function toolsReadSql (dialect: 'sqlite' | 'postgres', knownCount: number, nameCount: number): string {
-  return madeOnce(`tools ${dialect} ${knownCount} ${nameCount}`, () => {
-    const known = dialect === 'postgres' ? 'revision = ANY (CAST(? AS TEXT[]))' : knownCount === 0 ? '0' : `revision IN (${placeholders(knownCount)})`
-    const names = dialect === 'postgres' ? 'name = ANY (CAST(? AS TEXT[]))' : `name IN (${placeholders(nameCount)})`
-    const columns = TOOL_COLUMNS.map((c) => TOOL_LIVE_COLUMNS.has(c) ? c : `CASE WHEN known THEN NULL ELSE ${c} END AS ${c}`)
-    return `SELECT known, ${columns.join(', ')} FROM (SELECT *, ${known} AS known FROM tools WHERE tenant_id = ? AND ${names}) AS held`
-  })
-}
-const PG_TOOLS_READ = toolsReadSql('postgres', 0, 0)
-
-// How many of a tenant's runs are not yet final, counting no further than a cap: one range of
-// runs_by_status (tenant_id, status, id) per status. Parameters: the tenant, the cap.
-const ACTIVE_RUNS = `SELECT COUNT(*) AS n FROM (SELECT 1 FROM runs WHERE tenant_id = ? AND status IN ('queued', 'running', 'requires_action') ${LIMIT}) AS active`
-
-// Rows per multi-row INSERT: well under both databases' limits on bound parameters.
-const INSERT_CHUNK = 500
 
 /** The one implementation of {@link Store}, over SQLite or PostgreSQL. */
 export class SqlStore implements Store {
@@ -104,8 +36,8 @@ export class SqlStore implements Store {
   constructor (driver: SqlDriver) {
     this.#db = driver
     this.kind = driver.dialect
-    this.#now = driver.dialect === 'postgres' ? 'CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)' : CAST_NOW_SQLITE
-    this.#skipLocked = driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : ''
+    this.#now = driver.dialect === 'postgres' ? CAST_NOW_POSTGRES : CAST_NOW_SQLITE
+    this.#skipLocked = driver.dialect === 'postgres' ? SKIP_LOCKED_POSTGRES : ''
   }
 
   async ping (): Promise<void> {
@@ -120,13 +52,7 @@ export class SqlStore implements Store {
 
   async putTool (tool: ToolRecord): Promise<{ tool: ToolRecord, created: boolean }> {
     const values = toolValues(tool)
-    const kept = new Set(['tenant_id', 'name', 'signing_secrets', 'created_at'])
-    const updates = TOOL_COLUMNS.filter((c) => !kept.has(c)).map((c) => `${c} = excluded.${c}`).join(', ')
-    const [row] = await this.#db.query(
-      `INSERT INTO tools (${TOOL_COLUMNS.join(', ')}) VALUES (${placeholders(TOOL_COLUMNS.length)})
-       ON CONFLICT (tenant_id, name) DO UPDATE SET ${updates} RETURNING *`,
-      values
-    )
+    const [row] = await this.#db.query(PUT_TOOL, values)
     // A replace keeps the stored secrets, so the freshly made one comes back only on a create.
     const created = row!.signing_secrets === values[TOOL_COLUMNS.indexOf('signing_secrets')]
     return { tool: toToolRecord(row!), created }
@@ -247,11 +173,7 @@ export class SqlStore implements Store {
         conditions.push(`(${active.sql}) < ?`)
         params.push(...active.params, admit.limit - admit.reserved)
       }
-      return {
-        sql: `INSERT INTO runs (${RUN_INSERT_COLUMNS.join(', ')}) SELECT ${RUN_INSERT_COLUMNS.map((c) => leased(c) ? `${this.#now} + ?` : '?').join(', ')}` +
-          `${conditions.length === 0 ? '' : ` WHERE ${conditions.join(' AND ')}`} RETURNING lease_expires_at`,
-        params
-      }
+      return { sql: runInsertSql(this.#now, run.lease_owner !== null, conditions), params }
     }
     const activeRead: Statement = { sql: ACTIVE_RUNS, params: [run.tenant_id, admit?.limit ?? 0] }
     const { read: toolsRead, known } = this.#toolsRead(run.tenant_id, names)
@@ -262,16 +184,10 @@ export class SqlStore implements Store {
         // One statement, so one round trip rather than five (BEGIN, three inserts, COMMIT), or
         // seven with the tools and the count of active runs read first. It always answers a row:
         // whether the run was inserted, its lease, the tools found and the count of active runs.
-        const ctes = admit === undefined
-          ? ''
-          : `${names.length > 0 ? `found AS (${PG_TOOLS_READ}), ` : ''}active AS (${ACTIVE_RUNS}), `
         const ctesParams = admit === undefined ? [] : [...(names.length > 0 ? toolsRead.params : []), ...activeRead.params]
         const insert = insertRun({ sql: 'SELECT 1 FROM found', params: [] }, { sql: 'SELECT n FROM active', params: [] })
         const [answer] = await this.#db.query(
-          `WITH ${ctes}new_run AS (${insert.sql}), ${pgInserts('new_run')}
-           SELECT (SELECT lease_expires_at FROM new_run) AS lease_expires_at, (SELECT COUNT(*) FROM new_run) AS inserted` +
-            (admit === undefined ? '' : ', (SELECT n FROM active) AS active') +
-            (names.length > 0 ? ', (SELECT json_agg(found) FROM found) AS tools' : ''),
+          pgCreateRunSql(insert.sql, admit !== undefined, names.length > 0),
           [...ctesParams, ...insert.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
           { prepare: true }
         )
@@ -285,8 +201,8 @@ export class SqlStore implements Store {
         const statements: Statement[] = [
           ...reads,
           { ...insertRun(toolsRead, activeRead), expectRows: 1 },
-          ...messageInserts(run.id, run.tenant_id, 0, messages),
-          ...eventInserts(run.id, run.tenant_id, events)
+          ...messageInserts(messageRows(run.id, run.tenant_id, 0, messages)),
+          ...eventInserts(eventRows(run.id, run.tenant_id, events))
         ]
         let results: Row[][]
         try {
@@ -355,13 +271,7 @@ export class SqlStore implements Store {
       `SELECT run_id, seq, type, at, data FROM run_events WHERE run_id = ? AND seq > ? ORDER BY seq ${LIMIT}`,
       [runId, afterSeq, limit]
     )
-    return rows.map((r) => ({
-      run_id: r.run_id as string,
-      seq: Number(r.seq),
-      type: r.type as string,
-      at: Number(r.at),
-      data: JSON.parse(r.data as string) as Record<string, unknown>
-    }))
+    return rows.map(toEventRecord)
   }
 
   async countUnfinishedRuns (): Promise<Record<'queued' | 'running' | 'requires_action', number>> {
@@ -563,8 +473,8 @@ export class SqlStore implements Store {
       let results: Row[][]
       const statements = [
         fence,
-        ...messageInserts(run.id, run.tenant_id, run.message_count, messages),
-        ...eventInserts(run.id, run.tenant_id, events)
+        ...messageInserts(messageRows(run.id, run.tenant_id, run.message_count, messages)),
+        ...eventInserts(eventRows(run.id, run.tenant_id, events))
       ]
       if (readTools.length > 0) statements.push(toolsRead)
       try {
@@ -593,37 +503,6 @@ export class SqlStore implements Store {
   }
 }
 
-/**
- * The statements of a run's write, by its shape: the columns patched, whether it adds events,
- * messages, and reads tools. Made once per shape, so that every write of a shape hands the drivers
- * the same string (whose hash the engine keeps) to find their prepared statement by.
- *
- * - `fence`: this UPDATE touches the run only while the writer's lease token is current; then
- *   nobody else has written the run since the writer last read it, so its counts are right. Only
- *   what someone else may have changed comes back (a cancel asked of another replica, the lease
- *   renewed): the rest is known to the writer, and parsing the whole row back on every write of a
- *   step (its output, its params) cost more than the write itself.
- * - `postgres`: the whole write as one statement: the fence, then inserts that only write when the
- *   fence matched a row (see pgInserts), and the tools as one JSON column of their rows.
- */
-function writeTexts (columns: readonly string[], withEvents: boolean, withMessages: boolean, withTools: boolean): { fence: string, postgres: string } {
-  const key = `write ${columns.join(' ')}|${withEvents ? 'e' : ''}${withMessages ? 'm' : ''}${withTools ? 't' : ''}`
-  const fence = madeOnce(`${key} fence`, () => {
-    const sets = [
-      ...columns.map((column) => `${column} = ?`),
-      'message_count = message_count + ?',
-      ...(withEvents ? ['event_count = ?'] : []),
-      ...(withMessages ? ['step_events_after = ?'] : [])
-    ]
-    return `UPDATE runs SET ${sets.join(', ')} WHERE id = ? AND lease_token = ? RETURNING cancel_requested_at, lease_expires_at`
-  })
-  const postgres = madeOnce(`${key} postgres`, () => {
-    const tools = withTools ? `, (SELECT json_agg(t) FROM (${PG_TOOLS_READ}) AS t) AS tools` : ''
-    return `WITH fence AS (${fence}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${tools} FROM fence`
-  })
-  return { fence, postgres }
-}
-
 /** Why a create was refused, from the tools and the count its insert saw: missing tools first. */
 function refusal (names: readonly string[], found: readonly ToolRecord[], active: number): CreateRefusedError {
   const have = new Set(found.map((t) => t.name))
@@ -633,162 +512,6 @@ function refusal (names: readonly string[], found: readonly ToolRecord[], active
 
 function heldKey (tenantId: string, name: string): string {
   return `${tenantId}\n${name}`
-}
-
-function placeholders (count: number): string {
-  return Array.from({ length: count }, () => '?').join(', ')
-}
-
-function chunks<T> (items: readonly T[]): T[][] {
-  const out: T[][] = []
-  for (let i = 0; i < items.length; i += INSERT_CHUNK) out.push(items.slice(i, i + INSERT_CHUNK))
-  return out
-}
-
-function messageRows (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): unknown[][] {
-  return messages.map((message, i) => [runId, first + i, tenantId, messageJson(message)])
-}
-
-function eventRows (runId: string, tenantId: string, events: readonly NewEvent[]): unknown[][] {
-  return events.map((e) => [runId, e.seq, tenantId, e.type, e.at, JSON.stringify(e.data)])
-}
-
-/** Inserts messages numbered from `first`, in multi-row statements. */
-function messageInserts (runId: string, tenantId: string, first: number, messages: readonly MessageParam[]): Statement[] {
-  return chunks(messageRows(runId, tenantId, first, messages)).map((chunk) => ({
-    sql: multiRowInsert('INSERT INTO run_messages (run_id, seq, tenant_id, message) VALUES ', '(?, ?, ?, ?)', chunk.length),
-    params: chunk.flat()
-  }))
-}
-
-function eventInserts (runId: string, tenantId: string, events: readonly NewEvent[]): Statement[] {
-  return chunks(eventRows(runId, tenantId, events)).map((chunk) => ({
-    sql: multiRowInsert('INSERT INTO run_events (run_id, seq, tenant_id, type, at, data) VALUES ', '(?, ?, ?, ?, ?, ?)', chunk.length),
-    params: chunk.flat()
-  }))
-}
-
-function multiRowInsert (head: string, row: string, rows: number): string {
-  return madeOnce(`${head}${rows}`, () => `${head}${Array.from({ length: rows }, () => row).join(', ')}`)
-}
-
-/**
- * The inserts of a run write on PostgreSQL, as CTEs after `after` (the fence, or the new run): each
- * writes only if `after` gave a row, so that a lost lease writes nothing. Rows come as arrays, one
- * per column, so that the text is the same however many there are (see pgInsertParams). The
- * messages and the events' data come as one JSON array each, whose elements are stored as the text
- * they are: PostgreSQL's `json` keeps an element's text as given (a lone surrogate's escape
- * included, which reading its fields would refuse).
- */
-function pgInserts (after: string): string {
-  return `new_messages AS (INSERT INTO run_messages (run_id, seq, tenant_id, message)
-      SELECT ?, CAST(? AS INTEGER) + CAST(m.n AS INTEGER) - 1, ?, CAST(m.message AS TEXT) FROM json_array_elements(CAST(? AS JSON)) WITH ORDINALITY AS m (message, n)
-      WHERE EXISTS (SELECT 1 FROM ${after})),
-    new_events AS (INSERT INTO run_events (run_id, seq, tenant_id, type, at, data)
-      SELECT ?, e.seq, ?, e.type, e.at, CAST(e.data AS TEXT)
-      FROM ROWS FROM (unnest(CAST(? AS INTEGER[])), unnest(CAST(? AS TEXT[])), unnest(CAST(? AS BIGINT[])), json_array_elements(CAST(? AS JSON))) AS e (seq, type, at, data)
-      WHERE EXISTS (SELECT 1 FROM ${after}))`
-}
-
-/**
- * The parameters of {@link pgInserts}. The large values, a step's messages and its events' data,
- * go as one JSON text each rather than as text arrays: the driver escapes every element of an
- * array character by character, which cost more than the rest of the write, and a message goes in
- * as the text its run's driver already made of it.
- */
-function pgInsertParams (runId: string, tenantId: string, first: number, messages: readonly MessageParam[], events: readonly NewEvent[]): unknown[] {
-  return [
-    runId, first, tenantId, `[${messages.map(messageJson).join(',')}]`,
-    runId, tenantId, events.map((e) => e.seq), events.map((e) => e.type), events.map((e) => e.at), JSON.stringify(events.map((e) => e.data))
-  ]
-}
-
-function toPage<T> (rows: T[], limit: number, position: (item: T) => unknown[]): Page<T> {
-  const items = rows.slice(0, limit)
-  const nextCursor = rows.length > limit ? encodeCursor(position(items[items.length - 1]!)) : null
-  return { items, nextCursor }
-}
-
-function toolValues (tool: ToolRecord): unknown[] {
-  return TOOL_COLUMNS.map((column) => {
-    const value = tool[column]
-    if (column === 'input_schema' || column === 'headers' || column === 'signing_secrets') return JSON.stringify(value)
-    if (column === 'parallel') return value === true ? 1 : 0
-    return value
-  })
-}
-
-function toToolRecord (row: Row): ToolRecord {
-  return {
-    tenant_id: row.tenant_id as string,
-    name: row.name as string,
-    description: row.description as string,
-    input_schema: JSON.parse(row.input_schema as string),
-    url: row.url as string,
-    headers: JSON.parse(row.headers as string),
-    timeout_ms: Number(row.timeout_ms),
-    effect: row.effect as ToolRecord['effect'],
-    parallel: Number(row.parallel) === 1,
-    max_concurrency: row.max_concurrency === null ? null : Number(row.max_concurrency),
-    max_attempts: Number(row.max_attempts),
-    signing_secrets: JSON.parse(row.signing_secrets as string),
-    source: row.source as ToolRecord['source'],
-    revision: row.revision as string,
-    created_at: Number(row.created_at),
-    updated_at: Number(row.updated_at)
-  }
-}
-
-function runValue (column: string, value: unknown): unknown {
-  if (JSON_RUN_COLUMNS.has(column)) return value === null || value === undefined ? null : JSON.stringify(value)
-  return value === undefined ? null : value
-}
-
-function parseJson<T> (value: unknown): T {
-  return (value === null ? null : JSON.parse(value as string)) as T
-}
-
-function numberOrNull (value: unknown): number | null {
-  return value === null || value === undefined ? null : Number(value)
-}
-
-function toRunRecord (row: Row): RunRecord {
-  return {
-    id: row.id as string,
-    tenant_id: row.tenant_id as string,
-    status: row.status as RunRecord['status'],
-    stop_reason: (row.stop_reason ?? null) as string | null,
-    model: row.model as string,
-    params: parseJson(row.params),
-    metadata: parseJson(row.metadata),
-    created_at: Number(row.created_at),
-    started_at: numberOrNull(row.started_at),
-    completed_at: numberOrNull(row.completed_at),
-    deadline_at: Number(row.deadline_at),
-    steps: Number(row.steps),
-    tool_calls_total: Number(row.tool_calls_total),
-    tool_calls_errors: Number(row.tool_calls_errors),
-    usage: parseJson(row.usage),
-    output: parseJson(row.output),
-    required_action: parseJson(row.required_action),
-    error: parseJson(row.error),
-    message_count: Number(row.message_count),
-    event_count: Number(row.event_count),
-    idempotency_key: (row.idempotency_key ?? null) as string | null,
-    request_hash: (row.request_hash ?? null) as string | null,
-    trace_id: row.trace_id as string,
-    lease_owner: (row.lease_owner ?? null) as string | null,
-    lease_token: Number(row.lease_token),
-    lease_expires_at: numberOrNull(row.lease_expires_at),
-    pending_results: parseJson(row.pending_results ?? null),
-    cancel_requested_at: numberOrNull(row.cancel_requested_at),
-    callback_url: (row.callback_url ?? null) as string | null,
-    callback_status: (row.callback_status ?? null) as RunRecord['callback_status'],
-    callback_attempts: Number(row.callback_attempts ?? 0),
-    callback_next_at: numberOrNull(row.callback_next_at),
-    callback_error: (row.callback_error ?? null) as string | null,
-    step_events_after: Number(row.step_events_after ?? 0)
-  }
 }
 
 /** Whether a statement failed on a primary key or unique index, in either database. */
