@@ -66,9 +66,9 @@ function madeOnce (key: string, make: () => string): string {
 
 /**
  * A tenant's tools by name, read by a run's create and, as a subquery, by each step's write. A
- * tool at a revision among the first parameter's (those the store holds) comes back with only its
- * live columns, the rest null; `known` says which. On PostgreSQL the text is the same whatever the
- * counts (array parameters); parameters: the known revisions, the tenant, the names.
+ * tool at a revision among the first parameter's (those the store holds: see ToolCache) comes back
+ * with only its live columns, the rest null; `known` says which. On PostgreSQL the text is the same
+ * whatever the counts (array parameters); parameters: the known revisions, the tenant, the names.
  */
 export function toolsReadSql (dialect: 'sqlite' | 'postgres', knownCount: number, nameCount: number): string {
   return madeOnce(`tools ${dialect} ${knownCount} ${nameCount}`, () => {

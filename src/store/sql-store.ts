@@ -11,11 +11,7 @@ import {
   type CreatedRun, type EventRecord, type Lease, type NewRun, type Page, type PageRequest,
   type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord, type WrittenRun
 } from './store.js'
-
-// How much of tools' definitions a store keeps, as read at their revision: their text's length
-// (a definition is as large as a request body may be), plus some for the record around it.
-const HELD_TOOLS_CHARS = 16 * 2 ** 20
-const HELD_TOOL_OVERHEAD_CHARS = 1024
+import { ToolCache } from './tool-cache.js'
 
 /** The one implementation of {@link Store}, over SQLite or PostgreSQL. */
 export class SqlStore implements Store {
@@ -29,9 +25,8 @@ export class SqlStore implements Store {
   readonly #now: string
   /** Ends a claim's inner SELECT: on PostgreSQL, replicas claiming at once skip each other's rows rather than wait. */
   readonly #skipLocked: string
-  /** Tools' definitions as last read, by tenant and name, and their size: see #toolsRead. */
-  readonly #heldTools = new Map<string, { tool: ToolRecord, chars: number }>()
-  #heldChars = 0
+  /** Tools' definitions as last read: a step's read of its tools then answers only what changed. */
+  readonly #tools = new ToolCache()
 
   constructor (driver: SqlDriver) {
     this.#db = driver
@@ -67,57 +62,22 @@ export class SqlStore implements Store {
     if (names.length === 0) return []
     // Read by runs as they start: on PostgreSQL one kept statement (see toolsReadSql).
     const { read, known } = this.#toolsRead(tenantId, names)
-    return this.#toolsFrom(await this.#db.query(read.sql, read.params, { prepare: this.kind === 'postgres' }), known)
+    return this.#tools.toolsFrom(await this.#db.query(read.sql, read.params, { prepare: this.kind === 'postgres' }), known)
   }
 
   /**
    * The read of a tenant's tools by name (see toolsReadSql), and the definitions it may answer
-   * with only a revision: those this store holds for these names, by revision. A run reads its
-   * tools at each step, to see any change; most often none, and then only the live columns come.
+   * with only a revision: those this store holds for these names, by revision (see ToolCache).
    */
   #toolsRead (tenantId: string, names: readonly string[]): { read: Statement, known: Map<string, ToolRecord> } {
-    const known = new Map<string, ToolRecord>()
+    const known = this.#tools.known(tenantId, names)
     // Most writes read no tools (events, a run's end): nothing to make for them.
     if (names.length === 0) return { read: { sql: '', params: [] }, known }
-    for (const name of names) {
-      const held = this.#heldTools.get(heldKey(tenantId, name))
-      if (held !== undefined) known.set(held.tool.revision, held.tool)
-    }
     const revisions = [...known.keys()]
     const read = this.kind === 'postgres'
       ? { sql: PG_TOOLS_READ, params: [revisions, tenantId, names] }
       : { sql: toolsReadSql('sqlite', revisions.length, names.length), params: [...revisions, tenantId, ...names] }
     return { read, known }
-  }
-
-  /** The tools of rows read by #toolsRead with `known`; definitions read whole are held for next time. */
-  #toolsFrom (rows: readonly Row[], known: ReadonlyMap<string, ToolRecord>): ToolRecord[] {
-    return rows.map((row) => {
-      const held = row.known === true || row.known === 1 ? known.get(row.revision as string) : undefined
-      if (held !== undefined) return { ...held, signing_secrets: JSON.parse(row.signing_secrets as string), updated_at: Number(row.updated_at) }
-      const tool = toToolRecord(row)
-      this.#hold(tool, String(row.description).length + String(row.input_schema).length + String(row.headers).length + HELD_TOOL_OVERHEAD_CHARS)
-      return tool
-    })
-  }
-
-  #hold (tool: ToolRecord, chars: number): void {
-    const key = heldKey(tool.tenant_id, tool.name)
-    this.#forget(key)
-    this.#heldTools.set(key, { tool, chars })
-    this.#heldChars += chars
-    // The oldest held go first (a Map keeps insertion order): a bound, not a cache policy.
-    for (const oldest of this.#heldTools.keys()) {
-      if (this.#heldChars <= HELD_TOOLS_CHARS) break
-      this.#forget(oldest)
-    }
-  }
-
-  #forget (key: string): void {
-    const held = this.#heldTools.get(key)
-    if (held === undefined) return
-    this.#heldTools.delete(key)
-    this.#heldChars -= held.chars
   }
 
   async listTools (tenantId: string, page: PageRequest): Promise<Page<ToolRecord>> {
@@ -191,7 +151,7 @@ export class SqlStore implements Store {
           [...ctesParams, ...insert.params, ...pgInsertParams(run.id, run.tenant_id, 0, messages, events)],
           { prepare: true }
         )
-        tools = this.#toolsFrom((answer!.tools ?? []) as Row[], known)
+        tools = this.#tools.toolsFrom((answer!.tools ?? []) as Row[], known)
         if (Number(answer!.inserted) === 0) throw refusal(names, tools, Number(answer!.active))
         row = answer!
       } else {
@@ -209,13 +169,13 @@ export class SqlStore implements Store {
           results = await this.#db.batch(statements)
         } catch (err) {
           if (err instanceof RowCountError && err.statementIndex === reads.length) {
-            const found = names.length > 0 ? this.#toolsFrom(err.earlier[0]!, known) : []
+            const found = names.length > 0 ? this.#tools.toolsFrom(err.earlier[0]!, known) : []
             throw refusal(names, found, Number(err.earlier[reads.length - 1]![0]!.n))
           }
           throw err
         }
         row = results[reads.length]![0]!
-        if (names.length > 0) tools = this.#toolsFrom(results[0]!, known)
+        if (names.length > 0) tools = this.#tools.toolsFrom(results[0]!, known)
       }
       return { run: { ...run, lease_expires_at: numberOrNull(row.lease_expires_at) }, created: true, tools }
     } catch (err) {
@@ -468,7 +428,7 @@ export class SqlStore implements Store {
       )
       if (fenced === undefined) throw new LeaseLostError(run.id)
       row = fenced
-      if (readTools.length > 0) tools = this.#toolsFrom((fenced.tools ?? []) as Row[], known)
+      if (readTools.length > 0) tools = this.#tools.toolsFrom((fenced.tools ?? []) as Row[], known)
     } else {
       let results: Row[][]
       const statements = [
@@ -484,7 +444,7 @@ export class SqlStore implements Store {
         throw err
       }
       row = results[0]![0]!
-      if (readTools.length > 0) tools = this.#toolsFrom(results[results.length - 1]!, known)
+      if (readTools.length > 0) tools = this.#tools.toolsFrom(results[results.length - 1]!, known)
     }
     const patched: Record<string, unknown> = {}
     for (const [column, value] of Object.entries(write.patch ?? {})) patched[column] = value === undefined ? null : value
@@ -508,10 +468,6 @@ function refusal (names: readonly string[], found: readonly ToolRecord[], active
   const have = new Set(found.map((t) => t.name))
   const missing = names.filter((name) => !have.has(name))
   return missing.length > 0 ? new CreateRefusedError('unknown_tools', missing, active) : new CreateRefusedError('too_many_active', [], active)
-}
-
-function heldKey (tenantId: string, name: string): string {
-  return `${tenantId}\n${name}`
 }
 
 /** Whether a statement failed on a primary key or unique index, in either database. */
