@@ -4,7 +4,7 @@ import { retryDelay, type Backoff } from '../lib/retry.js'
 import { wellFormed } from '../lib/text.js'
 import type { RunRecord, SigningSecret, Store } from '../store/index.js'
 import { activeSecrets, newSigningSecret, rotatedSecrets, type ToolRegistry } from '../tools/registry.js'
-import type { WebhookClient } from '../tools/webhook-client.js'
+import type { WebhookClient } from '../tools/webhook/webhook-client.js'
 import { toRunObject } from './run-object.js'
 
 export interface CallbackLimits {

@@ -9,7 +9,7 @@ import { FINAL_STATUSES, type CreateRun, type ToolOutputs } from '../schemas/run
 import { CreateRefusedError, type EventRecord, type Lease, type NewEvent, type Page, type RunFilter, type RunRecord, type SigningSecret, type Store } from '../store/index.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
-import type { WebhookClient } from '../tools/webhook-client.js'
+import type { WebhookClient } from '../tools/webhook/webhook-client.js'
 import { Telemetry } from '../telemetry/index.js'
 import { Admission } from './admission.js'
 import { Callbacks, type CallbackLimits } from './callbacks.js'

@@ -1,10 +1,36 @@
+import type { Span } from '@opentelemetry/api'
 import type { ToolRecord } from '../store/index.js'
-import type { CallContext, CallHooks, CallResult } from './webhook-client.js'
+import type { ToolOutcome } from './tool-result.js'
 
-export type { CallContext, CallHooks, CallResult } from './webhook-client.js'
+/** What a call knows of its run. */
+export interface CallContext {
+  readonly runId: string
+  readonly toolUseId: string
+  readonly metadata: Readonly<Record<string, string>>
+  /** The run's W3C trace id (32 hex digits); each attempt is a span of it. */
+  readonly traceId: string
+  /** The span of the call's step: each attempt's span is its child. */
+  readonly span?: Span | undefined
+  /** The run's deadline (ms since the epoch): no attempt or wait goes past it. */
+  readonly runDeadline: number
+  /** Aborted when the run stops (cancelled, timed out, shutting down). */
+  readonly signal: AbortSignal
+}
+
+export interface CallHooks {
+  /** An attempt is about to be sent; a promise it returns is awaited first (to store the fact). */
+  onAttempt?: (attempt: number) => void | Promise<void>
+  /** An attempt failed and another will follow after `delayMs`. */
+  onRetry?: (attempt: number, outcome: ToolOutcome, durationMs: number, delayMs: number) => void
+}
+
+export interface CallResult {
+  readonly outcome: ToolOutcome
+  readonly attempts: number
+}
 
 /**
- * Where a registered tool's calls go: a webhook today (webhook-client.ts), an MCP server next
+ * Where a registered tool's calls go: a webhook today (webhook/), an MCP server next
  * (SPEC §11). A source makes the call with every attempt its tool allows, within the tool's
  * timeout and the run's deadline, and always resolves: a failure is an `is_error` outcome, never
  * an exception. The engine knows sources only through this interface.

@@ -2,14 +2,16 @@ import { createHmac, createSecretKey, type KeyObject } from 'node:crypto'
 import { StringDecoder } from 'node:string_decoder'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, errors, type Dispatcher } from 'undici'
-import type { ToolRecord } from '../store/index.js'
-import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from './egress-guard.js'
-import { activeSecrets } from './registry.js'
-import { cutText, wellFormed } from '../lib/text.js'
-import { capContent, errorOutcome, outcomeFromResponse, type ToolOutcome } from './tool-result.js'
-import { retryDelay, sleep, type Backoff } from '../lib/retry.js'
+import type { ToolRecord } from '../../store/index.js'
+import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from '../egress-guard.js'
+import { activeSecrets } from '../registry.js'
+import { cutText, wellFormed } from '../../lib/text.js'
+import { capContent, errorOutcome, type ToolOutcome } from '../tool-result.js'
+import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
+import { outcomeFromResponse } from './webhook-response.js'
+import { retryDelay, sleep, type Backoff } from '../../lib/retry.js'
 import type { Span } from '@opentelemetry/api'
-import { Telemetry, traceparent } from '../telemetry/index.js'
+import { Telemetry, traceparent } from '../../telemetry/index.js'
 
 export interface WebhookClientOptions {
   readonly egress: EgressAllowList
@@ -26,20 +28,6 @@ export interface WebhookClientOptions {
 }
 
 /** What a tool call needs to know of its run. */
-export interface CallContext {
-  readonly runId: string
-  readonly toolUseId: string
-  readonly metadata: Readonly<Record<string, string>>
-  /** The run's W3C trace id (32 hex digits); each attempt is a span of it. */
-  readonly traceId: string
-  /** The span of the call's step: each attempt's span is its child. */
-  readonly span?: Span | undefined
-  /** The run's deadline (ms since the epoch): no attempt or wait goes past it. */
-  readonly runDeadline: number
-  /** Aborted when the run stops (cancelled, timed out, shutting down). */
-  readonly signal: AbortSignal
-}
-
 interface SignedPost {
   readonly url: string
   readonly payload: string
@@ -61,18 +49,6 @@ type PostResult =
   | { kind: 'timeout' }
   | { kind: 'cancelled' }
   | { kind: 'failed', error: unknown }
-
-export interface CallHooks {
-  /** An attempt is about to be sent; a promise it returns is awaited first (to store the fact). */
-  onAttempt?: (attempt: number) => void | Promise<void>
-  /** An attempt failed and another will follow after `delayMs`. */
-  onRetry?: (attempt: number, outcome: ToolOutcome, durationMs: number, delayMs: number) => void
-}
-
-export interface CallResult {
-  readonly outcome: ToolOutcome
-  readonly attempts: number
-}
 
 const { RequestAbortedError } = errors
 
@@ -98,7 +74,7 @@ const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
  * (Standard Webhooks), has its own deadline chained to the run's signal, reads (or drops) its whole
  * body up to a cap, and ends as a {@link ToolOutcome}: a failed call is data, never an exception.
  */
-export class WebhookClient {
+export class WebhookClient implements ToolSource {
   readonly #options: WebhookClientOptions
   readonly #agent: Agent
   readonly #telemetry: Telemetry

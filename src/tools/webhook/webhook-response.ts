@@ -1,0 +1,97 @@
+import type { ImageBlockParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
+import { MAX_JSON_DEPTH, nestsDeeperThan } from '../../lib/json-depth.js'
+import { parseRetryAfter } from '../../lib/retry.js'
+import { cutText, wellFormed } from '../../lib/text.js'
+import { capContent, errorOutcome, type ToolOutcome, type ToolResultContent } from '../tool-result.js'
+
+/** How a tool's `Retry-After` is read: the service's one reading of it, from src/lib/retry.ts. */
+export { parseRetryAfter }
+
+export interface ResultLimits {
+  /** Text sent to the model from one result is cut at this many characters. */
+  readonly maxResultChars: number
+}
+
+const BODY_PREVIEW_CHARS = 500
+const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp'])
+const RETRYABLE_STATUSES = new Set([408, 429, 502, 503, 504])
+
+/**
+ * Turns a tool's HTTP answer into the result the model sees (SPEC §6): a 2xx JSON object with
+ * `content` (and maybe `is_error`) as is; other 2xx JSON as its JSON text; `text/*` as text; an
+ * image as an image block; an empty 2xx as an empty result; anything else as an `is_error`
+ * result that names the tool and what went wrong.
+ */
+export function outcomeFromResponse (tool: string, status: number, headers: Record<string, string | string[] | undefined>, body: Buffer, limits: ResultLimits): ToolOutcome {
+  const contentType = headerValue(headers['content-type']).split(';')[0]!.trim().toLowerCase()
+  if (status >= 300 && status < 400) {
+    const location = headerValue(headers.location)
+    return errorOutcome('error', `HTTP ${status} from ${tool}: redirects are not followed${location !== '' ? ` (Location: ${location.slice(0, 200)})` : ''}; register the final URL instead`, { status })
+  }
+  if (status < 200 || status >= 300) {
+    const preview = wellFormed(cutText(collapse(body.toString('utf8')), BODY_PREVIEW_CHARS))
+    return errorOutcome('error', `HTTP ${status} from ${tool}${preview !== '' ? `: ${preview}` : ''}`, {
+      status,
+      retry: RETRYABLE_STATUSES.has(status) ? 'idempotent-only' : 'no',
+      retryAfterMs: parseRetryAfter(headerValue(headers['retry-after']))
+    })
+  }
+  if (body.length === 0) return ok('', status, false)
+  if (contentType === 'application/json' || contentType.endsWith('+json')) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body.toString('utf8'))
+    } catch (err) {
+      return errorOutcome('error', `${tool} answered invalid JSON (content-type ${contentType}): ${(err as Error).message}`, { status })
+    }
+    if (nestsDeeperThan(parsed, MAX_JSON_DEPTH)) {
+      return errorOutcome('error', `${tool} answered JSON nested more than ${MAX_JSON_DEPTH} levels deep, which cannot be given to the model: answer a flatter document`, { status })
+    }
+    const own = ownResult(parsed)
+    if (own !== null) return ok(capContent(own.content, limits.maxResultChars), status, own.isError)
+    return ok(capContent(JSON.stringify(parsed), limits.maxResultChars), status, false)
+  }
+  if (IMAGE_TYPES.has(contentType)) {
+    const mediaType = contentType as 'image/png' | 'image/jpeg' | 'image/gif' | 'image/webp'
+    return ok([{ type: 'image', source: { type: 'base64', media_type: mediaType, data: body.toString('base64') } }], status, false)
+  }
+  if (contentType === '' || contentType.startsWith('text/')) {
+    return ok(capContent(body.toString('utf8'), limits.maxResultChars), status, false)
+  }
+  return errorOutcome('error', `${tool} answered content-type ${wellFormed(contentType)}, which cannot be given to the model: answer JSON, text or an image`, { status })
+}
+
+/** `{ content, is_error? }` in the shape the model accepts, or null. */
+function ownResult (value: unknown): { content: ToolResultContent, isError: boolean } | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null
+  const { content, is_error: isError } = value as { content?: unknown, is_error?: unknown }
+  if (isError !== undefined && typeof isError !== 'boolean') return null
+  if (typeof content === 'string') return { content, isError: isError === true }
+  if (!Array.isArray(content) || !content.every(isResultBlock)) return null
+  // The API refuses empty text blocks; an empty list is an empty result.
+  const blocks = content.filter((b) => b.type !== 'text' || b.text !== '')
+  return { content: blocks.length === 0 ? '' : blocks, isError: isError === true }
+}
+
+function isResultBlock (block: unknown): block is TextBlockParam | ImageBlockParam {
+  if (typeof block !== 'object' || block === null) return false
+  const b = block as Record<string, any>
+  if (b.type === 'text') return typeof b.text === 'string'
+  if (b.type === 'image') {
+    return (b.source?.type === 'base64' && typeof b.source.data === 'string' && IMAGE_TYPES.has(b.source.media_type)) ||
+      (b.source?.type === 'url' && typeof b.source.url === 'string')
+  }
+  return false
+}
+
+function ok (content: ToolResultContent, status: number, isError: boolean): ToolOutcome {
+  return { kind: isError ? 'error' : 'ok', isError, content, status, retry: 'no' }
+}
+
+function headerValue (value: string | string[] | undefined): string {
+  return Array.isArray(value) ? value[0] ?? '' : value ?? ''
+}
+
+function collapse (text: string): string {
+  return text.replace(/\s+/g, ' ').trim()
+}
