@@ -111,7 +111,7 @@ export class LeaseKeeper {
     const asked = Date.now()
     const { metrics } = this.#options.telemetry
     try {
-      held = new Set((await this.#options.store.renewLeases(this.#host.replicaId, ids, this.#options.leaseMs)).map((r) => r.id))
+      held = new Set(await this.#options.store.renewLeases(this.#host.replicaId, ids, this.#options.leaseMs))
       this.#renewedAt = asked
       metrics.leaseRenewals.inc({ result: 'ok' })
     } catch (err) {

@@ -257,16 +257,16 @@ export class SqlStore implements Store {
     return row === undefined ? null : { owner, token: Number(row.lease_token) }
   }
 
-  async renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<Array<{ id: string, cancelRequested: boolean }>> {
+  async renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<string[]> {
     if (runIds.length === 0) return []
     // In chunks: one bound parameter per run, and databases cap how many a statement may have.
-    const held: Array<{ id: string, cancelRequested: boolean }> = []
+    const held: string[] = []
     for (const chunk of chunks(runIds)) {
       const rows = await this.#db.query(
-        `UPDATE runs SET lease_expires_at = ${this.#now} + ? WHERE lease_owner = ? AND id IN (${placeholders(chunk.length)}) RETURNING id, cancel_requested_at`,
+        `UPDATE runs SET lease_expires_at = ${this.#now} + ? WHERE lease_owner = ? AND id IN (${placeholders(chunk.length)}) RETURNING id`,
         [leaseMs, owner, ...chunk]
       )
-      held.push(...rows.map((r) => ({ id: r.id as string, cancelRequested: r.cancel_requested_at !== null })))
+      held.push(...rows.map((r) => r.id as string))
     }
     return held
   }

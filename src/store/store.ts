@@ -247,10 +247,10 @@ export interface Store {
    */
   claimRun (runId: string, owner: string, leaseMs: number): Promise<Lease | null>
   /**
-   * Extends the leases `owner` holds on these runs; answers those it still holds, and whether a
-   * cancel was asked of another replica for each.
+   * Extends the leases `owner` holds on these runs; answers the ids of those it still holds. (A
+   * cancel asked of another replica is read by cancelRequested, the one way it reaches a run.)
    */
-  renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<Array<{ id: string, cancelRequested: boolean }>>
+  renewLeases (owner: string, runIds: readonly string[], leaseMs: number): Promise<string[]>
   /** Gives a lease up, so that another replica may take the run at once. */
   releaseRun (runId: string, lease: Lease): Promise<void>
   /**
