@@ -26,7 +26,7 @@ try {
   app = await buildApp({ config, logger })
 } catch (err) {
   if (err instanceof ConfigError) {
-    logger.fatal(`invalid configuration: ${err.message}`)
+    logger.fatal({ err }, 'invalid configuration')
     process.stderr.write(`switchboard: invalid configuration: ${err.message}\n`)
     process.exit(1)
   }

@@ -230,7 +230,7 @@ export class EventLog {
         signal: this.#signal,
         retryable: (err) => !(err instanceof LeaseLostError),
         onRetry: (err, attempt, delayMs) => {
-          this.#log.warn({ attempt, delayMs, err: { message: (err as Error).message } }, 'storing the run failed; retrying')
+          this.#log.warn({ attempt, delayMs, err }, 'storing the run failed; retrying')
         }
       })
     } catch (err) {

@@ -370,7 +370,7 @@ export class RunDriver {
         const delay = retryDelay(this.#modelBackoff, attempt, { retryAfterMs: err.retryAfterMs, deadline: this.events.run.deadline_at })
         if (delay === null) throw err
         const delayMs = Math.round(delay)
-        this.#log.warn({ step, attempt, delayMs, status: err.status, error: err.message }, 'model call failed; retrying')
+        this.#log.warn({ step, attempt, delayMs, err }, 'model call failed; retrying')
         this.events.emit('step.retrying', { step, attempt, error: err.message, status: err.status ?? null, retry_in_ms: delayMs })
         await sleep(delay, this.#controller.signal)
       }
@@ -502,7 +502,7 @@ export class RunDriver {
         await this.#finish('failed', 'error', { code: 'RUN_ERR_STORAGE', message: 'The run stopped because its storage was unavailable.' }, this.#unstoredStep)
         this.handback = null
       } else if (err instanceof ModelCallError) {
-        this.#log.warn({ code: err.code, status: err.status, error: err.message }, 'model call failed; the run fails')
+        this.#log.warn({ err }, 'model call failed; the run fails')
         await this.#finish('failed', 'error', { code: err.code, message: `The model call failed: ${err.message}` })
       } else {
         this.#log.error({ err }, 'run failed unexpectedly')

@@ -24,7 +24,7 @@ export async function createStore (options: StoreOptions): Promise<Store> {
     ? openPostgres({
       connectionString: options.databaseUrl!,
       idleInTransactionMs: Math.max(1000, Math.min(5000, Math.floor((options.leaseMs ?? 15_000) / 3))),
-      onError: (err) => options.log.warn({ err: { message: err.message } }, 'idle PostgreSQL connection failed')
+      onError: (err) => options.log.warn({ err }, 'idle PostgreSQL connection failed')
     })
     : openSqlite(options.dataDir)
   try {
