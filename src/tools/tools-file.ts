@@ -50,7 +50,7 @@ export function loadToolsFile (path: string, env: Readonly<Record<string, string
   }
   const where = `TOOLS_FILE ${path}`
   if (!isObject(document) || !isObject(document.tenants)) {
-    throw new ConfigError(`${where} must hold a "tenants" mapping: tenants → tool names → tool fields (see the README).`)
+    throw new ConfigError(`${where} must hold a "tenants" mapping: tenants → tool names → tool fields (see docs/webhooks.md, "Tools in a file").`)
   }
   const validate = createRequestValidators().body.compile(ToolDefinitionSchema)
   const namePattern = new RegExp(TOOL_NAME_PATTERN)
