@@ -355,7 +355,7 @@ export class RunEngine {
   async close (graceMs: number): Promise<void> {
     this.#accepting = false
     await Promise.allSettled([...this.#creating])
-    await this.#leases.stop()
+    await this.#leases.quiesce()
     const drivers = [...this.#drivers.values()]
     // Steps in progress may finish; no run starts another (SPEC §7).
     for (const driver of drivers) driver.drain()
@@ -372,6 +372,7 @@ export class RunEngine {
     }
     // Callbacks under way are stopped, not waited for: they are due again at once, for any replica.
     await this.#callbacks.close()
+    this.#leases.stop()
     await Promise.all([this.#options.webhooks.close(), this.#options.model.close()])
   }
 

@@ -84,9 +84,16 @@ export class LeaseKeeper {
     setImmediate(() => { this.#sweep().catch(() => {}) })
   }
 
-  /** Stops the timers, once any takeover under way is over. */
-  async stop (): Promise<void> {
+  /** Resolves once no takeover is under way (none starts once the engine stops accepting). */
+  async quiesce (): Promise<void> {
     await this.#takingOver?.catch(() => {})
+  }
+
+  /**
+   * Stops renewing and sweeping. Only once the runs driven here are done or handed back: a drain
+   * may outlast a lease, and the runs it lets finish must stay this replica's meanwhile.
+   */
+  stop (): void {
     clearInterval(this.#renewal)
     clearInterval(this.#sweeper)
   }
