@@ -54,6 +54,8 @@ for (const [net, prefix] of [
 ] as const) PRIVATE.addSubnet(net, prefix, 'ipv4')
 for (const [net, prefix] of [
   ['::', 128], ['::1', 128], ['fc00::', 7], ['ff00::', 8], ['2001:db8::', 32], ['100::', 64],
+  // Site-local (deprecated by RFC 3879, yet still routed inside some networks): as private as fc00::/7.
+  ['fec0::', 10],
   // Teredo tunnels to IPv4 hosts it hides: refused unless allowed.
   ['2001::', 32]
 ] as const) PRIVATE.addSubnet(net, prefix, 'ipv6')

@@ -28,6 +28,8 @@ const REBINDINGS: Array<[string, string]> = [
   ['::1', NOT_LISTED],
   ['::ffff:127.0.0.1', NOT_LISTED],
   ['::ffff:7f00:1', NOT_LISTED],
+  // Site-local (fec0::/10): deprecated, but routed inside some networks.
+  ['fec0::1', NOT_LISTED],
   ['169.254.169.254', ALWAYS_REFUSED],
   ['::ffff:169.254.169.254', ALWAYS_REFUSED],
   ['fd00:ec2::254', ALWAYS_REFUSED],
@@ -164,6 +166,17 @@ for (const backend of backends) {
       expect(text).not.toContain(address)
       expect(dns.lookupsOf(host)).toBeGreaterThan(lookupsBefore)
       expect(canary.connections).toBe(0)
+    })
+
+    it.each(['http://[fec0::1]/', 'http://[FEC0::5]:8080/hook', 'http://[feff::ffff:127.0.0.1]/', 'http://[fed0:0:0:1::a9fe:a9fe]/'])('a site-local address (fec0::/10), %s, cannot be registered as a tool or a callback', async (url) => {
+      const tool = await registerAt(h, 'site_local', url)
+      expect(tool.statusCode).toBe(400)
+      expect(tool.json()).toMatchObject({ code: 'TOOL_ERR_URL_NOT_ALLOWED' })
+      expect(tool.json().message).toContain(NOT_LISTED)
+      const run = await h.startRun({ input: 'x', callback_url: url })
+      expect(run.status).toBe(400)
+      expect(run.body).toMatchObject({ code: 'RUN_ERR_CALLBACK_URL' })
+      expect(run.body.message).toContain(NOT_LISTED)
     })
 
     it('a name with a public and an internal address never reaches the internal one', async () => {

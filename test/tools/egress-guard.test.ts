@@ -14,7 +14,13 @@ describe('egress policy', () => {
       ['64:ff9b::a9fe:a9fe', 'metadata'], ['64:ff9b::169.254.169.254', 'metadata'], ['64:ff9b:1::a9fe:a9fe', 'metadata'],
       ['64:ff9b::a00:5', 'private'], ['64:ff9b::808:808', 'public'], ['::ffff:0:7f00:1', 'private'], ['::ffff:0:169.254.169.254', 'metadata'],
       ['::169.254.169.254', 'metadata'], ['::a00:1', 'private'], ['2002:a9fe:a9fe::1', 'metadata'], ['2002:0a00:0001::', 'private'],
-      ['2001::1', 'private'], ['fe80::1%eth0', 'metadata'], ['1:2:3:4:5:6:7:8', 'public']
+      ['2001::1', 'private'], ['fe80::1%eth0', 'metadata'], ['1:2:3:4:5:6:7:8', 'public'],
+      // Site-local (fec0::/10, deprecated but routed in some networks), in every spelling; its
+      // neighbours are link-local (febf:…, always refused) and multicast (ff00::, private).
+      ['fec0::1', 'private'], ['FEC0::1', 'private'], ['[fec0::1]', 'private'], ['fec0::1%eth0', 'private'],
+      ['fed0:1:2::3', 'private'], ['feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'private'], ['fec0::ffff:10.0.0.1', 'private'],
+      ['fec0::ffff:8.8.8.8', 'private'], ['fec0::a9fe:a9fe', 'private'], ['[fec0::ffff:808:808]', 'private'],
+      ['febf:ffff::1', 'metadata'], ['ff00::1', 'private']
     ]
     for (const [address, expected] of cases) expect(classifyAddress(address), address).toBe(expected)
   })
@@ -26,6 +32,17 @@ describe('egress policy', () => {
     expect(() => assertAddressAllowed(policy, '192.168.0.1', 'other.internal')).toThrow(/not listed in TOOL_EGRESS_ALLOW/)
     expect(() => assertAddressAllowed(policy, '169.254.169.254', 'tools.internal')).toThrow(/always refused/)
     expect(() => assertAddressAllowed(policy, '::ffff:10.1.1.1', '::ffff:10.1.1.1')).not.toThrow()
+  })
+
+  it('refuses site-local addresses (fec0::/10) unless listed, like the other private ranges', () => {
+    const none = parseEgressAllow('')
+    for (const address of ['fec0::1', '[fec0::1]', 'FEC0:0:0:1::5', 'feff::ffff:8.8.8.8']) {
+      expect(() => assertAddressAllowed(none, address, 'tools.internal'), address).toThrow(/private or loopback address not listed in TOOL_EGRESS_ALLOW/)
+    }
+    const listed = parseEgressAllow('fec0::/10,[fec1::7]')
+    expect(() => assertAddressAllowed(listed, 'fec0::1', 'fec0::1')).not.toThrow()
+    expect(() => assertAddressAllowed(listed, '[feff::1]', 'tools.internal')).not.toThrow()
+    expect(() => assertAddressAllowed(parseEgressAllow('fec1::7'), 'fec1::8', 'fec1::8')).toThrow(/not listed/)
   })
 
   it('connect-time lookup hands back only allowed addresses, and fails when none is', async () => {
