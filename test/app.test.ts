@@ -93,6 +93,46 @@ describe('the HTTP foundation', () => {
       expectErrorShape(res.json(), 400, 'REQUEST_ERR_INVALID_JSON')
     })
 
+    describe('a body with a key that could rewrite objects\' prototypes', () => {
+      // Raw JSON text: a JavaScript object literal would take `__proto__` as its prototype instead.
+      const TOOL = '"description":"x","input_schema":{"type":"object"},"url":"http://127.0.0.1:1/"'
+      const cases: Array<[string, string, string, string]> = [
+        ['POST', '/runs', '{"__proto__":{"admin":true},"input":"x"}', 'body.__proto__: a key named __proto__'],
+        ['POST', '/runs', '{"input":"x","metadata":{"team":{"__proto__":{"admin":true}}}}', 'body.metadata.team.__proto__: a key named __proto__'],
+        ['POST', '/runs', '{"messages":[{"role":"user","content":[{"type":"text","text":"x","\\u005f_proto__":{}}]}]}', 'body.messages[0].content[0].__proto__: a key named __proto__'],
+        ['POST', '/runs', `{"input":"x","metadata":${'{"a":'.repeat(14)}{"__proto__":{}}${'}'.repeat(14)}}`, 'body.metadata.a.a.a….a.a.a.a.a.a.__proto__: a key named __proto__'],
+        ['POST', '/runs', '{"input":"x","constructor":{"prototype":{"admin":true}}}', 'body.constructor: a key named constructor that holds a prototype'],
+        ['POST', '/runs', '{"input":"x","client_tools":[{"name":"a","description":"a","input_schema":{"constructor":{"prototype":{}}}}]}', 'body.client_tools[0].input_schema.constructor: a key named constructor that holds a prototype'],
+        ['PUT', '/tools/weather', `{${TOOL},"headers":{"__proto__":"x"}}`, 'body.headers.__proto__: a key named __proto__'],
+        ['PUT', '/tools/weather', `{"__proto__":null,${TOOL}}`, 'body.__proto__: a key named __proto__'],
+        ['PUT', '/tools/weather', `{"constructor":{"prototype":null},${TOOL}}`, 'body.constructor: a key named constructor that holds a prototype'],
+        ['PUT', '/tools/weather', '{"description":"x","url":"http://127.0.0.1:1/","input_schema":{"type":"object","properties":{"q":{"constructor":{"prototype":{}}}}}}', 'body.input_schema.properties.q.constructor: a key named constructor that holds a prototype']
+      ]
+      it.each(cases)('%s %s %s is refused with REQUEST_ERR_FORBIDDEN_KEY, saying which key, where and why', async (method, url, payload, says) => {
+        const res = await started.app.inject({ method: method as 'POST' | 'PUT', url, headers: { ...auth(TENANT_A), 'content-type': 'application/json' }, payload })
+        expect(res.statusCode).toBe(400)
+        expectErrorShape(res.json(), 400, 'REQUEST_ERR_FORBIDDEN_KEY')
+        expect(res.json().message).toBe(`${says} could rewrite the prototype of the objects the body is read into, so bodies that hold one are refused. Rename the key.`)
+        expect(res.json().requestId).toBe(res.headers['x-request-id'])
+      })
+
+      it('lets through a constructor key that holds no prototype, such as a property of that name in a schema', async () => {
+        const res = await started.app.inject({
+          method: 'PUT',
+          url: '/tools/constructor_ok',
+          headers: { ...auth(TENANT_A), 'content-type': 'application/json' },
+          payload: '{"description":"x","url":"http://127.0.0.1:1/","input_schema":{"type":"object","properties":{"constructor":{"type":"string"}}}}'
+        })
+        expect(res.statusCode, res.body).toBe(201)
+        expect(res.json().input_schema.properties.constructor).toEqual({ type: 'string' })
+      })
+
+      it('still answers a body that is both broken and holds such a key as not valid JSON', async () => {
+        const res = await started.app.inject({ method: 'POST', url: '/runs', headers: { ...auth(TENANT_A), 'content-type': 'application/json' }, payload: '{"__proto__":{},"input":' })
+        expectErrorShape(res.json(), 400, 'REQUEST_ERR_INVALID_JSON')
+      })
+    })
+
     it('answers 415 for a body that is not JSON at all', async () => {
       const res = await started.app.inject({ method: 'PUT', url: '/tools/weather', headers: { ...auth(TENANT_A), 'content-type': 'text/xml' }, payload: '<tool/>' })
       expect(res.statusCode).toBe(415)
