@@ -55,7 +55,8 @@ export async function buildApp (options: AppOptions) {
     loggerInstance: options.logger ?? pino(loggerOptions(config.LOG_LEVEL)),
     bodyLimit: config.BODY_LIMIT_BYTES,
     genReqId: requestId,
-    return503OnClosing: true,
+    // Once closing, the lifecycle plugin refuses new requests itself, in the error shape.
+    return503OnClosing: false,
     // Bounds plugin start-up and the close hooks alike: the drain on close may take up to
     // SHUTDOWN_GRACE_MS, and Fastify's default (10 s) would cut it short.
     pluginTimeout: Math.max(10_000, config.SHUTDOWN_GRACE_MS + 15_000),

@@ -10,11 +10,15 @@ export default async function healthRoutes (app: FastifyInstance) {
   // Orchestrators poll these every few seconds: log them only when something is wrong.
   app.get('/healthz', {
     logLevel: 'warn',
+    // Alive while draining too: an orchestrator must not kill a process that is finishing its steps.
+    config: { answersWhileDraining: true },
     schema: { tags: ['health'], summary: 'The process is alive', security: [], response: { 200: StatusSchema } }
   }, async () => ({ status: 'ok' }))
 
   app.get('/readyz', {
     logLevel: 'warn',
+    // Says why it is not ready (SERVICE_ERR_DRAINING below), as the other refusals do.
+    config: { answersWhileDraining: true },
     schema: {
       tags: ['health'],
       summary: 'Ready for traffic: storage answers and the process is not shutting down',

@@ -228,6 +228,13 @@ for (const backend of backends) {
       expect(res.statusCode).toBe(503)
       expect(res.json().code).toBe('SERVICE_ERR_DRAINING')
       expect((await started.app.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' })
+      // Every other route refuses, in the error shape, before the key is even looked at.
+      for (const url of ['/tools', '/openapi.json', '/nowhere']) {
+        const refused = await started.app.inject({ method: 'GET', url, headers: { authorization: 'Bearer wrong' } })
+        expect(refused.statusCode, url).toBe(503)
+        expectErrorShape(refused.json(), 503, 'SERVICE_ERR_DRAINING')
+        expect(refused.headers['retry-after'], url).toBe('1')
+      }
     })
   })
 }

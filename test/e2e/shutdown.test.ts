@@ -66,6 +66,47 @@ describe('SIGTERM with runs in flight', () => {
     }
   })
 
+  it('while draining, answers new requests 503 SERVICE_ERR_DRAINING in the error shape with retry-after; /healthz answers, /readyz fails', async () => {
+    const server = await start(10_000)
+    await register(server.url, '/delay/4000')
+    const pending = fetch(`${server.url}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: 'x', tools: ['slow'] }) })
+    await expect.poll(() => tools.callsTo('/delay/4000').length).toBe(1)
+    expect((await fetch(`${server.url}/readyz`)).status).toBe(200)
+    server.child.kill('SIGTERM')
+    // The drain has begun once /readyz fails; the run's step still holds the process open.
+    await expect.poll(async () => (await fetch(`${server.url}/readyz`)).status).toBe(503)
+
+    for (const [method, path] of [['GET', '/tools'], ['POST', '/runs'], ['GET', '/runs/run_00000000000000000000000000'], ['GET', '/nowhere']] as const) {
+      const res = await fetch(`${server.url}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json', 'x-request-id': `drain-${method}-${path.length}` },
+        ...(method === 'POST' ? { body: JSON.stringify({ input: 'x' }) } : {})
+      })
+      expect(res.status, path).toBe(503)
+      expect(res.headers.get('retry-after'), path).toBe('1')
+      expect(res.headers.get('x-request-id'), path).toBe(`drain-${method}-${path.length}`)
+      expect(res.headers.get('connection'), path).toBe('close')
+      expect(await res.json()).toEqual({
+        statusCode: 503,
+        code: 'SERVICE_ERR_DRAINING',
+        error: 'Service Unavailable',
+        message: 'This replica is shutting down: send the request to another one (retry after the retry-after header).',
+        requestId: `drain-${method}-${path.length}`
+      })
+    }
+    const ready = await fetch(`${server.url}/readyz`, { headers: { 'x-request-id': 'drain-ready' } })
+    expect(ready.status).toBe(503)
+    expect(await ready.json()).toMatchObject({ statusCode: 503, code: 'SERVICE_ERR_DRAINING', requestId: 'drain-ready' })
+    const alive = await fetch(`${server.url}/healthz`)
+    expect(alive.status).toBe(200)
+    expect(await alive.json()).toEqual({ status: 'ok' })
+
+    // The run in flight was not disturbed: its step finished within the grace period.
+    expect((await pending).status).toBe(503)
+    expect((await server.exited).code).toBe(0)
+    expect(tools.callsTo('/delay/4000')[0]!.aborted).toBe(false)
+  })
+
   it('past the grace period, hands the run back, answers its sync caller 503 with a Location, and still exits 0', async () => {
     const server = await start(500)
     await register(server.url, '/delay/60000')
