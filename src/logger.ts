@@ -1,4 +1,5 @@
-import type { LoggerOptions, LogFn } from 'pino'
+import type { Logger, LoggerOptions, LogFn } from 'pino'
+import type { Redactor } from './lib/redact.js'
 
 /** The logger the core writes to: pino's, Fastify's, or a child of either. */
 export interface Log {
@@ -54,11 +55,43 @@ function requestSummary (req: { method?: string, url?: string, host?: string, ip
   }
 }
 
+/** Where a logger (and every child made from it, later ones included) keeps its {@link Redactor}. */
+const REDACTOR = Symbol('switchboard.redactor')
+
+type WithRedactor = Record<typeof REDACTOR, Redactor | undefined>
+
+/**
+ * Makes `log` (a logger made with {@link loggerOptions}) and its children redact `redactor`'s
+ * secrets from the values of every line that carries an error. pino's `redact` option works on
+ * key paths; an error's text (a gateway's answer quoting the key it was sent, kept by the SDK in
+ * the error's message and in the `cause` under the model client's error) holds secrets in its
+ * values. The secrets are known once the configuration is, after the logger was made: they are
+ * given to it here, and children (a request's logger) find them on the logger they were made from.
+ */
+export function redactLogs (log: Log | Logger, redactor: Redactor): void {
+  (log as unknown as WithRedactor)[REDACTOR] = redactor
+}
+
+/**
+ * A line that carries an error (`log.warn({ err }, …)`, `log.error(err)`) has its arguments
+ * redacted: the error with its message, stack, fields and causes, and the line's other values. A
+ * line without one is written as it is, at the cost of a look at its first argument.
+ */
+function logMethod (this: Logger, args: Parameters<LogFn>, method: LogFn): void {
+  const redactor = (this as unknown as WithRedactor)[REDACTOR]
+  const first: unknown = args[0]
+  if (redactor !== undefined && !redactor.empty && (first instanceof Error || (typeof first === 'object' && first !== null && 'err' in first))) {
+    for (let i = 0; i < args.length; i++) (args as unknown[])[i] = redactor.redactValue(args[i])
+  }
+  method.apply(this, args)
+}
+
 /** pino options shared by the server and the tests: JSON lines, secrets redacted. */
 export function loggerOptions (level: string): LoggerOptions {
   return {
     level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    hooks: { logMethod },
     // Fastify takes these over its own request serializer.
     serializers: { req: requestSummary },
     base: { service: 'switchboard' },
