@@ -215,6 +215,43 @@ describe('requests per tenant per minute (RATE_LIMIT_PER_MINUTE)', () => {
     }
   })
 
+  it('a flood through one run\'s timeline link is refused past 60 a minute, leaving the tenant\'s budget and other runs\' links alone', async () => {
+    const linked = await startApp(sqlite, { env: { API_KEYS: KEYS, RATE_LIMIT_PER_MINUTE: '1000', ANTHROPIC_API_KEY: 'k', ANTHROPIC_BASE_URL: 'http://127.0.0.1:9', MODEL_MAX_RETRIES: '0' } })
+    try {
+      const start = async () => await linked.app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', background: true } })
+      const first = await start()
+      const second = await start()
+      const link = first.json().timeline_url as string
+      const open = async (url: string) => await linked.app.inject({ method: 'GET', url })
+      for (let i = 0; i < 60; i++) {
+        const page = await open(link)
+        expect(page.statusCode).toBe(200)
+        expect(page.headers['x-ratelimit-limit']).toBe('60')
+      }
+      const flooded = await open(link)
+      const body = expectErrorShape(flooded, 429, 'REQUEST_ERR_RATE_LIMITED')
+      expect(body.message).toMatch(/^Too many requests through this run's timeline links: they may open its page 60 times per minute on each replica, apart from the tenant's own budget\. Retry after \d+ s/)
+      expect(Number(flooded.headers['retry-after'])).toBeGreaterThan(0)
+      expect(Number(flooded.headers['retry-after'])).toBeLessThanOrEqual(60)
+      // A fresh link to the same run shares its budget: reading the run again does not reset it.
+      const fresh = (await linked.app.inject({ method: 'GET', url: `/runs/${first.json().id as string}`, headers: auth(TENANT_A) })).json().timeline_url as string
+      expect((await open(fresh)).statusCode).toBe(429)
+      // Another run's link has its own budget.
+      expect((await open(second.json().timeline_url as string)).statusCode).toBe(200)
+      // The tenant has spent its own requests only (two creates, one read, this one): 996 are left.
+      const own = await linked.app.inject({ method: 'GET', url: '/tools', headers: auth(TENANT_A) })
+      expect(own.statusCode).toBe(200)
+      expect(own.headers['x-ratelimit-limit']).toBe('1000')
+      expect(own.headers['x-ratelimit-remaining']).toBe('996')
+      // The page opened with the key is the tenant's request, counted in its budget, not the link's.
+      const withKey = await linked.app.inject({ method: 'GET', url: `/runs/${first.json().id as string}/timeline`, headers: auth(TENANT_A) })
+      expect(withKey.statusCode).toBe(200)
+      expect(withKey.headers['x-ratelimit-remaining']).toBe('995')
+    } finally {
+      await linked.close()
+    }
+  })
+
   it('0 turns it off', async () => {
     const open = await startApp(sqlite, { env: { RATE_LIMIT_PER_MINUTE: '0' } })
     try {
