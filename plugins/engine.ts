@@ -6,6 +6,9 @@ import { WebhookClient } from '../src/tools/webhook/webhook-client.js'
 import { VERSION } from '../src/version.js'
 import type { Resolver } from '../src/tools/egress-guard.js'
 import { Telemetry } from '../src/telemetry/index.js'
+import type { Config } from '../src/config.js'
+import { Redactor } from '../src/lib/redact.js'
+import { redactLogs } from '../src/logger.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,17 +24,22 @@ declare module 'fastify' {
 export default fp(async function enginePlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined }) {
   const { config } = app
   const telemetry = new Telemetry(app.metrics, app.tracing)
+  // The configuration's secrets, taken out of every text from outside (a model error, a tool's or
+  // a callback receiver's error answer) before it is stored, answered or logged.
+  const redactor = new Redactor(configuredSecrets(config))
+  redactLogs(app.log, redactor)
   const engine = new RunEngine({
     store: app.store,
     registry: app.tools,
     log: app.log,
-    model: new ModelClient({ apiKey: config.ANTHROPIC_API_KEY, baseURL: config.ANTHROPIC_BASE_URL, idleTimeoutMs: config.MODEL_IDLE_TIMEOUT_MS }),
+    model: new ModelClient({ apiKey: config.ANTHROPIC_API_KEY, baseURL: config.ANTHROPIC_BASE_URL, idleTimeoutMs: config.MODEL_IDLE_TIMEOUT_MS, redactor }),
     webhooks: new WebhookClient({
       egress: config.egressAllow,
       maxResponseBytes: config.TOOL_MAX_RESPONSE_BYTES,
       maxResultChars: config.TOOL_MAX_RESULT_CHARS,
       userAgent: `switchboard/${VERSION}`,
       telemetry,
+      redactor,
       ...(options.resolver === undefined ? {} : { resolver: options.resolver })
     }),
     limits: {
@@ -61,3 +69,25 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
   // After the lifecycle plugin's own preClose (registered first), which starts draining.
   app.addHook('preClose', async () => { await engine.close(config.SHUTDOWN_GRACE_MS) })
 }, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle', 'metrics', 'tracing'] })
+
+/**
+ * The secrets the configuration holds: the Anthropic key, API keys given as they are, the metrics
+ * token, the database's password and the trace collector's headers. An API key given as
+ * `tenant:sha256:<hex>` is not among them: only its digest is known, so it cannot be recognised in
+ * a text (which is why that form keeps the key out of the environment in the first place).
+ */
+function configuredSecrets (config: Config): string[] {
+  const secrets = [config.ANTHROPIC_API_KEY, config.METRICS_TOKEN]
+  for (const entry of config.API_KEYS.split(',')) {
+    const item = entry.trim()
+    const key = item.slice(item.indexOf(':') + 1)
+    if (!/^sha256:[0-9a-f]{64}$/i.test(key)) secrets.push(key)
+  }
+  if (config.DATABASE_URL !== undefined) {
+    try {
+      secrets.push(decodeURIComponent(new URL(config.DATABASE_URL).password))
+    } catch {}
+  }
+  secrets.push(...Object.values(config.tracesExporter?.headers ?? {}))
+  return secrets.filter((s): s is string => s !== undefined && s !== '')
+}

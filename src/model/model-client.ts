@@ -1,6 +1,7 @@
 import Anthropic, { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk'
 import type { Message, MessageCreateParamsBase, RawMessageStreamEvent } from '@anthropic-ai/sdk/resources/messages'
 import { linkedController } from '../lib/abort.js'
+import { Redactor } from '../lib/redact.js'
 import { retryAfterMs } from '../lib/retry.js'
 import { cutText, wellFormed } from '../lib/text.js'
 import { messageJson } from './message-json.js'
@@ -36,6 +37,11 @@ export interface ModelClientOptions {
   readonly baseURL: string | undefined
   /** The longest a stream may send nothing (no event) before it is abandoned (and retried). */
   readonly idleTimeoutMs: number
+  /**
+   * The configured secrets, taken out of what an error message quotes of the API's (or a
+   * gateway's) answers: one that echoes the key it was sent must not put it in a run's error.
+   */
+  readonly redactor?: Redactor
 }
 
 /**
@@ -46,10 +52,12 @@ export interface ModelClientOptions {
 export class ModelClient {
   readonly #client: Anthropic
   readonly #idleTimeoutMs: number
+  readonly #redactor: Redactor
   readonly #closeFetch: () => Promise<void>
 
   constructor (options: ModelClientOptions) {
     this.#idleTimeoutMs = options.idleTimeoutMs
+    this.#redactor = options.redactor ?? Redactor.none
     const { fetch, close } = undiciFetch()
     this.#closeFetch = close
     this.#client = new Anthropic({
@@ -109,7 +117,7 @@ export class ModelClient {
       const parser = new ServerSentEventParser(MAX_STREAM_EVENT_CHARS)
       for await (const chunk of (response.body ?? []) as AsyncIterable<Uint8Array>) {
         for (const sse of parser.push(decoder.decode(chunk, { stream: true }))) {
-          const event = streamEvent(sse, response.headers)
+          const event = streamEvent(sse, response.headers, this.#redactor)
           if (event === undefined) continue
           timer.refresh()
           accumulator.push(event)
@@ -130,7 +138,7 @@ export class ModelClient {
     } catch (err) {
       if (signal.aborted) throw signal.reason
       if (idle) throw this.#idleError()
-      throw classify(err)
+      throw classify(err, this.#redactor)
     } finally {
       clearTimeout(timer)
       attempt.dispose()
@@ -178,28 +186,32 @@ const RETRYABLE_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_er
  * event with no name, a `ping` or no data is nothing (undefined), an `error` event is thrown as
  * the failure it names, and any other event is its data's JSON (which the accumulator checks).
  */
-function streamEvent (sse: ServerSentEvent, headers: Headers): RawMessageStreamEvent | undefined {
+function streamEvent (sse: ServerSentEvent, headers: Headers, redactor: Redactor): RawMessageStreamEvent | undefined {
   if (sse.event === null || sse.event === 'ping') return undefined
-  if (sse.event === 'error') throw streamError(sse.data, headers)
+  if (sse.event === 'error') throw streamError(sse.data, headers, redactor)
   if (sse.data === '') return undefined
   return JSON.parse(sse.data) as RawMessageStreamEvent
 }
 
 /** An `error` event in the middle of a stream: retryable when its type says so, or says nothing. */
-function streamError (data: string, headers: Headers): ModelCallError {
+function streamError (data: string, headers: Headers, redactor: Redactor): ModelCallError {
   let body: { error?: { type?: unknown, message?: unknown } } | undefined
   try {
     body = JSON.parse(data) as typeof body
   } catch {}
   const type = typeof body?.error?.type === 'string' ? body.error.type : undefined
-  const detail = preview(typeof body?.error?.message === 'string' ? body.error.message : data)
-  return new ModelCallError(`the Messages API stream failed (${type ?? 'error'}): ${detail}`, {
+  const detail = preview(redactor.redact(typeof body?.error?.message === 'string' ? body.error.message : data))
+  return new ModelCallError(`the Messages API stream failed (${redactor.redact(type ?? 'error')}): ${detail}`, {
     retryable: type === undefined || RETRYABLE_TYPES.has(type), code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs: retryAfterMs(headers)
   })
 }
 
-/** Turns whatever the SDK threw into a {@link ModelCallError}. */
-function classify (err: unknown): ModelCallError {
+/**
+ * Turns whatever the SDK threw into a {@link ModelCallError}. What it quotes of what the other
+ * side said is redacted before it is cut, so that no secret is left half in; the error kept as
+ * `cause` (the SDK's, with the raw body) is only ever logged, and the log redacts it.
+ */
+function classify (err: unknown, redactor: Redactor): ModelCallError {
   if (err instanceof ModelCallError) return err
   if (err instanceof APIUserAbortError) {
     return new ModelCallError('the model call was aborted', { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
@@ -207,12 +219,12 @@ function classify (err: unknown): ModelCallError {
   if (err instanceof APIConnectionError) {
     // The SDK says "Connection error."; why (refused, reset, an unreadable answer) is its cause.
     const why = err.cause instanceof Error && err.cause.message !== '' ? ` (${err.cause.message})` : ''
-    return new ModelCallError(`could not reach the Messages API: ${err.message}${why}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+    return new ModelCallError(`could not reach the Messages API: ${redactor.redact(`${err.message}${why}`)}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
   }
   if (err instanceof APIError) {
     const body = err.error as { error?: { type?: string, message?: string } } | undefined
-    const type = body?.error?.type
-    const detail = preview(typeof body?.error?.message === 'string' ? body.error.message : err.message)
+    const type = typeof body?.error?.type === 'string' ? redactor.redact(body.error.type) : undefined
+    const detail = preview(redactor.redact(typeof body?.error?.message === 'string' ? body.error.message : err.message))
     const status = err.status
     const waitMs = retryAfterMs(err.headers)
     // No status: not an answer of the API's (the stream's error events are read in streamEvent).
@@ -228,7 +240,7 @@ function classify (err: unknown): ModelCallError {
     })
   }
   // Anything else (a malformed event, a socket torn mid-stream) is most likely passing.
-  return new ModelCallError(`the model call failed: ${preview(String((err as Error)?.message ?? err))}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
+  return new ModelCallError(`the model call failed: ${preview(redactor.redact(String((err as Error)?.message ?? err)))}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', cause: err })
 }
 
 /**

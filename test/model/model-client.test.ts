@@ -2,7 +2,8 @@ import { gzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ModelCallError, ModelClient, requestBody } from '../../src/model/model-client.js'
 import { MAX_ERROR_BODY_BYTES } from '../../src/model/undici-fetch.js'
-import { startFakeMessagesApi, type FakeMessagesApi } from '../support/fake-messages-api.js'
+import { Redactor } from '../../src/lib/redact.js'
+import { startFakeMessagesApi, type FakeMessagesApi, type Turn } from '../support/fake-messages-api.js'
 
 // The model client reads answers through its own fetch over undici (src/model/undici-fetch.ts):
 // these are the parts of a fetch the SDK relies on that the scripted turns elsewhere never reach.
@@ -142,6 +143,32 @@ describe('model client', () => {
     const err = await client.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
     expect(err).toMatchObject({ retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
     expect((err as Error).message).toBe(`the Messages API stream failed (overloaded_error): ${detail.slice(0, 500)}… [${detail.length - 500} more characters]`)
+  })
+
+  it('an endpoint that echoes the key it was sent: the error quotes it redacted, even where the quote is cut', async () => {
+    const key = 'sk-ant-echoed-key-5e0a91c7d3'
+    const redacting = new ModelClient({ apiKey: key, baseURL: api.url, idleTimeoutMs: 2000, redactor: new Redactor([key]) })
+    try {
+      const sent = (request: { headers: Record<string, unknown> }): string => `${String(request.headers['x-api-key'] ?? request.headers.authorization)}`
+      const answers: Array<(r: { headers: Record<string, unknown> }) => Turn> = [
+        (r) => ({ kind: 'error', status: 401, type: 'authentication_error', message: `invalid key ${sent(r)}` }),
+        (r) => ({ kind: 'error', status: 400, type: 'invalid_request_error', message: `${'x'.repeat(480)}${sent(r)}` }),
+        (r) => ({ kind: 'raw', status: 502, headers: { 'content-type': 'text/plain' }, chunks: [`gateway: you sent ${sent(r)}`] }),
+        (r) => ({ kind: 'raw', chunks: [`event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: `busy ${sent(r)}` } })}\n\n`] })
+      ]
+      for (const answer of answers) {
+        api.respond = answer
+        const err = await redacting.stream(request, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(ModelCallError)
+        expect(sent(api.requests.at(-1)!)).toContain(key)
+        const { message, stack } = err as Error
+        expect(message).toContain('[redacted]')
+        // Not even its start, where the quote is cut at 500 characters.
+        expect(`${message}\n${stack}`).not.toContain(key.slice(0, 12))
+      }
+    } finally {
+      await redacting.close()
+    }
   })
 
   it('refuses an encoding it cannot read as a failed call worth retrying, not a crash', async () => {

@@ -5,7 +5,7 @@ import { backends } from '../support/backends.js'
 import { auth, TENANT_A, TENANT_B } from '../support/app.js'
 import { startHarness, type Harness } from '../support/harness.js'
 import { capturingLog } from '../support/log.js'
-import { turnNumber, type RecordedRequest, type Turn } from '../support/fake-messages-api.js'
+import { resultText, toolResults, turnNumber, type RecordedRequest, type Turn } from '../support/fake-messages-api.js'
 
 /**
  * Secrets (SPEC §8): a whole run with known secret values (tenant API keys, tool headers, tool and
@@ -15,6 +15,12 @@ import { turnNumber, type RecordedRequest, type Turn } from '../support/fake-mes
  * line, event, run object and transcript, error body, tool read, callback setting, request the
  * model received, and /metrics. The only places a secret may show is the answer that issues it.
  * The tool servers receive their own headers and are not searched.
+ *
+ * Among them, endpoints that echo what they were sent, as a gateway or a careless tool may: a model
+ * endpoint whose errors (400, 401, 529, a 502 page, error events mid-stream) quote the key it got,
+ * tools whose failures quote their request's headers and body, and a callback receiver whose error
+ * answer quotes the callback secret it verifies with. What they echo must be redacted before it is
+ * stored, answered or logged.
  */
 
 const ANTHROPIC_KEY = 'sk-ant-api03-SECRET-anthropic-3f9c1e77b2'
@@ -48,9 +54,43 @@ function apiKeyForms (key: string): string[] {
 
 let overloadedOnce = false
 
+/** What the model endpoint received, quoted back as a gateway that echoes its request would. */
+function echoed (request: RecordedRequest): string {
+  return `x-api-key: ${String(request.headers['x-api-key'])}, authorization: ${String(request.headers.authorization)}, headers: ${JSON.stringify(request.headers)}`
+}
+
+const streamStart = `event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { id: 'msg_echo', type: 'message', role: 'assistant', model: 'claude-test', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 1, output_tokens: 1 } } })}\n\n`
+
+/** The model endpoint's echoing answers, by the run's input; each fails its run, some after retries. */
+const ECHOES: Record<string, (request: RecordedRequest) => Turn> = {
+  'echo 400': (r) => ({ kind: 'error', status: 400, type: 'invalid_request_error', message: `bad request; you sent ${echoed(r)}` }),
+  'echo 401': (r) => ({ kind: 'error', status: 401, type: 'authentication_error', message: `invalid x-api-key ${echoed(r)}` }),
+  'echo 529': (r) => ({ kind: 'error', status: 529, type: 'overloaded_error', message: `overloaded; ${echoed(r)}`, headers: { 'retry-after-ms': '10' } }),
+  // The key where the error's quote is cut (500 characters): it must not be left half in.
+  'echo at the cut': (r) => ({ kind: 'error', status: 401, type: 'authentication_error', message: `${'x'.repeat(480)}${String(r.headers['x-api-key'] ?? r.headers.authorization?.replace(/^Bearer /, ''))}` }),
+  'echo gateway': (r) => ({ kind: 'raw', status: 502, headers: { 'content-type': 'text/plain', 'retry-after-ms': '10' }, chunks: [`Bad gateway. ${echoed(r)}`] }),
+  'echo stream': (r) => ({
+    kind: 'raw',
+    headers: { 'retry-after-ms': '10' },
+    chunks: [streamStart, `event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: `overloaded; ${echoed(r)}` } })}\n\n`]
+  }),
+  'echo stream, not JSON': (r) => ({ kind: 'raw', headers: { 'retry-after-ms': '10' }, chunks: [streamStart, `event: error\ndata: broken; ${echoed(r)}\n\n`] })
+}
+
 function script (request: RecordedRequest): Turn {
   const first = request.body.messages[0].content as string
   const turn = turnNumber(request)
+  const echo = ECHOES[first]
+  if (echo !== undefined) return echo(request)
+  if (first === 'use the echoing tools' && turn === 1) {
+    return {
+      content: [
+        { type: 'tool_use', name: 'echo', input: { q: 'a' } },
+        { type: 'tool_use', name: 'echo-error', input: { q: 'b' } },
+        { type: 'tool_use', name: 'echo-cut', input: { q: 'c' } }
+      ]
+    }
+  }
   if (first === 'refused') return { kind: 'error', status: 401, type: 'authentication_error', message: 'invalid x-api-key' }
   if (first === 'overloaded' && !overloadedOnce) {
     overloadedOnce = true
@@ -81,6 +121,10 @@ for (const backend of backends) {
     const issued: string[] = []
     const signingSecrets: string[] = []
     const runIds: string[] = []
+    /** The runs of the echoing model endpoint, as answered, by input. */
+    const echoRuns = new Map<string, Record<string, any>>()
+    let echoToolsRun: Record<string, any> = {}
+    let callbackEchoRun = ''
 
     async function call (where: string, method: string, url: string, options: { payload?: unknown, headers?: Record<string, string>, issues?: boolean } = {}): Promise<LightMyRequestResponse> {
       const res = await h.app.inject({
@@ -99,6 +143,17 @@ for (const backend of backends) {
       overloadedOnce = false
       h.model.respond = script
       h.tools.on('/cb', (_req, res) => { res.writeHead(204).end() })
+      // Tools that echo their request: a 503 (retried) and a 200 `is_error` quoting the headers and
+      // body, and a 500 whose preview is cut in the middle of the key.
+      h.tools.on('/echo', (req, res, call) => {
+        res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'unavailable', headers: req.headers, body: call.raw }))
+      })
+      h.tools.on('/echo-error', (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ content: `refused: ${JSON.stringify(req.headers)}`, is_error: true }))
+      })
+      h.tools.on('/echo-cut', (req, res) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${'x'.repeat(480)}${String(req.headers['x-api-key'])}`)
+      })
     })
     afterAll(async () => h?.close())
 
@@ -111,7 +166,10 @@ for (const backend of backends) {
         ['vault', '/ok', { headers: { 'x-api-key': TOOL_KEY, authorization: `Bearer ${TOOL_BEARER}` }, effect: 'read_only' }],
         ['broken', '/status/500', { headers: { 'x-api-key': BROKEN_KEY }, max_attempts: 1 }],
         ['dropper', '/reset', { headers: { 'x-api-key': TOOL_KEY }, effect: 'idempotent', max_attempts: 2 }],
-        ['stuck', '/hang', { headers: { authorization: `Bearer ${TOOL_BEARER}` } }]
+        ['stuck', '/hang', { headers: { authorization: `Bearer ${TOOL_BEARER}` } }],
+        ['echo', '/echo', { headers: { 'x-api-key': TOOL_KEY, authorization: `Bearer ${TOOL_BEARER}` }, effect: 'idempotent', max_attempts: 2 }],
+        ['echo-error', '/echo-error', { headers: { 'x-api-key': BROKEN_KEY } }],
+        ['echo-cut', '/echo-cut', { headers: { 'x-api-key': TOOL_KEY }, max_attempts: 1 }]
       ] as const) {
         const res = await tool(name, path, fields)
         expect(res.statusCode, res.body).toBe(201)
@@ -122,6 +180,11 @@ for (const backend of backends) {
       signingSecrets.push(rotated.json().signing_secret)
       const callbacks = await call('callback secret', 'POST', '/callbacks/rotate-secret', { issues: true })
       signingSecrets.push(callbacks.json().signing_secret)
+      // A callback receiver that fails, quoting the secret it verifies signatures with, and its request.
+      const callbackSecret = callbacks.json().signing_secret as string
+      h.tools.on('/cb-echo', (req, res) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`signature check with ${callbackSecret} failed; ${JSON.stringify(req.headers)}`)
+      })
 
       // The whole run: three tools at once (one answers, one fails, one drops the connection), a
       // completion callback, streamed.
@@ -135,6 +198,18 @@ for (const backend of backends) {
       runIds.push(/"run_id":"(run_[0-9A-Z]+)"/.exec(streamed.body)![1]!)
       // Model failures: refused (401), and overloaded once then retried.
       for (const input of ['refused', 'overloaded']) runIds.push((await call('run', 'POST', '/runs', { payload: { input } })).json().id)
+      // A model endpoint that echoes the key it was sent in its errors, retried or not.
+      for (const input of Object.keys(ECHOES)) {
+        const run = (await call('echo run', 'POST', '/runs', { payload: { input } })).json()
+        echoRuns.set(input, run)
+        runIds.push(run.id)
+      }
+      // Tools that echo their request headers in their failures.
+      echoToolsRun = (await call('echo tools run', 'POST', '/runs', { payload: { input: 'use the echoing tools', tools: ['echo', 'echo-error', 'echo-cut'] } })).json()
+      runIds.push(echoToolsRun.id)
+      // A callback receiver that echoes.
+      callbackEchoRun = (await call('callback echo run', 'POST', '/runs', { payload: { input: 'plain', callback_url: `${h.tools.url}/cb-echo` } })).json().id
+      runIds.push(callbackEchoRun)
       // A client tool, answered wrongly then rightly; a run cancelled while its tool hangs.
       const asked = await call('run', 'POST', '/runs', { payload: { input: 'ask', client_tools: [{ name: 'confirm', description: 'Ask', input_schema: { type: 'object' } }] } })
       runIds.push(asked.json().id)
@@ -158,6 +233,8 @@ for (const backend of backends) {
 
       // Wait for everything to settle: the callback delivered, every run final.
       await expect.poll(() => h.tools.callsTo('/cb').length, { timeout: 10_000 }).toBeGreaterThan(0)
+      await expect.poll(async () => (await h.app.inject({ method: 'GET', url: `/runs/${callbackEchoRun}`, headers: auth(TENANT_A) })).json().callback.last_error, { timeout: 10_000 })
+        .toMatch(/^HTTP 500/)
       for (const id of runIds) {
         await expect.poll(async () => (await h.app.inject({ method: 'GET', url: `/runs/${id}`, headers: auth(TENANT_A) })).json().status, { timeout: 10_000 })
           .toMatch(/^(completed|failed|cancelled)$/)
@@ -177,7 +254,7 @@ for (const backend of backends) {
       }
       await call('run list', 'GET', '/runs?limit=100')
       await call('tool list', 'GET', '/tools?limit=100')
-      for (const name of ['vault', 'broken', 'dropper', 'stuck']) await call('tool', 'GET', `/tools/${name}`)
+      for (const name of ['vault', 'broken', 'dropper', 'stuck', 'echo', 'echo-error', 'echo-cut']) await call('tool', 'GET', `/tools/${name}`)
       await call('callback settings', 'GET', '/callbacks')
       const metrics = await call('metrics', 'GET', '/metrics', { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
       expect(metrics.statusCode, metrics.body).toBe(200)
@@ -190,16 +267,47 @@ for (const backend of backends) {
       expect(h.tools.callsTo('/ok').some((c) => c.headers['x-api-key'] === TOOL_KEY && c.headers.authorization === `Bearer ${TOOL_BEARER}`)).toBe(true)
       expect(h.tools.callsTo('/status/500').some((c) => c.headers['x-api-key'] === BROKEN_KEY)).toBe(true)
       expect(h.model.requests.every((r) => `${String(r.headers['x-api-key'])} ${String(r.headers.authorization)}`.includes(ANTHROPIC_KEY))).toBe(true)
-      expect(signingSecrets).toHaveLength(6)
+      expect(signingSecrets).toHaveLength(9)
       // /metrics has counted what happened (and is searched below).
       const metrics = answers.find((a) => a.where.startsWith('metrics'))!.res.body
       expect(metrics).toMatch(/tool/)
       for (const secret of signingSecrets) expect(issued.some((body) => body.includes(secret))).toBe(true)
       // The log is at trace and has the error paths in it.
       const text = logs.lines().join('\n')
-      for (const message of ['incoming request', 'request completed', 'model call failed; retrying', 'model call failed; the run fails', 'run finished']) {
+      for (const message of ['incoming request', 'request completed', 'model call failed; retrying', 'model call failed; the run fails', 'run finished', 'callback failed; retrying']) {
         expect(text).toContain(message)
       }
+    })
+
+    it('the echoing endpoints echoed the secrets, and what they said reached errors, events and results, redacted', async () => {
+      for (const input of Object.keys(ECHOES)) {
+        const echoRequests = h.model.requests.filter((r) => r.body.messages[0].content === input)
+        expect(echoRequests.length, input).toBeGreaterThan(0)
+        for (const r of echoRequests) expect(echoed(r), input).toContain(ANTHROPIC_KEY)
+        const run = echoRuns.get(input)!
+        expect(run, input).toMatchObject({ status: 'failed', error: { code: expect.stringMatching(/^MODEL_ERR_/) } })
+        // The error quotes what the endpoint said, with the key taken out, not cut half-way in.
+        expect(run.error.message, input).toContain('[redacted]')
+        expect(run.error.message, input).not.toContain(ANTHROPIC_KEY.slice(0, 16))
+      }
+      const retried = await h.events(echoRuns.get('echo 529')!.id)
+      expect(retried.filter((e) => e.type === 'step.retrying').map((e) => e.data.error).join('\n')).toMatch(/overloaded; x-api-key: .*\[redacted\]/)
+
+      expect(h.tools.callsTo('/echo').every((c) => c.headers['x-api-key'] === TOOL_KEY)).toBe(true)
+      expect(h.tools.callsTo('/echo')).toHaveLength(2)
+      expect(echoToolsRun.status).toBe('completed')
+      const results = toolResults(h.model.requests.find((r) => r.body.messages[0].content === 'use the echoing tools' && turnNumber(r) === 2)!)
+      expect(results).toHaveLength(3)
+      for (const result of results) {
+        expect(result.is_error).toBe(true)
+        expect(resultText(result)).toContain('[redacted]')
+        expect(resultText(result)).not.toContain(TOOL_KEY.slice(0, 12))
+      }
+      const toolRetry = (await h.events(echoToolsRun.id)).find((e) => e.type === 'tool_call.retrying')
+      expect(toolRetry?.data.error).toMatch(/^HTTP 503 from echo: .*\[redacted\]/)
+
+      const callbackRun = (await h.app.inject({ method: 'GET', url: `/runs/${callbackEchoRun}`, headers: auth(TENANT_A) })).json()
+      expect(callbackRun.callback.last_error).toMatch(/^HTTP 500: signature check with \[redacted\] failed/)
     })
 
     it('the log redacts the objects that hold secrets, were one logged whole by mistake', async () => {

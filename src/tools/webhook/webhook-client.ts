@@ -6,6 +6,7 @@ import type { ToolRecord } from '../../store/index.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from '../egress-guard.js'
 import { activeSecrets } from '../registry.js'
 import { cutText, wellFormed } from '../../lib/text.js'
+import { Redactor } from '../../lib/redact.js'
 import { capContent, errorOutcome, type ToolOutcome } from '../tool-result.js'
 import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
 import { outcomeFromResponse } from './webhook-response.js'
@@ -25,6 +26,11 @@ export interface WebhookClientOptions {
   readonly resolver?: Resolver
   /** Spans of attempts, requests in flight; none by default. */
   readonly telemetry?: Telemetry
+  /**
+   * The service's own secrets, taken out of what a failed call's result or a callback's error
+   * quotes of the answer; a tool's own headers and signing secrets are added at each call.
+   */
+  readonly redactor?: Redactor
 }
 
 /** What a tool call needs to know of its run. */
@@ -78,12 +84,16 @@ export class WebhookClient implements ToolSource {
   readonly #options: WebhookClientOptions
   readonly #agent: Agent
   readonly #telemetry: Telemetry
+  readonly #redactor: Redactor
   readonly #signingKeys = new Map<string, KeyObject>()
   readonly #targets = new Map<string, { origin: string, path: string }>()
+  /** Each tool's redactor: the service's secrets and the tool's own, made at its first failure. */
+  readonly #toolRedactors = new WeakMap<ToolRecord, Redactor>()
 
   constructor (options: WebhookClientOptions) {
     this.#options = options
     this.#telemetry = options.telemetry ?? Telemetry.none
+    this.#redactor = options.redactor ?? Redactor.none
     const connect = buildConnector({ lookup: createGuardedLookup(options.egress, options.resolver), timeout: CONNECT_TIMEOUT_MS })
     this.#agent = new Agent({
       connect: (connectOptions, callback) => {
@@ -135,8 +145,18 @@ export class WebhookClient implements ToolSource {
     }
   }
 
-  /** One attempt, whose traceparent is `span`'s context. Resolves with its outcome whatever happens. */
+  /**
+   * One attempt, whose traceparent is `span`'s context. Resolves with its outcome whatever happens.
+   * A failed one quotes no secret of the service's or the tool's (its headers, its signing secrets),
+   * even when the tool's answer echoes its request.
+   */
   async attempt (tool: ToolRecord, input: unknown, context: CallContext, attempt: number, span?: Span): Promise<ToolOutcome> {
+    const outcome = await this.#attempt(tool, input, context, attempt, span)
+    // Only a failure is scanned: a successful result is the tool's answer to the model, sent as is.
+    return outcome.isError ? redactOutcome(outcome, this.#toolRedactor(tool)) : outcome
+  }
+
+  async #attempt (tool: ToolRecord, input: unknown, context: CallContext, attempt: number, span: Span | undefined): Promise<ToolOutcome> {
     const now = Date.now()
     const deadline = Math.min(now + tool.timeout_ms, context.runDeadline)
     const payload = JSON.stringify({
@@ -162,8 +182,10 @@ export class WebhookClient implements ToolSource {
       signal: context.signal
     })
     if (sent.kind === 'answered') {
-      if (sent.oversized) return this.#oversized(tool, sent.status, sent.headers, sent.body)
-      return outcomeFromResponse(tool.name, sent.status, sent.headers, sent.body, { maxResultChars: this.#options.maxResultChars })
+      // An error answer is redacted before it is cut to a preview, so that no secret is left half in.
+      const body = sent.status >= 200 && sent.status < 300 ? sent.body : this.#toolRedactor(tool).redactBytes(sent.body)
+      if (sent.oversized) return this.#oversized(tool, sent.status, sent.headers, body)
+      return outcomeFromResponse(tool.name, sent.status, sent.headers, body, { maxResultChars: this.#options.maxResultChars })
     }
     if (sent.kind === 'cancelled') return cancelled(tool.name, context.signal)
     if (sent.kind === 'timeout') return timedOut(`Tool ${tool.name}`, tool.timeout_ms)
@@ -178,14 +200,18 @@ export class WebhookClient implements ToolSource {
     const sent = await this.#signedPost({ ...options, url, payload, headers: {}, deadline: Date.now() + options.timeoutMs })
     if (sent.kind === 'answered') {
       const ok = sent.status >= 200 && sent.status < 300
-      // Stored as the run's callback.last_error: control characters (NUL, which PostgreSQL text
-      // cannot hold, among them) become spaces, as line breaks do.
-      const preview = wellFormed(cutText(sent.body.toString('utf8'), 200)).replace(/[\s\p{Cc}]+/gu, ' ')
-      return { ok, status: sent.status, error: ok ? null : `HTTP ${sent.status}${preview !== '' ? `: ${preview}` : ''}` }
+      if (ok) return { ok, status: sent.status, error: null }
+      // Stored as the run's callback.last_error, which the tenant reads: the receiver's answer
+      // without the secrets it may echo (the callback's signing secrets, the service's), redacted
+      // before it is cut; control characters (NUL, which PostgreSQL text cannot hold, among them)
+      // become spaces, as line breaks do.
+      const text = this.#redactor.with(options.secrets).redact(sent.body.toString('utf8'))
+      const preview = wellFormed(cutText(text, 200)).replace(/[\s\p{Cc}]+/gu, ' ')
+      return { ok, status: sent.status, error: `HTTP ${sent.status}${preview !== '' ? `: ${preview}` : ''}` }
     }
     if (sent.kind === 'timeout') return { ok: false, status: null, error: `no answer within ${options.timeoutMs} ms` }
     const failure = sent.kind === 'failed' ? describeFailure('The callback', url, options.timeoutMs, sent.error) : null
-    return { ok: false, status: null, error: failure === null ? 'cancelled' : String(failure.content) }
+    return { ok: false, status: null, error: failure === null ? 'cancelled' : this.#redactor.with(options.secrets).redact(String(failure.content)) }
   }
 
   async #signedPost (post: SignedPost): Promise<PostResult> {
@@ -252,6 +278,17 @@ export class WebhookClient implements ToolSource {
     }
     const start = wellFormed(cutText(text, 200).replace(/\s+/g, ' '))
     return errorOutcome('error', `${tool.name} answered more than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES); the response was cut there and, being ${contentType !== '' ? contentType : 'binary'}, could not be used. It began: ${start}`, { status })
+  }
+
+  /** The secrets a tool's failures are redacted of: the service's, and the tool's headers and signing secrets. */
+  #toolRedactor (tool: ToolRecord): Redactor {
+    let redactor = this.#toolRedactors.get(tool)
+    if (redactor === undefined) {
+      // Every signing secret the tool has, a retired one still within its window included.
+      redactor = this.#redactor.with([...Object.values(tool.headers), ...tool.signing_secrets.map((s) => s.secret)])
+      this.#toolRedactors.set(tool, redactor)
+    }
+    return redactor
   }
 
   /** Where a URL's requests go, parsed once per URL rather than once per request. */
@@ -354,6 +391,15 @@ class PostHandler implements Dispatcher.DispatchHandler {
     this.#signal.removeEventListener('abort', this.#onAbort)
     this.#resolve(result)
   }
+}
+
+/** A failed outcome with its text (or its text blocks) redacted. */
+function redactOutcome (outcome: ToolOutcome, redactor: Redactor): ToolOutcome {
+  const { content } = outcome
+  const redacted = typeof content === 'string'
+    ? redactor.redact(content)
+    : content.map((block) => block.type === 'text' ? { ...block, text: redactor.redact(block.text) } : block)
+  return { ...outcome, content: redacted }
 }
 
 // A call's own timer is only set when it ends before the run's deadline (see `call`): a timeout is
