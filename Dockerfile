@@ -18,18 +18,19 @@ WORKDIR /app
 
 FROM base AS build
 # better-sqlite3 is compiled from source when no prebuilt binary can be fetched, against the
-# headers of the image's own Node rather than a download from nodejs.org. One change to them:
-# since Node 24.19, node::ObjectWrap registers an environment cleanup hook and its destructor
-# removes it, which aborts the process (`Assertion failed: (env) != nullptr`) whenever the garbage
-# collector frees a better-sqlite3 statement outside a JavaScript context (nodejs/node#65446,
-# better-sqlite3 < 13). Without those two calls the class is the same as in earlier headers.
-RUN apt-get update \
+# headers of the image's own Node (/usr/local/include/node) rather than a download from nodejs.org.
+# The base must not be Node 24.19, 24.20 or 24.21: their headers give node::ObjectWrap (the class
+# better-sqlite3 12 builds its statements and databases on) an environment cleanup hook, and their
+# Node aborts the process (`Assertion failed: (env) != nullptr`) when the garbage collector frees
+# such an object while no JavaScript context is entered: in ordinary code, a collection that
+# compiled code or one of V8's own tasks starts (nodejs/node#65446). Node 24.22.0 and later keep the
+# hook but remove it without that check; 24.18 and earlier have no hook. So no patched headers: the
+# check below stops a build on a stale copy of the tag rather than make an image that aborts.
+RUN node -e 'const [major, minor] = process.versions.node.split(".").map(Number); if (major === 24 && minor >= 19 && minor <= 21) { console.error(`Node ${process.version}: better-sqlite3 12 aborts on Node 24.19 to 24.21; pull node:24-bookworm-slim again (24.22 or later)`); process.exit(1) }' \
+  && apt-get update \
   && apt-get install -y --no-install-recommends python3 make g++ \
-  && rm -rf /var/lib/apt/lists/* \
-  && mkdir -p /opt/node-headers/include \
-  && cp -r /usr/local/include/node /opt/node-headers/include/ \
-  && sed -i -e '/^ *AddCleanupHook();$/d' -e '/^ *RemoveCleanupHook();$/d' /opt/node-headers/include/node/node_object_wrap.h
-ENV npm_config_nodedir=/opt/node-headers
+  && rm -rf /var/lib/apt/lists/*
+ENV npm_config_nodedir=/usr/local
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json app.ts server.ts ./
