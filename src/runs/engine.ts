@@ -97,7 +97,7 @@ export class RunEngine {
       drivers: this.#drivers,
       accepting: () => this.#accepting,
       start: (run, messages, from) => this.#start(run, messages, from),
-      endWaiting: async (run, why) => { await this.#resumeWaiting(run, (call) => notAnswered(call, why)) }
+      resumeUnanswered: async (run, why) => { await this.#resumeWaiting(run, (call) => notAnswered(call, why)) }
     }, { store, log, telemetry: this.#telemetry, admission: this.#admission, callbacks: this.#callbacks, leaseMs: limits.leaseMs })
     this.#events = new EventStream(store, async (runId, timeoutMs, signal) => { await this.waitForEvents(runId, timeoutMs, signal) }, limits.leaseMs)
   }
@@ -278,8 +278,8 @@ export class RunEngine {
   /**
    * Cancels a run (SPEC §4.3): everything in flight is aborted, each open tool_use gets a
    * "cancelled" result, and the run ends `cancelled`. A run that already ended is a 409. A run
-   * driven by another replica is asked to stop through storage; that replica's sweep acts on it
-   * within a second (see LeaseKeeper).
+   * driven by another replica is asked to stop through storage: that replica acts on it at its
+   * next sweep (about a second) or before its next step, whichever comes first.
    */
   async cancel (tenantId: string, runId: string): Promise<RunRecord> {
     const first = await this.get(tenantId, runId)

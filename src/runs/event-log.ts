@@ -1,7 +1,8 @@
+import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
-import { backoffDelay, retry, type Backoff } from '../lib/retry.js'
+import { retry, type Backoff } from '../lib/retry.js'
 import type { EventObserver } from '../telemetry/metrics.js'
-import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
+import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
 
 /**
  * A failed storage write (or a read a run needs) is retried for about half a minute (a database
@@ -11,12 +12,6 @@ import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunR
  * not all come back together (the window is then between 24.7 s and 30.9 s).
  */
 export const STORAGE_BACKOFF: Backoff = { baseMs: 125, factor: 2, capMs: 15_000, jitter: 0.2, maxRetries: 8 }
-
-/**
- * {@link STORAGE_BACKOFF}'s full waits, one per retry.
- * @deprecated Retry with {@link STORAGE_BACKOFF} and `retry()` from src/lib/retry.ts.
- */
-export const STORAGE_RETRY_DELAYS_MS: readonly number[] = Array.from({ length: STORAGE_BACKOFF.maxRetries }, (_, i) => backoffDelay(STORAGE_BACKOFF, i + 1, 0))
 
 /**
  * How long an event waits for others to join its write while someone on this replica follows the
@@ -52,6 +47,13 @@ export interface EventLogOptions {
 const FINAL_EVENTS = new Set(['run.completed', 'run.failed', 'run.cancelled'])
 
 /**
+ * How long a write begun after the run stopped may retry: it records how the run ended (or hands
+ * it back), and a passing failure of storage should not lose that; but the stop must not wait out
+ * the whole retry window either.
+ */
+export const STOPPED_WRITE_BUDGET_MS = 3000
+
+/**
  * The event log of one run, kept by the replica driving it. Events are numbered here, in the order
  * they happen, and stored before anyone is told of them. Writes are serialized per run and batched:
  * events emitted within a window ({@link EVENT_BATCH_WINDOW_MS} while someone here follows the
@@ -81,6 +83,8 @@ export class EventLog {
   readonly #watched: () => boolean
   readonly #windows: { readonly watched: number, readonly unwatched: number }
   readonly #signal: AbortSignal | undefined
+  /** The messages and run state of writes that failed, kept for the write after {@link recover}. */
+  #unstored: { messages: MessageParam[], patch: RunPatch } | null = null
 
   /**
    * `observe` sees every event recorded (the metrics count from it); `watched` tells whether
@@ -111,7 +115,10 @@ export class EventLog {
     return this.#failure
   }
 
-  /** After a failure that was not a lost lease: accept writes again, for one last try. */
+  /**
+   * After a failure that was not a lost lease: accept writes again, for one last try. The next
+   * write carries what the failed ones did not store: their events, messages and run state.
+   */
   recover (): void {
     if (this.#failure instanceof LeaseLostError) return
     this.#failure = null
@@ -197,8 +204,9 @@ export class EventLog {
     return next
   }
 
-  async #write (write: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {
+  async #write (asked: Omit<RunWrite, 'events'>): Promise<ToolRecord[] | null> {
     if (this.#failure !== null) throw this.#failure
+    const write = this.#withUnstored(asked)
     const events = this.#pending
     if (events.length === 0 && write.messages === undefined && write.patch === undefined) return null
     this.#pending = []
@@ -227,7 +235,9 @@ export class EventLog {
           throw err
         }
       }, {
-        signal: this.#signal,
+        // Begun after the run stopped: a short budget of its own (see STOPPED_WRITE_BUDGET_MS);
+        // under way when it stopped: no more waiting.
+        ...(this.#signal?.aborted === true ? { deadline: Date.now() + STOPPED_WRITE_BUDGET_MS } : { signal: this.#signal }),
         retryable: (err) => !(err instanceof LeaseLostError),
         onRetry: (err, attempt, delayMs) => {
           this.#log.warn({ attempt, delayMs, err }, 'storing the run failed; retrying')
@@ -236,8 +246,12 @@ export class EventLog {
     } catch (err) {
       this.#failure = err instanceof Error ? err : new Error(String(err))
       this.#pending = [...events, ...this.#pending]
+      if (write.messages !== undefined || write.patch !== undefined) {
+        this.#unstored = { messages: [...(write.messages ?? [])], patch: { ...write.patch } }
+      }
       throw this.#failure
     }
+    this.#unstored = null
     if (events.length > 0) {
       for (const listener of this.#listeners) {
         try {
@@ -248,5 +262,16 @@ export class EventLog {
       }
     }
     return tools
+  }
+
+  /** `write`, after what failed writes left unstored (their messages first; its run state wins). */
+  #withUnstored (write: Omit<RunWrite, 'events'>): Omit<RunWrite, 'events'> {
+    const unstored = this.#unstored
+    if (unstored === null) return write
+    return {
+      ...write,
+      messages: [...unstored.messages, ...(write.messages ?? [])],
+      patch: { ...unstored.patch, ...write.patch }
+    }
   }
 }

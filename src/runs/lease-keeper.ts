@@ -6,11 +6,13 @@ import type { Telemetry } from '../telemetry/index.js'
 import type { Admission } from './admission.js'
 import type { Callbacks } from './callbacks.js'
 import { resumedStep } from './resume.js'
-import { RunStop, type DriverStart, type RunDriver } from './run-driver.js'
+import type { DriverStart, RunDriver } from './run-driver.js'
+import { RunStop } from './run-stop.js'
 import { toRunObject } from './run-object.js'
 
-// The sweep: deadlines of runs waiting for their caller, callbacks due, cancels asked of another
-// replica. Once a second keeps a remote cancel well under two seconds.
+// The sweep: cancels asked through another replica, takeovers, deadlines of runs waiting for their
+// caller, callbacks due. Once a second: a cancel asked elsewhere reaches a step in progress here
+// within about a second (it is looked for first, and during a drain too).
 const SWEEP_INTERVAL_MS = 1000
 const SWEEP_BATCH = 100
 /** Takeovers of one run that may fail on one replica before it fails the run. */
@@ -27,8 +29,12 @@ export interface LeaseHost {
   readonly accepting: () => boolean
   /** Starts driving a run this replica holds the lease of. */
   readonly start: (run: RunRecord, messages: MessageParam[], from?: DriverStart) => RunDriver
-  /** Ends a run waiting for its caller with `why` as every call's answer (see RunEngine's resumeWaiting). */
-  readonly endWaiting: (run: RunRecord, why: string) => Promise<void>
+  /**
+   * Resumes a run waiting for its caller with "not answered: `why`" as every call's result. Used
+   * for runs past their deadline: the driver that resumes them times out at once, and the run ends
+   * `failed` (`timeout`) with a valid transcript.
+   */
+  readonly resumeUnanswered: (run: RunRecord, why: string) => Promise<void>
 }
 
 export interface LeaseKeeperOptions {
@@ -53,7 +59,8 @@ export class LeaseKeeper {
   readonly #options: LeaseKeeperOptions
   #renewal: NodeJS.Timeout | undefined
   #sweeper: NodeJS.Timeout | undefined
-  #sweeping = false
+  /** The sweep under way, if any: close waits for it (see quiesce). */
+  #sweeping: Promise<void> | null = null
   #firstSweep = true
   #takingOver: Promise<void> | null = null
   #takeOverAgain = false
@@ -84,8 +91,12 @@ export class LeaseKeeper {
     setImmediate(() => { this.#sweep().catch(() => {}) })
   }
 
-  /** Resolves once no takeover is under way (none starts once the engine stops accepting). */
+  /**
+   * Resolves once no sweep or takeover is under way: none starts another run once the engine stops
+   * accepting, so the runs driven here are then all known.
+   */
   async quiesce (): Promise<void> {
+    await this.#sweeping?.catch(() => {})
     await this.#takingOver?.catch(() => {})
   }
 
@@ -136,39 +147,52 @@ export class LeaseKeeper {
     }
   }
 
-  /** Once a second: takeovers, cancels asked elsewhere, deadlines of waiting runs, due callbacks. */
+  /** Once a second (one at a time): see the class's comment. */
   async #sweep (): Promise<void> {
-    if (this.#sweeping || !this.#host.accepting()) return
-    this.#sweeping = true
+    if (this.#sweeping !== null) return
+    this.#sweeping = this.#sweepOnce().finally(() => { this.#sweeping = null })
+    await this.#sweeping
+  }
+
+  async #sweepOnce (): Promise<void> {
     const { store, log } = this.#options
-    try {
-      if (this.#firstSweep) {
-        this.#firstSweep = false
-        // SQLite is held by this process alone (its file lock): every lease in it belonged to a
-        // process that is gone, so its runs are taken up now rather than when the leases expire.
-        if (store.kind === 'sqlite') {
-          const released = await store.releaseAllLeases(this.#host.replicaId)
-          if (released > 0) log.info({ runs: released }, 'releasing the leases of a previous process')
-        }
+    // Each part on its own: one that fails (storage, say) must not keep the others from their turn.
+    const part = async (what: string, work: () => Promise<void>): Promise<void> => {
+      try {
+        await work()
+      } catch (err) {
+        log.warn({ err, part: what }, 'sweep failed')
       }
-      await this.#takeOver()
-      await this.#cancelsAskedElsewhere()
+    }
+    // First, and while draining too: the runs a drain lets finish can still be cancelled.
+    await part('cancels', async () => { await this.#cancelsAskedElsewhere() })
+    if (!this.#host.accepting()) return
+    if (this.#firstSweep) {
+      this.#firstSweep = false
+      // SQLite is held by this process alone (its file lock): every lease in it belonged to a
+      // process that is gone, so its runs are taken up now rather than when the leases expire.
+      await part('leases of a previous process', async () => {
+        if (store.kind !== 'sqlite') return
+        const released = await store.releaseAllLeases(this.#host.replicaId)
+        if (released > 0) log.info({ runs: released }, 'releasing the leases of a previous process')
+      })
+    }
+    await part('takeover', async () => { await this.#takeOver() })
+    await part('waiting runs past their deadline', async () => {
       for (const run of await store.expiredWaitingRuns(Date.now(), SWEEP_BATCH)) {
-        // One run that cannot be ended must not hold up the others.
-        await this.#host.endWaiting(run, 'the run reached its timeout before the caller answered')
+        if (!this.#host.accepting()) return
+        // One run that cannot be resumed must not hold up the others.
+        await this.#host.resumeUnanswered(run, 'the run reached its timeout before the caller answered')
           .catch((err) => log.warn({ err, runId: run.id }, 'could not end a waiting run at its deadline'))
       }
-      await this.#options.callbacks.deliverDue()
-    } catch (err) {
-      log.warn({ err }, 'sweep failed')
-    } finally {
-      this.#sweeping = false
-    }
+    })
+    await part('callbacks', async () => { await this.#options.callbacks.deliverDue() })
   }
 
   /**
-   * The one place a cancel asked through another replica (which could only record it: see
-   * RunEngine.cancel) reaches a run driven here: its driver stops, and the run ends `cancelled`.
+   * How a cancel asked through another replica (which could only record it: see RunEngine.cancel)
+   * reaches a step in progress here: its driver stops, and the run ends `cancelled`. (A driver
+   * also reads the recorded cancel before each step: see RunDriver.)
    */
   async #cancelsAskedElsewhere (): Promise<void> {
     const { drivers, replicaId } = this.#host

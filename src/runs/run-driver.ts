@@ -100,8 +100,6 @@ export class RunDriver {
   readonly #clientTools: Map<string, { definition: ClientTool, check: (input: unknown) => string | null }>
   /** Shutdown has begun: no new step starts. */
   #draining = false
-  /** The write of the step that ended the run, while it is not stored yet. */
-  #unstoredStep: Omit<RunWrite, 'events'> | undefined
   /** The spans of this driving of the run and of its step in progress (no-ops with tracing off). */
   #span: Span | undefined
   #stepSpan: Span | undefined
@@ -168,6 +166,8 @@ export class RunDriver {
         this.#append(messages)
         await this.events.commit({ messages, patch })
       }
+      // A run claimed (queued, taken over) or resumed after a cancel was recorded never starts.
+      this.#honourCancelAsked()
       if (this.#resumed !== undefined) {
         this.events.emit('run.resumed', { step: this.#resumed.step, replica: this.#lease.owner, after_model_call: this.#resumed.message !== undefined })
         this.#log.info({ step: this.#resumed.step }, 'run taken over')
@@ -189,6 +189,7 @@ export class RunDriver {
 
   async #loop (): Promise<void> {
     for (;;) {
+      this.#honourCancelAsked()
       this.#throwIfStopped()
       // A run resumed after its last allowed step (which asked for client tools) ends here.
       if (this.events.run.steps >= this.#params.max_steps) {
@@ -454,6 +455,15 @@ export class RunDriver {
     if (this.#span !== undefined) tracing.endRun(this.#span, this.events.run, this.handback)
   }
 
+  /**
+   * A cancel asked through another replica is recorded on the run (cancel_requested_at): seen here
+   * in the run as last written, before each step (so a run resumed, taken over or claimed after the
+   * cancel never starts another step), and by the lease keeper's sweep for a step in progress.
+   */
+  #honourCancelAsked (): void {
+    if (this.events.run.cancel_requested_at !== null) this.stop(new RunStop('cancelled', 'the run was cancelled'))
+  }
+
   #throwIfStopped (): void {
     if (this.#controller.signal.aborted) throw this.#controller.signal.reason
   }
@@ -465,10 +475,8 @@ export class RunDriver {
     // The final run object is due at the callback URL now; the engine delivers it (SPEC §4).
     if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: now })
     this.events.emit(`run.${status}`, toRunObject({ ...this.events.run, ...patch }))
-    // Kept until stored: if storage fails now, the last try to record the run's end stores it too.
-    this.#unstoredStep = last
+    // If storage fails now, the event log keeps the step's messages for the last try (see recover).
     await this.events.commit({ ...(last?.messages === undefined ? {} : { messages: last.messages }), patch })
-    this.#unstoredStep = undefined
     this.#log.info({ status, stopReason, steps: this.events.run.steps, toolCalls: this.events.run.tool_calls_total }, 'run finished')
   }
 
@@ -499,7 +507,7 @@ export class RunDriver {
         this.#log.error({ err: this.events.failure }, 'storage failed; the run cannot go on')
         this.handback = 'storage'
         this.events.recover()
-        await this.#finish('failed', 'error', { code: 'RUN_ERR_STORAGE', message: 'The run stopped because its storage was unavailable.' }, this.#unstoredStep)
+        await this.#finish('failed', 'error', { code: 'RUN_ERR_STORAGE', message: 'The run stopped because its storage was unavailable.' })
         this.handback = null
       } else if (err instanceof ModelCallError) {
         this.#log.warn({ err }, 'model call failed; the run fails')

@@ -16,6 +16,7 @@ export class RunWatchers {
    * `signal` aborts; never rejects.
    */
   async wait (runId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted === true) return
     await new Promise<void>((resolve) => {
       let waiters = this.#waiters.get(runId)
       if (waiters === undefined) {

@@ -14,7 +14,7 @@ import { backends, type StorageLocation } from '../support/backends.js'
  * while COMMIT is being answered.
  */
 function flaky (store: Store) {
-  const plan = { failNext: 0, commitThenFail: 0, failures: 0, failEndWrites: 0, down: false }
+  const plan = { failNext: 0, commitThenFail: 0, failures: 0, failEndWrites: 0, down: false, failStep: 0 }
   const wrapped = new Proxy(store, {
     get (target, property) {
       if (property !== 'writeRun') {
@@ -24,6 +24,10 @@ function flaky (store: Store) {
       return async (...args: Parameters<Store['writeRun']>) => {
         if (plan.failEndWrites > 0 && args[2].patch?.status === 'completed') {
           plan.failEndWrites--
+          plan.failures++
+          throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
+        }
+        if (plan.failStep > 0 && args[2].patch?.steps === plan.failStep && args[2].patch.status === undefined) {
           plan.failures++
           throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' })
         }
@@ -86,6 +90,22 @@ for (const backend of backends) {
       await expect.poll(async () => (await app.inject({ method: 'GET', url: `/runs/${created.json().id}`, headers: auth(TENANT_A) })).json(), { timeout: 10_000 })
         .toMatchObject({ status: 'failed', stop_reason: 'timeout' })
     }, 30_000)
+
+    it('a run cancelled while its step\'s write is being retried keeps that step: its messages, results and events are stored with the cancel', async () => {
+      const { app, plan } = await setup()
+      plan.failStep = 1
+      const created = await app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: { input: 'x', tools: ['ok'], background: true } })
+      const id = created.json().id
+      await expect.poll(() => plan.failures).toBeGreaterThan(1)
+      const cancelled = await app.inject({ method: 'POST', url: `/runs/${id}/cancel`, headers: auth(TENANT_A) })
+      expect(cancelled.json()).toMatchObject({ status: 'cancelled', steps: 1, tool_calls: { total: 2, errors: 0 } })
+      const run = (await app.inject({ method: 'GET', url: `/runs/${id}?include=messages`, headers: auth(TENANT_A) })).json()
+      expect(run.messages.map((m: { role: string }) => m.role)).toEqual(['user', 'assistant', 'user'])
+      const events = (await app.inject({ method: 'GET', url: `/runs/${id}/events?limit=100`, headers: auth(TENANT_A) })).json().data
+      expect(events.filter((e: { type: string }) => e.type === 'tool_call.completed')).toHaveLength(2)
+      expect(events.map((e: { id: number }) => e.id)).toEqual(events.map((_: unknown, i: number) => i + 1))
+      expect(events[events.length - 1].type).toBe('run.cancelled')
+    })
 
     it('a replica shutting down while storage is down hands its runs back at once, rather than waiting out the retries', async () => {
       const { app, plan, model } = await setup({ SHUTDOWN_GRACE_MS: '100' })
