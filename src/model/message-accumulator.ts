@@ -30,6 +30,7 @@ export class MessageAccumulator {
   readonly #json = new Map<number, string>()
   readonly #handlers: AccumulatorHandlers
   #stopped = false
+  #contentChars = 0
 
   constructor (handlers: AccumulatorHandlers = {}) {
     this.#handlers = handlers
@@ -43,6 +44,15 @@ export class MessageAccumulator {
   /** The message so far (or whole, once complete). */
   get message (): Message | null {
     return this.#message
+  }
+
+  /**
+   * How much content the stream has sent so far: the characters of its text, thinking and tool
+   * input deltas (and of citations' quoted text), plus one for every delta, kept or skipped. What a
+   * model may produce is bounded by max_tokens; the model client holds a stream to that.
+   */
+  get contentChars (): number {
+    return this.#contentChars
   }
 
   /**
@@ -79,6 +89,8 @@ export class MessageAccumulator {
       case 'content_block_delta': {
         const block = this.#block(event.index)
         const delta = event.delta as RawContentBlockDelta | null | undefined
+        // Counted here, whatever becomes of the delta: a delta skipped was still sent and read.
+        this.#contentChars += deltaChars(delta)
         if (block === undefined || typeof delta !== 'object' || delta === null) return
         switch (delta.type) {
           case 'text_delta':
@@ -160,6 +172,18 @@ export class MessageAccumulator {
     if (this.#message === null) throw new Error('stream event before message_start')
     return this.#message
   }
+}
+
+/** What a content_block_delta adds to {@link MessageAccumulator.contentChars}. */
+function deltaChars (delta: unknown): number {
+  if (typeof delta !== 'object' || delta === null) return 1
+  const { text, partial_json: json, thinking, citation } = delta as Record<string, unknown>
+  const quoted = typeof citation === 'object' && citation !== null ? (citation as Record<string, unknown>).cited_text : undefined
+  return 1 + lengthOf(text) + lengthOf(json) + lengthOf(thinking) + lengthOf(quoted)
+}
+
+function lengthOf (value: unknown): number {
+  return typeof value === 'string' ? value.length : 0
 }
 
 // What a message_delta may not overwrite: the message's identity, content and usage (summed apart).

@@ -92,6 +92,7 @@ export class ModelClient {
     // until the run's deadline. A gap of idleTimeoutMs between events abandons the attempt instead.
     const attempt = linkedController(signal)
     let idle = false
+    const maxContentChars = streamContentLimit(request)
     // One timer, pushed back on every event (refresh, not a new timer per event: a message of 64
     // tool calls is a few hundred events).
     const timer = setTimeout(() => {
@@ -121,6 +122,9 @@ export class ModelClient {
           if (event === undefined) continue
           timer.refresh()
           accumulator.push(event)
+          if (accumulator.contentChars > maxContentChars) {
+            throw new ModelCallError(`the Messages API stream sent more than ${maxContentChars} characters of content, more than max_tokens ${request.max_tokens} can produce: the stream is broken`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+          }
           // The events of one network read are all handed over in one go, without a turn of the
           // event loop; but undici writes a request on a reused connection only in the loop's
           // check phase (it first makes sure the idle connection was not closed meanwhile).
@@ -178,6 +182,36 @@ const MAX_STREAM_EVENT_CHARS = 8 * 1024 * 1024
 
 /** How long a stream's events may be handed over without a pause for the calls they started (see stream). */
 const YIELD_EVERY_MS = 1
+
+/**
+ * Characters of content counted for each token a call may produce. A token is about 4 characters
+ * of English text, and even the longest (runs of spaces or punctuation) are far below 64 on
+ * average over an answer: 64 is many times what any real answer holds, and a stream past it
+ * sends what no model produced.
+ */
+const CHARS_PER_TOKEN = 64
+
+/**
+ * Content counted on top of the tokens: a tool input's JSON and a thinking block are streamed as
+ * the model writes them, but small max_tokens values leave little room for the ratio above to even
+ * out, and the API may format what it streams. 256 Ki characters is more than any real answer of
+ * a few tokens holds, and little to read.
+ */
+const CONTENT_ALLOWANCE_CHARS = 256 * 1024
+
+/**
+ * The most characters of content (text, thinking, tool input deltas; see
+ * MessageAccumulator.contentChars) one call's stream may send before it is abandoned as broken
+ * (and retried, as other broken streams are): {@link CHARS_PER_TOKEN} for each token the call may
+ * produce (max_tokens, and a thinking budget on top of it, which interleaved thinking lets exceed
+ * max_tokens), plus {@link CONTENT_ALLOWANCE_CHARS}. Without it, a stream that never ends is read
+ * and held until the run's deadline: 92 MB in 20 s for a call of `max_tokens: 100`.
+ */
+export function streamContentLimit (request: Pick<ModelRequest, 'max_tokens' | 'thinking'>): number {
+  const budget = (request.thinking as { budget_tokens?: unknown } | undefined)?.budget_tokens
+  const tokens = request.max_tokens + (typeof budget === 'number' && budget > 0 ? budget : 0)
+  return tokens * CHARS_PER_TOKEN + CONTENT_ALLOWANCE_CHARS
+}
 
 const RETRYABLE_TYPES = new Set(['overloaded_error', 'api_error', 'rate_limit_error', 'timeout_error'])
 

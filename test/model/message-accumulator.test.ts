@@ -307,3 +307,31 @@ describe('MessageAccumulator', () => {
     }
   })
 })
+
+describe('content counted against max_tokens', () => {
+  it('counts the characters of text, thinking and tool input deltas, and one for every delta, kept or skipped', () => {
+    const accumulator = new MessageAccumulator()
+    feed(accumulator, [
+      messageStart(),
+      blockStart(0, { type: 'thinking', thinking: '', signature: '' }),
+      delta(0, { type: 'thinking_delta', thinking: 'hmm, four' }),
+      delta(0, { type: 'signature_delta', signature: 'sig' }),
+      blockStop(0),
+      blockStart(1, { type: 'text', text: '' }),
+      text(1, 'hello'),
+      delta(1, { type: 'citations_delta', citation: { type: 'char_location', cited_text: 'quoted' } }),
+      blockStop(1),
+      toolUseStart(2, 'toolu_1', 'lookup'),
+      json(2, '{"q":'),
+      json(2, '"x"}'),
+      // Sent but not kept: text into a tool_use block, a delta at no block, a type of a later API.
+      text(2, 'stray'),
+      text(7, 'nowhere'),
+      delta(1, { type: 'mystery_delta', payload: 'x'.repeat(100) }),
+      blockStop(2)
+    ])
+    // 9 + 5 + 6 + 5 + 4 + 5 + 7 characters, and 9 deltas.
+    expect(accumulator.contentChars).toBe(9 + 5 + 6 + 5 + 4 + 5 + 7 + 9)
+    expect(accumulator.message!.content).toMatchObject([{ thinking: 'hmm, four' }, { text: 'hello' }, { input: { q: 'x' } }])
+  })
+})

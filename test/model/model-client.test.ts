@@ -1,6 +1,8 @@
 import { gzipSync } from 'node:zlib'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ModelCallError, ModelClient, requestBody } from '../../src/model/model-client.js'
+import { ModelCallError, ModelClient, requestBody, streamContentLimit } from '../../src/model/model-client.js'
 import { MAX_ERROR_BODY_BYTES } from '../../src/model/undici-fetch.js'
 import { Redactor } from '../../src/lib/redact.js'
 import { startFakeMessagesApi, type FakeMessagesApi, type Turn } from '../support/fake-messages-api.js'
@@ -169,6 +171,62 @@ describe('model client', () => {
     } finally {
       await redacting.close()
     }
+  })
+
+  it('a stream that sends more than max_tokens can produce is abandoned as broken, not read until the deadline', async () => {
+    // A server of the test's own, streaming text without end as fast as it is read, counting what
+    // it sent: 16 Ki characters a delta, up to 256 MiB.
+    const start = sse('').split('event: content_block_delta')[0]!
+    const chunk = `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'x'.repeat(16 * 1024) } })}\n\n`
+    let sent = 0
+    let closed = false
+    const server = createServer((req, res) => {
+      req.resume()
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.write(start)
+      res.on('close', () => { closed = true })
+      const pump = (): void => {
+        while (!res.destroyed && sent < 256 * 1024 * 1024) {
+          sent += chunk.length
+          if (!res.write(chunk)) {
+            res.once('drain', pump)
+            return
+          }
+        }
+        res.end()
+      }
+      pump()
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const endless = new ModelClient({ apiKey: 'test-key', baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, idleTimeoutMs: 60_000 })
+    try {
+      const small = { ...request, max_tokens: 100 }
+      let streamed = 0
+      const err = await endless.stream(small, { onText: (t) => { streamed += t.length }, onToolUse: () => {} }, new AbortController().signal).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(ModelCallError)
+      expect(err).toMatchObject({ retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
+      const limit = streamContentLimit(small)
+      expect((err as Error).message).toBe(`the Messages API stream sent more than ${limit} characters of content, more than max_tokens 100 can produce: the stream is broken`)
+      // Abandoned at the limit: what was taken in is the limit and a delta; what was sent, what
+      // the sockets' buffers held besides (about 4 MiB here), far from the 256 MiB the server had
+      // to send; and the connection was closed.
+      expect(streamed).toBeLessThanOrEqual(limit + 16 * 1024)
+      expect(sent).toBeLessThan(32 * 1024 * 1024)
+      await expect.poll(() => closed).toBe(true)
+    } finally {
+      await endless.close()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+
+  it('the limit leaves room for any real answer: max_tokens at 64 characters a token, and thinking\'s budget on top', async () => {
+    expect(streamContentLimit({ max_tokens: 100 })).toBe(100 * 64 + 256 * 1024)
+    expect(streamContentLimit({ max_tokens: 1000, thinking: { type: 'enabled', budget_tokens: 2000 } })).toBe(3000 * 64 + 256 * 1024)
+    // An answer of max_tokens 1 far longer than a token is still taken, up to the allowance.
+    const text = 'y'.repeat(200_000)
+    api.respond = () => ({ kind: 'raw', chunks: [sse(text)] })
+    const message = await client.stream({ ...request, max_tokens: 1 }, { onText: () => {}, onToolUse: () => {} }, new AbortController().signal)
+    expect(message.content).toMatchObject([{ type: 'text', text }])
   })
 
   it('refuses an encoding it cannot read as a failed call worth retrying, not a crash', async () => {

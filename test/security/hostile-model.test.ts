@@ -290,6 +290,22 @@ for (const backend of backends) {
         expect(run).toMatchObject({ status: 'completed', output_text: 'through the noise' })
       })
 
+      it('a stream of text far past what max_tokens can produce is abandoned as broken, long before the run\'s deadline', async () => {
+        // 64 Ki characters a millisecond for a call of max_tokens 100: read until the deadline, that
+        // would be more than a gigabyte; the call is abandoned past 64 characters a token and a
+        // fixed allowance, retried once (the same again), and the run fails with the model error.
+        const aborted = h.model.aborted.length
+        const endless = (): Turn => raw([messageStart(), blockStart(0, { type: 'text', text: '' })], { forever: delta(0, { type: 'text_delta', text: 'x'.repeat(65536) }), chunkDelayMs: 1 })
+        const run = await runWith([endless(), endless()], { max_tokens: 100, timeout_ms: 20_000 })
+        expect(run).toMatchObject({ status: 'failed', stop_reason: 'error', error: { code: 'MODEL_ERR_UNAVAILABLE' } })
+        expect(run.error.message).toMatch(/more than max_tokens 100 can produce/)
+        const retrying = (await h.events(run.id)).filter((e) => e.type === 'step.retrying')
+        expect(retrying).toHaveLength(1)
+        expect(retrying[0]!.data.error).toMatch(/^the Messages API stream sent more than \d+ characters of content/)
+        // Both endless answers were hung up on.
+        await expect.poll(() => h.model.aborted.length).toBeGreaterThanOrEqual(aborted + 2)
+      })
+
       it('a stream of text that never ends is stopped at the run\'s timeout', async () => {
         const aborted = h.model.aborted.length
         const run = await runWith([raw([messageStart(), blockStart(0, { type: 'text', text: '' })], { forever: delta(0, { type: 'text_delta', text: 'more ' }), chunkDelayMs: 20 })], { timeout_ms: 1000 })
