@@ -5,7 +5,9 @@ import { newId } from '../lib/ids.js'
 import { hasLoneSurrogate } from '../lib/text.js'
 import type { CreateRun, RunParams } from '../schemas/runs.js'
 import type { RunRecord } from '../store/index.js'
-import { findTranscriptProblem } from './transcript.js'
+import { cacheBreakpoints, findSystemProblem, findTranscriptProblem, MAX_CACHE_BREAKPOINTS } from './transcript.js'
+
+const DEFAULT_MAX_TOKENS = 4096
 
 /** The ceilings a run request is checked against (from the service's configuration). */
 export interface RequestLimits {
@@ -47,6 +49,12 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
   if (hasLoneSurrogate(messages) || hasLoneSurrogate(body.system)) {
     throw new AppError('RUN_ERR_INVALID_MESSAGES', 'The text holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
   }
+  const systemProblem = findSystemProblem(body.system)
+  if (systemProblem !== null) throw invalid(systemProblem)
+  const breakpoints = cacheBreakpoints(messages, body.system)
+  if (breakpoints.length > MAX_CACHE_BREAKPOINTS) {
+    throw invalid(`The request sets ${breakpoints.length} cache breakpoints (cache_control on ${breakpoints.join(', ')}), but the Messages API takes at most ${MAX_CACHE_BREAKPOINTS} in a request: keep cache_control on ${MAX_CACHE_BREAKPOINTS} blocks at the most.`)
+  }
 
   const toolNames = body.tools ?? []
   const named = new Set(toolNames)
@@ -58,10 +66,12 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
   if (body.tool_choice !== undefined && allTools.size === 0) {
     throw invalid('tool_choice needs tools: list the run\'s tools in `tools`, or leave tool_choice out.')
   }
+  const maxTokens = body.max_tokens ?? DEFAULT_MAX_TOKENS
+  checkThinking(body, maxTokens)
 
   const params: RunParams = {
     tools: toolNames,
-    max_tokens: body.max_tokens ?? 4096,
+    max_tokens: maxTokens,
     max_steps: maxSteps,
     timeout_ms: timeoutMs,
     disable_parallel_tool_use: body.disable_parallel_tool_use ?? false,
@@ -69,6 +79,31 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
     ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools'])
   }
   return { messages, params }
+}
+
+/**
+ * Thinking settings the Messages API refuses in every request: a `budget_tokens` under 1024 or not
+ * below `max_tokens` (thinking is spent from max_tokens), and thinking with a `tool_choice` that
+ * forces tool use (`any` or `tool`), which leaves the model no room to think first.
+ */
+function checkThinking (body: CreateRun, maxTokens: number): void {
+  const { thinking } = body
+  if (thinking === undefined || thinking.type === 'disabled') return
+  if (thinking.type === 'enabled') {
+    const budget = (thinking as Record<string, unknown>).budget_tokens
+    if (typeof budget !== 'number' || !Number.isInteger(budget) || budget < 1024) {
+      throw invalid(`thinking.budget_tokens is ${JSON.stringify(budget) ?? 'missing'}, but thinking of type "enabled" needs a whole number of tokens, at least 1024: set thinking.budget_tokens.`)
+    }
+    if (budget >= maxTokens) {
+      // The schema fills in max_tokens: 4096 is the default, whether given or not.
+      const given = `max_tokens is ${maxTokens}${maxTokens === DEFAULT_MAX_TOKENS ? ' (the default)' : ''}`
+      throw invalid(`thinking.budget_tokens is ${budget} but ${given}: the budget must be below max_tokens, since thinking is spent from it. Raise max_tokens above ${budget}, or lower the budget.`)
+    }
+  }
+  const forced = body.tool_choice?.type
+  if (forced === 'any' || forced === 'tool') {
+    throw invalid(`thinking cannot be used with tool_choice "${forced}", which forces tool use: the Messages API refuses the two together. Use tool_choice "auto" or "none", or leave thinking out.`)
+  }
 }
 
 function checkClientTools (body: CreateRun, named: ReadonlySet<string>, compileSchema: (schema: Record<string, unknown>) => unknown): void {
