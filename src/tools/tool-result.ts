@@ -28,9 +28,24 @@ export interface ToolOutcome {
   readonly retryAfterMs?: number | undefined
 }
 
-/** The tool_result block for a call; `is_error` is only written when true, as the model API shows it. */
-export function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean): ToolResultBlockParam {
-  return isError ? { type: 'tool_result', tool_use_id: toolUseId, content, is_error: true } : { type: 'tool_result', tool_use_id: toolUseId, content }
+/**
+ * The tool_result block for a call; `is_error` is only written when true, as the model API shows
+ * it. The Messages API refuses an `is_error` result without content, so an error that says
+ * nothing says that the tool (`toolName`, when known) failed without a message.
+ */
+export function toolResult (toolUseId: string, content: ToolResultContent, isError: boolean, toolName?: string): ToolResultBlockParam {
+  if (!isError) return { type: 'tool_result', tool_use_id: toolUseId, content }
+  return { type: 'tool_result', tool_use_id: toolUseId, content: isEmptyContent(content) ? failedWithoutMessage(toolName) : content, is_error: true }
+}
+
+/** Whether content says nothing: no blocks, or a string of nothing but spaces. */
+export function isEmptyContent (content: ToolResultContent | undefined): boolean {
+  return content === undefined || (typeof content === 'string' ? content.trim() === '' : content.length === 0)
+}
+
+/** The content of an error result whose tool said nothing (an is_error result must have some). */
+export function failedWithoutMessage (toolName?: string): string {
+  return toolName === undefined ? 'The tool failed without a message.' : `Tool ${toolName} failed without a message.`
 }
 
 /**
@@ -64,7 +79,8 @@ export function capContent (content: ToolResultContent, maxChars: number): ToolR
       continue
     }
     if (block.text.length > budget) {
-      const kept = cutText(block.text, budget)
+      // The API refuses a blank text block: a cut that would keep only spaces keeps nothing.
+      const kept = cutText(block.text, budget).trimEnd()
       if (kept !== '') out.push({ type: 'text', text: wellFormed(kept) })
       leftOut += block.text.length - kept.length
       budget = 0

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { capContent, errorOutcome, type ToolResultContent } from '../../src/tools/tool-result.js'
+import { capContent, errorOutcome, toolResult, type ToolResultContent } from '../../src/tools/tool-result.js'
 import { cutText, wellFormed } from '../../src/lib/text.js'
 
 const image = { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } } as const
@@ -19,6 +19,22 @@ describe('errorOutcome', () => {
     expect(errorOutcome('error', 'HTTP 503', { status: 503, retry: 'idempotent-only', retryAfterMs: 1500 })).toEqual({
       kind: 'error', isError: true, content: 'HTTP 503', status: 503, retry: 'idempotent-only', retryAfterMs: 1500
     })
+  })
+})
+
+describe('toolResult', () => {
+  it('writes is_error only when true, and keeps an ordinary result\'s content, empty or not', () => {
+    expect(toolResult('toolu_1', 'sunny', false)).toEqual({ type: 'tool_result', tool_use_id: 'toolu_1', content: 'sunny' })
+    expect(toolResult('toolu_1', '', false)).toEqual({ type: 'tool_result', tool_use_id: 'toolu_1', content: '' })
+    expect(toolResult('toolu_1', 'city not found', true, 'weather')).toEqual({ type: 'tool_result', tool_use_id: 'toolu_1', content: 'city not found', is_error: true })
+  })
+
+  it('gives an error that says nothing a text saying so, since the Messages API refuses an empty is_error result', () => {
+    for (const content of ['', '  \n', []] as ToolResultContent[]) {
+      expect(toolResult('toolu_1', content, true, 'weather')).toEqual({ type: 'tool_result', tool_use_id: 'toolu_1', content: 'Tool weather failed without a message.', is_error: true })
+      expect(toolResult('toolu_1', content, true).content).toBe('The tool failed without a message.')
+    }
+    expect(toolResult('toolu_1', [image], true).content).toEqual([image])
   })
 })
 
@@ -54,6 +70,13 @@ describe('capContent', () => {
     expect(capContent([{ type: 'text', text: 'x'.repeat(2500) }], 1000)).toEqual([
       { type: 'text', text: 'x'.repeat(1000) },
       { type: 'text', text: '[1,500 more characters left out: a tool result is cut at 1,000 characters]' }
+    ])
+  })
+
+  it('keeps no block of spaces alone when the cut falls there (the API refuses blank text blocks)', () => {
+    expect(capContent([{ type: 'text', text: 'abc' }, { type: 'text', text: '   xyz' }], 5)).toEqual([
+      { type: 'text', text: 'abc' },
+      { type: 'text', text: '[6 more characters left out: a tool result is cut at 5 characters]' }
     ])
   })
 

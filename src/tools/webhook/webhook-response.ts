@@ -2,7 +2,7 @@ import type { ImageBlockParam, TextBlockParam } from '@anthropic-ai/sdk/resource
 import { MAX_JSON_DEPTH, nestsDeeperThan } from '../../lib/json-depth.js'
 import { parseRetryAfter } from '../../lib/retry.js'
 import { cutText, wellFormed } from '../../lib/text.js'
-import { capContent, errorOutcome, type ToolOutcome, type ToolResultContent } from '../tool-result.js'
+import { capContent, errorOutcome, failedWithoutMessage, isEmptyContent, type ToolOutcome, type ToolResultContent } from '../tool-result.js'
 
 /** How a tool's `Retry-After` is read: the service's one reading of it, from src/lib/retry.ts. */
 export { parseRetryAfter }
@@ -48,7 +48,11 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
       return errorOutcome('error', `${tool} answered JSON nested more than ${MAX_JSON_DEPTH} levels deep, which cannot be given to the model: answer a flatter document`, { status })
     }
     const own = ownResult(parsed)
-    if (own !== null) return ok(capContent(own.content, limits.maxResultChars), status, own.isError)
+    if (own !== null) {
+      // The API refuses an is_error result that says nothing: say at least which tool failed.
+      const content = own.isError && isEmptyContent(own.content) ? failedWithoutMessage(tool) : own.content
+      return ok(capContent(content, limits.maxResultChars), status, own.isError)
+    }
     return ok(capContent(JSON.stringify(parsed), limits.maxResultChars), status, false)
   }
   if (IMAGE_TYPES.has(contentType)) {
@@ -61,27 +65,43 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
   return errorOutcome('error', `${tool} answered content-type ${wellFormed(contentType)}, which cannot be given to the model: answer JSON, text or an image`, { status })
 }
 
-/** `{ content, is_error? }` in the shape the model accepts, or null. */
+/**
+ * `{ content, is_error? }` in the shape the model accepts, or null. Each block keeps only what the
+ * Messages API takes in a tool result: a text block its text, an image its source. The rest
+ * (`cache_control`, whose breakpoints a run would soon have more of than the API's four,
+ * `citations`, any unknown field) is dropped, so that no tool's answer makes the model refuse the
+ * run's next request.
+ */
 function ownResult (value: unknown): { content: ToolResultContent, isError: boolean } | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return null
   const { content, is_error: isError } = value as { content?: unknown, is_error?: unknown }
   if (isError !== undefined && typeof isError !== 'boolean') return null
   if (typeof content === 'string') return { content, isError: isError === true }
-  if (!Array.isArray(content) || !content.every(isResultBlock)) return null
-  // The API refuses empty text blocks; an empty list is an empty result.
-  const blocks = content.filter((b) => b.type !== 'text' || b.text !== '')
+  if (!Array.isArray(content)) return null
+  const blocks: Array<TextBlockParam | ImageBlockParam> = []
+  for (const block of content) {
+    const kept = resultBlock(block)
+    if (kept === null) return null
+    // The API refuses blank text blocks; an empty list is an empty result.
+    if (kept.type !== 'text' || kept.text.trim() !== '') blocks.push(kept)
+  }
   return { content: blocks.length === 0 ? '' : blocks, isError: isError === true }
 }
 
-function isResultBlock (block: unknown): block is TextBlockParam | ImageBlockParam {
-  if (typeof block !== 'object' || block === null) return false
+/** A tool's block as the model takes it, with only the fields the API accepts; null for any other. */
+function resultBlock (block: unknown): TextBlockParam | ImageBlockParam | null {
+  if (typeof block !== 'object' || block === null) return null
   const b = block as Record<string, any>
-  if (b.type === 'text') return typeof b.text === 'string'
-  if (b.type === 'image') {
-    return (b.source?.type === 'base64' && typeof b.source.data === 'string' && IMAGE_TYPES.has(b.source.media_type)) ||
-      (b.source?.type === 'url' && typeof b.source.url === 'string')
+  if (b.type === 'text') return typeof b.text === 'string' ? { type: 'text', text: b.text } : null
+  if (b.type !== 'image') return null
+  const source = b.source as Record<string, unknown> | undefined
+  if (source?.type === 'base64' && typeof source.data === 'string' && source.data !== '' && IMAGE_TYPES.has(source.media_type as string)) {
+    return { type: 'image', source: { type: 'base64', media_type: source.media_type as 'image/png', data: source.data } }
   }
-  return false
+  if (source?.type === 'url' && typeof source.url === 'string' && /^https?:\/\//.test(source.url)) {
+    return { type: 'image', source: { type: 'url', url: source.url } }
+  }
+  return null
 }
 
 function ok (content: ToolResultContent, status: number, isError: boolean): ToolOutcome {

@@ -52,6 +52,10 @@ describe('outcomeFromResponse: 2xx JSON', () => {
     expect(json(textNotString).content).toBe(JSON.stringify(textNotString))
     const badMediaType = { content: [{ type: 'image', source: { type: 'base64', media_type: 'image/bmp', data: 'AA==' } }] }
     expect(json(badMediaType).content).toBe(JSON.stringify(badMediaType))
+    const notHttp = { content: [{ type: 'image', source: { type: 'url', url: 'file:///etc/passwd' } }] }
+    expect(json(notHttp).content).toBe(JSON.stringify(notHttp))
+    const noData = { content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: '' } }] }
+    expect(json(noData).content).toBe(JSON.stringify(noData))
     const numberContent = { content: 5 }
     expect(json(numberContent).content).toBe('{"content":5}')
     // is_error that is not a boolean: not the tool's own result shape either.
@@ -64,7 +68,24 @@ describe('outcomeFromResponse: 2xx JSON', () => {
       .toEqual([{ type: 'text', text: 'x' }, image])
     expect(json({ content: [{ type: 'text', text: '' }, { type: 'text', text: '' }] })).toEqual({ kind: 'ok', isError: false, content: '', status: 200, retry: 'no' })
     expect(json({ content: [] }).content).toBe('')
-    expect(json({ content: [{ type: 'text', text: '' }], is_error: true })).toMatchObject({ kind: 'error', isError: true, content: '' })
+    expect(json({ content: [{ type: 'text', text: ' \n' }, image] }).content).toEqual([image])
+  })
+
+  it('gives a tool\'s is_error result that says nothing a text naming the tool (the API refuses an empty one)', () => {
+    for (const content of ['', ' ', [], [{ type: 'text', text: '' }]]) {
+      expect(json({ content, is_error: true }), JSON.stringify(content)).toEqual({ kind: 'error', isError: true, content: 'Tool weather failed without a message.', status: 200, retry: 'no' })
+    }
+  })
+
+  it('keeps only the fields the Messages API takes in a tool result\'s blocks: cache_control, citations and the unknown are dropped', () => {
+    const content = [
+      { type: 'text', text: 'a', cache_control: { type: 'ephemeral' } },
+      { type: 'text', text: 'b', cache_control: { type: 'forever', ttl: 7 } },
+      { type: 'text', text: 'c', citations: [{ type: 'char_location', cited_text: 'x' }], x_trace: 'abc' },
+      { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=', note: 'mine' }, cache_control: { type: 'ephemeral' }, alt: 'a map' },
+      { type: 'image', source: { type: 'url', url: 'https://example.com/a.png', width: 3 } }
+    ]
+    expect(json({ content }).content).toEqual([{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }, { type: 'text', text: 'c' }, image, urlImage])
   })
 
   it('answers invalid JSON with an error naming the tool', () => {
