@@ -1,10 +1,11 @@
 import type { MessageParam, ToolResultBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { AppError } from '../errors.js'
 import { hasLoneSurrogate } from '../lib/text.js'
-import type { ToolOutputs } from '../schemas/runs.js'
+import type { RunParams, ToolOutputs } from '../schemas/runs.js'
 import type { RunRecord } from '../store/index.js'
 import { capContent, toolResult, type ToolResultContent } from '../tools/tool-result.js'
 import type { InitialWrite } from './run-driver.js'
+import { cacheBreakpoints, cacheControlProblem, isBreakpoint, MAX_CACHE_BREAKPOINTS } from './transcript.js'
 
 /** A client tool call a run waits on, as listed in its `required_action`. */
 export interface AwaitedCall {
@@ -42,12 +43,45 @@ export function checkToolOutputs (run: RunRecord, body: ToolOutputs, maxResultCh
   if (hasLoneSurrogate(body.tool_outputs)) {
     throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', 'An output holds half of a UTF-16 surrogate pair (half an emoji, say), which the model API refuses: send well-formed Unicode.')
   }
+  const problem = findOutputsProblem(body)
+  if (problem !== null) throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', problem)
+  const breakpoints = [...cacheBreakpoints([], run.params.system as RunParams['system']), ...outputBreakpoints(body)]
+  if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw tooManyBreakpoints(breakpoints)
   const byId = new Map(body.tool_outputs.map((o) => [o.tool_use_id, o]))
   return (call) => {
     const output = byId.get(call.id)!
     const content = capContent((output.content ?? '') as ToolResultContent, maxResultChars)
-    return toolResult(call.id, content, output.is_error === true)
+    return toolResult(call.id, content, output.is_error === true, call.name)
   }
+}
+
+/**
+ * What the outputs' schema leaves to be checked as the Messages API checks a tool_result's blocks:
+ * text that is not blank, and a `cache_control` of its shape. Null when they are fine.
+ */
+function findOutputsProblem (body: ToolOutputs): string | null {
+  for (const [i, output] of body.tool_outputs.entries()) {
+    if (!Array.isArray(output.content)) continue
+    for (const [j, block] of output.content.entries()) {
+      const where = `tool_outputs[${i}].content[${j}]`
+      if (block.type === 'text' && block.text.trim() === '') {
+        return `${where} (for ${output.tool_use_id}) is a blank text block: the Messages API refuses text blocks without text (spaces alone count as none); give it text, or leave the block out.`
+      }
+      const problem = cacheControlProblem((block as { cache_control?: unknown }).cache_control, `${where}.cache_control (for ${output.tool_use_id})`)
+      if (problem !== null) return problem
+    }
+  }
+  return null
+}
+
+function outputBreakpoints (body: ToolOutputs): string[] {
+  return body.tool_outputs.flatMap((output, i) => Array.isArray(output.content)
+    ? output.content.flatMap((block, j) => isBreakpoint(block) ? [`tool_outputs[${i}].content[${j}]`] : [])
+    : [])
+}
+
+function tooManyBreakpoints (breakpoints: readonly string[]): AppError {
+  return new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', `With these outputs the run's next model request would hold ${breakpoints.length} cache breakpoints (cache_control on ${breakpoints.join(', ')}), but the Messages API takes at most ${MAX_CACHE_BREAKPOINTS}: leave cache_control out of some of the outputs' blocks.`)
 }
 
 /** The result of a call the caller never answered: the run was cancelled, or reached its deadline. */
@@ -68,6 +102,13 @@ export function resumeWrite (run: RunRecord, messages: readonly MessageParam[], 
   const toolUseIds = Array.isArray(assistant?.content) ? assistant.content.filter((b) => b.type === 'tool_use').map((b) => (b as { id: string }).id) : []
   const results = toolUseIds.map((id, index) => pending[index] ?? answers.get(id))
   if (results.some((r) => r === undefined)) throw new Error(`run ${run.id}: the stored wait does not match its transcript`)
+  // The answers' breakpoints with those the run already has (checkToolOutputs counted only the
+  // system prompt's): the Messages API would refuse every later request of the run.
+  const added = [...answers].flatMap(([id, r]) => Array.isArray(r.content) ? r.content.flatMap((b, k) => isBreakpoint(b) ? [`the output for ${id}, content[${k}]`] : []) : [])
+  if (added.length > 0) {
+    const breakpoints = [...cacheBreakpoints(messages, run.params.system as RunParams['system']), ...added]
+    if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw tooManyBreakpoints(breakpoints)
+  }
   const events = calls.map((call) => {
     const result = answers.get(call.id)!
     return {

@@ -19,7 +19,10 @@ export const MetadataSchema = Type.Record(Type.String(), Type.String({ maxLength
 
 const ContentBlockSchema = Type.Object({ type: Type.String({ minLength: 1 }) }, { additionalProperties: true, description: 'A content block of the Messages API.' })
 
-/** One message of a history: an Anthropic `MessageParam`, checked for shape here and in full by the model. */
+/**
+ * One message of a history: an Anthropic `MessageParam`, checked for shape here, and block by block
+ * as the Messages API checks it when the run is created (src/runs/transcript.ts).
+ */
 export const MessageParamSchema = Type.Unsafe<MessageParam>(Type.Object({
   role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]),
   content: Type.Union([Type.String(), Type.Array(ContentBlockSchema, { minItems: 1 })])
@@ -167,9 +170,16 @@ export const GetRunQuerySchema = Type.Object({
 }, { additionalProperties: false })
 
 // What a tool_result may hold, checked as strictly as the Messages API checks it: a caller's typo
-// is a 400 here, not a failed model call later.
+// is a 400 here, not a failed model call later. What a schema cannot say (text that is only
+// spaces; cache_control's shape and the request's limit of four breakpoints, counted with those
+// the run already has) is checked by checkToolOutputs and resumeWrite (src/runs/waiting.ts), with
+// a RUN_ERR_INVALID_TOOL_OUTPUTS that names the output and the block.
+const CacheControlSchema = Type.Unsafe<{ type: 'ephemeral', ttl?: '5m' | '1h' } | null>({
+  description: 'A cache breakpoint: `{ "type": "ephemeral" }`, with an optional `ttl` of "5m" or "1h". A model request holds at most four, the run\'s own included.'
+})
+
 const ToolResultBlockSchema = Type.Union([
-  Type.Object({ type: Type.Literal('text'), text: Type.String({ minLength: 1 }), cache_control: Type.Optional(Type.Object({ type: Type.Literal('ephemeral') }, { additionalProperties: true })) }, { additionalProperties: false }),
+  Type.Object({ type: Type.Literal('text'), text: Type.String({ minLength: 1 }), cache_control: Type.Optional(CacheControlSchema) }, { additionalProperties: false }),
   Type.Object({
     type: Type.Literal('image'),
     source: Type.Union([

@@ -92,6 +92,55 @@ for (const backend of backends) {
       expect(h.model.refusals).toEqual([])
     })
 
+    it('refuses, naming the output and the block, a blank text or a cache_control the model would refuse; the run still waits', async () => {
+      const run = await waiting()
+      const id = run.required_action.tool_calls[0].id
+      const cases: Array<[unknown[], string]> = [
+        [[{ type: 'text', text: 'yes' }, { type: 'text', text: '  ' }], `tool_outputs[0].content[1] (for ${id as string}) is a blank text block: `],
+        [[{ type: 'text', text: 'yes' }, { type: 'text', text: 'no', cache_control: { type: 'persistent' } }], `tool_outputs[0].content[1].cache_control (for ${id as string}) has type "persistent": the Messages API takes only "ephemeral"; `],
+        [[{ type: 'text', text: 'yes', cache_control: { type: 'ephemeral', ttl: '10m' } }], 'tool_outputs[0].content[0].cache_control'],
+        [[{ type: 'text', text: 'yes', cache_control: { type: 'ephemeral', note: 'x' } }], 'tool_outputs[0].content[0].cache_control'],
+        [['a', 'b', 'c', 'd', 'e'].map((text) => ({ type: 'text', text, cache_control: { type: 'ephemeral' } })), 'With these outputs the run\'s next model request would hold 5 cache breakpoints (cache_control on tool_outputs[0].content[0], tool_outputs[0].content[1], ']
+      ]
+      for (const [content, start] of cases) {
+        const res = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, content }] })
+        expect(res.statusCode, JSON.stringify(content)).toBe(400)
+        expect(res.json().code).toBe('RUN_ERR_INVALID_TOOL_OUTPUTS')
+        expect(res.json().message.slice(0, start.length)).toBe(start)
+      }
+      expect((await h.app.inject({ method: 'GET', url: `/runs/${run.id}`, headers: auth(TENANT_A) })).json().status).toBe('requires_action')
+      const ok = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, content: [{ type: 'text', text: 'yes', cache_control: { type: 'ephemeral', ttl: '1h' } }] }] })
+      expect(ok.json().status).toBe('completed')
+      expect(h.model.refusals).toEqual([])
+    })
+
+    it('counts the breakpoints the run already has: outputs that would make more than four are refused, and the run still waits', async () => {
+      const cached = (text: string) => ({ type: 'text', text, cache_control: { type: 'ephemeral' } })
+      const { body: run } = await h.startRun({ system: [cached('You refund orders.')], messages: [{ role: 'user', content: [cached('Order 7 arrived broken.'), cached('refund?')] }], tools: ['lookup'], client_tools: [confirm] })
+      expect(run.status).toBe('requires_action')
+      const id = run.required_action.tool_calls[0].id
+      const res = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, content: [cached('yes'), cached('refund it')] }] })
+      expect(res.statusCode).toBe(400)
+      expect(res.json()).toMatchObject({ code: 'RUN_ERR_INVALID_TOOL_OUTPUTS' })
+      expect(res.json().message).toBe(`With these outputs the run's next model request would hold 5 cache breakpoints (cache_control on system[0], messages[0].content[0], messages[0].content[1], the output for ${id as string}, content[0], the output for ${id as string}, content[1]), but the Messages API takes at most 4: leave cache_control out of some of the outputs' blocks.`)
+      expect((await h.app.inject({ method: 'GET', url: `/runs/${run.id}`, headers: auth(TENANT_A) })).json().status).toBe('requires_action')
+      const ok = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, content: [cached('yes'), { type: 'text', text: 'refund it' }] }] })
+      expect(ok.json()).toMatchObject({ status: 'completed', output_text: 'final: ok lookup {"q":"order 7"} | yesrefund it' })
+      expect(h.model.refusals).toEqual([])
+    })
+
+    it('gives an is_error output without content a text saying the tool failed, which the model accepts', async () => {
+      for (const content of [undefined, '', []]) {
+        const run = await waiting()
+        const id = run.required_action.tool_calls[0].id
+        const res = await outputs(run.id, { tool_outputs: [{ tool_use_id: id, is_error: true, ...(content === undefined ? {} : { content }) }] })
+        expect(res.json(), JSON.stringify(content)).toMatchObject({ status: 'completed', tool_calls: { total: 2, errors: 1 }, output_text: 'final: ok lookup {"q":"order 7"} | Tool confirm_with_user failed without a message.' })
+        const done = (await h.events(run.id)).find((e) => e.type === 'tool_call.completed' && e.data.tool_use_id === id)!
+        expect(done.data).toMatchObject({ outcome: 'client', is_error: true, content: 'Tool confirm_with_user failed without a message.' })
+      }
+      expect(h.model.refusals).toEqual([])
+    })
+
     it('never loses a cancel that races the caller\'s outputs: the run ends, and the cancel says how', async () => {
       for (let i = 0; i < 3; i++) {
         const run = await waiting()
