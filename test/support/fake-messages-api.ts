@@ -71,6 +71,14 @@ const ALLOWED_FIELDS = new Set([
   'top_k', 'stop_sequences', 'stream', 'metadata', 'service_tier'
 ])
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,128}$/
+const TOOL_USE_ID = /^[a-zA-Z0-9_-]+$/
+const MAX_CACHE_BREAKPOINTS = 4
+/** The content blocks the API takes in messages without betas (the SDK's ContentBlockParam). */
+const BLOCK_TYPES = new Set([
+  'text', 'image', 'document', 'search_result', 'thinking', 'redacted_thinking', 'tool_use', 'tool_result',
+  'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result',
+  'bash_code_execution_tool_result', 'text_editor_code_execution_tool_result', 'tool_search_tool_result', 'container_upload'
+])
 
 export class FakeMessagesApi {
   readonly requests: RecordedRequest[] = []
@@ -191,7 +199,30 @@ export class FakeMessagesApi {
       if (body.tools === undefined) return 'tool_choice may only be specified while providing tools'
       if (body.tool_choice.type === 'tool' && !tools.has(body.tool_choice.name)) return `tool_choice.name: tool ${body.tool_choice.name} is not in tools`
     }
-    if (body.thinking?.type === 'enabled' && !(body.thinking.budget_tokens < body.max_tokens)) return '`max_tokens` must be greater than `thinking.budget_tokens`'
+    if (body.thinking?.type === 'enabled') {
+      if (!Number.isInteger(body.thinking.budget_tokens) || body.thinking.budget_tokens < 1024) return 'thinking.enabled.budget_tokens: Input should be greater than or equal to 1024'
+      if (!(body.thinking.budget_tokens < body.max_tokens)) return '`max_tokens` must be greater than `thinking.budget_tokens`'
+    }
+    if (body.thinking !== undefined && body.thinking.type !== 'disabled' && ['any', 'tool'].includes(body.tool_choice?.type)) {
+      return 'Thinking may not be enabled when tool_choice forces tool use.'
+    }
+    if (body.system !== undefined && typeof body.system !== 'string') {
+      if (!Array.isArray(body.system)) return 'system: Input should be a valid string or list'
+      for (const [i, block] of body.system.entries()) {
+        if (block?.type !== 'text') return `system.${i}.type: Input should be 'text'`
+        const problem = textBlockProblem(block, `system.${i}`)
+        if (problem !== null) return problem
+      }
+    }
+    // Cache breakpoints: a valid cache_control each, at most four in the whole request.
+    let breakpoints = 0
+    for (const [where, block] of cacheableBlocks(body)) {
+      if (block.cache_control === undefined || block.cache_control === null) continue
+      const problem = cacheControlProblem(block.cache_control, `${where}.cache_control`)
+      if (problem !== null) return problem
+      breakpoints++
+    }
+    if (breakpoints > MAX_CACHE_BREAKPOINTS) return `A maximum of ${MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found ${breakpoints}.`
 
     const messages = body.messages as Array<{ role: string, content: unknown }>
     for (const [i, message] of messages.entries()) {
@@ -199,6 +230,11 @@ export class FakeMessagesApi {
       if (i === 0 && message.role !== 'user') return 'messages: first message must use the "user" role'
       if (i > 0 && messages[i - 1]!.role === message.role) return `messages: roles must alternate between "user" and "assistant", but found multiple "${message.role}" roles in a row`
       if (typeof message.content !== 'string' && !Array.isArray(message.content)) return `messages.${i}.content: Input should be a valid string or list`
+      const finalAssistant = i === messages.length - 1 && message.role === 'assistant'
+      if ((message.content === '' || message.content.length === 0) && !finalAssistant) {
+        return `messages.${i}: all messages must have non-empty content except for the optional final assistant message`
+      }
+      if (typeof message.content === 'string' && message.content.trim() === '' && !finalAssistant) return `messages.${i}: text content blocks must contain non-whitespace text`
       if (Array.isArray(message.content)) {
         for (const [j, block] of message.content.entries()) {
           if (typeof block?.type !== 'string') return `messages.${i}.content.${j}.type: Field required`
@@ -250,14 +286,13 @@ export class FakeMessagesApi {
   #checkBlock (block: Record<string, any>, role: string, tools: Set<string>, where: string): string | null {
     switch (block.type) {
       case 'text':
-        if (typeof block.text !== 'string') return `${where}.text: Field required`
-        if (block.text === '' && role === 'user') return `${where}: text content blocks must be non-empty`
-        return null
+        return textBlockProblem(block, where)
       case 'image':
         return role === 'user' || role === 'tool' ? null : `${where}: image blocks are only allowed in user messages`
       case 'tool_use':
         if (role !== 'assistant') return `${where}: tool_use blocks are only allowed in assistant messages`
         if (typeof block.id !== 'string' || typeof block.name !== 'string') return `${where}: tool_use needs id and name`
+        if (!TOOL_USE_ID.test(block.id)) return `${where}.tool_use.id: String should match pattern '${TOOL_USE_ID.source}'`
         if (typeof block.input !== 'object' || block.input === null || Array.isArray(block.input)) return `${where}.input: Input should be a valid dictionary`
         if (!tools.has(block.name)) return `${where}: tool_use names tool ${block.name}, which is not in tools`
         return null
@@ -267,11 +302,18 @@ export class FakeMessagesApi {
         if (block.is_error !== undefined && typeof block.is_error !== 'boolean') return `${where}.is_error: Input should be a valid boolean`
         const extra = Object.keys(block).find((k) => !['type', 'tool_use_id', 'content', 'is_error', 'cache_control'].includes(k))
         if (extra !== undefined) return `${where}.${extra}: Extra inputs are not permitted`
+        if (block.is_error === true && (block.content === undefined || block.content === '' || (Array.isArray(block.content) && block.content.length === 0))) {
+          return `${where}: content cannot be empty if \`is_error\` is true`
+        }
         if (block.content === undefined || typeof block.content === 'string') return null
         if (!Array.isArray(block.content)) return `${where}.content: Input should be a valid string or list`
         for (const [k, inner] of block.content.entries()) {
           if (inner?.type === 'text') {
-            if (typeof inner.text !== 'string' || inner.text === '') return `${where}.content.${k}: text content blocks must be non-empty`
+            // A tool's text block is its text, and a breakpoint at most: citations here cite nothing of this request.
+            const extra = Object.keys(inner).find((key) => !['type', 'text', 'cache_control'].includes(key) && !(key === 'citations' && inner.citations === null))
+            if (extra !== undefined) return `${where}.content.${k}.text.${extra}: Extra inputs are not permitted`
+            const problem = textBlockProblem(inner, `${where}.content.${k}`)
+            if (problem !== null) return problem
           } else if (inner?.type === 'image') {
             if (inner.source?.type !== 'base64' || typeof inner.source.data !== 'string') return `${where}.content.${k}.source: invalid image source`
           } else {
@@ -288,6 +330,7 @@ export class FakeMessagesApi {
         if (!this.#redacted.has(block.data)) return `${where}: Invalid \`data\` in \`redacted_thinking\` block`
         return null
       default:
+        if (!BLOCK_TYPES.has(block.type)) return `${where}: Input tag '${String(block.type)}' found using 'type' does not match any of the expected tags: ${[...BLOCK_TYPES].map((t) => `'${t}'`).join(', ')}`
         return null
     }
   }
@@ -446,6 +489,44 @@ export class FakeMessagesApi {
     res.writeHead(status, { 'content-type': 'application/json', ...headers })
     res.end(JSON.stringify({ type: 'error', error: { type, message } }))
   }
+}
+
+/** A text block as the API takes it: text that is not blank, and no field it does not know. */
+function textBlockProblem (block: Record<string, any>, where: string): string | null {
+  if (typeof block.text !== 'string') return `${where}.text: Field required`
+  const extra = Object.keys(block).find((k) => !['type', 'text', 'cache_control', 'citations'].includes(k))
+  if (extra !== undefined) return `${where}.text.${extra}: Extra inputs are not permitted`
+  if (block.text === '') return `${where}: text content blocks must be non-empty`
+  if (block.text.trim() === '') return `${where}: text content blocks must contain non-whitespace text`
+  return null
+}
+
+function cacheControlProblem (value: unknown, where: string): string | null {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return `${where}: Input should be a valid dictionary or object`
+  const { type, ttl, ...rest } = value as Record<string, unknown>
+  if (type !== 'ephemeral') return `${where}.type: Input should be 'ephemeral'`
+  if (ttl !== undefined && ttl !== '5m' && ttl !== '1h') return `${where}.ttl: Input should be '5m' or '1h'`
+  const extra = Object.keys(rest)[0]
+  if (extra !== undefined) return `${where}.${extra}: Extra inputs are not permitted`
+  return null
+}
+
+/** Every place of a request a cache_control may be: tools, system blocks, message blocks and a tool_result's own blocks. */
+function cacheableBlocks (body: Record<string, any>): Array<[string, Record<string, any>]> {
+  const out: Array<[string, Record<string, any>]> = []
+  const add = (where: string, block: unknown): void => { if (typeof block === 'object' && block !== null) out.push([where, block as Record<string, any>]) }
+  if (Array.isArray(body.tools)) body.tools.forEach((tool: unknown, i: number) => add(`tools.${i}`, tool))
+  if (Array.isArray(body.system)) body.system.forEach((block: unknown, i: number) => add(`system.${i}`, block))
+  if (Array.isArray(body.messages)) {
+    for (const [i, message] of body.messages.entries()) {
+      if (!Array.isArray(message?.content)) continue
+      for (const [j, block] of message.content.entries()) {
+        add(`messages.${i}.content.${j}`, block)
+        if (block?.type === 'tool_result' && Array.isArray(block.content)) block.content.forEach((inner: unknown, k: number) => add(`messages.${i}.content.${j}.content.${k}`, inner))
+      }
+    }
+  }
+  return out
 }
 
 function hasLoneSurrogate (value: unknown): boolean {
