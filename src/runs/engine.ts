@@ -307,9 +307,7 @@ export class RunEngine {
         // Queued with nobody holding it: take it (whatever our room) just to end it.
         const lease = await this.#options.store.claimRun(runId, this.replicaId, this.#options.limits.leaseMs)
         if (lease !== null) {
-          const driver = this.#start({ ...current, lease_owner: this.replicaId, lease_token: lease.token }, [])
-          driver.stop(stop)
-          await driver.done
+          await this.#start({ ...current, lease_owner: this.replicaId, lease_token: lease.token }, [], { stop }).done
         }
       } else if (await this.#options.store.requestCancel(tenantId, runId, Date.now()) !== null) {
         // Driven by another replica: it sees the request within a second and cancels.

@@ -229,7 +229,7 @@ export class LeaseKeeper {
     const { replicaId } = this.#host
     // Runs queued past their deadline are ended whatever the room: they will not run.
     for (const run of await store.claimExpiredQueuedRuns(replicaId, leaseMs, SWEEP_BATCH)) {
-      this.#host.start(run, []).stop(new RunStop('timeout', `the run reached its timeout of ${(run.params as unknown as RunParams).timeout_ms} ms while queued`))
+      this.#host.start(run, [], { stop: new RunStop('timeout', `the run reached its timeout of ${(run.params as unknown as RunParams).timeout_ms} ms while queued`) })
     }
     const room = admission.reserveUpTo(SWEEP_BATCH)
     if (room === 0) return

@@ -37,6 +37,13 @@ export interface DriverStart {
   readonly resumed?: ResumedStep
   /** The run's tools as read a moment ago (by its create): the first step uses them rather than read them again. */
   readonly tools?: ToolRecord[]
+  /**
+   * Why a queued run ends before it starts (a cancel, its deadline): the driver is stopped from
+   * the outset, so the run ends with no `run.started` event and no `started_at`. A stop given
+   * after `drive()` is called comes too late for that: drive() marks a queued run started before
+   * its first wait.
+   */
+  readonly stop?: RunStop
 }
 
 /** What every driver of this process shares. */
@@ -117,6 +124,7 @@ export class RunDriver {
     this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
     setMaxListeners(0, this.#controller.signal)
+    if (from.stop !== undefined) this.#controller.abort(from.stop)
     for (const message of history) this.#noteToolNames(message)
     this.#log = deps.log.child({ runId: run.id })
     const watched = deps.watched
