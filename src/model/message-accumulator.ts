@@ -48,8 +48,10 @@ export class MessageAccumulator {
 
   /**
    * How much content the stream has sent so far: the characters of its text, thinking and tool
-   * input deltas (and of citations' quoted text), plus one for every delta, kept or skipped. What a
-   * model may produce is bounded by max_tokens; the model client holds a stream to that.
+   * input deltas (and of citations' quoted text, and of text or thinking a block starts with), plus
+   * one for every delta and block, kept or skipped. What a model may produce is bounded by
+   * max_tokens; the model client holds a stream to that. A server tool's result, given whole when
+   * its block starts, is not the model's output and counts one.
    */
   get contentChars (): number {
     return this.#contentChars
@@ -76,6 +78,8 @@ export class MessageAccumulator {
         const { index, content_block: block } = event
         if (!Number.isInteger(index) || index < 0 || index > message.content.length) throw new Error(`content_block_start at index ${String(index)}, which is not the next block`)
         if (typeof block !== 'object' || block === null || typeof block.type !== 'string') throw new Error('content_block_start without a content block')
+        const { text, thinking } = block as unknown as Record<string, unknown>
+        this.#contentChars += 1 + lengthOf(text) + lengthOf(thinking)
         if (block.type === 'tool_use') {
           const { id, name } = block as Partial<ToolUseBlock>
           if (typeof id !== 'string' || id === '' || typeof name !== 'string' || name === '') throw new Error('a tool_use block without its id or name')

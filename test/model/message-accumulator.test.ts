@@ -309,7 +309,7 @@ describe('MessageAccumulator', () => {
 })
 
 describe('content counted against max_tokens', () => {
-  it('counts the characters of text, thinking and tool input deltas, and one for every delta, kept or skipped', () => {
+  it('counts the characters of text, thinking and tool input deltas, and one for every delta and block, kept or skipped', () => {
     const accumulator = new MessageAccumulator()
     feed(accumulator, [
       messageStart(),
@@ -328,10 +328,13 @@ describe('content counted against max_tokens', () => {
       text(2, 'stray'),
       text(7, 'nowhere'),
       delta(1, { type: 'mystery_delta', payload: 'x'.repeat(100) }),
-      blockStop(2)
+      blockStop(2),
+      // A block that starts with its text, and a server tool's result, given whole.
+      blockStart(3, { type: 'text', text: 'given at once' }),
+      blockStart(4, { type: 'web_search_tool_result', tool_use_id: 'srvtoolu_1', content: [{ type: 'web_search_result', title: 'x'.repeat(500) }] })
     ])
-    // 9 + 5 + 6 + 5 + 4 + 5 + 7 characters, and 9 deltas.
-    expect(accumulator.contentChars).toBe(9 + 5 + 6 + 5 + 4 + 5 + 7 + 9)
-    expect(accumulator.message!.content).toMatchObject([{ thinking: 'hmm, four' }, { text: 'hello' }, { input: { q: 'x' } }])
+    // 9 + 5 + 6 + 5 + 4 + 5 + 7 + 13 characters, 9 deltas and 5 blocks.
+    expect(accumulator.contentChars).toBe(9 + 5 + 6 + 5 + 4 + 5 + 7 + 13 + 9 + 5)
+    expect(accumulator.message!.content.slice(0, 4)).toMatchObject([{ thinking: 'hmm, four' }, { text: 'hello' }, { input: { q: 'x' } }, { text: 'given at once' }])
   })
 })
