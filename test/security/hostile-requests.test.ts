@@ -100,6 +100,60 @@ function runBody (tools: string) {
   }, { requiredKeys: [] })
 }
 
+/**
+ * A run whose every field is nearly right, but whose history, system prompt, thinking settings and
+ * cache breakpoints go to the edges of what the Messages API takes: blank text, odd ids and inputs,
+ * tool results without content, thinking without its signature (SIGN stands for the fake's own),
+ * unknown blocks and fields, good and bad cache_control, budgets around max_tokens.
+ */
+/** Mostly right, now and then at an edge: how careful callers' mistakes are spread. */
+const mostly = <T>(right: readonly T[], edges: readonly T[]) => fc.oneof({ weight: 15, arbitrary: fc.constantFrom(...right) }, { weight: 1, arbitrary: fc.constantFrom(...edges) })
+const cacheControl = mostly<unknown>([undefined, undefined, undefined, null, { type: 'ephemeral' }, { type: 'ephemeral', ttl: '1h' }], [{ type: 'ephemeral', ttl: '1d' }, { type: 'persistent' }, { type: 'ephemeral', scope: 'x' }, 'ephemeral'])
+function cached<T extends object> (block: fc.Arbitrary<T>): fc.Arbitrary<T> {
+  return fc.tuple(block, cacheControl).map(([b, c]) => c === undefined ? b : { ...b, cache_control: c })
+}
+const edgeText = mostly(['hi', 'Weather in Paris?'], ['', ' ', '\n\t'])
+const textBlock = cached(fc.record({ type: fc.constant('text'), text: edgeText, citations: fc.constantFrom(undefined, null), id: mostly([undefined], ['x']) }, { requiredKeys: ['type', 'text'] }))
+const otherBlock = mostly<object>([
+  { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+  { type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'Notes.' } }
+], [{ type: 'video', url: 'https://example.com/v.mp4' }])
+const resultContent = fc.oneof(edgeText, fc.array(fc.oneof(textBlock, fc.constant({ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } })), { maxLength: 3 }), fc.constant(undefined))
+const exchange = fc.array(fc.record({
+  id: mostly(['toolu_01', 'toolu_02'], ['call.1', '']),
+  name: mostly(['probe', 'gone_tool'], ['bad name']),
+  input: mostly<unknown>([{}, { q: 'x' }], [[], 'x', null]),
+  content: resultContent,
+  isError: fc.constantFrom(undefined, false, true)
+}), { minLength: 1, maxLength: 2 }).chain((calls) => fc.record({
+  before: fc.array(fc.oneof(textBlock, mostly<object>([{ type: 'thinking', thinking: 'Let me see.', signature: 'SIGN' }], [{ type: 'thinking', thinking: 'Hm.' }, { type: 'thinking', thinking: 'Hm.', signature: '' }])), { maxLength: 2 }),
+  after: fc.array(textBlock, { maxLength: 1 })
+}).map(({ before, after }) => [
+  { role: 'assistant', content: [...before, ...calls.map((c) => ({ type: 'tool_use', id: c.id, name: c.name, input: c.input }))] },
+  { role: 'user', content: [...calls.map((c) => ({ type: 'tool_result', tool_use_id: c.id, ...(c.content === undefined ? {} : { content: c.content }), ...(c.isError === undefined ? {} : { is_error: c.isError }) })), ...after] }
+]))
+const firstMessage = fc.oneof(edgeText.map((content) => ({ role: 'user', content })), fc.array(fc.oneof(textBlock, otherBlock), { minLength: 1, maxLength: 3 }).map((content) => ({ role: 'user', content })))
+const history = fc.tuple(firstMessage, fc.array(exchange, { maxLength: 2 })).map(([first, exchanges]) => [first, ...exchanges.flat()])
+
+function edgeRunBody () {
+  return fc.record({
+    messages: history,
+    tools: mostly([['probe']], [[]]),
+    system: fc.oneof(fc.constant(undefined), edgeText, fc.array(textBlock, { minLength: 1, maxLength: 3 })),
+    max_tokens: fc.constantFrom(undefined, 1024, 4096, 8000),
+    thinking: fc.constantFrom(undefined, { type: 'disabled' }, { type: 'adaptive' }, ...[undefined, 0, 1023, 1024, 2048, 4095, 4096, 8000].map((budget) => ({ type: 'enabled', ...(budget === undefined ? {} : { budget_tokens: budget }) }))),
+    tool_choice: fc.constantFrom(undefined, { type: 'auto' }, { type: 'none' }, { type: 'any' }, { type: 'tool', name: 'probe' })
+  }, { requiredKeys: ['messages'] })
+}
+
+/** Gives each thinking block whose signature is SIGN the one the fake made, as the model would have. */
+function signed (body: Record<string, any>, sign: (thinking: string) => string): Record<string, any> {
+  const messages = (body.messages as Array<{ role: string, content: unknown }>).map((m) => Array.isArray(m.content)
+    ? { ...m, content: m.content.map((b: Record<string, any>) => b.signature === 'SIGN' ? { ...b, signature: sign(b.thinking) } : b) }
+    : m)
+  return { ...body, messages }
+}
+
 function toolBody (tools: string) {
   return fc.record({
     description: maybe(text),
@@ -305,6 +359,22 @@ for (const backend of backends) {
         }), propertyOptions(NUM_RUNS))
       })
     }
+
+    it('creates no run the model would refuse: every model request of a run POST /runs took is one the Messages API takes', async () => {
+      const refusals: string[] = []
+      let created = 0
+      await fc.assert(fc.asyncProperty(edgeRunBody(), async (body) => {
+        const before = h.model.refusals.length
+        // Sync: the run's model calls are over when it answers.
+        const res = await h.app.inject({ method: 'POST', url: '/runs', headers: auth(TENANT_A), payload: signed(body, (t) => h.model.signThinking(t)) })
+        checkAnswer(res)
+        if (res.statusCode < 300) created++
+        for (const refusal of h.model.refusals.slice(before)) refusals.push(`${refusal.message}\n  for ${JSON.stringify(body).slice(0, 1000)}`)
+      }), propertyOptions(NUM_RUNS))
+      expect(refusals).toEqual([])
+      // Some of them are taken, or the property says nothing.
+      expect(created).toBeGreaterThan(Number(process.env.FC_RUNS ?? NUM_RUNS) / 20)
+    })
 
     it('answers the known hard cases with a 4xx: deep nesting, the body limit, odd encodings', async () => {
       const deep = 200_000

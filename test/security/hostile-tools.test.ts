@@ -139,6 +139,12 @@ function hostileAnswers (): Record<string, Answer> {
     lone_surrogate_json: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, '{"content":"half \\ud83d of an emoji"}') },
     deep_json: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, `${'['.repeat(30_000)}${']'.repeat(30_000)}`) },
     blocks_bad: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, '{"content":[{"type":"text"},{"type":"document","x":1}],"is_error":"yes"}') },
+    // What the Messages API refuses in a tool result: an is_error one that says nothing; more than
+    // four cache breakpoints, a cache_control of another shape, citations, fields it does not know.
+    silent_error: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, '{"content":"","is_error":true}') },
+    silent_error_list: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, '{"content":[],"is_error":true}') },
+    blocks_cached: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, JSON.stringify({ content: ['a', 'b', 'c', 'd', 'e'].map((text) => ({ type: 'text', text, cache_control: { type: 'ephemeral' } })) })) },
+    blocks_odd_fields: { kind: 'bytes', data: http(200, { 'content-type': 'application/json' }, '{"content":[{"type":"text","text":"f","cache_control":{"type":"forever"}},{"type":"text","text":"g","citations":[{"type":"char_location"}]},{"type":"text","text":"h","__proto__":{"x":1},"constructor":"x","trace":1},{"type":"text","text":" "}]}') },
     early_hints_only: { kind: 'bytes', data: Buffer.from('HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n') },
     switching: { kind: 'bytes', data: Buffer.from('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\u0081\u0005hello') },
     http09: { kind: 'bytes', data: Buffer.from('just a body, no status line') },
@@ -170,6 +176,10 @@ const EXPECTED: Record<string, { isError: boolean, text?: RegExp }> = {
   lone_surrogate_json: { isError: false, text: /^half \uFFFD of an emoji$/ },
   deep_json: { isError: true, text: /^hostile answered JSON nested more than 100 levels deep/ },
   blocks_bad: { isError: false },
+  silent_error: { isError: true, text: /^Tool hostile failed without a message\.$/ },
+  silent_error_list: { isError: true, text: /^Tool hostile failed without a message\.$/ },
+  blocks_cached: { isError: false, text: /^abcde$/ },
+  blocks_odd_fields: { isError: false, text: /^fgh$/ },
   early_hints_only: { isError: true },
   switching: { isError: true },
   http09: { isError: true },
