@@ -90,6 +90,8 @@ export class FakeMessagesApi {
   readonly #server: Server
   readonly #signingKey = randomBytes(32)
   readonly #redacted = new Set<string>()
+  /** Block types this fake answered that the list of known ones lacks: the API takes its own back. */
+  readonly #answeredTypes = new Set<string>()
   #url = ''
 
   constructor (respond?: Respond) {
@@ -330,7 +332,7 @@ export class FakeMessagesApi {
         if (!this.#redacted.has(block.data)) return `${where}: Invalid \`data\` in \`redacted_thinking\` block`
         return null
       default:
-        if (!BLOCK_TYPES.has(block.type)) return `${where}: Input tag '${String(block.type)}' found using 'type' does not match any of the expected tags: ${[...BLOCK_TYPES].map((t) => `'${t}'`).join(', ')}`
+        if (!BLOCK_TYPES.has(block.type) && !this.#answeredTypes.has(block.type)) return `${where}: Input tag '${String(block.type)}' found using 'type' does not match any of the expected tags: ${[...BLOCK_TYPES].map((t) => `'${t}'`).join(', ')}`
         return null
     }
   }
@@ -358,6 +360,7 @@ export class FakeMessagesApi {
         }
         case 'raw':
           blocks.push(block.block)
+          if (typeof block.block.type === 'string') this.#answeredTypes.add(block.block.type)
           break
       }
     }
@@ -458,6 +461,7 @@ export class FakeMessagesApi {
 
   /** Writes a raw turn; false if it was left open (or the client went away first). */
   async #raw (res: ServerResponse, turn: Extract<Turn, { kind: 'raw' }>): Promise<boolean> {
+    for (const [, type] of turn.chunks.map(String).join('').matchAll(/"content_block":\s*\{\s*"type":\s*"([^"]+)"/g)) this.#answeredTypes.add(type!)
     res.writeHead(turn.status ?? 200, { 'content-type': 'text/event-stream', ...turn.headers })
     for (const chunk of turn.chunks) {
       if (res.destroyed) return false
