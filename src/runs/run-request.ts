@@ -43,6 +43,7 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
   const timeoutMs = body.timeout_ms ?? Math.min(600_000, limits.maxTimeoutMs)
   if (timeoutMs > limits.maxTimeoutMs) throw invalid(`timeout_ms is ${timeoutMs} but this service allows at most ${limits.maxTimeoutMs} (RUN_MAX_TIMEOUT_MS).`)
 
+  if (body.input?.trim() === '') throw new AppError('RUN_ERR_INVALID_MESSAGES', '`input` has no text (spaces alone count as none), and the Messages API refuses an empty message: write the first user message.')
   const messages: MessageParam[] = body.messages ?? [{ role: 'user', content: body.input! }]
   const problem = findTranscriptProblem(messages)
   if (problem !== null) throw new AppError('RUN_ERR_INVALID_MESSAGES', problem)

@@ -40,6 +40,7 @@ for (const backend of backends) {
         ['an unknown field', { input: 'a', max_turns: 3 }, 400, 'REQUEST_ERR_VALIDATION', /unknown field "max_turns"/],
         ['parallelism 0', { input: 'a', parallelism: 0 }, 400, 'REQUEST_ERR_VALIDATION', /body.parallelism must be >= 1/],
         ['half an emoji', { input: 'smile \ud83d' }, 400, 'RUN_ERR_INVALID_MESSAGES', /half of a UTF-16 surrogate pair/],
+        ['a blank input', { input: ' \n' }, 400, 'RUN_ERR_INVALID_MESSAGES', /^`input` has no text \(spaces alone count as none\)/],
         ['a history with an empty text block', { messages: [{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'text', text: '' }] }] }, 400, 'RUN_ERR_INVALID_MESSAGES', /^messages\[0\]\.content\[1\] is an empty text block/],
         ['a thinking budget the default max_tokens does not leave room for', { input: 'a', thinking: { type: 'enabled', budget_tokens: 5000 } }, 400, 'RUN_ERR_INVALID_REQUEST', /^thinking\.budget_tokens is 5000 but max_tokens is 4096 \(the default\)/],
         ['thinking with a forced tool_choice', { input: 'a', tools: ['weather'], tool_choice: { type: 'any' }, thinking: { type: 'enabled', budget_tokens: 1024 } }, 400, 'RUN_ERR_INVALID_REQUEST', /^thinking cannot be used with tool_choice "any"/]
