@@ -20,8 +20,11 @@ export function awaitedCalls (run: RunRecord): AwaitedCall[] {
 
 /**
  * Checks the caller's outputs for the calls a run waits on (SPEC §4.3): one per listed call, no
- * other, none twice, well-formed text. Answers each call's result, its text cut at `maxResultChars`
- * as a webhook's is. Every refusal is a 400 that says what to fix.
+ * other, none twice, well-formed text, blocks as the Messages API takes them (no blank text, a
+ * valid `cache_control`, at most four breakpoints with the system prompt's; those of the
+ * transcript are counted by resumeWrite, which has it). Answers each call's result, its text cut
+ * at `maxResultChars` as a webhook's is, and an error without content saying the tool failed
+ * without a message. Every refusal is a 400 that says what to fix.
  */
 export function checkToolOutputs (run: RunRecord, body: ToolOutputs, maxResultChars: number): (call: AwaitedCall) => ToolResultBlockParam {
   const asked = awaitedCalls(run)
