@@ -389,7 +389,9 @@ export class RunEngine {
       const messages = await store.getMessages(run.id)
       return this.#start(run, messages, { initialWrite: resumeWrite(run, messages, answer) })
     } catch (err) {
-      this.#options.log.error({ err, runId: run.id }, 'could not resume a waiting run; it waits again')
+      // A refusal of the caller's outputs (one found only with the transcript, such as too many
+      // cache breakpoints) is the caller's to fix, not a fault of ours: the run waits again.
+      if (!(err instanceof AppError)) this.#options.log.error({ err, runId: run.id }, 'could not resume a waiting run; it waits again')
       await store.returnToWaiting(run.id, lease).catch(() => {})
       throw err
     }

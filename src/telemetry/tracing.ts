@@ -267,7 +267,7 @@ class LoggedExporter implements SpanExporter {
     this.#inner.export(spans, (result) => {
       if (result.code !== 0 && Date.now() - this.#warnedAt > EXPORT_WARNING_INTERVAL_MS) {
         this.#warnedAt = Date.now()
-        this.#log.warn({ spans: spans.length, error: result.error?.message }, 'could not export spans')
+        this.#log.warn({ spans: spans.length, err: result.error }, 'could not export spans')
       }
       done(result)
     })
