@@ -3,7 +3,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { IncomingMessage } from 'node:http'
 import pino, { type Logger } from 'pino'
 import type { Config } from './src/config.js'
-import { loggerOptions } from './src/logger.js'
+import { loggerOptions, redactLogs } from './src/logger.js'
+import { Redactor } from './src/lib/redact.js'
 import { newId } from './src/lib/ids.js'
 import { createRequestValidators } from './src/schemas/validation.js'
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './src/lib/json-depth.js'
@@ -65,6 +66,11 @@ export async function buildApp (options: AppOptions) {
     frameworkErrors: answerFrameworkError
   }
   const app = Fastify(fastifyOptions).withTypeProvider<TypeBoxTypeProvider>()
+  // The settings' secrets, taken out of every text from outside (a model error, a tool's or a
+  // callback receiver's error answer) before it is stored, answered or logged: from the first
+  // plugin's log line on.
+  const redactor = new Redactor(config.secrets)
+  redactLogs(app.log, redactor)
 
   const validators = createRequestValidators()
   app.setValidatorCompiler(({ schema, httpPart }) =>
@@ -88,7 +94,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(metricsPlugin)
   await app.register(tracingPlugin)
   await app.register(registryPlugin, { resolver: options.resolver })
-  await app.register(enginePlugin, { resolver: options.resolver })
+  await app.register(enginePlugin, { resolver: options.resolver, redactor })
   await app.register(timelinePlugin)
   await app.register(openapiPlugin)
 

@@ -6,9 +6,7 @@ import { WebhookClient } from '../src/tools/webhook/webhook-client.js'
 import { VERSION } from '../src/version.js'
 import type { Resolver } from '../src/tools/egress-guard.js'
 import { Telemetry } from '../src/telemetry/index.js'
-import type { Config } from '../src/config.js'
-import { Redactor } from '../src/lib/redact.js'
-import { redactLogs } from '../src/logger.js'
+import type { Redactor } from '../src/lib/redact.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,13 +19,10 @@ declare module 'fastify' {
  * close it drains: runs in flight get SHUTDOWN_GRACE_MS to finish before they are handed back.
  * The drain happens before the server stops, so that waiting sync requests still get their answer.
  */
-export default fp(async function enginePlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined }) {
+export default fp(async function enginePlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined, redactor: Redactor }) {
   const { config } = app
+  const { redactor } = options
   const telemetry = new Telemetry(app.metrics, app.tracing)
-  // The configuration's secrets, taken out of every text from outside (a model error, a tool's or
-  // a callback receiver's error answer) before it is stored, answered or logged.
-  const redactor = new Redactor(configuredSecrets(config))
-  redactLogs(app.log, redactor)
   const engine = new RunEngine({
     store: app.store,
     registry: app.tools,
@@ -69,25 +64,3 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
   // After the lifecycle plugin's own preClose (registered first), which starts draining.
   app.addHook('preClose', async () => { await engine.close(config.SHUTDOWN_GRACE_MS) })
 }, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle', 'metrics', 'tracing'] })
-
-/**
- * The secrets the configuration holds: the Anthropic key, API keys given as they are, the metrics
- * token, the database's password and the trace collector's headers. An API key given as
- * `tenant:sha256:<hex>` is not among them: only its digest is known, so it cannot be recognised in
- * a text (which is why that form keeps the key out of the environment in the first place).
- */
-function configuredSecrets (config: Config): string[] {
-  const secrets = [config.ANTHROPIC_API_KEY, config.METRICS_TOKEN]
-  for (const entry of config.API_KEYS.split(',')) {
-    const item = entry.trim()
-    const key = item.slice(item.indexOf(':') + 1)
-    if (!/^sha256:[0-9a-f]{64}$/i.test(key)) secrets.push(key)
-  }
-  if (config.DATABASE_URL !== undefined) {
-    try {
-      secrets.push(decodeURIComponent(new URL(config.DATABASE_URL).password))
-    } catch {}
-  }
-  secrets.push(...Object.values(config.tracesExporter?.headers ?? {}))
-  return secrets.filter((s): s is string => s !== undefined && s !== '')
-}

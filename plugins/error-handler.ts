@@ -3,7 +3,7 @@ import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError, type ErrorCode } from '../src/errors.js'
 import type { ErrorBody } from '../src/schemas/common.js'
-import { describeValidation, type ValidationIssue } from '../src/schemas/validation.js'
+import { describeValidation, forbiddenKeyError, type ValidationIssue } from '../src/schemas/validation.js'
 
 // Fastify's own client errors, as our stable codes.
 const FASTIFY_CODES: Record<string, ErrorCode> = {
@@ -21,55 +21,6 @@ const FRIENDLY_MESSAGES: Partial<Record<ErrorCode, (app: FastifyInstance) => str
 }
 
 type JsonBodyParser = (request: FastifyRequest, body: string, done: (err: Error | null, body?: unknown) => void) => void
-
-/** The JSON keys secure-json-parse (Fastify's JSON parser) refuses, as it refuses them. */
-function forbiddenKeyOf (node: object): '__proto__' | 'constructor' | null {
-  if (Object.hasOwn(node, '__proto__')) return '__proto__'
-  const ctor = Object.hasOwn(node, 'constructor') ? (node as { constructor: unknown }).constructor : undefined
-  if (typeof ctor === 'object' && ctor !== null && Object.hasOwn(ctor, 'prototype')) return 'constructor'
-  return null
-}
-
-/** `body.messages[0].content`, each key cut short: a path to show, not to be read back. */
-function pathOf (keys: ReadonlyArray<string | number>): string {
-  const parts = keys.map((key) => typeof key === 'number'
-    ? `[${key}]`
-    : /^[A-Za-z_$][\w$]{0,39}$/.test(key) ? `.${key}` : `[${JSON.stringify(key.length > 40 ? `${key.slice(0, 40)}…` : key)}]`)
-  const shown = parts.length > 12 ? [...parts.slice(0, 4), '…', ...parts.slice(-7)] : parts
-  return `body${shown.join('')}`
-}
-
-/**
- * Why a JSON body that Fastify's parser refused was refused, if it was for a key that could
- * rewrite objects' prototypes rather than for its syntax: the refusal, saying where that key is.
- * Only a refused body comes here, so the walk (breadth first, shallowest key first) costs
- * nothing on the way of a good one.
- */
-function forbiddenKeyError (body: string): AppError | null {
-  let value: unknown
-  try {
-    value = JSON.parse(body.charCodeAt(0) === 0xfeff ? body.slice(1) : body)
-  } catch {
-    return null
-  }
-  const queue: Array<{ node: object, up: number, key: string | number }> = []
-  if (typeof value === 'object' && value !== null) queue.push({ node: value, up: -1, key: '' })
-  for (let at = 0; at < queue.length; at++) {
-    const { node } = queue[at]!
-    const key = forbiddenKeyOf(node)
-    if (key !== null) {
-      const keys: Array<string | number> = [key]
-      for (let i = at; i > 0; i = queue[i]!.up) keys.unshift(queue[i]!.key)
-      const what = key === '__proto__' ? 'a key named __proto__' : 'a key named constructor that holds a prototype'
-      return new AppError('REQUEST_ERR_FORBIDDEN_KEY', `${pathOf(keys)}: ${what} could rewrite the prototype of the objects the body is read into, so bodies that hold one are refused. Rename the key.`)
-    }
-    const isArray = Array.isArray(node)
-    for (const [name, child] of Object.entries(node)) {
-      if (typeof child === 'object' && child !== null) queue.push({ node: child, up: at, key: isArray ? Number(name) : name })
-    }
-  }
-  return null
-}
 
 /**
  * Fastify's JSON parser, refusing `__proto__` and a `constructor` that holds a `prototype` as it

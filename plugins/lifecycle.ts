@@ -27,7 +27,7 @@ const DRAINING_RETRY_AFTER_S = 1
  * progress finish) is answered 503 `SERVICE_ERR_DRAINING` in the error shape, before it is
  * authenticated or counted, with `retry-after` and its request id: Fastify's own answer
  * (`return503OnClosing`) is a bare body without either. Requests already in flight go on; the
- * routes marked `answersWhileDraining` (/healthz, /readyz) answer as always.
+ * routes marked `answersWhileDraining` (/healthz) answer as always.
  */
 export default fp(async function lifecyclePlugin (app: FastifyInstance) {
   let draining = false

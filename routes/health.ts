@@ -17,8 +17,7 @@ export default async function healthRoutes (app: FastifyInstance) {
 
   app.get('/readyz', {
     logLevel: 'warn',
-    // Says why it is not ready (SERVICE_ERR_DRAINING below), as the other refusals do.
-    config: { answersWhileDraining: true },
+    // While draining, the lifecycle plugin answers it SERVICE_ERR_DRAINING, as every other route.
     schema: {
       tags: ['health'],
       summary: 'Ready for traffic: storage answers and the process is not shutting down',
@@ -26,9 +25,6 @@ export default async function healthRoutes (app: FastifyInstance) {
       response: { 200: StatusSchema, ...errors }
     }
   }, async () => {
-    if (app.lifecycle.draining) {
-      throw new AppError('SERVICE_ERR_DRAINING', 'Shutting down: send requests to another replica.')
-    }
     try {
       await app.store.ping()
     } catch (err) {

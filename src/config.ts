@@ -68,6 +68,8 @@ export interface Config extends Env {
   readonly listenHost: string
   /** Where spans are exported (from the OTEL_* variables); null: tracing is off. */
   readonly tracesExporter: OtlpSettings | null
+  /** Every secret the settings hold, as far as it can be recognised in a text (see configuredSecrets). */
+  readonly secrets: readonly string[]
   /** OTEL_RESOURCE_ATTRIBUTES, parsed. */
   readonly resourceAttributes: Readonly<Record<string, string>>
   /** The environment the settings were read from, for `${VAR}` references in TOOLS_FILE. */
@@ -89,7 +91,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new ConfigError(describeEnvError(err))
   }
 
-  const keyring = parseApiKeys(parsed.API_KEYS)
+  const { keyring, plainKeys } = parseApiKeys(parsed.API_KEYS)
   const egressAllow = parseEgressAllow(parsed.TOOL_EGRESS_ALLOW)
   const openMode = keyring.size === 0
 
@@ -108,7 +110,24 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   } catch (err) {
     throw new ConfigError((err as Error).message)
   }
-  return { ...parsed, keyring, egressAllow, listenHost, tracesExporter, resourceAttributes, env: { ...env } }
+  const secrets = configuredSecrets(parsed, plainKeys, tracesExporter)
+  return { ...parsed, keyring, egressAllow, listenHost, tracesExporter, resourceAttributes, secrets, env: { ...env } }
+}
+
+/**
+ * The secrets the settings hold: the Anthropic key, API keys given as they are, the metrics token,
+ * the database's password and the trace collector's headers. An API key given as
+ * `tenant:sha256:<hex>` is not among them: only its digest is known, so it cannot be recognised in
+ * a text (which is why that form keeps the key out of the environment in the first place).
+ */
+function configuredSecrets (parsed: Env, plainKeys: readonly string[], tracesExporter: OtlpSettings | null): string[] {
+  const secrets = [parsed.ANTHROPIC_API_KEY, parsed.METRICS_TOKEN, ...plainKeys, ...Object.values(tracesExporter?.headers ?? {})]
+  if (parsed.DATABASE_URL !== undefined) {
+    try {
+      secrets.push(decodeURIComponent(new URL(parsed.DATABASE_URL).password))
+    } catch {}
+  }
+  return secrets.filter((s): s is string => s !== undefined && s !== '')
 }
 
 function describeEnvError (err: unknown): string {

@@ -1,5 +1,5 @@
 import type { Logger, LoggerOptions, LogFn } from 'pino'
-import type { Redactor } from './lib/redact.js'
+import { REDACTED, type Redactor } from './lib/redact.js'
 
 /** The logger the core writes to: pino's, Fastify's, or a child of either. */
 export interface Log {
@@ -37,6 +37,7 @@ const REDACT_PATHS = [
   'config.OTEL_EXPORTER_OTLP_HEADERS',
   'config.OTEL_EXPORTER_OTLP_TRACES_HEADERS',
   'config.tracesExporter',
+  'config.secrets',
   // The environment the settings were read from: every secret above, as given.
   'config.env'
 ]
@@ -48,7 +49,7 @@ const LINK_SIGNATURE = /([?&]sig=)[^&#]*/g
 function requestSummary (req: { method?: string, url?: string, host?: string, ip?: string, socket?: { remotePort?: number } }): Record<string, unknown> {
   return {
     method: req.method,
-    url: req.url?.replace(LINK_SIGNATURE, '$1[redacted]'),
+    url: req.url?.replace(LINK_SIGNATURE, `$1${REDACTED}`),
     host: req.host,
     remoteAddress: req.ip,
     remotePort: req.socket?.remotePort
@@ -90,7 +91,7 @@ function logMethod (this: Logger, args: Parameters<LogFn>, method: LogFn): void 
 export function loggerOptions (level: string): LoggerOptions {
   return {
     level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: { paths: REDACT_PATHS, censor: REDACTED },
     hooks: { logMethod },
     // Fastify takes these over its own request serializer.
     serializers: { req: requestSummary },

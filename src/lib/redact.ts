@@ -6,7 +6,7 @@ export const REDACTED = '[redacted]'
  * eu` header) would match ordinary words, and text would be mangled for nothing. Every secret the
  * service makes or asks for (API keys, signing secrets, METRICS_TOKEN) is far longer.
  */
-export const MIN_SECRET_CHARS = 8
+const MIN_SECRET_CHARS = 8
 
 /** `Bearer <token>`, `Basic <base64>`, `Token <key>`: a header value's scheme, then its credential. */
 const SCHEME_AND_CREDENTIAL = /^([A-Za-z][\w.-]*) +(\S+)$/
@@ -32,8 +32,6 @@ export class Redactor {
   /** The secrets as given (for {@link with}). */
   readonly #secrets: readonly string[]
   readonly #pattern: RegExp | null
-  /** The same forms, as the Latin-1 reading of their UTF-8 bytes (see redactBytes); made when first needed. */
-  #bytePattern: RegExp | null | undefined
 
   /** `secrets`: the values to hide; empty, undefined and short ones are ignored. */
   constructor (secrets: Iterable<string | null | undefined>) {
@@ -61,23 +59,6 @@ export class Redactor {
     if (this.#pattern === null || text.length < MIN_SECRET_CHARS) return text
     this.#pattern.lastIndex = 0
     return this.#pattern.test(text) ? text.replace(this.#pattern, REDACTED) : text
-  }
-
-  /**
-   * Bytes (a tool's error answer, before it is decoded and cut to a preview) with every secret
-   * replaced; the same buffer when there was none. Read as Latin-1, one character per byte, so that
-   * whatever the bytes are (a cut character, binary) the rest comes back byte for byte.
-   */
-  redactBytes (bytes: Buffer): Buffer {
-    if (this.#pattern === null || bytes.length < MIN_SECRET_CHARS) return bytes
-    if (this.#bytePattern === undefined) {
-      const forms = new Set<string>()
-      for (const secret of this.#secrets) for (const form of secretForms(secret)) forms.add(Buffer.from(form, 'utf8').toString('latin1'))
-      this.#bytePattern = pattern(forms)
-    }
-    const text = bytes.toString('latin1')
-    this.#bytePattern!.lastIndex = 0
-    return this.#bytePattern!.test(text) ? Buffer.from(text.replace(this.#bytePattern!, REDACTED), 'latin1') : bytes
   }
 
   /**

@@ -46,8 +46,8 @@ export class Callbacks {
 
   constructor (options: CallbacksOptions) {
     this.#options = options
-    // Retries are stored (callback_next_at), not slept on: maxRetries is counted by attempts.
-    this.#backoff = { baseMs: options.limits.retryBaseMs, factor: 4, capMs: 3_600_000, jitter: 0.2, maxRetries: Number.POSITIVE_INFINITY }
+    // Retries are stored (callback_next_at) rather than slept on, for any replica to make.
+    this.#backoff = { baseMs: options.limits.retryBaseMs, factor: 4, capMs: 3_600_000, jitter: 0.2, maxRetries: options.limits.maxAttempts - 1 }
   }
 
   /**
@@ -119,7 +119,7 @@ export class Callbacks {
       return
     }
     const error = wellFormed(result.error ?? 'failed')
-    const delay = attempts >= limits.maxAttempts ? null : retryDelay(this.#backoff, attempts)
+    const delay = retryDelay(this.#backoff, attempts)
     if (delay === null) {
       await store.recordCallback(run.id, claimedUntil, { status: 'failed', attempts, next_at: null, error })
       log.warn({ runId: run.id, attempts, error }, 'callback failed; no more attempts')

@@ -15,10 +15,11 @@ import { Admission } from './admission.js'
 import { Callbacks, type CallbackLimits } from './callbacks.js'
 import { EventStream, type FollowOptions } from './event-stream.js'
 import { LeaseKeeper } from './lease-keeper.js'
-import { RunDriver, RunStop, type DriverStart } from './run-driver.js'
+import { RunDriver, type DriverStart } from './run-driver.js'
+import { RunStop } from './run-stop.js'
 import { isSettled, isStalled, toRunObject } from './run-object.js'
 import { readTimeline, type Timeline } from './timeline.js'
-import { checkRunRequest, hashRequest, newRunRecord, sameRequest } from './run-request.js'
+import { checkRunRequest, hashRequest, newRunRecord, sameRequest, type RequestLimits } from './run-request.js'
 import { RunWatchers } from './run-watchers.js'
 import { checkToolOutputs, notAnswered, resumeWrite, type AwaitedCall } from './waiting.js'
 
@@ -26,12 +27,8 @@ export type { CallbackLimits } from './callbacks.js'
 /** What routes read of runs, events and secrets: the stored forms, turned into API objects by run-object.ts. */
 export type { EventRecord, Page, RunRecord, SigningSecret } from '../store/index.js'
 
-export interface EngineLimits {
+export interface EngineLimits extends RequestLimits {
   readonly defaultModel: string
-  /** Highest max_steps a run may ask for. */
-  readonly maxSteps: number
-  /** Highest timeout_ms a run may ask for. */
-  readonly maxTimeoutMs: number
   /** How long a lease lasts without renewal. */
   readonly leaseMs: number
   readonly modelMaxRetries: number
@@ -330,8 +327,11 @@ export class RunEngine {
     if (run.status !== 'requires_action') {
       throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is ${run.status}, not waiting for tool outputs.`)
     }
-    const answer = checkToolOutputs(run, body, this.#options.limits.maxResultChars)
-    const resumed = await this.#resumeWaiting(run, answer)
+    // Read before the run is taken: its transcript stays as it is while it waits (the take checks
+    // that nothing was stored since), and a refusal then leaves the wait untouched.
+    const messages = await this.#options.store.getMessages(run.id)
+    const answer = checkToolOutputs(run, messages, body, this.#options.limits.maxResultChars)
+    const resumed = await this.#resumeWaiting(run, answer, messages)
     if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these tool outputs: they were given (or the run was cancelled or ended) meanwhile.`)
     return { run: resumed.events.run, resumedAfter: run.event_count }
   }
@@ -380,18 +380,16 @@ export class RunEngine {
    * `waiting` shows: null if the run moved on meanwhile (answered by another request, cancelled).
    * If anything fails once the run is taken, it is put back to waiting, never left stuck.
    */
-  async #resumeWaiting (waiting: RunRecord, answer: (call: AwaitedCall) => ToolResultBlockParam): Promise<RunDriver | null> {
+  async #resumeWaiting (waiting: RunRecord, answer: (call: AwaitedCall) => ToolResultBlockParam, transcript?: MessageParam[]): Promise<RunDriver | null> {
     const { store, limits } = this.#options
     const run = await store.resumeWaitingRun(waiting.id, waiting.event_count, this.replicaId, limits.leaseMs)
     if (run === null) return null
     const lease: Lease = { owner: this.replicaId, token: run.lease_token }
     try {
-      const messages = await store.getMessages(run.id)
+      const messages = transcript ?? await store.getMessages(run.id)
       return this.#start(run, messages, { initialWrite: resumeWrite(run, messages, answer) })
     } catch (err) {
-      // A refusal of the caller's outputs (one found only with the transcript, such as too many
-      // cache breakpoints) is the caller's to fix, not a fault of ours: the run waits again.
-      if (!(err instanceof AppError)) this.#options.log.error({ err, runId: run.id }, 'could not resume a waiting run; it waits again')
+      this.#options.log.error({ err, runId: run.id }, 'could not resume a waiting run; it waits again')
       await store.returnToWaiting(run.id, lease).catch(() => {})
       throw err
     }

@@ -19,9 +19,6 @@ import { toRunObject } from './run-object.js'
 import { RunStop } from './run-stop.js'
 import { ToolCalls } from './tool-call.js'
 
-export { RunStop } from './run-stop.js'
-export type { ResumedStep } from './resume.js'
-
 /** What a resumed run stores before its next step: the caller's outputs, with their events. */
 export interface InitialWrite {
   readonly messages: MessageParam[]
@@ -234,7 +231,7 @@ export class RunDriver {
     } else {
       this.events.emit('step.started', { step })
       answer = await this.#callModel(step, modelRequest({
-        model: run.model, params: this.#params, tools: records, clientTools: [...this.#clientTools.values()].map((c) => c.definition), historyTools: this.#historyTools, history: this.#history
+        model: run.model, params: this.#params, tools: records, clientTools: this.#params.client_tools ?? [], historyTools: this.#historyTools, history: this.#history
       }), tools)
     }
     const { message, calls, clientComplete } = answer

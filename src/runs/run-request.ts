@@ -11,7 +11,6 @@ const DEFAULT_MAX_TOKENS = 4096
 
 /** The ceilings a run request is checked against (from the service's configuration). */
 export interface RequestLimits {
-  readonly defaultModel: string
   /** Highest max_steps a run may ask for. */
   readonly maxSteps: number
   /** Highest timeout_ms a run may ask for. */

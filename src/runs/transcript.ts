@@ -235,9 +235,8 @@ export function cacheBreakpoints (messages: readonly MessageParam[], system?: st
 export function findSystemProblem (system: string | readonly TextBlockParam[] | undefined): string | null {
   if (!Array.isArray(system)) return null
   for (const [i, block] of (system as unknown as Block[]).entries()) {
-    const extra = Object.keys(block).find((key) => !FIELDS.text!.includes(key))
-    if (extra !== undefined) return `system[${i}] is a text block with a field "${extra}", which the Messages API does not take: leave it out.`
-    const problem = textProblem(block, `system[${i}]`) ?? cacheControlProblem(block.cache_control, `system[${i}].cache_control`)
+    // Text blocks, as the schema says: checked as a message's are.
+    const problem = blockProblem(block, 'user', `system[${i}]`)
     if (problem !== null) return problem
   }
   return null

@@ -14,19 +14,19 @@ export interface AwaitedCall {
 }
 
 /** The client tool calls a run in `requires_action` waits on. */
-export function awaitedCalls (run: RunRecord): AwaitedCall[] {
+function awaitedCalls (run: RunRecord): AwaitedCall[] {
   return (run.required_action?.tool_calls ?? []) as AwaitedCall[]
 }
 
 /**
  * Checks the caller's outputs for the calls a run waits on (SPEC §4.3): one per listed call, no
  * other, none twice, well-formed text, blocks as the Messages API takes them (no blank text, a
- * valid `cache_control`, at most four breakpoints with the system prompt's; those of the
- * transcript are counted by resumeWrite, which has it). Answers each call's result, its text cut
- * at `maxResultChars` as a webhook's is, and an error without content saying the tool failed
- * without a message. Every refusal is a 400 that says what to fix.
+ * valid `cache_control`, at most four breakpoints with those of the system prompt and of
+ * `messages`, the run's transcript). Answers each call's result, its text cut at `maxResultChars`
+ * as a webhook's is, and an error without content saying the tool failed without a message. Every
+ * refusal is a 400 that says what to fix, made before the run is taken from its wait.
  */
-export function checkToolOutputs (run: RunRecord, body: ToolOutputs, maxResultChars: number): (call: AwaitedCall) => ToolResultBlockParam {
+export function checkToolOutputs (run: RunRecord, messages: readonly MessageParam[], body: ToolOutputs, maxResultChars: number): (call: AwaitedCall) => ToolResultBlockParam {
   const asked = awaitedCalls(run)
   const askedIds = new Set(asked.map((c) => c.id))
   const seen = new Set<string>()
@@ -48,8 +48,13 @@ export function checkToolOutputs (run: RunRecord, body: ToolOutputs, maxResultCh
   }
   const problem = findOutputsProblem(body)
   if (problem !== null) throw new AppError('RUN_ERR_INVALID_TOOL_OUTPUTS', problem)
-  const breakpoints = [...cacheBreakpoints([], run.params.system as RunParams['system']), ...outputBreakpoints(body)]
-  if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw tooManyBreakpoints(breakpoints)
+  // The Messages API would refuse every later request of the run. Those of the transcript and
+  // system prompt alone were counted when the run was created.
+  const added = outputBreakpoints(body)
+  if (added.length > 0) {
+    const breakpoints = [...cacheBreakpoints(messages, run.params.system as RunParams['system']), ...added]
+    if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw tooManyBreakpoints(breakpoints)
+  }
   const byId = new Map(body.tool_outputs.map((o) => [o.tool_use_id, o]))
   return (call) => {
     const output = byId.get(call.id)!
@@ -105,13 +110,6 @@ export function resumeWrite (run: RunRecord, messages: readonly MessageParam[], 
   const toolUseIds = Array.isArray(assistant?.content) ? assistant.content.filter((b) => b.type === 'tool_use').map((b) => (b as { id: string }).id) : []
   const results = toolUseIds.map((id, index) => pending[index] ?? answers.get(id))
   if (results.some((r) => r === undefined)) throw new Error(`run ${run.id}: the stored wait does not match its transcript`)
-  // The answers' breakpoints with those the run already has (checkToolOutputs counted only the
-  // system prompt's): the Messages API would refuse every later request of the run.
-  const added = [...answers].flatMap(([id, r]) => Array.isArray(r.content) ? r.content.flatMap((b, k) => isBreakpoint(b) ? [`the output for ${id}, content[${k}]`] : []) : [])
-  if (added.length > 0) {
-    const breakpoints = [...cacheBreakpoints(messages, run.params.system as RunParams['system']), ...added]
-    if (breakpoints.length > MAX_CACHE_BREAKPOINTS) throw tooManyBreakpoints(breakpoints)
-  }
   const events = calls.map((call) => {
     const result = answers.get(call.id)!
     return {

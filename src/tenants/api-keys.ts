@@ -50,11 +50,13 @@ export class Keyring {
 
 /**
  * Parses `API_KEYS`: comma-separated `tenant:key` pairs, where the key may instead be given as
- * `sha256:<64 hex digits>` so that the plain key never has to sit in the environment.
+ * `sha256:<64 hex digits>` so that the plain key never has to sit in the environment. Answers the
+ * keyring, and the keys given as they are (the secrets to keep out of any text from outside).
  * Throws {@link ConfigError} naming the variable and the faulty entry (never its key).
  */
-export function parseApiKeys (value: string): Keyring {
+export function parseApiKeys (value: string): { keyring: Keyring, plainKeys: string[] } {
   const entries: KeyEntry[] = []
+  const plainKeys: string[] = []
   const seen = new Set<string>()
   const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0)
   items.forEach((item, index) => {
@@ -76,6 +78,7 @@ export function parseApiKeys (value: string): Keyring {
       throw new ConfigError(`API_KEYS ${position} (tenant ${tenantId}): the key is shorter than ${MIN_KEY_LENGTH} characters; use a long random value such as \`openssl rand -hex 24\`.`)
     } else {
       hash = sha256(key)
+      plainKeys.push(key)
     }
     const fingerprint = hash.toString('hex')
     if (seen.has(fingerprint)) {
@@ -84,7 +87,7 @@ export function parseApiKeys (value: string): Keyring {
     seen.add(fingerprint)
     entries.push({ tenantId, hash })
   })
-  return new Keyring(entries)
+  return { keyring: new Keyring(entries), plainKeys }
 }
 
 function sha256 (value: string): Buffer {

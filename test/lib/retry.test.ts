@@ -111,7 +111,8 @@ describe('parseRetryAfter', () => {
     // RFC 850's obsolete form is still an HTTP date.
     expect(parseRetryAfter('Saturday, 15-Jun-30 12:01:00 GMT')).toBe(60_000)
     expect(parseRetryAfter('Sat, 15 Jun 2030 11:00:00 GMT')).toBe(0)
-    for (const unreadable of ['', 'soon', '12abc', '-5', '1e3', '2030-06-15T12:00:10Z', 'Sat, 15 Jun 2030 12:00:10']) {
+    expect(parseRetryAfter('0')).toBe(0)
+    for (const unreadable of ['', 'soon', '12abc', '-5', '-1', '1e3', '2030-06-15T12:00:10Z', 'Sat, 15 Jun 2030 12:00:10']) {
       expect(parseRetryAfter(unreadable), unreadable).toBeUndefined()
     }
   })

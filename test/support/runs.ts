@@ -2,8 +2,9 @@ import { newId } from '../../src/lib/ids.js'
 import type { NewRun, RunRecord } from '../../src/store/index.js'
 
 /**
- * A run as the engine would create it, for store tests: queued, leased to `leaseOwner` (none when
- * null) for 10 s, with one user message and its run.created event; `overrides` change any field.
+ * A run shaped as the engine creates one (step_events_after aside), for store tests: queued,
+ * leased to `leaseOwner` (none when null) for 10 s, with one user message and its run.created
+ * event; `overrides` change any field.
  */
 export function newRun (tenant: string, overrides: Partial<RunRecord> = {}, leaseOwner: string | null = 'replica-a'): NewRun {
   const now = Date.now()

@@ -9,7 +9,7 @@ import { cutText, wellFormed } from '../../lib/text.js'
 import { Redactor } from '../../lib/redact.js'
 import { capContent, errorOutcome, type ToolOutcome } from '../tool-result.js'
 import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
-import { outcomeFromResponse } from './webhook-response.js'
+import { outcomeFromResponse, type ResultLimits } from './webhook-response.js'
 import { retryDelay, sleep, type Backoff } from '../../lib/retry.js'
 import type { Span } from '@opentelemetry/api'
 import { Telemetry, traceparent } from '../../telemetry/index.js'
@@ -183,9 +183,11 @@ export class WebhookClient implements ToolSource {
     })
     if (sent.kind === 'answered') {
       // An error answer is redacted before it is cut to a preview, so that no secret is left half in.
-      const body = sent.status >= 200 && sent.status < 300 ? sent.body : this.#toolRedactor(tool).redactBytes(sent.body)
-      if (sent.oversized) return this.#oversized(tool, sent.status, sent.headers, body)
-      return outcomeFromResponse(tool.name, sent.status, sent.headers, body, { maxResultChars: this.#options.maxResultChars })
+      const limits = sent.status >= 200 && sent.status < 300
+        ? this.#options
+        : { maxResultChars: this.#options.maxResultChars, redact: (text: string) => this.#toolRedactor(tool).redact(text) }
+      if (sent.oversized) return this.#oversized(tool, sent.status, sent.headers, sent.body, limits)
+      return outcomeFromResponse(tool.name, sent.status, sent.headers, sent.body, limits)
     }
     if (sent.kind === 'cancelled') return cancelled(tool.name, context.signal)
     if (sent.kind === 'timeout') return timedOut(`Tool ${tool.name}`, tool.timeout_ms)
@@ -265,12 +267,12 @@ export class WebhookClient implements ToolSource {
    * An answer longer than TOOL_MAX_RESPONSE_BYTES, cut there (SPEC §6). Text is still worth giving
    * the model, with a note that it was cut; a cut JSON document does not parse, so that is an error.
    */
-  #oversized (tool: ToolRecord, status: number, headers: Record<string, string | string[] | undefined>, head: Buffer): ToolOutcome {
+  #oversized (tool: ToolRecord, status: number, headers: Record<string, string | string[] | undefined>, head: Buffer, limits: ResultLimits): ToolOutcome {
     const limit = this.#options.maxResponseBytes
     const contentType = String(headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
     // A failure is a failure whatever its size: its status and the start of its body, as always
     // (and retried when its status says so).
-    if (status < 200 || status >= 300) return outcomeFromResponse(tool.name, status, headers, head, { maxResultChars: this.#options.maxResultChars })
+    if (status < 200 || status >= 300) return outcomeFromResponse(tool.name, status, headers, head, limits)
     const text = new StringDecoder('utf8').write(head) // drops a character cut in the middle
     if (contentType === '' || contentType.startsWith('text/')) {
       const content = capContent(text, this.#options.maxResultChars)

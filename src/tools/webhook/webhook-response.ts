@@ -4,12 +4,14 @@ import { parseRetryAfter } from '../../lib/retry.js'
 import { cutText, wellFormed } from '../../lib/text.js'
 import { capContent, errorOutcome, failedWithoutMessage, isEmptyContent, type ToolOutcome, type ToolResultContent } from '../tool-result.js'
 
-/** How a tool's `Retry-After` is read: the service's one reading of it, from src/lib/retry.ts. */
-export { parseRetryAfter }
-
 export interface ResultLimits {
   /** Text sent to the model from one result is cut at this many characters. */
   readonly maxResultChars: number
+  /**
+   * Takes the secrets out of an error answer's text, before its preview is cut (so that no secret
+   * is left half in it): the tool may echo what it was sent.
+   */
+  readonly redact?: (text: string) => string
 }
 
 const BODY_PREVIEW_CHARS = 500
@@ -29,7 +31,8 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
     return errorOutcome('error', `HTTP ${status} from ${tool}: redirects are not followed${location !== '' ? ` (Location: ${location.slice(0, 200)})` : ''}; register the final URL instead`, { status })
   }
   if (status < 200 || status >= 300) {
-    const preview = wellFormed(cutText(collapse(body.toString('utf8')), BODY_PREVIEW_CHARS))
+    const text = body.toString('utf8')
+    const preview = wellFormed(cutText(collapse(limits.redact?.(text) ?? text), BODY_PREVIEW_CHARS))
     return errorOutcome('error', `HTTP ${status} from ${tool}${preview !== '' ? `: ${preview}` : ''}`, {
       status,
       retry: RETRYABLE_STATUSES.has(status) ? 'idempotent-only' : 'no',

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { outcomeFromResponse, parseRetryAfter } from '../../../src/tools/webhook/webhook-response.js'
+import { outcomeFromResponse } from '../../../src/tools/webhook/webhook-response.js'
 
 const limits = { maxResultChars: 10_000 }
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0xff])
@@ -224,34 +224,22 @@ describe('outcomeFromResponse: non-2xx', () => {
   })
 })
 
-describe('parseRetryAfter', () => {
-  afterEach(() => {
-    vi.useRealTimers()
-  })
-
-  it('reads delta-seconds and HTTP dates, and nothing else', () => {
-    vi.useFakeTimers({ toFake: ['Date'] })
-    vi.setSystemTime(new Date('2030-06-15T12:00:00.000Z'))
-    expect(parseRetryAfter('')).toBeUndefined()
-    expect(parseRetryAfter('0')).toBe(0)
-    expect(parseRetryAfter('120')).toBe(120_000)
-    expect(parseRetryAfter('Sat, 15 Jun 2030 12:00:10 GMT')).toBe(10_000)
-    expect(parseRetryAfter('Sat, 15 Jun 2030 11:00:00 GMT')).toBe(0)
-    expect(parseRetryAfter('soon')).toBeUndefined()
-    expect(parseRetryAfter('12abc')).toBeUndefined()
-  })
-
-  it('does not read a negative number of seconds as a wait', () => {
-    // RFC 9110: Retry-After is delta-seconds (digits) or an HTTP-date; "-5" is neither, so it is
-    // unreadable and should give undefined (the caller then uses its own backoff).
-    expect(parseRetryAfter('-5')).toBeUndefined()
-    expect(parseRetryAfter('-1')).toBeUndefined()
-  })
-})
-
 describe('outcomeFromResponse: well-formed text', () => {
   it('cuts an error body\'s preview before an emoji, not through it', () => {
     const preview = outcomeFromResponse('t', 500, { 'content-type': 'text/plain' }, Buffer.from('a'.repeat(499) + '😀'), { maxResultChars: 1000 })
     expect(preview.content).toBe(`HTTP 500 from t: ${'a'.repeat(499)}`)
+  })
+})
+
+describe('outcomeFromResponse: secrets in an error answer', () => {
+  it('takes them out before the preview is cut, so that none is left half in', () => {
+    const secret = 'tool-header-secret-0123456789'
+    const redact = (text: string) => text.split(secret).join('[redacted]')
+    // The secret straddles the preview's cut (500 characters).
+    const body = Buffer.from(`${'a'.repeat(490)}${secret} more`)
+    const outcome = outcomeFromResponse('t', 500, { 'content-type': 'text/plain' }, body, { maxResultChars: 1000, redact })
+    expect(outcome.content).toBe(`HTTP 500 from t: ${'a'.repeat(490)}[redacted]`)
+    // A successful answer is the tool's answer to the model: never scanned.
+    expect(outcomeFromResponse('t', 200, { 'content-type': 'text/plain' }, Buffer.from(secret), { maxResultChars: 1000, redact }).content).toBe(secret)
   })
 })
