@@ -20,6 +20,7 @@ import rateLimitPlugin from './plugins/rate-limit.js'
 import openapiPlugin from './plugins/openapi.js'
 import registryPlugin from './plugins/registry.js'
 import enginePlugin from './plugins/engine.js'
+import mcpPlugin from './plugins/mcp.js'
 import metricsPlugin from './plugins/metrics.js'
 import tracingPlugin from './plugins/tracing.js'
 import timelinePlugin from './plugins/timeline.js'
@@ -27,6 +28,7 @@ import healthRoutes from './routes/health.js'
 import toolRoutes from './routes/tools/index.js'
 import runRoutes from './routes/runs/index.js'
 import callbackRoutes from './routes/callbacks/index.js'
+import mcpServerRoutes from './routes/mcp-servers/index.js'
 
 export interface AppOptions {
   readonly config: Config
@@ -94,6 +96,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(metricsPlugin)
   await app.register(tracingPlugin)
   await app.register(registryPlugin, { resolver: options.resolver })
+  await app.register(mcpPlugin, { resolver: options.resolver })
   await app.register(enginePlugin, { resolver: options.resolver, redactor })
   await app.register(timelinePlugin)
   await app.register(openapiPlugin)
@@ -102,6 +105,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(toolRoutes)
   await app.register(runRoutes)
   await app.register(callbackRoutes)
+  await app.register(mcpServerRoutes)
   return app
 }
 

@@ -54,6 +54,7 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       rotationWindowMs: config.SECRET_ROTATION_WINDOW_MS
     },
     modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined,
+    mcp: app.mcp,
     telemetry
   })
   app.decorate('engine', engine)
@@ -63,4 +64,4 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
   app.metrics.track({ runsDriving: () => engine.driving, unfinishedRuns: async () => await app.store.countUnfinishedRuns() })
   // After the lifecycle plugin's own preClose (registered first), which starts draining.
   app.addHook('preClose', async () => { await engine.close(config.SHUTDOWN_GRACE_MS) })
-}, { name: 'engine', dependencies: ['config', 'store', 'registry', 'lifecycle', 'metrics', 'tracing'] })
+}, { name: 'engine', dependencies: ['config', 'store', 'registry', 'mcp', 'lifecycle', 'metrics', 'tracing'] })

@@ -4,6 +4,8 @@ import { ConfigError } from './errors.js'
 import { parseApiKeys, type Keyring } from './tenants/api-keys.js'
 import { parseEgressAllow, type EgressAllowList } from './tools/egress-guard.js'
 import { otlpSettings, parseKeyValues, type OtlpSettings } from './telemetry/otlp-settings.js'
+import { loadPriceTable, type PriceTable } from './cost/prices.js'
+import { parseTenantBudgets, type TenantBudget } from './cost/tenant-budgets.js'
 
 /**
  * Every setting Switchboard reads, with its default. This is the only place that knows about
@@ -39,6 +41,7 @@ export const ConfigSchema = Type.Object({
   TOOL_EGRESS_ALLOW: Type.String({ default: '', description: 'Comma-separated hosts or CIDRs that tool and callback URLs may reach although private or loopback.' }),
   TOOL_MAX_RESPONSE_BYTES: Type.Integer({ minimum: 1024, default: 1_048_576, description: 'A tool response body is cut at this many bytes.' }),
   TOOL_MAX_RESULT_CHARS: Type.Integer({ minimum: 100, default: 50_000, description: 'Text sent to the model from one tool result is cut at this many characters.' }),
+  MCP_LIST_TTL_MS: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 60_000, description: 'A run starting re-lists an MCP server\'s tools when its list is older than this (SPEC §11); notifications/tools/list_changed re-lists at once.' }),
   SECRET_ROTATION_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000, description: 'After a secret rotation, how long the old secret keeps signing calls too.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 4_194_304, description: 'Largest request body accepted (413 past it).' }),
   RUN_MAX_STEPS: Type.Integer({ minimum: 1, maximum: 1000, default: 1000, description: 'Highest `max_steps` a run may ask for.' }),
@@ -53,6 +56,8 @@ export const ConfigSchema = Type.Object({
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, default: 30_000, description: 'On SIGTERM, how long running steps may take to finish.' }),
   TENANT_MAX_ACTIVE_RUNS: Type.Integer({ minimum: 1, maximum: 1_000_000_000, default: 100, description: 'Runs one tenant may have not yet finished (queued, running or requires_action), across all replicas; POST /runs answers 429 past it.' }),
   TENANT_MAX_SSE_STREAMS: Type.Integer({ minimum: 1, default: 100, description: 'Server-Sent Event streams one tenant may hold open on one replica; more are answered 429.' }),
+  MODEL_PRICES_FILE: Type.Optional(Type.String({ minLength: 1, description: 'File of model prices (USD per million tokens, one family a line) that replace or add to the built-in table; a bad line stops start-up naming it.' })),
+  TENANT_BUDGETS: Type.String({ default: '', description: 'Comma-separated caps on what a tenant\'s model calls cost per UTC day or month, across replicas: `acme:100usd/day,acme:2000usd/month`. Past one, POST /runs answers 429 and running runs stop at their next model call.' }),
   RATE_LIMIT_PER_MINUTE: Type.Integer({ minimum: 0, default: 6000, description: 'Authenticated requests one tenant may make per minute on one replica (429 past it); 0 turns the limit off.' })
 })
 
@@ -72,6 +77,10 @@ export interface Config extends Env {
   readonly secrets: readonly string[]
   /** OTEL_RESOURCE_ATTRIBUTES, parsed. */
   readonly resourceAttributes: Readonly<Record<string, string>>
+  /** Model prices: the built-in table with MODEL_PRICES_FILE's families over it. */
+  readonly prices: PriceTable
+  /** TENANT_BUDGETS, parsed. */
+  readonly tenantBudgets: readonly TenantBudget[]
   /** The environment the settings were read from, for `${VAR}` references in TOOLS_FILE. */
   readonly env: Readonly<Record<string, string | undefined>>
 }
@@ -111,7 +120,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new ConfigError((err as Error).message)
   }
   const secrets = configuredSecrets(parsed, plainKeys, tracesExporter)
-  return { ...parsed, keyring, egressAllow, listenHost, tracesExporter, resourceAttributes, secrets, env: { ...env } }
+  const prices = loadPriceTable(parsed.MODEL_PRICES_FILE)
+  const tenantBudgets = parseTenantBudgets(parsed.TENANT_BUDGETS)
+  return { ...parsed, keyring, egressAllow, listenHost, tracesExporter, resourceAttributes, secrets, prices, tenantBudgets, env: { ...env } }
 }
 
 /**

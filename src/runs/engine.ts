@@ -10,7 +10,11 @@ import { CreateRefusedError, type EventRecord, type Lease, type NewEvent, type P
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import type { WebhookClient } from '../tools/webhook/webhook-client.js'
+import { ToolHealth } from '../tools/health/tool-health.js'
 import { Telemetry } from '../telemetry/index.js'
+import { CostControl, PriceTable } from '../cost/index.js'
+import { RUN_NAME_SEPARATOR, type McpTools } from '../tools/mcp/index.js'
+import type { RunToolsResolution } from '../tools/mcp/mcp-registry.js'
 import { Admission } from './admission.js'
 import { Callbacks, type CallbackLimits } from './callbacks.js'
 import { EventStream, type FollowOptions } from './event-stream.js'
@@ -54,6 +58,10 @@ export interface RunEngineOptions {
   readonly replicaId?: string
   /** Metrics and spans of runs; none by default. */
   readonly telemetry?: Telemetry
+  /** MCP servers as a tool source (SPEC §11); none: runs name webhook tools only. */
+  readonly mcp?: McpTools | undefined
+  /** Prices, budgets and usage (SPEC §17); by default the built-in prices and no tenant budgets. */
+  readonly cost?: CostControl | undefined
 }
 
 /**
@@ -69,6 +77,10 @@ export interface RunEngineOptions {
  */
 export class RunEngine {
   readonly replicaId: string
+  /** The guards around every tool call (cache, circuit breakers) and the tools' statistics (SPEC §18). */
+  readonly toolHealth: ToolHealth
+  /** Prices, run and tenant budgets, and tenants' usage (SPEC §17). */
+  readonly cost: CostControl
   readonly #options: RunEngineOptions
   readonly #drivers = new Map<string, RunDriver>()
   readonly #toolConcurrency = new ToolConcurrency()
@@ -87,6 +99,8 @@ export class RunEngine {
     this.#telemetry = options.telemetry ?? Telemetry.none
     this.replicaId = options.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`
     const { store, registry, webhooks, log, limits } = options
+    this.toolHealth = new ToolHealth({ store: store.toolHealth, replicaId: this.replicaId, log, metrics: this.#telemetry.metrics })
+    this.cost = options.cost ?? new CostControl({ prices: PriceTable.withDefaults(), tenantBudgets: [], usage: store.usage, metrics: this.#telemetry.metrics, log })
     this.#admission = new Admission(store, limits, () => this.#drivers.size)
     this.#callbacks = new Callbacks({ store, registry, webhooks, log, limits: options.callbacks })
     this.#leases = new LeaseKeeper({
@@ -136,8 +150,12 @@ export class RunEngine {
       const earlier = await store.getRunByIdempotencyKey(tenantId, idempotencyKey)
       if (earlier !== null) return { run: sameRequest(earlier, requestHash), created: false }
     }
-    const checked = checkRunRequest(body, limits, (schema) => registry.compileSchema(schema))
+    // MCP tools (`server__tool`, `mcp_servers`) are resolved and pinned now: the run keeps them.
+    const mcp = await this.#resolveMcpTools(tenantId, body)
+    const checked = checkRunRequest(mcp === null ? body : { ...body, tools: mcp.webhookTools }, limits, (schema) => registry.compileSchema(schema), mcp?.pinned)
     const callbackUrl = body.callback_url === undefined ? null : await this.#callbacks.checkUrl(tenantId, body.callback_url)
+    // A budget in USD needs a priced model; a tenant past its budget starts no run (429).
+    await this.cost.admit(tenantId, body.model ?? limits.defaultModel, checked.params.budget)
 
     // At capacity, the run waits as `queued`, without a lease, for any replica with room.
     const drive = this.#admission.reserveOne()
@@ -154,6 +172,7 @@ export class RunEngine {
         now,
         lease: drive ? { owner: this.replicaId, leaseMs: limits.leaseMs } : null
       })
+      Object.assign(run, { usage: this.cost.startingUsage(run.model) })
       const event = { seq: 1, type: 'run.created', at: now, data: toRunObject(run) }
       // A run answered on this connection (sync or streamed) starts in the same write that creates
       // it: one transaction less before its first model call. A background run is answered
@@ -371,7 +390,7 @@ export class RunEngine {
     // Callbacks under way are stopped, not waited for: they are due again at once, for any replica.
     await this.#callbacks.close()
     this.#leases.stop()
-    await Promise.all([this.#options.webhooks.close(), this.#options.model.close()])
+    await Promise.all([this.#options.webhooks.close(), this.#options.model.close(), this.toolHealth.close(), this.#options.mcp?.registry.close()])
   }
 
   /**
@@ -395,12 +414,20 @@ export class RunEngine {
     }
   }
 
+  /** The MCP tools a run request names, if it names any (see McpRegistry.resolveRun). */
+  async #resolveMcpTools (tenantId: string, body: CreateRun): Promise<RunToolsResolution | null> {
+    const servers = body.mcp_servers ?? []
+    const tools = body.tools ?? []
+    if (this.#options.mcp === undefined || (servers.length === 0 && !tools.some((t) => t.includes(RUN_NAME_SEPARATOR)))) return null
+    return await this.#options.mcp.registry.resolveRun(tenantId, tools, servers)
+  }
+
   #start (run: RunRecord, messages: MessageParam[], from: DriverStart = {}): RunDriver {
     const { store, registry, model, webhooks, log, limits } = this.#options
     const lease: Lease = { owner: this.replicaId, token: run.lease_token }
     const watchers = this.#watchers
     const driver = new RunDriver({
-      store, registry, model, webhooks, log, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry, watched: (runId) => watchers.watched(runId)
+      store, registry, model, webhooks, mcp: this.#options.mcp?.source, log, toolHealth: this.toolHealth, cost: this.cost, toolConcurrency: this.#toolConcurrency, modelMaxRetries: limits.modelMaxRetries, telemetry: this.#telemetry, watched: (runId) => watchers.watched(runId)
     }, run, lease, messages, from)
     this.#drivers.set(run.id, driver)
     driver.events.subscribe(() => watchers.wake(run.id))

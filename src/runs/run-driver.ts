@@ -11,6 +11,10 @@ import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrit
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import type { WebhookClient } from '../tools/webhook/webhook-client.js'
+import { pinnedToolRecord } from '../tools/mcp/mcp-registry.js'
+import type { ToolSource } from '../tools/tool-source.js'
+import { toolSources } from '../tools/tool-sources.js'
+import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { Telemetry } from '../telemetry/index.js'
 import { EventLog, STORAGE_BACKOFF } from './event-log.js'
 import { modelRequest } from './model-request.js'
@@ -49,6 +53,10 @@ export interface DriverDeps {
   readonly registry: ToolRegistry
   readonly model: ModelClient
   readonly webhooks: WebhookClient
+  /** Where calls of MCP servers' tools go (SPEC §11); none: runs have only webhook tools. */
+  readonly mcp?: ToolSource | undefined
+  /** The guards around every tool call (see ToolHealth). */
+  readonly toolHealth: ToolHealth
   readonly toolConcurrency: ToolConcurrency
   readonly log: Log
   /** Retries of a failing model call before the run fails. */
@@ -108,6 +116,8 @@ export class RunDriver {
   #span: Span | undefined
   #stepSpan: Span | undefined
   readonly #toolCalls: ToolCalls
+  /** The MCP tools the run pinned when it started (SPEC §11). */
+  readonly #mcpTools: ToolRecord[]
   readonly #modelBackoff: Backoff
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], from: DriverStart = {}) {
@@ -118,6 +128,7 @@ export class RunDriver {
     this.#initialWrite = from.initialWrite
     this.#resumed = from.resumed
     this.#prefetchedTools = from.tools
+    this.#mcpTools = (this.#params.mcp_tools ?? []).map((t) => pinnedToolRecord(run.tenant_id, t))
     this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
     setMaxListeners(0, this.#controller.signal)
@@ -133,7 +144,8 @@ export class RunDriver {
     })
     this.#toolCalls = new ToolCalls({
       registry: deps.registry,
-      sourceOf: () => deps.webhooks,
+      sourceOf: toolSources(deps.webhooks, deps.mcp),
+      health: deps.toolHealth,
       events: this.events,
       log: this.#log,
       runSignal: this.#controller.signal,
@@ -220,8 +232,10 @@ export class RunDriver {
   async #step (step: number): Promise<{ stop: StopReason | 'requires_action' | null, last?: Omit<RunWrite, 'events'> }> {
     const run = this.events.run
     // A read that fails (a database failing over, say) is retried as the run's writes are.
-    const records = this.#prefetchedTools ?? await retry(STORAGE_BACKOFF, async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), { signal: this.#controller.signal })
+    const webhookRecords = this.#prefetchedTools ?? await retry(STORAGE_BACKOFF, async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), { signal: this.#controller.signal })
     this.#prefetchedTools = undefined
+    // The run's MCP tools are the definitions it started with, never read again.
+    const records = this.#mcpTools.length === 0 ? webhookRecords : [...webhookRecords, ...this.#mcpTools]
     const tools = new Map(records.map((t) => [t.name, t]))
     const resumed = this.#resumed?.step === step && this.#resumed.message !== undefined ? this.#resumed : undefined
     this.#resumed = undefined

@@ -4,6 +4,7 @@ import { AppError } from '../errors.js'
 import { newId } from '../lib/ids.js'
 import { hasLoneSurrogate } from '../lib/text.js'
 import type { CreateRun, RunParams } from '../schemas/runs.js'
+import type { PinnedMcpTool } from '../schemas/mcp-servers.js'
 import type { RunRecord } from '../store/index.js'
 import { cacheBreakpoints, findSystemProblem, findTranscriptProblem, MAX_CACHE_BREAKPOINTS } from './transcript.js'
 
@@ -29,7 +30,7 @@ export interface CheckedRequest {
  * insert, which reads them anyway (see Store.createRun). `compileSchema` checks a client tool's
  * input schema the way registered tools' are checked; it throws what is wrong with it.
  */
-export function checkRunRequest (body: CreateRun, limits: RequestLimits, compileSchema: (schema: Record<string, unknown>) => unknown): CheckedRequest {
+export function checkRunRequest (body: CreateRun, limits: RequestLimits, compileSchema: (schema: Record<string, unknown>) => unknown, mcpTools: readonly PinnedMcpTool[] = []): CheckedRequest {
   if ((body.input === undefined) === (body.messages === undefined)) {
     throw invalid('Send exactly one of `input` (the first user message, a string) and `messages` (a Messages API history).')
   }
@@ -57,7 +58,8 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
   }
 
   const toolNames = body.tools ?? []
-  const named = new Set(toolNames)
+  // MCP tools (`body.tools` then holds the webhook tools alone) are named like registered tools.
+  const named = new Set([...toolNames, ...mcpTools.map((t) => t.run_name)])
   checkClientTools(body, named, compileSchema)
   const allTools = new Set([...named, ...(body.client_tools ?? []).map((t) => t.name)])
   if (body.tool_choice?.type === 'tool' && !allTools.has(body.tool_choice.name ?? '')) {
@@ -76,7 +78,8 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
     timeout_ms: timeoutMs,
     disable_parallel_tool_use: body.disable_parallel_tool_use ?? false,
     parallelism: body.parallelism ?? 64,
-    ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools'])
+    ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools', 'budget']),
+    ...(mcpTools.length > 0 ? { mcp_tools: [...mcpTools] } : {})
   }
   return { messages, params }
 }

@@ -2,6 +2,7 @@ import Type, { type Static } from 'typebox'
 import type { MessageParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
 import { ISODate, NO_NUL, NullableISODate } from './common.js'
 import { JsonObject, ToolNameSchema } from './tools.js'
+import type { PinnedMcpTool } from './mcp-servers.js'
 
 export const RunStatusSchema = Type.Union([
   Type.Literal('queued'), Type.Literal('running'), Type.Literal('requires_action'),
@@ -54,7 +55,8 @@ export type ClientTool = Static<typeof ClientToolSchema>
 export const CreateRunSchema = Type.Object({
   input: Type.Optional(Type.String({ minLength: 1, description: 'The first user message. Give this or `messages`, not both.' })),
   messages: Type.Optional(Type.Array(MessageParamSchema, { minItems: 1, maxItems: 10_000, description: 'A Messages API history ending with a user message. Give this or `input`, not both.' })),
-  tools: Type.Optional(Type.Array(ToolNameSchema, { maxItems: 128, uniqueItems: true, default: [], description: 'Names of registered tools this run may use.' })),
+  tools: Type.Optional(Type.Array(ToolNameSchema, { maxItems: 128, uniqueItems: true, default: [], description: 'Names of registered tools this run may use; a registered MCP server\'s tool as `<server>__<tool>`.' })),
+  mcp_servers: Type.Optional(Type.Array(Type.String({ pattern: '^[a-zA-Z0-9_-]{1,32}$' }), { maxItems: 32, uniqueItems: true, description: 'Registered MCP servers whose every offered tool this run may use (SPEC §11). The run keeps the tool definitions it started with.' })),
   model: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: NO_NUL, description: 'Defaults to DEFAULT_MODEL.' })),
   system: Type.Optional(SystemSchema),
   max_tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 4096, description: 'Per model call.' })),
@@ -72,7 +74,12 @@ export const CreateRunSchema = Type.Object({
   client_tools: Type.Optional(Type.Array(ClientToolSchema, { maxItems: 128, description: 'Tools the caller runs itself: a step that calls one stops in `requires_action` until POST /runs/{id}/tool_outputs.' })),
   callback_url: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'Receives the final run object, signed with the tenant\'s callback secret (POST /callbacks/rotate-secret), retried with backoff.' })),
   background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once; poll GET /runs/{id}.' })),
-  stream: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer with Server-Sent Events, one per event, ending after the last.' }))
+  stream: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer with Server-Sent Events, one per event, ending after the last.' })),
+  budget: Type.Optional(Type.Object({
+    max_cost_usd: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000, description: 'Most the run\'s model calls may cost, in USD, at the price table\'s prices. Needs a model with a price.' })),
+    max_input_tokens: Type.Optional(Type.Integer({ minimum: 1, description: 'Most input tokens (cache writes and reads included) the run\'s model calls may take, summed.' })),
+    max_output_tokens: Type.Optional(Type.Integer({ minimum: 1, description: 'Most output tokens the run\'s model calls may produce, summed.' }))
+  }, { additionalProperties: false, description: 'Checked before every model call against what the run spent plus an estimate of the call: when it cannot be afforded, the run ends `completed` with `stop_reason: "budget_exhausted"`, every tool call answered. `run.budget_warning` at 80% of a limit.' }))
 }, { additionalProperties: false, title: 'CreateRun' })
 
 export type CreateRun = Static<typeof CreateRunSchema>
@@ -93,18 +100,27 @@ export interface RunParams {
   readonly disable_parallel_tool_use: boolean
   readonly parallelism: number
   readonly client_tools?: ClientTool[]
+  /** The run's budget (SPEC §17), checked by its driver's budget guard (src/cost/). */
+  readonly budget?: CreateRun['budget']
+  /** The MCP tools the run may use, as they were when it started (SPEC §11). */
+  readonly mcp_tools?: PinnedMcpTool[]
 }
 
 const UsageSchema = Type.Object({
   input_tokens: Type.Integer(),
   output_tokens: Type.Integer(),
   cache_creation_input_tokens: Type.Integer(),
-  cache_read_input_tokens: Type.Integer()
+  cache_read_input_tokens: Type.Integer(),
+  cache_creation: Type.Object({
+    ephemeral_5m_input_tokens: Type.Integer(),
+    ephemeral_1h_input_tokens: Type.Integer()
+  }, { description: 'Cache writes by lifetime.' }),
+  cost_usd: Type.Union([Type.Number(), Type.Null()], { description: 'What the model calls cost in USD, at the price table\'s prices; null when the model has no price (never a guess).' })
 }, { description: 'Summed over every model call of the run.' })
 
 export const StopReasonSchema = Type.Union([
   Type.Literal('end_turn'), Type.Literal('max_tokens'), Type.Literal('stop_sequence'), Type.Literal('refusal'),
-  Type.Literal('max_steps'), Type.Literal('timeout'), Type.Literal('cancelled'), Type.Literal('error'), Type.Null()
+  Type.Literal('max_steps'), Type.Literal('timeout'), Type.Literal('cancelled'), Type.Literal('error'), Type.Literal('budget_exhausted'), Type.Null()
 ])
 
 export type StopReason = Exclude<Static<typeof StopReasonSchema>, null>

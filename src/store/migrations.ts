@@ -155,6 +155,98 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
             'ALTER TABLE run_events DROP CONSTRAINT run_events_run_id_fkey'
           ]
         : []
+    },
+    {
+      version: 7,
+      name: 'MCP servers as a tool source',
+      // The registration is one JSON document (its secrets among it, as tools' headers are), and
+      // the tool list as last read another: both are only ever read and written whole.
+      statements: [
+        `CREATE TABLE mcp_servers (
+          tenant_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          definition TEXT NOT NULL,
+          listed TEXT NOT NULL,
+          listed_at ${big} NOT NULL,
+          created_at ${big} NOT NULL,
+          updated_at ${big} NOT NULL,
+          PRIMARY KEY (tenant_id, name)
+        )`,
+        'CREATE INDEX mcp_servers_by_age ON mcp_servers (tenant_id, created_at, name)'
+      ]
+    },
+    {
+      version: 8,
+      name: 'tool health: circuit breakers, calls for statistics, cached results',
+      statements: [
+        // The defaults are a tool's until it is written again: a breaker of 5 failures in 60 s, no cache.
+        'ALTER TABLE tools ADD COLUMN circuit_breaker TEXT NOT NULL DEFAULT \'{"failures":5,"window_ms":60000,"open_ms":30000}\'',
+        'ALTER TABLE tools ADD COLUMN cache_ttl_ms INTEGER NOT NULL DEFAULT 0',
+        // One row per tool call that ended, from every replica: what GET /tools/{name}/stats reads.
+        // The index holds every column the statistics read, so a window is one range of it.
+        `CREATE TABLE tool_calls (
+          tenant_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          at ${big} NOT NULL,
+          outcome TEXT NOT NULL,
+          status INTEGER,
+          duration_ms INTEGER NOT NULL,
+          attempts INTEGER NOT NULL
+        )`,
+        'CREATE INDEX tool_calls_by_tool ON tool_calls (tenant_id, name, at, outcome, status, duration_ms, attempts)',
+        'CREATE INDEX tool_calls_by_age ON tool_calls (at)',
+        // Results of read_only tools, reused for the same input until they expire.
+        `CREATE TABLE tool_results (
+          tenant_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          revision TEXT NOT NULL,
+          input_hash TEXT NOT NULL,
+          content TEXT NOT NULL,
+          status INTEGER,
+          stored_at ${big} NOT NULL,
+          expires_at ${big} NOT NULL,
+          PRIMARY KEY (tenant_id, name, revision, input_hash)
+        )`,
+        'CREATE INDEX tool_results_by_expiry ON tool_results (expires_at)',
+        // Each replica's circuit breaker of a tool, as it last changed: the statistics show them all.
+        `CREATE TABLE tool_circuits (
+          tenant_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          replica TEXT NOT NULL,
+          state TEXT NOT NULL,
+          failures INTEGER NOT NULL,
+          retry_at ${big},
+          updated_at ${big} NOT NULL,
+          PRIMARY KEY (tenant_id, name, replica)
+        )`
+      ]
+    },
+    {
+      version: 9,
+      name: 'cost control: what each model call and tool call used, per tenant',
+      // One row per model call (keyed by its message id) and per tool call (by its tool_use id):
+      // what GET /usage reads and what tenant budgets add up, on every replica. Costs are whole
+      // billionths of a dollar, so that sums are exact.
+      statements: [
+        `CREATE TABLE usage_entries (
+          tenant_id TEXT NOT NULL,
+          run_id TEXT NOT NULL,
+          entry_key TEXT NOT NULL,
+          kind TEXT NOT NULL,
+          at ${big} NOT NULL,
+          model TEXT NOT NULL,
+          tool TEXT,
+          input_tokens ${big} NOT NULL,
+          output_tokens ${big} NOT NULL,
+          cache_write_5m_tokens ${big} NOT NULL,
+          cache_write_1h_tokens ${big} NOT NULL,
+          cache_read_tokens ${big} NOT NULL,
+          cost_nano_usd ${big},
+          is_error INTEGER NOT NULL,
+          PRIMARY KEY (run_id, entry_key)
+        )`,
+        'CREATE INDEX usage_entries_by_tenant ON usage_entries (tenant_id, at)'
+      ]
     }
   ]
 }

@@ -9,9 +9,13 @@ import {
 import {
   CreateRefusedError, LeaseLostError,
   type CreatedRun, type EventRecord, type Lease, type NewRun, type Page, type PageRequest,
-  type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord, type WrittenRun
+  type CallbackUpdate, type RunFilter, type RunPatch, type RunRecord, type RunWrite, type SigningSecret, type Store, type ToolRecord, type WrittenRun,
+  type McpListedTool, type McpServerRecord
 } from './store.js'
 import { ToolCache } from './tool-cache.js'
+import { SqlToolHealthStore, type ToolHealthStore } from './tool-health.js'
+import { SqlUsageStore, type UsageStore } from './usage-ledger.js'
+import { mcpServerValues, PUT_MCP_SERVER, toMcpServerRecord } from './mcp-server-rows.js'
 
 /** The one implementation of {@link Store}, over SQLite or PostgreSQL. */
 export class SqlStore implements Store {
@@ -27,9 +31,13 @@ export class SqlStore implements Store {
   readonly #skipLocked: string
   /** Tools' definitions as last read: a step's read of its tools then answers only what changed. */
   readonly #tools = new ToolCache()
+  readonly toolHealth: ToolHealthStore
+  readonly usage: UsageStore
 
   constructor (driver: SqlDriver) {
     this.#db = driver
+    this.toolHealth = new SqlToolHealthStore(driver)
+    this.usage = new SqlUsageStore(driver)
     this.kind = driver.dialect
     this.#now = driver.dialect === 'postgres' ? CAST_NOW_POSTGRES : CAST_NOW_SQLITE
     this.#skipLocked = driver.dialect === 'postgres' ? SKIP_LOCKED_POSTGRES : ''
@@ -107,6 +115,42 @@ export class SqlStore implements Store {
       [JSON.stringify(secrets), updatedAt, tenantId, name, JSON.stringify(expected)]
     )
     return row === undefined ? null : toToolRecord(row)
+  }
+
+  // ---- MCP servers ----
+
+  async putMcpServer (server: McpServerRecord): Promise<{ server: McpServerRecord, created: boolean }> {
+    const [row] = await this.#db.query(PUT_MCP_SERVER, mcpServerValues(server))
+    const stored = toMcpServerRecord(row!)
+    // A replace keeps the stored creation time: the one given comes back only on a create.
+    return { server: stored, created: stored.created_at === server.created_at }
+  }
+
+  async getMcpServer (tenantId: string, name: string): Promise<McpServerRecord | null> {
+    const [row] = await this.#db.query('SELECT * FROM mcp_servers WHERE tenant_id = ? AND name = ?', [tenantId, name])
+    return row === undefined ? null : toMcpServerRecord(row)
+  }
+
+  async listMcpServers (tenantId: string, page: PageRequest): Promise<Page<McpServerRecord>> {
+    const params: unknown[] = [tenantId]
+    let where = 'tenant_id = ?'
+    if (page.after !== undefined) {
+      const [createdAt, name] = decodeCursor(page.after, ['number', 'string']) as [number, string]
+      where += ' AND (created_at < ? OR (created_at = ? AND name < ?))'
+      params.push(createdAt, createdAt, name)
+    }
+    const rows = await this.#db.query(`SELECT * FROM mcp_servers WHERE ${where} ORDER BY created_at DESC, name DESC ${LIMIT}`, [...params, page.limit + 1])
+    return toPage(rows.map(toMcpServerRecord), page.limit, (s) => [s.created_at, s.name])
+  }
+
+  async deleteMcpServer (tenantId: string, name: string): Promise<boolean> {
+    const rows = await this.#db.query('DELETE FROM mcp_servers WHERE tenant_id = ? AND name = ? RETURNING name', [tenantId, name])
+    return rows.length > 0
+  }
+
+  async setMcpServerTools (tenantId: string, name: string, listed: readonly McpListedTool[], listedAt: number): Promise<McpServerRecord | null> {
+    const [row] = await this.#db.query('UPDATE mcp_servers SET listed = ?, listed_at = ? WHERE tenant_id = ? AND name = ? RETURNING *', [JSON.stringify(listed), listedAt, tenantId, name])
+    return row === undefined ? null : toMcpServerRecord(row)
   }
 
   // ---- runs ----

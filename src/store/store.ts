@@ -1,4 +1,9 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
+import type { ToolHealthStore } from './tool-health.js'
+import type { UsageStore } from './usage-ledger.js'
+
+export type { CircuitRow, StoredResult, ToolCallRow, ToolCallTotals, ToolHealthStore } from './tool-health.js'
+export type { UsageEntry, UsageGrouping, UsageStore, UsageTotals } from './usage-ledger.js'
 
 export type ToolEffect = 'read_only' | 'idempotent' | 'side_effecting'
 
@@ -21,11 +26,51 @@ export interface ToolRecord {
   readonly parallel: boolean
   readonly max_concurrency: number | null
   readonly max_attempts: number
+  /** Its circuit breaker (SPEC §18), or false for none. */
+  readonly circuit_breaker: { readonly failures: number, readonly window_ms: number, readonly open_ms: number } | false
+  /** How long a read_only tool's results are reused for the same input; 0: never. */
+  readonly cache_ttl_ms: number
   /** Newest first. */
   readonly signing_secrets: readonly SigningSecret[]
   readonly source: 'api' | 'file'
   /** Changes on every write of the definition (not on a rotation of its secrets): keys caches of what is derived from the definition, and the store's own of the definition. */
   readonly revision: string
+  readonly created_at: number
+  readonly updated_at: number
+  /**
+   * Set for a tool of a registered MCP server (SPEC §11), as a run pinned it: which server and
+   * which of its tools a call goes to. Such a record is never stored in `tools`.
+   */
+  readonly mcp?: { readonly server: string, readonly tool: string } | undefined
+}
+
+/** A tool as an MCP server lists it (SPEC §11), kept with its server. */
+export interface McpListedTool {
+  readonly name: string
+  readonly description: string
+  readonly input_schema: Record<string, unknown>
+  readonly annotations: Record<string, unknown> | null
+}
+
+/**
+ * A registered MCP server (SPEC §11): how to reach it (its headers and OAuth client secret are
+ * secrets: never shown, never logged), which of its tools runs may use and how they are called,
+ * and its tool list as last read.
+ */
+export interface McpServerRecord {
+  readonly tenant_id: string
+  readonly name: string
+  readonly url: string
+  readonly headers: Record<string, string>
+  readonly oauth: { readonly client_id: string, readonly client_secret: string, readonly scope?: string | undefined } | null
+  /** The allow-list of tool names; null: every tool. */
+  readonly tools: readonly string[] | null
+  readonly trust_annotations: boolean
+  readonly defaults: { readonly timeout_ms: number, readonly max_attempts: number, readonly max_concurrency: number | null }
+  readonly overrides: Readonly<Record<string, { readonly effect?: ToolEffect | undefined, readonly parallel?: boolean | undefined, readonly timeout_ms?: number | undefined, readonly approval?: string | undefined }>>
+  readonly listed: readonly McpListedTool[]
+  readonly listed_at: number
+  readonly source: 'api' | 'file'
   readonly created_at: number
   readonly updated_at: number
 }
@@ -37,6 +82,10 @@ export interface Usage {
   output_tokens: number
   cache_creation_input_tokens: number
   cache_read_input_tokens: number
+  /** Cache writes by lifetime (SPEC §17); absent on runs stored before cost control. */
+  cache_creation?: { ephemeral_5m_input_tokens: number, ephemeral_1h_input_tokens: number }
+  /** What the run's model calls cost, in USD; null when its model has no price (src/cost/). */
+  cost_usd?: number | null
 }
 
 /** A run as stored. `params` holds what the run was started with; the rest is its state. */
@@ -207,6 +256,10 @@ export interface WrittenRun {
  */
 export interface Store {
   readonly kind: 'sqlite' | 'postgres'
+  /** What the tool health guards keep: calls for the statistics, cached results, breakers. */
+  readonly toolHealth: ToolHealthStore
+  /** What the cost guards keep: each model call's and tool call's usage, per tenant (src/cost/). */
+  readonly usage: UsageStore
   /** Succeeds when the storage answers. */
   ping (): Promise<void>
   close (): Promise<void>
@@ -226,6 +279,14 @@ export interface Store {
    * at once cannot lose one's secret). Null when the tool is gone or its secrets changed meanwhile.
    */
   setToolSecrets (tenantId: string, name: string, secrets: readonly SigningSecret[], updatedAt: number, expected: readonly SigningSecret[]): Promise<ToolRecord | null>
+
+  /** Creates or replaces an MCP server's registration, keeping its creation time. */
+  putMcpServer (server: McpServerRecord): Promise<{ server: McpServerRecord, created: boolean }>
+  getMcpServer (tenantId: string, name: string): Promise<McpServerRecord | null>
+  listMcpServers (tenantId: string, page: PageRequest): Promise<Page<McpServerRecord>>
+  deleteMcpServer (tenantId: string, name: string): Promise<boolean>
+  /** Stores a server's tool list as read at `listedAt`; null when the server is gone. */
+  setMcpServerTools (tenantId: string, name: string, listed: readonly McpListedTool[], listedAt: number): Promise<McpServerRecord | null>
 
   /**
    * Stores a new run with its first messages and event. With an idempotency key already used by

@@ -49,6 +49,8 @@ export function loadToolsFile (path: string, env: Readonly<Record<string, string
     throw new ConfigError(`TOOLS_FILE ${path} is not valid ${/\.json$/i.test(path) ? 'JSON' : 'YAML'}: ${(err as Error).message}`)
   }
   const where = `TOOLS_FILE ${path}`
+  // A file of MCP servers alone (`mcp_servers`, read by src/tools/mcp/mcp-file.ts) declares no tools.
+  if (isObject(document) && document.tenants === undefined && isObject(document.mcp_servers)) return new Map()
   if (!isObject(document) || !isObject(document.tenants)) {
     throw new ConfigError(`${where} must hold a "tenants" mapping: tenants → tool names → tool fields (see docs/webhooks.md, "Tools in a file").`)
   }

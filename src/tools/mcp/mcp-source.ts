@@ -1,0 +1,107 @@
+import type { Span } from '@opentelemetry/api'
+import { linkedController } from '../../lib/abort.js'
+import { retryDelay, sleep } from '../../lib/retry.js'
+import type { McpServerRecord, ToolRecord } from '../../store/index.js'
+import { Telemetry, traceparent } from '../../telemetry/index.js'
+import { errorOutcome, type ToolOutcome } from '../tool-result.js'
+import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
+import { TOOL_BACKOFF } from '../webhook/webhook-client.js'
+import type { McpConnections } from './mcp-connection.js'
+import { requestContext } from './mcp-fetch.js'
+import { outcomeFromFailure, outcomeFromResult } from './mcp-result.js'
+
+export interface McpSourceOptions {
+  readonly connections: McpConnections
+  /** A tenant's server as registered now (cached), or null once it is gone. */
+  readonly server: (tenantId: string, name: string) => Promise<McpServerRecord | null>
+  /** Text sent to the model from one result is cut at this many characters. */
+  readonly maxResultChars: number
+  readonly telemetry?: Telemetry
+}
+
+/** Where the `_meta` of a call puts what Switchboard says of it (SPEC §11). */
+export const META_KEYS = { runId: 'switchboard/run_id', toolUseId: 'switchboard/tool_use_id', idempotencyKey: 'switchboard/idempotency_key', attempt: 'switchboard/attempt' } as const
+
+/**
+ * Calls the tools of MCP servers (SPEC §11) as `tools/call` requests on this replica's one
+ * connection to each server, under the same rules as webhook calls: every attempt has the tool's
+ * timeout and the run's deadline, a timeout or a cancel sends `notifications/cancelled`, failures
+ * are retried by effect class (§6), and every failure is an `is_error` outcome naming the server
+ * and the tool, never an exception.
+ */
+export class McpSource implements ToolSource {
+  readonly #options: McpSourceOptions
+  readonly #telemetry: Telemetry
+
+  constructor (options: McpSourceOptions) {
+    this.#options = options
+    this.#telemetry = options.telemetry ?? Telemetry.none
+  }
+
+  async call (tool: ToolRecord, input: unknown, context: CallContext, hooks: CallHooks = {}): Promise<CallResult> {
+    let attempt = 0
+    for (;;) {
+      attempt++
+      await hooks.onAttempt?.(attempt)
+      const started = Date.now()
+      const measure = this.#telemetry.toolAttempt(context.span, tool, context.toolUseId, attempt)
+      const outcome = await measure.end(this.attempt(tool, input, context, attempt, measure.span))
+      const retryable = outcome.retry === 'any-tool' || (outcome.retry === 'idempotent-only' && tool.effect !== 'side_effecting')
+      if (!retryable || attempt >= tool.max_attempts || context.signal.aborted) return { outcome, attempts: attempt }
+      const delayMs = retryDelay(TOOL_BACKOFF, attempt, { retryAfterMs: outcome.retryAfterMs, deadline: context.runDeadline })
+      if (delayMs === null) return { outcome, attempts: attempt }
+      hooks.onRetry?.(attempt, outcome, Date.now() - started, delayMs)
+      try {
+        await sleep(delayMs, context.signal)
+      } catch {
+        return { outcome: cancelled(tool.name, context.signal), attempts: attempt }
+      }
+    }
+  }
+
+  /** One attempt: resolves with its outcome whatever happens. */
+  async attempt (tool: ToolRecord, input: unknown, context: CallContext, attempt: number, span?: Span): Promise<ToolOutcome> {
+    const mcp = tool.mcp
+    if (mcp === undefined) return errorOutcome('refused', `Tool ${tool.name} was not called: it is not a tool of an MCP server.`)
+    const subject = `Tool ${tool.name} (tool ${mcp.tool} of MCP server ${mcp.server})`
+    const server = await this.#options.server(tool.tenant_id, mcp.server).catch(() => undefined)
+    if (server === undefined) return errorOutcome('unreachable', `${subject} was not called: its server's registration could not be read.`, { retry: 'any-tool' })
+    if (server === null) return errorOutcome('refused', `${subject} was not called: MCP server ${mcp.server} is no longer registered.`)
+    const now = Date.now()
+    // When the run's deadline comes first, it is the run that stops the call (with its reason).
+    const ownDeadline = now + tool.timeout_ms < context.runDeadline
+    const link = linkedController(context.signal)
+    let timedOut = false
+    const timer = ownDeadline ? setTimeout(() => { timedOut = true; link.controller.abort(new Error(`timed out after ${tool.timeout_ms} ms`)) }, tool.timeout_ms) : undefined
+    const connection = this.#options.connections.of(server)
+    try {
+      const result = await requestContext.run(traceparent(span, context.traceId), async () => await connection.withSession(async (client) => await client.callTool({
+        name: mcp.tool,
+        arguments: input as Record<string, unknown>,
+        _meta: {
+          [META_KEYS.runId]: context.runId,
+          [META_KEYS.toolUseId]: context.toolUseId,
+          [META_KEYS.idempotencyKey]: `${context.runId}:${context.toolUseId}`,
+          [META_KEYS.attempt]: attempt
+        }
+      }, {
+        signal: link.signal,
+        // The SDK's own timer (60 s by default) must never cut in before ours or the run's.
+        timeout: Math.max(1, context.runDeadline - now) + 60_000
+      }), link.signal))
+      return outcomeFromResult(subject, result as Parameters<typeof outcomeFromResult>[1], this.#options.maxResultChars)
+    } catch (err) {
+      if (context.signal.aborted) return cancelled(tool.name, context.signal)
+      if (timedOut) return errorOutcome('timeout', `Tool ${tool.name} timed out after ${tool.timeout_ms} ms`, { retry: 'idempotent-only' })
+      return outcomeFromFailure(subject, err)
+    } finally {
+      clearTimeout(timer)
+      link.dispose()
+    }
+  }
+}
+
+function cancelled (name: string, signal: AbortSignal): ToolOutcome {
+  const reason = signal.reason instanceof Error ? signal.reason.message : 'the run stopped'
+  return errorOutcome('cancelled', `Tool ${name} was cancelled: ${reason}`)
+}
