@@ -22,7 +22,12 @@ export default fp(async function openapiPlugin (app: FastifyInstance) {
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'Switchboard', version: VERSION, description: DESCRIPTION },
+      info: { title: 'Switchboard', version: VERSION, description: DESCRIPTION, license: { name: 'Proprietary: all rights reserved', identifier: 'LicenseRef-Proprietary' } },
+      // Where the API is reached: PUBLIC_URL when set, otherwise the address this document was
+      // fetched from ('/', relative to it), which is what generated clients and "Try it out" use.
+      servers: [app.config.PUBLIC_URL === undefined
+        ? { url: '/', description: 'The service that answered this document' }
+        : { url: app.config.PUBLIC_URL, description: 'This service (PUBLIC_URL)' }],
       components: {
         securitySchemes: {
           apiKey: { type: 'http', scheme: 'bearer', description: 'An API key from API_KEYS.' }
@@ -45,4 +50,4 @@ export default fp(async function openapiPlugin (app: FastifyInstance) {
     staticCSP: true
   })
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
-}, { name: 'openapi' })
+}, { name: 'openapi', dependencies: ['config'] })

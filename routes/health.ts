@@ -12,7 +12,7 @@ export default async function healthRoutes (app: FastifyInstance) {
     logLevel: 'warn',
     // Alive while draining too: an orchestrator must not kill a process that is finishing its steps.
     config: { answersWhileDraining: true },
-    schema: { tags: ['health'], summary: 'The process is alive', security: [], response: { 200: StatusSchema } }
+    schema: { tags: ['health'], operationId: 'getHealth', summary: 'The process is alive', security: [], response: { 200: StatusSchema } }
   }, async () => ({ status: 'ok' }))
 
   app.get('/readyz', {
@@ -20,6 +20,7 @@ export default async function healthRoutes (app: FastifyInstance) {
     // While draining, the lifecycle plugin answers it SERVICE_ERR_DRAINING, as every other route.
     schema: {
       tags: ['health'],
+      operationId: 'getReadiness',
       summary: 'Ready for traffic: storage answers and the process is not shutting down',
       security: [],
       response: { 200: StatusSchema, ...errors }

@@ -17,6 +17,7 @@ export default async function callbackRoutes (fastify: FastifyInstance) {
   app.get('/callbacks', {
     schema: {
       tags: ['runs'],
+      operationId: 'getCallbackSettings',
       summary: 'Callback settings',
       description: 'Whether a callback signing secret exists (never the secret itself).',
       response: { 200: CallbackSettingsSchema, ...commonErrors }
@@ -26,6 +27,7 @@ export default async function callbackRoutes (fastify: FastifyInstance) {
   app.post('/callbacks/rotate-secret', {
     schema: {
       tags: ['runs'],
+      operationId: 'rotateCallbackSecret',
       summary: 'Make (or replace) the callback signing secret',
       description: 'Answers the new `signing_secret`, shown this once. Runs with a `callback_url` need one. During the rotation window the previous secret signs every callback too.',
       response: { 200: CallbackSecretSchema, ...commonErrors }

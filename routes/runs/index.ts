@@ -76,6 +76,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
   app.post('/runs', {
     schema: {
       tags: ['runs'],
+      operationId: 'createRun',
       summary: 'Start a run',
       description: 'By default the answer comes when the run ends (or waits for client tool outputs): 200 with the run. With `background: true`, 202 at once with a `Location` to poll. With `stream: true`, Server-Sent Events. A client that disconnects does not stop the run. A repeated `Idempotency-Key` with the same body returns the same run (header `idempotent-replayed: true`); with another body, 409.',
       headers: CreateRunHeaders,
@@ -101,6 +102,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
   app.get('/runs', {
     schema: {
       tags: ['runs'],
+      operationId: 'listRuns',
       summary: 'List runs, newest first',
       querystring: ListRunsQuerySchema,
       response: { 200: ListOf(RunSchema, 'RunList'), ...errors }
@@ -119,6 +121,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
   app.get('/runs/:id', {
     schema: {
       tags: ['runs'],
+      operationId: 'getRun',
       summary: 'Read a run',
       params: RunIdParams,
       querystring: GetRunQuerySchema,
@@ -133,6 +136,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
   app.get('/runs/:id/events', {
     schema: {
       tags: ['runs'],
+      operationId: 'listRunEvents',
       summary: 'A run\'s events, oldest first; or a live stream of them',
       description: 'Events are numbered 1, 2, 3… within the run; page with `after` (an event number). With `Accept: text/event-stream`: Server-Sent Events from `Last-Event-ID` (or `after`) on, live until the run\'s last event.',
       params: RunIdParams,
@@ -167,6 +171,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
   app.post('/runs/:id/cancel', {
     schema: {
       tags: ['runs'],
+      operationId: 'cancelRun',
       summary: 'Cancel a run',
       description: 'Aborts the model call and every tool call in flight; each open tool_use gets an `is_error` "cancelled" result; the run ends `cancelled`. A run that already ended is a 409.',
       params: RunIdParams,
@@ -177,6 +182,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
   app.post('/runs/:id/tool_outputs', {
     schema: {
       tags: ['runs'],
+      operationId: 'submitToolOutputs',
       summary: 'Answer the client tool calls a run waits on',
       description: 'One output for each call in `required_action.tool_calls`; a missing, unknown or repeated id is a 400. The run then goes on, answered like POST /runs: by default when it ends, or with `background`/`stream`.',
       params: RunIdParams,

@@ -40,6 +40,7 @@ export default async function timelineRoutes (fastify: FastifyInstance) {
   app.get('/runs/:id/timeline', {
     schema: {
       tags: ['runs'],
+      operationId: 'getRunTimeline',
       summary: 'A run\'s timeline: an HTML page',
       description: 'A waterfall of the run drawn from its stored events: each model call and each tool call attempt a bar on one time axis, errors and timeouts marked, and how much time running the calls side by side saved. While the run goes on, the page reloads every 2 s. Open the run\'s `timeline_url` in a browser (signed, for an hour, no key needed), or call this with the API key.',
       params: RunIdParams,

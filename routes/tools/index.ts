@@ -16,6 +16,7 @@ export default async function toolRoutes (fastify: FastifyInstance) {
   app.put('/tools/:name', {
     schema: {
       tags: ['tools'],
+      operationId: 'putTool',
       summary: 'Create or replace a tool',
       description: 'Idempotent. A create answers 201 with `signing_secret`, shown this once; a replace answers 200 and keeps the secret. Headers are replaced as a whole.',
       params: NameParams,
@@ -35,6 +36,7 @@ export default async function toolRoutes (fastify: FastifyInstance) {
   app.get('/tools', {
     schema: {
       tags: ['tools'],
+      operationId: 'listTools',
       summary: 'List tools, newest first',
       querystring: PageQuerySchema,
       response: { 200: ListOf(ToolSchema, 'ToolList'), ...errors }
@@ -45,11 +47,11 @@ export default async function toolRoutes (fastify: FastifyInstance) {
   })
 
   app.get('/tools/:name', {
-    schema: { tags: ['tools'], summary: 'Read a tool', params: NameParams, response: { 200: ToolSchema, ...errors } }
+    schema: { tags: ['tools'], operationId: 'getTool', summary: 'Read a tool', params: NameParams, response: { 200: ToolSchema, ...errors } }
   }, async (request) => toToolObject(await app.tools.get(request.tenantId, request.params.name)))
 
   app.delete('/tools/:name', {
-    schema: { tags: ['tools'], summary: 'Remove a tool', params: NameParams, response: { 200: DeletedSchema('tool'), ...errors } }
+    schema: { tags: ['tools'], operationId: 'deleteTool', summary: 'Remove a tool', params: NameParams, response: { 200: DeletedSchema('tool'), ...errors } }
   }, async (request) => {
     await app.tools.delete(request.tenantId, request.params.name)
     request.log.info({ tool: request.params.name }, 'tool deleted')
@@ -59,6 +61,7 @@ export default async function toolRoutes (fastify: FastifyInstance) {
   app.post('/tools/:name/rotate-secret', {
     schema: {
       tags: ['tools'],
+      operationId: 'rotateToolSecret',
       summary: 'Issue a new signing secret',
       description: 'Answers the new `signing_secret`, shown this once. During the rotation window (SECRET_ROTATION_WINDOW_MS, 24 h by default) the previous secret signs every call too, so the tool can switch without missing one.',
       params: NameParams,
