@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { commonErrors, DeletedSchema, ListOf, PageQuerySchema } from '../../src/schemas/common.js'
-import { ToolDefinitionSchema, ToolNameSchema, ToolSchema, ToolWithSecretSchema } from '../../src/schemas/tools.js'
+import { ToolDefinitionSchema, ToolNameSchema, ToolSchema, ToolStatsQuerySchema, ToolStatsSchema, ToolWithSecretSchema } from '../../src/schemas/tools.js'
 import { toToolObject } from '../../src/tools/tool-object.js'
 
 const NameParams = Type.Object({ name: ToolNameSchema })
@@ -43,12 +43,15 @@ export default async function toolRoutes (fastify: FastifyInstance) {
     }
   }, async (request) => {
     const page = await app.tools.list(request.tenantId, { limit: request.query.limit, after: request.query.after })
-    return { object: 'list' as const, data: page.items.map((t) => toToolObject(t)), has_more: page.nextCursor !== null, next_cursor: page.nextCursor }
+    return { object: 'list' as const, data: page.items.map((t) => ({ ...toToolObject(t), circuit: app.engine.toolHealth.circuit(t) })), has_more: page.nextCursor !== null, next_cursor: page.nextCursor }
   })
 
   app.get('/tools/:name', {
     schema: { tags: ['tools'], operationId: 'getTool', summary: 'Read a tool', params: NameParams, response: { 200: ToolSchema, ...errors } }
-  }, async (request) => toToolObject(await app.tools.get(request.tenantId, request.params.name)))
+  }, async (request) => {
+    const tool = await app.tools.get(request.tenantId, request.params.name)
+    return { ...toToolObject(tool), circuit: app.engine.toolHealth.circuit(tool) }
+  })
 
   app.delete('/tools/:name', {
     schema: { tags: ['tools'], operationId: 'deleteTool', summary: 'Remove a tool', params: NameParams, response: { 200: DeletedSchema('tool'), ...errors } }
@@ -71,5 +74,20 @@ export default async function toolRoutes (fastify: FastifyInstance) {
     const { tool, signingSecret } = await app.tools.rotateSecret(request.tenantId, request.params.name)
     request.log.info({ tool: tool.name }, 'tool secret rotated')
     return { ...toToolObject(tool), signing_secret: signingSecret! }
+  })
+
+  app.get('/tools/:name/stats', {
+    schema: {
+      tags: ['tools'],
+      operationId: 'getToolStats',
+      summary: 'Read a tool\'s statistics',
+      description: 'How the tool\'s calls went over the last `window` (1h by default, at most 7d), on every replica: calls by outcome, errors by kind, p50/p95/p99 latency of the calls sent, and each replica\'s circuit breaker. Calls of other replicas show up within about a second.',
+      params: NameParams,
+      querystring: ToolStatsQuerySchema,
+      response: { 200: ToolStatsSchema, ...errors }
+    }
+  }, async (request) => {
+    const tool = await app.tools.get(request.tenantId, request.params.name)
+    return await app.engine.toolHealth.stats(tool, request.query.window)
   })
 }

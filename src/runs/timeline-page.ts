@@ -54,7 +54,7 @@ svg .now { stroke: #1e3a8a; stroke-width: 1.5; stroke-dasharray: 5 3; }
 .bar, .legend i { fill: #4a90d9; background: #4a90d9; }
 .bar.model, .legend i.model { fill: #8b7fd8; background: #8b7fd8; }
 .bar.client, .legend i.client { fill: #3f9f8a; background: #3f9f8a; }
-.bar.error, .bar.unreachable, .bar.refused, .legend i.error { fill: #d64545; background: #d64545; }
+.bar.error, .bar.unreachable, .bar.refused, .bar.circuit_open, .legend i.error { fill: #d64545; background: #d64545; }
 .bar.timeout, .legend i.timeout { fill: #e8891c; background: #e8891c; }
 .bar.cancelled, .bar.unknown, .bar.interrupted, .legend i.cancelled { fill: #9aa5b1; background: #9aa5b1; }
 .bar.running, .legend i.running { fill: #a9c9ee; background: #a9c9ee; }
@@ -84,6 +84,8 @@ const MARKS: Record<AttemptOutcome, string> = {
   cancelled: '⊘ cancelled',
   unknown: '? outcome unknown',
   client: 'answered by the caller',
+  circuit_open: '⊘ not called: circuit open',
+  cached: '↺ cached result',
   interrupted: '⚠ interrupted (replica stopped)',
   running: '… running'
 }

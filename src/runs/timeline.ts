@@ -4,10 +4,10 @@ import { cutText } from '../lib/text.js'
 
 /**
  * How an attempt ended. The tool outcomes of the events (`ok`, `error`, `timeout`, `unreachable`,
- * `refused`, `cancelled`, `unknown`, `client`), plus `interrupted` (in flight when its replica
+ * `refused`, `cancelled`, `unknown`, `client`, `circuit_open`, `cached`), plus `interrupted` (in flight when its replica
  * stopped; the run was taken over) and `running` (still going).
  */
-export type AttemptOutcome = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'unknown' | 'client' | 'interrupted' | 'running'
+export type AttemptOutcome = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'unknown' | 'client' | 'circuit_open' | 'cached' | 'interrupted' | 'running'
 
 /** One bar of the timeline: a model call attempt or a tool call attempt. Times are ms since the run was created. */
 export interface TimelineBar {
@@ -207,7 +207,7 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
           row.kind = 'client'
           row.open = { start: waitingSince ?? at, attempt: 1 }
         } else if (row.open === null) {
-          // Never sent (refused, outcome unknown after a takeover): a mark at the moment it was decided.
+          // Never sent (refused, circuit open, cached, outcome unknown after a takeover): a mark at the moment it was decided.
           row.open = { start: at, attempt: 0 }
         }
         close(row, at, { outcome, status: numberOrNull(data.status), error, retried: false })
@@ -301,7 +301,7 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
 
 /** Whether an outcome is a failure the page marks as one. */
 export function isFailure (outcome: AttemptOutcome): boolean {
-  return outcome !== 'ok' && outcome !== 'running' && outcome !== 'client'
+  return outcome !== 'ok' && outcome !== 'running' && outcome !== 'client' && outcome !== 'cached'
 }
 
 function toolRow (tools: Map<string, RowBuilder>, data: Record<string, unknown>, step: number, next: () => number): RowBuilder {
@@ -314,7 +314,7 @@ function toolRow (tools: Map<string, RowBuilder>, data: Record<string, unknown>,
   return row
 }
 
-const OUTCOMES = new Set<AttemptOutcome>(['ok', 'error', 'timeout', 'unreachable', 'refused', 'cancelled', 'unknown', 'client'])
+const OUTCOMES = new Set<AttemptOutcome>(['ok', 'error', 'timeout', 'unreachable', 'refused', 'cancelled', 'unknown', 'client', 'circuit_open', 'cached'])
 
 function completedOutcome (data: Record<string, unknown>): AttemptOutcome {
   if (typeof data.outcome === 'string' && OUTCOMES.has(data.outcome as AttemptOutcome)) return data.outcome as AttemptOutcome

@@ -7,6 +7,7 @@ import type { StepDispatcher } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } from '../tools/tool-result.js'
 import type { ToolSource } from '../tools/tool-source.js'
+import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { EventLog } from './event-log.js'
 import { RunStop } from './run-stop.js'
 
@@ -15,6 +16,8 @@ export interface ToolCallsDeps {
   readonly registry: ToolRegistry
   /** Where a registered tool's calls go (see ToolSource). */
   readonly sourceOf: (tool: ToolRecord) => ToolSource
+  /** The guards every call goes through, whatever its source: the result cache and the circuit breaker. */
+  readonly health: ToolHealth
   readonly events: EventLog
   readonly log: Log
   /** The run's signal: its abort reason says why a call was cut short (cancelled, timeout...). */
@@ -68,13 +71,14 @@ export class ToolCalls {
     let startedAt = 0
     let attempts = 0
     let outcome: ToolOutcome
+    let circuit: string | undefined
     try {
       const result = await dispatcher.schedule({
         parallel: tool.parallel,
         limit: tool.max_concurrency === null ? null : { key: `${tool.tenant_id}\u0000${tool.name}`, max: tool.max_concurrency }
       }, async () => {
         startedAt = Date.now()
-        return await this.#deps.sourceOf(tool).call(tool, block.input, {
+        return await this.#deps.health.guard(tool, block.input, async () => await this.#deps.sourceOf(tool).call(tool, block.input, {
           runId: run.id,
           toolUseId: block.id,
           metadata: run.metadata,
@@ -91,10 +95,11 @@ export class ToolCalls {
           onRetry: (attempt, failed, durationMs, delayMs) => events.emit('tool_call.retrying', {
             step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs
           })
-        })
+        }))
       })
       outcome = result.outcome
       attempts = result.attempts
+      circuit = result.circuit
     } catch (err) {
       // Anything but a stop is a fault of ours (answered by dispatch), not a call never made.
       if (!signal.aborted) throw err
@@ -106,8 +111,10 @@ export class ToolCalls {
       outcome = errorOutcome('cancelled', `Tool ${block.name} was cancelled: ${runSignal.reason.message}`)
     }
     const durationMs = startedAt === 0 ? 0 : Date.now() - startedAt
+    // `circuit`: the tool's circuit breaker on this replica changed with this call (opened, or closed).
+    const changed = circuit === undefined ? {} : { circuit }
     events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content
+      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content, ...changed
     })
     // A side_effecting call's result is stored soon, not with the step's end: a takeover could
     // not learn it again (it would answer "outcome unknown").

@@ -17,6 +17,28 @@ function effectSchema (options: { default?: string } = {}) {
 
 export const ToolEffectSchema = effectSchema()
 
+/** A tool's circuit breaker (SPEC §18). */
+export const CircuitBreakerSchema = Type.Object({
+  failures: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'Failed calls in a row that open the circuit.' })),
+  window_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400_000, default: 60_000, description: 'Only failures within this many ms of the latest count.' })),
+  open_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400_000, default: 30_000, description: 'How long the circuit stays open before one probe call is let through.' }))
+}, { additionalProperties: false, title: 'CircuitBreaker' })
+
+export type CircuitBreaker = Required<Static<typeof CircuitBreakerSchema>>
+
+/** The breaker a tool has unless it says otherwise. */
+export const CIRCUIT_BREAKER_DEFAULTS: CircuitBreaker = { failures: 5, window_ms: 60_000, open_ms: 30_000 }
+
+/** What one replica's breaker of a tool says now. */
+export const CircuitStateSchema = Type.Object({
+  replica: Type.String({ description: 'The replica whose breaker this is: each has its own.' }),
+  state: Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half_open'), Type.Literal('off')], { description: '`open`: calls fail at once; `half_open`: one probe call is under way; `off`: the tool has no breaker.' }),
+  failures: Type.Integer({ description: 'Failed calls in a row, within the window.' }),
+  retry_at: Type.Union([ISODate, Type.Null()], { description: 'While open: when a probe call is let through.' })
+}, { title: 'CircuitState', description: 'Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica\'s).' })
+
+export type CircuitState = Static<typeof CircuitStateSchema>
+
 /** The fields of a tool a caller writes (PUT /tools/{name}, TOOLS_FILE). */
 export const ToolDefinitionSchema = Type.Object({
   description: Type.String({ minLength: 1, maxLength: 20_000, pattern: NO_NUL, description: 'Shown to the model: what the tool does and when to use it.' }),
@@ -27,7 +49,9 @@ export const ToolDefinitionSchema = Type.Object({
   effect: Type.Optional(effectSchema({ default: 'side_effecting' })),
   parallel: Type.Optional(Type.Boolean({ default: true, description: '`false`: a call runs alone, after the calls listed before it and before those listed after it.' })),
   max_concurrency: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()], { default: null, description: 'Most calls of this tool in flight at once in one replica; more wait their turn. null: no limit.' })),
-  max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts for a retryable failure.' }))
+  max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts for a retryable failure.' })),
+  circuit_breaker: Type.Optional(Type.Union([CircuitBreakerSchema, Type.Literal(false)], { default: CIRCUIT_BREAKER_DEFAULTS, description: 'Per tool and replica: after `failures` failed calls in a row (transport failures, timeouts, 5xx; never `is_error` answers or 4xx) within `window_ms`, calls fail at once for `open_ms`, then one probe call decides. `false`: off.' })),
+  cache_ttl_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, default: 0, description: 'Only for `read_only` tools: a call with the same input (key order aside) within this many ms reuses the stored result of this tenant\'s tool at this revision, without a call. 0: off.' }))
 }, { additionalProperties: false })
 
 export type ToolDefinition = Static<typeof ToolDefinitionSchema>
@@ -45,6 +69,9 @@ export const ToolSchema = Type.Object({
   parallel: Type.Boolean(),
   max_concurrency: Type.Union([Type.Integer(), Type.Null()]),
   max_attempts: Type.Integer(),
+  circuit_breaker: Type.Union([CircuitBreakerSchema, Type.Literal(false)]),
+  cache_ttl_ms: Type.Integer(),
+  circuit: Type.Optional(CircuitStateSchema),
   source: Type.Union([Type.Literal('api'), Type.Literal('file')], { description: '`file`: declared in TOOLS_FILE, so only the file can change or remove it.' }),
   has_signing_secret: Type.Boolean(),
   previous_secret_expires_at: Type.Union([ISODate, Type.Null()], { description: 'After a rotation: until when the previous secret also signs calls.' }),
@@ -59,3 +86,44 @@ export const ToolWithSecretSchema = Type.Object({
   ...ToolSchema.properties,
   signing_secret: Type.String({ description: 'Standard Webhooks secret (`whsec_…`) to verify calls with. Shown this once: store it now.' })
 }, { title: 'ToolWithSecret' })
+
+const count = (description: string) => Type.Integer({ minimum: 0, description })
+
+/** `GET /tools/{name}/stats`: how a tool's calls went over a window, on every replica (SPEC §18). */
+export const ToolStatsSchema = Type.Object({
+  object: Type.Literal('tool_stats'),
+  name: Type.String(),
+  window: Type.String({ description: 'As asked: `15m`, `1h`, `7d`.' }),
+  since: ISODate,
+  until: ISODate,
+  calls: count('Calls that ended in the window, on every replica: sent, answered from the cache, or refused by the circuit breaker.'),
+  outcomes: Type.Record(Type.String(), Type.Integer(), { description: 'Calls by outcome (`ok`, `error`, `timeout`, `unreachable`, `refused`, `cancelled`, `circuit_open`, `cached`, `unknown`).' }),
+  errors: Type.Object({
+    timeout: count('No whole answer within the tool\'s timeout.'),
+    unreachable: count('Could not be sent or its answer read (refused, reset, DNS, TLS).'),
+    http_5xx: count('The tool answered a 5xx.'),
+    http_4xx: count('The tool answered a 4xx.'),
+    tool_error: count('The tool answered an `is_error` result.'),
+    refused: count('Not sent: refused by the egress policy.'),
+    circuit_open: count('Not sent: the circuit breaker was open.'),
+    cancelled: count('Cut short by its run (cancelled, deadline, shutdown).'),
+    unknown: count('In flight when its replica stopped.')
+  }, { description: 'The calls that did not end `ok` or `cached`, by what went wrong.' }),
+  error_rate: Type.Union([Type.Number(), Type.Null()], { description: 'The share of calls that did not end `ok` or `cached` (0 to 1); null without calls.' }),
+  latency_ms: Type.Object({
+    sent: count('Calls that were sent (at least one attempt): the percentiles are of their durations, retries included.'),
+    p50: Type.Union([Type.Integer(), Type.Null()]),
+    p95: Type.Union([Type.Integer(), Type.Null()]),
+    p99: Type.Union([Type.Integer(), Type.Null()])
+  }),
+  circuit: Type.Object({
+    state: Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half_open'), Type.Literal('off')], { description: 'The worst of the replicas\' breakers: `open` if any is open.' }),
+    replicas: Type.Array(CircuitStateSchema, { description: 'Each replica\'s breaker as it last changed (this replica\'s as it is now); a replica whose breaker never changed is not listed.' })
+  })
+}, { $id: 'ToolStats', title: 'ToolStats' })
+
+export type ToolStats = Static<typeof ToolStatsSchema>
+
+export const ToolStatsQuerySchema = Type.Object({
+  window: Type.String({ pattern: '^[1-9][0-9]{0,5}[mhd]$', default: '1h', description: 'How far back: minutes (`15m`), hours (`1h`) or days (`7d`); at most 7 days.' })
+})

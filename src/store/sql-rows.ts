@@ -14,7 +14,7 @@ const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'requ
 export function toolValues (tool: ToolRecord): unknown[] {
   return TOOL_COLUMNS.map((column) => {
     const value = tool[column]
-    if (column === 'input_schema' || column === 'headers' || column === 'signing_secrets') return JSON.stringify(value)
+    if (column === 'input_schema' || column === 'headers' || column === 'signing_secrets' || column === 'circuit_breaker') return JSON.stringify(value)
     if (column === 'parallel') return value === true ? 1 : 0
     return value
   })
@@ -34,6 +34,8 @@ export function toToolRecord (row: Row): ToolRecord {
     parallel: Number(row.parallel) === 1,
     max_concurrency: row.max_concurrency === null ? null : Number(row.max_concurrency),
     max_attempts: Number(row.max_attempts),
+    circuit_breaker: row.circuit_breaker == null ? { failures: 5, window_ms: 60_000, open_ms: 30_000 } : JSON.parse(row.circuit_breaker as string),
+    cache_ttl_ms: Number(row.cache_ttl_ms ?? 0),
     signing_secrets: JSON.parse(row.signing_secrets as string),
     source: row.source as ToolRecord['source'],
     revision: row.revision as string,

@@ -16,7 +16,8 @@ export const SKIP_LOCKED_POSTGRES = ' FOR UPDATE SKIP LOCKED'
 /** The columns of `tools`, in the order of a tool's insert and of its values (see toolValues). */
 export const TOOL_COLUMNS = [
   'tenant_id', 'name', 'description', 'input_schema', 'url', 'headers', 'timeout_ms', 'effect', 'parallel',
-  'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at'
+  'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at',
+  'circuit_breaker', 'cache_ttl_ms'
 ] as const
 
 /** The columns of a run's insert, in order. */

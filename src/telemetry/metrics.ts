@@ -14,9 +14,10 @@ export interface MetricSources {
 /**
  * How a tool call ended, as a metric label: the outcome of its `tool_call.completed` event, with
  * `unreachable` (no answer could be read) and `unknown` (in flight when its replica died) counted
- * as `error`. Five values, whatever happens.
+ * as `error`. Seven values, whatever happens: `circuit_open` and `cached` are calls never sent
+ * (see src/tools/health/).
  */
-export type ToolCallLabel = 'ok' | 'error' | 'timeout' | 'refused' | 'cancelled'
+export type ToolCallLabel = 'ok' | 'error' | 'timeout' | 'refused' | 'cancelled' | 'circuit_open' | 'cached'
 
 /** How a model call ended: answered, failed (any error, retried or not), or stopped with its run. */
 export type ModelCallLabel = 'ok' | 'error' | 'cancelled'
@@ -40,7 +41,9 @@ const TOOL_OUTCOMES: Record<string, ToolCallLabel | undefined> = {
   unknown: 'error',
   timeout: 'timeout',
   refused: 'refused',
-  cancelled: 'cancelled'
+  cancelled: 'cancelled',
+  circuit_open: 'circuit_open',
+  cached: 'cached'
 }
 const TOKEN_TYPES = [
   ['input_tokens', 'input'],
@@ -72,6 +75,9 @@ export class Metrics {
   readonly toolCallAttempts: Counter<'tool'>
   readonly toolAttemptsInFlight: Gauge
   readonly leaseRenewals: Counter<'result'>
+  /** 1 while a tool's circuit breaker on this replica is open (or probing), else 0. */
+  readonly toolCircuitOpen: Gauge<'tool'>
+  readonly toolCircuitChanges: Counter<'tool' | 'state'>
   readonly #tools = new Set<string>()
   readonly #models = new Set<string>()
   #sources: MetricSources | null = null
@@ -99,7 +105,7 @@ export class Metrics {
     this.modelCallRetries = new Counter({ name: 'switchboard_model_call_retries_total', help: 'Model calls retried after a retryable failure.', labelNames: ['model'], registers })
     this.modelTokens = new Counter({ name: 'switchboard_model_tokens_total', help: 'Tokens of model calls, by model and type (input, output, cache_creation_input, cache_read_input).', labelNames: ['model', 'type'], registers })
     this.modelCallsInFlight = new Gauge({ name: 'switchboard_model_calls_in_flight', help: 'Model calls under way on this replica.', registers })
-    this.toolCalls = new Counter({ name: 'switchboard_tool_calls_total', help: 'Webhook tool calls, by tool and outcome (ok, error, timeout, refused, cancelled).', labelNames: ['tool', 'outcome'], registers })
+    this.toolCalls = new Counter({ name: 'switchboard_tool_calls_total', help: 'Tool calls, by tool and outcome (ok, error, timeout, refused, cancelled, circuit_open, cached).', labelNames: ['tool', 'outcome'], registers })
     this.toolCallDuration = new Histogram({
       name: 'switchboard_tool_call_duration_seconds',
       help: 'Duration of webhook tool calls that were sent, every attempt and wait between them included.',
@@ -109,6 +115,8 @@ export class Metrics {
     })
     this.toolCallAttempts = new Counter({ name: 'switchboard_tool_call_attempts_total', help: 'HTTP attempts of webhook tool calls (more than the calls when some were retried).', labelNames: ['tool'], registers })
     this.toolAttemptsInFlight = new Gauge({ name: 'switchboard_tool_calls_in_flight', help: 'Webhook requests to tools under way on this replica.', registers })
+    this.toolCircuitOpen = new Gauge({ name: 'switchboard_tool_circuit_open', help: 'Tools whose circuit breaker on this replica is open or probing (1) or closed again (0).', labelNames: ['tool'], registers })
+    this.toolCircuitChanges = new Counter({ name: 'switchboard_tool_circuit_changes_total', help: 'Changes of tools\' circuit breakers on this replica, by the state entered (open, half_open, closed).', labelNames: ['tool', 'state'], registers })
     this.leaseRenewals = new Counter({ name: 'switchboard_lease_renewals_total', help: 'Renewals of this replica\'s run leases, by result (ok, failed).', labelNames: ['result'], registers })
 
     const metrics = this

@@ -1,7 +1,7 @@
 import { AppError } from '../errors.js'
 import { newId, randomSecret } from '../lib/ids.js'
 import type { Page, PageRequest, SigningSecret, Store, ToolRecord } from '../store/index.js'
-import type { ToolDefinition } from '../schemas/tools.js'
+import { CIRCUIT_BREAKER_DEFAULTS, type ToolDefinition } from '../schemas/tools.js'
 import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { InputValidators, InvalidInputSchemaError } from './input-validator.js'
 
@@ -166,6 +166,11 @@ export class ToolRegistry {
       if (err instanceof InvalidInputSchemaError) throw new AppError('TOOL_ERR_INVALID_SCHEMA', err.message)
       throw err
     }
+    const cacheTtlMs = definition.cache_ttl_ms ?? 0
+    const effect = definition.effect ?? 'side_effecting'
+    if (cacheTtlMs > 0 && effect !== 'read_only') {
+      throw new AppError('TOOL_ERR_CACHE_NOT_READ_ONLY', `cache_ttl_ms is only for read_only tools, and this one is ${effect}: a result is reused only where calling again would change nothing. Set effect to read_only, or cache_ttl_ms to 0.`)
+    }
     const url = await this.checkWebhookUrl(definition.url, 'url')
     const headers = definition.headers ?? {}
     for (const [header, value] of Object.entries(headers)) {
@@ -188,10 +193,12 @@ export class ToolRegistry {
       url: url.toString(),
       headers,
       timeout_ms: definition.timeout_ms ?? 30_000,
-      effect: definition.effect ?? 'side_effecting',
+      effect,
       parallel: definition.parallel ?? true,
       max_concurrency: definition.max_concurrency ?? null,
       max_attempts: definition.max_attempts ?? 3,
+      circuit_breaker: definition.circuit_breaker === false ? false : { ...CIRCUIT_BREAKER_DEFAULTS, ...definition.circuit_breaker },
+      cache_ttl_ms: cacheTtlMs,
       signing_secrets: [],
       source,
       revision: newId('rev'),

@@ -16,6 +16,8 @@ export function toToolObject (tool: ToolRecord, now: number = Date.now()): Tool 
     parallel: tool.parallel,
     max_concurrency: tool.max_concurrency,
     max_attempts: tool.max_attempts,
+    circuit_breaker: tool.circuit_breaker,
+    cache_ttl_ms: tool.cache_ttl_ms,
     source: tool.source,
     ...secretStatus(tool.signing_secrets, now),
     created_at: isoDate(tool.created_at),

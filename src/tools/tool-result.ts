@@ -10,9 +10,11 @@ export type ToolResultContent = string | Array<TextBlockParam | ImageBlockParam>
  * - `timeout`: no whole answer within the tool's timeout;
  * - `unreachable`: the request could not be sent or its answer not read (refused, reset, DNS, TLS);
  * - `refused`: not sent at all: the egress policy, an unknown tool, an invalid input;
- * - `cancelled`: the run stopped while the call was in flight.
+ * - `cancelled`: the run stopped while the call was in flight;
+ * - `circuit_open`: not sent: the tool's circuit breaker is open (see tools/health/);
+ * - `cached`: not sent: a stored result of a read_only tool for the same input answered it.
  */
-export type OutcomeKind = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled'
+export type OutcomeKind = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'circuit_open' | 'cached'
 
 /** Which retries an outcome allows (SPEC §6). */
 export type Retryability = 'no' | 'any-tool' | 'idempotent-only'

@@ -125,6 +125,15 @@ for (const backend of backends) {
           expectSameAsMissing(await call(TENANT_B, 'DELETE', '/tools/lookup'), await call(TENANT_B, 'DELETE', `/tools/${MISSING_TOOL}`), 'lookup', MISSING_TOOL)
         }
       },
+      'GET /tools/:name/stats': {
+        run: async () => {
+          for (const method of ['GET', 'HEAD']) {
+            expectSameAsMissing(await call(TENANT_B, method, '/tools/lookup/stats'), await call(TENANT_B, method, `/tools/${MISSING_TOOL}/stats`), 'lookup', MISSING_TOOL)
+          }
+          // A name both tenants use: each counts only its own calls.
+          expect((await call(TENANT_B, 'GET', '/tools/shared_name/stats')).json()).toMatchObject({ name: 'shared_name' })
+        }
+      },
       'POST /tools/:name/rotate-secret': {
         run: async () => {
           const res = await call(TENANT_B, 'POST', '/tools/lookup/rotate-secret')

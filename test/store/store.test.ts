@@ -19,6 +19,8 @@ function tool (tenant: string, name: string, overrides: Partial<ToolRecord> = {}
     parallel: true,
     max_concurrency: null,
     max_attempts: 3,
+    circuit_breaker: { failures: 5, window_ms: 60_000, open_ms: 30_000 },
+    cache_ttl_ms: 0,
     signing_secrets: [{ secret: `whsec_${newId('s')}`, expires_at: null }],
     source: 'api',
     revision: newId('rev'),
