@@ -25,7 +25,9 @@ export interface ModelRequestParts {
  */
 export function modelRequest (parts: ModelRequestParts): ModelRequest {
   const { params } = parts
-  const modelTools: ModelTool[] = params.tools
+  // The run's MCP tools (SPEC §11) come after its webhook tools, in the order they were pinned.
+  const names = params.mcp_tools === undefined ? params.tools : [...params.tools, ...params.mcp_tools.map((t) => t.run_name)]
+  const modelTools: ModelTool[] = names
     .map((name) => parts.tools.find((t) => t.name === name))
     .filter((t): t is ToolRecord => t !== undefined)
     .map((t) => ({ name: t.name, description: t.description, input_schema: t.input_schema as ModelTool['input_schema'] }))

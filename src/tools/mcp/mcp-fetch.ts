@@ -3,11 +3,19 @@ import { isIP } from 'node:net'
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from '../egress-guard.js'
 
-/**
- * The W3C trace context of the call being sent: the MCP client's requests are made inside
- * `requestContext.run(traceparent, ...)`, and the fetch adds it as the `traceparent` header.
- */
-export const requestContext = new AsyncLocalStorage<string>()
+/** What a call's requests carry through the MCP client down to its fetch. */
+export interface RequestContext {
+  /** The call's W3C trace context, sent as the `traceparent` header. */
+  readonly traceparent: string
+  /**
+   * The answer's stream broke or ended before the call was answered. The MCP client would wait
+   * for its own timeout then; the call is ended at once instead (a server that died mid-call).
+   */
+  readonly onStreamEnd: (error: unknown) => void
+}
+
+/** The context of the call being sent: its requests are made inside `requestContext.run(...)`. */
+export const requestContext = new AsyncLocalStorage<RequestContext>()
 
 /** What the MCP client's transport is given as its `fetch`. */
 export type McpFetch = (url: string | URL, init?: RequestInit) => Promise<Response>
@@ -43,14 +51,50 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver): { f
     bodyTimeout: 0
   })
   const fetch: McpFetch = async (url, init = {}) => {
-    const traceparent = requestContext.getStore()
-    if (traceparent !== undefined) {
+    const call = requestContext.getStore()
+    if (call !== undefined) {
       const headers = new Headers(init.headers)
-      headers.set('traceparent', traceparent)
+      headers.set('traceparent', call.traceparent)
       init = { ...init, headers }
     }
     // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher.
-    return await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), redirect: 'manual', dispatcher: agent }) as unknown as Promise<Response>)
+    const response = await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), redirect: 'manual', dispatcher: agent }) as unknown as Promise<Response>)
+    // Only the stream answering the call itself: a handshake made for the call ends as it should.
+    if (call === undefined || init.method !== 'POST' || !isToolCall(init.body) || response.body === null || !String(response.headers.get('content-type')).startsWith('text/event-stream')) return response
+    return new Response(watched(response.body, call.onStreamEnd), { status: response.status, statusText: response.statusText, headers: response.headers })
   }
   return { fetch, close: async () => { await agent.close() } }
+}
+
+/** `body`, passed through, with `onEnd` told when it ends or breaks. */
+function watched (body: ReadableStream<Uint8Array>, onEnd: (error: unknown) => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader()
+  return new ReadableStream<Uint8Array>({
+    async pull (controller) {
+      try {
+        const { value, done } = await reader.read()
+        if (done) {
+          controller.close()
+          onEnd(null)
+          return
+        }
+        controller.enqueue(value)
+      } catch (err) {
+        controller.error(err)
+        onEnd(err)
+      }
+    },
+    async cancel (reason) {
+      await reader.cancel(reason)
+    }
+  })
+}
+
+function isToolCall (body: unknown): boolean {
+  if (typeof body !== 'string' || !body.includes('"tools/call"')) return false
+  try {
+    return (JSON.parse(body) as { method?: unknown }).method === 'tools/call'
+  } catch {
+    return false
+  }
 }

@@ -72,10 +72,21 @@ export class McpSource implements ToolSource {
     const ownDeadline = now + tool.timeout_ms < context.runDeadline
     const link = linkedController(context.signal)
     let timedOut = false
+    let settled = false
+    let lost: { error: unknown } | null = null
+    // The answer's stream ended without the answer: the server went away mid-call. The client
+    // reads the answer before the stream's end is seen, so a call still open a moment later has none.
+    const onStreamEnd = (error: unknown): void => {
+      setTimeout(() => {
+        if (settled) return
+        lost = { error }
+        link.controller.abort(new Error('the connection was lost before the answer came'))
+      }, 20).unref()
+    }
     const timer = ownDeadline ? setTimeout(() => { timedOut = true; link.controller.abort(new Error(`timed out after ${tool.timeout_ms} ms`)) }, tool.timeout_ms) : undefined
     const connection = this.#options.connections.of(server)
     try {
-      const result = await requestContext.run(traceparent(span, context.traceId), async () => await connection.withSession(async (client) => await client.callTool({
+      const result = await requestContext.run({ traceparent: traceparent(span, context.traceId), onStreamEnd }, async () => await connection.withSession(async (client) => await client.callTool({
         name: mcp.tool,
         arguments: input as Record<string, unknown>,
         _meta: {
@@ -93,8 +104,10 @@ export class McpSource implements ToolSource {
     } catch (err) {
       if (context.signal.aborted) return cancelled(tool.name, context.signal)
       if (timedOut) return errorOutcome('timeout', `Tool ${tool.name} timed out after ${tool.timeout_ms} ms`, { retry: 'idempotent-only' })
+      if (lost !== null) return errorOutcome('unreachable', `${subject} failed: the server closed the connection before answering`, { retry: 'idempotent-only' })
       return outcomeFromFailure(subject, err)
     } finally {
+      settled = true
       clearTimeout(timer)
       link.dispose()
     }
