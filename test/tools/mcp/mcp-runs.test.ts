@@ -193,3 +193,44 @@ describe('runs with MCP tools', () => {
     }
   })
 })
+
+describe('MCP calls under the caps and cancel of webhook tools', () => {
+  let h: Harness
+  let mcp: McpTestServer
+  beforeAll(async () => {
+    mcp = await new McpTestServer().start()
+    h = await startHarness()
+  })
+  afterAll(async () => {
+    await h?.close()
+    await mcp?.close()
+  })
+
+  it('max_concurrency bounds the calls in flight at the server; parallel: false runs a call alone', async () => {
+    const res = await h.app.inject({ method: 'PUT', url: '/mcp-servers/capped', headers: auth(TENANT_A), payload: { url: mcp.url, defaults: { max_concurrency: 2 }, overrides: { echo: { parallel: false } } } })
+    expect(res.statusCode, res.body).toBe(201)
+    h.model.respond = callThenEnd([...Array.from({ length: 6 }, () => ({ name: 'capped__delay', input: { ms: 100 } })), { name: 'capped__echo' }, { name: 'capped__delay', input: { ms: 100 } }])
+    const { body } = await h.startRun({ input: 'go', mcp_servers: ['capped'] })
+    expect(body.status).toBe('completed')
+    const delays = mcp.callsOf('delay')
+    expect(delays).toHaveLength(7)
+    expect(McpTestServer.maxOverlap(mcp.calls)).toBe(2)
+    const [echo] = mcp.callsOf('echo')
+    // The echo call started after the six before it ended, and the last one after it ended.
+    expect(delays.slice(0, 6).every((c) => c.end! <= echo!.start)).toBe(true)
+    expect(delays[6]!.start).toBeGreaterThanOrEqual(echo!.end!)
+  })
+
+  it('cancelling a run aborts its MCP call; the server sees notifications/cancelled', async () => {
+    await h.app.inject({ method: 'PUT', url: '/mcp-servers/c', headers: auth(TENANT_A), payload: { url: mcp.url } })
+    mcp.calls.length = 0
+    h.model.respond = callThenEnd([{ name: 'c__hang' }])
+    const { body: run } = await h.startRun({ input: 'go', tools: ['c__hang'], background: true })
+    await expect.poll(() => mcp.callsOf('hang').length).toBe(1)
+    const res = await h.app.inject({ method: 'POST', url: `/runs/${run.id as string}/cancel`, headers: auth(TENANT_A) })
+    expect(res.json()).toMatchObject({ status: 'cancelled' })
+    await expect.poll(() => mcp.callsOf('hang')[0]!.cancelled).toBe(true)
+    const events = await h.events(run.id)
+    expect(events.find((e) => e.type === 'tool_call.completed')!.data).toMatchObject({ name: 'c__hang', is_error: true, outcome: 'cancelled' })
+  })
+})
