@@ -6,6 +6,7 @@ import { auth, TENANT_A, TENANT_B, type TestTenant } from '../support/app.js'
 import { startHarness, type Harness } from '../support/harness.js'
 import { turnNumber, type RecordedRequest, type Turn } from '../support/fake-messages-api.js'
 import { appRoutes, fillRoute } from '../support/routes.js'
+import { McpTestServer } from '../support/mcp-server.js'
 
 /**
  * Tenant isolation (SPEC §2): tenant B's key on tenant A's tools, runs, events, cancel and tool
@@ -31,6 +32,7 @@ function script (request: RecordedRequest): Turn {
 for (const backend of backends) {
   describe.skipIf(backend.skip)(`tenant isolation: ${backend.name}`, () => {
     let h: Harness
+    let mcp: McpTestServer
     // What tenant A owns; filled in beforeAll.
     const a = { toolSecret: '', callbackSecret: '', done: '', waiting: '', waitingCall: '', keyed: '', others: [] as string[] }
     const bRuns: string[] = []
@@ -73,6 +75,8 @@ for (const backend of backends) {
     beforeAll(async () => {
       h = await startHarness(backend)
       h.model.respond = script
+      mcp = await new McpTestServer().start()
+      expect((await call(TENANT_A, 'PUT', '/mcp-servers/docs', { payload: { url: mcp.url, headers: { authorization: 'tenant-a-mcp-credential' } } })).statusCode).toBe(201)
       const toolA = await h.registerTool('lookup', '/ok', { headers: { 'x-api-key': 'tenant-a-tool-credential' }, effect: 'read_only' })
       a.toolSecret = toolA.signing_secret
       await h.registerTool('shared_name', '/ok?owner=a')
@@ -94,7 +98,10 @@ for (const backend of backends) {
       for (let i = 0; i < 3; i++) a.others.push((await h.startRun({ input: `more ${i}`, metadata: { team: 'red' } })).body.id)
       for (let i = 0; i < 2; i++) bRuns.push((await h.startRun({ input: `b ${i}`, metadata: { team: 'red', owner: 'b' } }, TENANT_B)).body.id)
     })
-    afterAll(async () => h?.close())
+    afterAll(async () => {
+      await h?.close()
+      await mcp?.close()
+    })
 
     /** B's attempts, one per tenant-scoped route, each asserting 404 (or B's own namespace) and A unchanged. */
     const cases: Record<string, { run: () => Promise<void> }> = {
@@ -139,6 +146,38 @@ for (const backend of backends) {
           const res = await call(TENANT_B, 'POST', '/tools/lookup/rotate-secret')
           expectSameAsMissing(res, await call(TENANT_B, 'POST', `/tools/${MISSING_TOOL}/rotate-secret`), 'lookup', MISSING_TOOL)
           expect(res.body).not.toContain('whsec_')
+        }
+      },
+      'GET /mcp-servers/:name': {
+        run: async () => {
+          for (const method of ['GET', 'HEAD']) {
+            expectSameAsMissing(await call(TENANT_B, method, '/mcp-servers/docs'), await call(TENANT_B, method, `/mcp-servers/${MISSING_TOOL}`), 'docs', MISSING_TOOL)
+          }
+        }
+      },
+      'PUT /mcp-servers/:name': {
+        run: async () => {
+          // Names are per tenant: B's PUT registers a server of B's own, A's stays as it was.
+          const res = await call(TENANT_B, 'PUT', '/mcp-servers/docs', { payload: { url: mcp.url, tools: ['echo'] } })
+          expect(res.statusCode, res.body).toBe(201)
+          expect((await call(TENANT_A, 'GET', '/mcp-servers/docs')).json()).toMatchObject({ allowed_tools: null, header_names: ['authorization'] })
+          expect((await call(TENANT_B, 'DELETE', '/mcp-servers/docs')).statusCode).toBe(200)
+        }
+      },
+      'DELETE /mcp-servers/:name': {
+        run: async () => {
+          expectSameAsMissing(await call(TENANT_B, 'DELETE', '/mcp-servers/docs'), await call(TENANT_B, 'DELETE', `/mcp-servers/${MISSING_TOOL}`), 'docs', MISSING_TOOL)
+        }
+      },
+      'POST /mcp-servers/:name/refresh': {
+        run: async () => {
+          expectSameAsMissing(await call(TENANT_B, 'POST', '/mcp-servers/docs/refresh'), await call(TENANT_B, 'POST', `/mcp-servers/${MISSING_TOOL}/refresh`), 'docs', MISSING_TOOL)
+        }
+      },
+      'GET /mcp-servers': {
+        run: async () => {
+          expect((await call(TENANT_B, 'GET', '/mcp-servers')).json().data).toEqual([])
+          expect((await call(TENANT_A, 'GET', '/mcp-servers')).json().data.map((s: { name: string }) => s.name)).toEqual(['docs'])
         }
       },
       'GET /tools': {
