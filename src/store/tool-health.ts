@@ -79,7 +79,10 @@ const OUTCOMES_SQL = `SELECT outcome, CASE WHEN status >= 500 THEN 5 WHEN status
 const PG_LATENCY_SQL = `SELECT COUNT(*) AS sent, percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,
   percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95, percentile_disc(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99
   FROM tool_calls WHERE tenant_id = ? AND name = ? AND at >= ? AND attempts > 0`
-const SQLITE_DURATIONS_SQL = 'SELECT duration_ms FROM tool_calls WHERE tenant_id = ? AND name = ? AND at >= ? AND attempts > 0 ORDER BY duration_ms'
+const SQLITE_SENT_SQL = 'SELECT COUNT(*) AS n FROM tool_calls WHERE tenant_id = ? AND name = ? AND at >= ? AND attempts > 0'
+// The durations at three ranks, in one sort: the rows themselves never leave the database.
+const SQLITE_RANKS_SQL = `SELECT rank, duration_ms FROM (SELECT duration_ms, ROW_NUMBER() OVER (ORDER BY duration_ms) AS rank
+  FROM tool_calls WHERE tenant_id = ? AND name = ? AND at >= ? AND attempts > 0) AS ranked WHERE rank IN (?, ?, ?)`
 
 /** {@link ToolHealthStore} over SQLite or PostgreSQL. */
 export class SqlToolHealthStore implements ToolHealthStore {
@@ -113,11 +116,15 @@ export class SqlToolHealthStore implements ToolHealthStore {
       const [row] = await this.#db.query(PG_LATENCY_SQL, params)
       return { sent: Number(row!.sent), p50: numberOrNull(row!.p50), p95: numberOrNull(row!.p95), p99: numberOrNull(row!.p99) }
     }
-    // SQLite has no percentile aggregate: the durations come sorted, and are picked as
-    // PostgreSQL's percentile_disc picks them (the first whose rank reaches the fraction).
-    const durations = (await this.#db.query(SQLITE_DURATIONS_SQL, params)).map((r) => Number(r.duration_ms))
-    const pick = (fraction: number): number | null => durations.length === 0 ? null : durations[Math.max(0, Math.ceil(fraction * durations.length) - 1)]!
-    return { sent: durations.length, p50: pick(0.5), p95: pick(0.95), p99: pick(0.99) }
+    // SQLite has no percentile aggregate: the durations at the ranks PostgreSQL's percentile_disc
+    // picks (the first whose rank reaches the fraction), from the count of the calls sent.
+    const [counted] = await this.#db.query(SQLITE_SENT_SQL, params)
+    const sent = Number(counted!.n)
+    if (sent === 0) return { sent, p50: null, p95: null, p99: null }
+    const ranks = [0.5, 0.95, 0.99].map((fraction) => Math.max(1, Math.ceil(fraction * sent)))
+    const rows = await this.#db.query(SQLITE_RANKS_SQL, [...params, ...ranks])
+    const at = new Map(rows.map((r) => [Number(r.rank), Number(r.duration_ms)]))
+    return { sent, p50: at.get(ranks[0]!) ?? null, p95: at.get(ranks[1]!) ?? null, p99: at.get(ranks[2]!) ?? null }
   }
 
   async getResult (tenantId: string, name: string, revision: string, inputHash: string, now: number): Promise<StoredResult | null> {
