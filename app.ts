@@ -28,6 +28,7 @@ import healthRoutes from './routes/health.js'
 import toolRoutes from './routes/tools/index.js'
 import runRoutes from './routes/runs/index.js'
 import callbackRoutes from './routes/callbacks/index.js'
+import usageRoutes from './routes/usage/index.js'
 import mcpServerRoutes from './routes/mcp-servers/index.js'
 
 export interface AppOptions {
@@ -105,6 +106,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(toolRoutes)
   await app.register(runRoutes)
   await app.register(callbackRoutes)
+  await app.register(usageRoutes)
   await app.register(mcpServerRoutes)
   return app
 }

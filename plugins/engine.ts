@@ -6,6 +6,7 @@ import { WebhookClient } from '../src/tools/webhook/webhook-client.js'
 import { VERSION } from '../src/version.js'
 import type { Resolver } from '../src/tools/egress-guard.js'
 import { Telemetry } from '../src/telemetry/index.js'
+import { CostControl } from '../src/cost/index.js'
 import type { Redactor } from '../src/lib/redact.js'
 
 declare module 'fastify' {
@@ -55,6 +56,7 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
     },
     modelConfigured: config.ANTHROPIC_API_KEY !== undefined || config.ANTHROPIC_BASE_URL !== undefined,
     mcp: app.mcp,
+    cost: new CostControl({ prices: config.prices, tenantBudgets: config.tenantBudgets, usage: app.store.usage, metrics: app.metrics, log: app.log }),
     telemetry
   })
   app.decorate('engine', engine)

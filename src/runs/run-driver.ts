@@ -7,7 +7,7 @@ import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
-import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type Usage } from '../store/index.js'
+import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import type { WebhookClient } from '../tools/webhook/webhook-client.js'
@@ -16,6 +16,7 @@ import type { ToolSource } from '../tools/tool-source.js'
 import { toolSources } from '../tools/tool-sources.js'
 import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { Telemetry } from '../telemetry/index.js'
+import type { BudgetGuard, CostControl } from '../cost/index.js'
 import { EventLog, STORAGE_BACKOFF } from './event-log.js'
 import { modelRequest } from './model-request.js'
 import { resumedCalls, type ResumedStep } from './resume.js'
@@ -57,6 +58,8 @@ export interface DriverDeps {
   readonly mcp?: ToolSource | undefined
   /** The guards around every tool call (see ToolHealth). */
   readonly toolHealth: ToolHealth
+  /** Prices and budgets: each driver keeps to its run's through a guard of its own (src/cost/). */
+  readonly cost: CostControl
   readonly toolConcurrency: ToolConcurrency
   readonly log: Log
   /** Retries of a failing model call before the run fails. */
@@ -119,6 +122,7 @@ export class RunDriver {
   /** The MCP tools the run pinned when it started (SPEC §11). */
   readonly #mcpTools: ToolRecord[]
   readonly #modelBackoff: Backoff
+  readonly #budget: BudgetGuard
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], from: DriverStart = {}) {
     this.#deps = deps
@@ -152,6 +156,7 @@ export class RunDriver {
       stepSpan: () => this.#stepSpan
     })
     this.#modelBackoff = { ...MODEL_BACKOFF, maxRetries: deps.modelMaxRetries }
+    this.#budget = deps.cost.guard(run)
     this.done = new Promise((resolve) => { this.#resolveDone = resolve })
   }
 
@@ -243,13 +248,23 @@ export class RunDriver {
     if (resumed !== undefined) {
       answer = this.#recover(step, resumed, tools)
     } else {
-      this.events.emit('step.started', { step })
-      answer = await this.#callModel(step, modelRequest({
+      const request = modelRequest({
         model: run.model, params: this.#params, tools: records, clientTools: this.#params.client_tools ?? [], historyTools: this.#historyTools, history: this.#history
-      }), tools)
+      })
+      // A call the run's or its tenant's budget cannot afford is not made (SPEC §17).
+      const exhausted = await this.#budget.check(run, request)
+      if (exhausted !== null) {
+        this.events.emit('run.budget_exhausted', { step, ...exhausted })
+        return { stop: 'budget_exhausted' }
+      }
+      this.events.emit('step.started', { step })
+      answer = await this.#callModel(step, request, tools)
     }
     const { message, calls, clientComplete } = answer
-    const usage = addUsage(run.usage, message.usage as unknown as Partial<Usage>)
+    // The history is still the one the model call was sent: this step's messages are appended later.
+    const account = this.#budget.account(run, run.usage, message, this.#history.length)
+    const usage = account.usage
+    for (const warning of account.warnings) this.events.emit('run.budget_warning', warning)
 
     const toolUses = message.content.filter((b): b is ToolUseBlock => b.type === 'tool_use')
     const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
@@ -290,6 +305,7 @@ export class RunDriver {
       tool_calls_total: run.tool_calls_total + results.length,
       tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
     }
+    await this.#budget.record(run, message, account.cost, answered, results)
     if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters) }
 
     const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
@@ -547,13 +563,4 @@ interface StepAnswer {
   readonly calls: Map<string, Promise<ToolResultBlockParam>>
   /** Client tool calls whose input was complete. */
   readonly clientComplete: Set<string>
-}
-
-function addUsage (total: Usage, add: Partial<Usage>): Usage {
-  return {
-    input_tokens: total.input_tokens + (add.input_tokens ?? 0),
-    output_tokens: total.output_tokens + (add.output_tokens ?? 0),
-    cache_creation_input_tokens: total.cache_creation_input_tokens + (add.cache_creation_input_tokens ?? 0),
-    cache_read_input_tokens: total.cache_read_input_tokens + (add.cache_read_input_tokens ?? 0)
-  }
 }

@@ -24,7 +24,15 @@ export function toRunObject (run: RunRecord, messages?: MessageParam[], timeline
     output_text: output.filter((b) => b.type === 'text').map((b) => b.text as string).join(''),
     steps: run.steps,
     tool_calls: { total: run.tool_calls_total, errors: run.tool_calls_errors },
-    usage: run.usage,
+    usage: {
+      input_tokens: run.usage.input_tokens,
+      output_tokens: run.usage.output_tokens,
+      cache_creation_input_tokens: run.usage.cache_creation_input_tokens,
+      cache_read_input_tokens: run.usage.cache_read_input_tokens,
+      // A run stored before cost control: its cache writes were all of the default lifetime, and its cost unknown.
+      cache_creation: run.usage.cache_creation ?? { ephemeral_5m_input_tokens: run.usage.cache_creation_input_tokens, ephemeral_1h_input_tokens: 0 },
+      cost_usd: run.usage.cost_usd ?? null
+    },
     required_action: run.required_action,
     error: run.error,
     callback: run.callback_url === null

@@ -86,6 +86,19 @@ export interface Usage {
   cache_creation?: { ephemeral_5m_input_tokens: number, ephemeral_1h_input_tokens: number }
   /** What the run's model calls cost, in USD; null when its model has no price (src/cost/). */
   cost_usd?: number | null
+  /** What the budget guard estimates the next call from, stored so that every replica agrees (src/cost/). Not shown. */
+  estimate_basis?: EstimateBasis
+}
+
+/** The run's last model call as the budget guard sees it, and its longest answer so far. */
+export interface EstimateBasis {
+  readonly prompt_tokens: number
+  /** What its prompt cost, in USD (cache reads and writes at their prices); null: no price. */
+  readonly prompt_cost_usd: number | null
+  readonly output_tokens: number
+  /** Messages of the history it was sent. */
+  readonly messages: number
+  readonly longest_output_tokens: number
 }
 
 /** A run as stored. `params` holds what the run was started with; the rest is its state. */

@@ -1,0 +1,5 @@
+export { CostControl, MAX_REPORT_DAYS, type CostControlOptions, type UsageLine, type UsageReport } from './cost-control.js'
+export { BudgetGuard, WARNING_SHARE, type BudgetExhausted, type RunBudget } from './budget-guard.js'
+export { loadPriceTable, parsePriceLines, PriceTable, PRICES_DATE, PRICES_SOURCE, type Prices } from './prices.js'
+export { callCost, type CallCost } from './call-cost.js'
+export { budgetWindow, parseTenantBudgets, type TenantBudget } from './tenant-budgets.js'
