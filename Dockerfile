@@ -31,20 +31,26 @@ RUN node -e 'const [major, minor] = process.versions.node.split(".").map(Number)
   && apt-get install -y --no-install-recommends python3 make g++ \
   && rm -rf /var/lib/apt/lists/*
 ENV npm_config_nodedir=/usr/local
+# The TypeScript client (clients/typescript) is an npm workspace of the root: npm ci needs its
+# package.json; the demo's tool server is written with its tool kit, compiled with the demo.
 COPY package.json package-lock.json ./
+COPY clients/typescript/package.json ./clients/typescript/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json app.ts server.ts ./
 COPY src ./src
 COPY plugins ./plugins
 COPY routes ./routes
 COPY demo ./demo
+COPY clients/typescript/src ./clients/typescript/src
 COPY test/support/fake-messages-api.ts ./test/support/
-# The compiled demo (and the fake Messages API it uses) goes aside, to the demo target only. Of
-# better-sqlite3 only the addon itself is kept: its sources and the compiler's objects weigh 25 MB.
+# The compiled demo (and the fake Messages API and the client's tool kit it uses) goes aside, to
+# the demo target only, and the workspace's link in node_modules with it. Of better-sqlite3 only
+# the addon itself is kept: its sources and the compiler's objects weigh 25 MB.
 RUN npm run build \
   && mkdir -p /demo/dist \
-  && mv dist/demo dist/test /demo/dist/ \
+  && mv dist/demo dist/test dist/clients /demo/dist/ \
   && npm prune --omit=dev --no-audit --no-fund \
+  && rm -rf node_modules/@switchboard \
   && cd node_modules/better-sqlite3 \
   && mv build/Release/better_sqlite3.node /tmp/ \
   && rm -rf build deps src \

@@ -16,6 +16,8 @@ import { buildApp } from '../app.js'
 import { loadConfig } from '../src/config.js'
 import { loggerOptions } from '../src/logger.js'
 import { startFakeMessagesApi, type FakeMessagesApi } from '../test/support/fake-messages-api.js'
+import { Switchboard } from '../clients/typescript/src/index.js'
+import { registerTools } from '../clients/typescript/src/tools/index.js'
 import { demoAgent } from './demo-agent.js'
 import { DEMO_TOOLS, DemoToolServer } from './tool-server.js'
 
@@ -50,16 +52,8 @@ try {
   base = await app.listen({ port: 0, host: '127.0.0.1' })
 }
 
-async function api (method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  const json = await res.json()
-  if (res.status >= 400) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`)
-  return json
-}
+// The TypeScript client (clients/typescript); open mode, so no API key.
+const client = new Switchboard({ baseURL: base, apiKey: null })
 
 async function shutdown (code: number): Promise<never> {
   await app.close()
@@ -70,15 +64,13 @@ async function shutdown (code: number): Promise<never> {
 
 try {
   console.log(bold('Switchboard demo') + dim(` — ${base} (docs at ${base}/docs), model: ${live ? 'Claude (ANTHROPIC_API_KEY)' : 'offline fake of the Messages API'}`))
-  for (const [name, definition] of Object.entries(DEMO_TOOLS)) {
-    const tool = await api('PUT', `/tools/${name}`, { ...definition, url: `${tools.url}/tools/${name}` })
-    const secret = tool.signing_secret ?? (await api('POST', `/tools/${name}/rotate-secret`)).signing_secret
-    tools.secrets.set(name, secret) // the tool server verifies every call's signature with it
-  }
+  // Each tool's definition goes to PUT /tools/{name}; the signing secrets come back into the tool
+  // server's ToolSecrets, which verifies every call with them.
+  await registerTools(client, { url: (name) => `${tools.url}/tools/${name}`, tools: DEMO_TOOLS, secrets: tools.secrets })
   console.log(dim(`registered ${Object.keys(DEMO_TOOLS).join(', ')} → ${tools.url}`))
   console.log(`\n${bold('Q:')} ${question}\n`)
 
-  const run = await api('POST', '/runs', {
+  const run = await client.runs.create({
     input: question,
     tools: Object.keys(DEMO_TOOLS),
     system: 'Answer briefly. Use the tools, all at once when you can.',
@@ -86,10 +78,7 @@ try {
     metadata: { source: 'demo' }
   })
   const events: Array<{ type: string, at: string, data: Record<string, any> }> = []
-  for (let page = await api('GET', `/runs/${run.id}/events?limit=100`); ; page = await api('GET', `/runs/${run.id}/events?limit=100&after=${page.next_cursor}`)) {
-    events.push(...page.data)
-    if (!page.has_more) break
-  }
+  for await (const event of client.runs.events(run.id, { limit: 100 })) events.push(event as typeof events[number])
   printTimeline(events)
   console.log(`\n${bold('A:')} ${run.status === 'completed' ? run.output_text : `the run ${run.status}: ${JSON.stringify(run.error)}`}\n`)
   console.log(dim(`run ${run.id}: ${run.steps} model calls, ${run.tool_calls.total} tool calls (${run.tool_calls.errors} errors), ${run.usage.input_tokens} + ${run.usage.output_tokens} tokens`))

@@ -1,16 +1,16 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
-import { Webhook } from 'standardwebhooks'
+import { createToolHandler, ToolSecrets, type HostedTool, type ToolCallContext } from '../clients/typescript/src/tools/index.js'
 
 /**
- * An example tool server, as a backend team would write one: each tool is a POST endpoint that
- * verifies Switchboard's Standard Webhooks signature, reads `input`, and answers JSON. Its answers
- * are made up (no network), and each takes a realistic while, so that the demo shows what running
- * calls in parallel saves.
+ * An example tool server, as a backend team would write one with the TypeScript client's tool kit
+ * (clients/typescript): each tool is a definition and a handler; the kit verifies Switchboard's
+ * signatures, checks the input, stops the handler at the call's deadline and answers repeated
+ * calls once. Its answers are made up (no network), and each takes a realistic while, so that the
+ * demo shows what running calls in parallel saves.
  */
-
-interface Call { tool: string, input: Record<string, unknown>, run_id: string, attempt: number }
 
 const CITIES: Record<string, { zone: string, temperature: number, conditions: string }> = {
   paris: { zone: 'Europe/Paris', temperature: 14, conditions: 'light rain' },
@@ -23,18 +23,41 @@ const CITIES: Record<string, { zone: string, temperature: number, conditions: st
 
 const RATES_TO_USD: Record<string, number> = { USD: 1, EUR: 1.08, GBP: 1.27, JPY: 0.0067, AUD: 0.66, BRL: 0.19 }
 
+/** Waits as long as a real service would (`?delay_ms=N` on the tool's URL: that long), or until the call's deadline. */
+async function takeTime (context: ToolCallContext, [min, max]: [number, number]): Promise<void> {
+  await sleep(slowness(context.url) ?? min + Math.random() * (max - min), undefined, { signal: context.signal })
+}
+
+function city (name: string): { zone: string, temperature: number, conditions: string } {
+  const found = CITIES[name.toLowerCase()]
+  // A thrown error is an is_error answer: the model reads the message.
+  if (found === undefined) throw new Error(`I do not know the city ${name}.`)
+  return found
+}
+
 export const DEMO_TOOLS = {
   get_weather: {
     description: 'Current weather for a city: temperature in °C and conditions.',
     input_schema: { type: 'object', properties: { city: { type: 'string', description: 'City name, e.g. Paris' } }, required: ['city'], additionalProperties: false },
     effect: 'read_only',
-    timeout_ms: 5000
+    timeout_ms: 5000,
+    handler: async (input: { city: string }, context: ToolCallContext) => {
+      await takeTime(context, [350, 700])
+      const { temperature, conditions } = city(input.city)
+      return { city: input.city, temperature_c: temperature, conditions }
+    }
   },
   get_local_time: {
     description: 'The current local time in a city.',
     input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false },
     effect: 'read_only',
-    timeout_ms: 5000
+    timeout_ms: 5000,
+    handler: async (input: { city: string }, context: ToolCallContext) => {
+      await takeTime(context, [120, 250])
+      const { zone } = city(input.city)
+      const time = new Intl.DateTimeFormat('en-GB', { timeZone: zone, hour: '2-digit', minute: '2-digit', weekday: 'long' }).format(new Date())
+      return { city: input.city, local_time: time, time_zone: zone }
+    }
   },
   convert_currency: {
     description: 'Converts an amount between currencies (USD, EUR, GBP, JPY, AUD, BRL).',
@@ -45,40 +68,32 @@ export const DEMO_TOOLS = {
       additionalProperties: false
     },
     effect: 'idempotent',
-    timeout_ms: 5000
+    timeout_ms: 5000,
+    handler: async (input: { amount: number, from: string, to: string }, context: ToolCallContext) => {
+      await takeTime(context, [200, 400])
+      const from = input.from.toUpperCase()
+      const to = input.to.toUpperCase()
+      if (RATES_TO_USD[from] === undefined || RATES_TO_USD[to] === undefined) throw new Error(`No rate for ${from} to ${to}.`)
+      return { amount: input.amount, from, to, result: Math.round(input.amount * RATES_TO_USD[from] / RATES_TO_USD[to] * 100) / 100 }
+    }
   }
-} as const
+} as const satisfies Record<string, HostedTool>
 
 export type DemoToolName = keyof typeof DEMO_TOOLS
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** How long each answer takes: weather is the slowest, a currency rate the quickest. */
-const LATENCY: Record<DemoToolName, [number, number]> = { get_weather: [350, 700], get_local_time: [120, 250], convert_currency: [200, 400] }
-
-function answer (tool: DemoToolName, input: Record<string, unknown>): { status: number, body: unknown } {
-  if (tool === 'convert_currency') {
-    const from = String(input.from).toUpperCase()
-    const to = String(input.to).toUpperCase()
-    if (RATES_TO_USD[from] === undefined || RATES_TO_USD[to] === undefined) return { status: 200, body: { content: `No rate for ${from} to ${to}.`, is_error: true } }
-    const amount = Number(input.amount)
-    return { status: 200, body: { amount, from, to, result: Math.round(amount * RATES_TO_USD[from]! / RATES_TO_USD[to]! * 100) / 100 } }
-  }
-  const city = CITIES[String(input.city).toLowerCase()]
-  if (city === undefined) return { status: 200, body: { content: `I do not know the city ${String(input.city)}.`, is_error: true } }
-  if (tool === 'get_weather') return { status: 200, body: { city: input.city, temperature_c: city.temperature, conditions: city.conditions } }
-  const time = new Intl.DateTimeFormat('en-GB', { timeZone: city.zone, hour: '2-digit', minute: '2-digit', weekday: 'long' }).format(new Date())
-  return { status: 200, body: { city: input.city, local_time: time, time_zone: city.zone } }
-}
-
 export class DemoToolServer {
-  /** Signing secrets by tool name, once registered: calls are verified with them. */
-  readonly secrets = new Map<string, string>()
+  /**
+   * Signing secrets by tool name, once registered (registerTools fills it): calls of a tool with a
+   * secret are verified with it. A tool without one is called unsigned, as the compose stack does.
+   */
+  readonly secrets = new ToolSecrets()
   readonly #server: Server
   #url = ''
 
   constructor () {
-    this.#server = createServer((req, res) => { this.#handle(req, res).catch(() => res.destroy()) })
+    // Every tool could share one URL (the kit routes on the call's `tool`); each has its own,
+    // /tools/<name>, so that ?delay_ms can slow one down.
+    this.#server = createServer(createToolHandler({ tools: DEMO_TOOLS, secrets: this.secrets, allowUnsigned: true }))
   }
 
   get url (): string {
@@ -96,44 +111,15 @@ export class DemoToolServer {
     this.#server.closeAllConnections()
     await new Promise<void>((resolve) => this.#server.close(() => resolve()))
   }
-
-  async #handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = []
-    for await (const chunk of req) chunks.push(chunk as Buffer)
-    const raw = Buffer.concat(chunks).toString('utf8')
-    const url = new URL(req.url ?? '/', 'http://tool-server')
-    const tool = url.pathname.replace(/^\/tools\//, '') as DemoToolName
-    if (req.method !== 'POST' || !(tool in DEMO_TOOLS)) return send(res, 404, { error: 'no such tool' })
-    const secret = this.secrets.get(tool)
-    if (secret !== undefined) {
-      try {
-        // Any Standard Webhooks library checks the signature, and refuses stale timestamps.
-        new Webhook(secret).verify(raw, req.headers as Record<string, string>)
-      } catch {
-        return send(res, 401, { error: 'bad signature' })
-      }
-    }
-    const call = JSON.parse(raw) as Call
-    const [min, max] = LATENCY[tool]
-    await sleep(slowness(url) ?? min + Math.random() * (max - min))
-    const { status, body } = answer(tool, call.input)
-    send(res, status, body)
-  }
 }
 
 /**
  * `?delay_ms=N` on a tool's URL makes every answer take N ms (at most ten minutes): register a tool
  * that way to watch a timeout, a cancel, or another replica taking over a run whose replica died.
  */
-function slowness (url: URL): number | undefined {
-  const delay = Number(url.searchParams.get('delay_ms') ?? Number.NaN)
+function slowness (path: string): number | undefined {
+  const delay = Number(new URL(path, 'http://tool-server').searchParams.get('delay_ms') ?? Number.NaN)
   return Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 600_000) : undefined
-}
-
-function send (res: ServerResponse, status: number, body: unknown): void {
-  if (res.destroyed) return
-  res.writeHead(status, { 'content-type': 'application/json' })
-  res.end(JSON.stringify(body))
 }
 
 // Run on its own, as the compose stack's `tools` service: `node dist/demo/tool-server.js` (or
