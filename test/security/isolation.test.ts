@@ -311,6 +311,20 @@ for (const backend of backends) {
           expect(res.json()).toMatchObject({ has_signing_secret: false })
         }
       },
+      'GET /usage': {
+        run: async () => {
+          // B's usage counts B's runs only, and none of A's tool calls (lookup is A's alone).
+          const res = await call(TENANT_B, 'GET', '/usage?group_by=model')
+          expect(res.statusCode).toBe(200)
+          const bRunCount = (await call(TENANT_B, 'GET', '/runs?limit=100')).json().data.length
+          expect(res.json().total.runs).toBeGreaterThan(0)
+          expect(res.json().total.runs).toBeLessThanOrEqual(bRunCount)
+          const tools = await call(TENANT_B, 'GET', '/usage?group_by=tool')
+          expect(tools.json().data.map((d: { key: string }) => d.key)).not.toContain('lookup')
+          const own = await call(TENANT_A, 'GET', '/usage?group_by=tool')
+          expect(own.json().data.map((d: { key: string }) => d.key)).toContain('lookup')
+        }
+      },
       'POST /callbacks/rotate-secret': {
         run: async () => {
           // Acts on the caller's own tenant: B gets a secret of its own; A's is untouched (snapshot).

@@ -35,6 +35,11 @@ export type Turn =
     /** After this many content blocks, send nothing more, and keep the connection open. */
     stallAfterBlocks?: number
     streamErrorType?: string
+    /**
+     * The usage to report instead of counting characters: its token counts go in message_start
+     * (output_tokens 1 there, as the API does), output_tokens and any `iterations` in message_delta.
+     */
+    usage?: Record<string, unknown>
   }
   | { kind: 'error', status: number, type: string, message?: string, headers?: Record<string, string> }
   /** Accept the request and never answer. */
@@ -384,7 +389,7 @@ export class FakeMessagesApi {
       content: blocks,
       stop_reason: stopReason,
       stop_sequence: stopReason === 'stop_sequence' ? (body.stop_sequences?.[0] ?? null) : null,
-      usage: { input_tokens: inputTokens, output_tokens: outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }
+      usage: { input_tokens: inputTokens, output_tokens: outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, ...turn.usage } as Record<string, any>
     }
     return { final, blocks, rawJson }
   }
@@ -414,7 +419,8 @@ export class FakeMessagesApi {
       res.end()
     }
     const { final, blocks, rawJson } = built
-    send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...final.usage, output_tokens: 1 } } })
+    const { iterations, ...startUsage } = final.usage
+    send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...startUsage, output_tokens: 1 } } })
     send('ping', { type: 'ping' })
     for (const [index, block] of blocks.entries()) {
       if (turn.stallAfterBlocks === index) return false
@@ -453,7 +459,7 @@ export class FakeMessagesApi {
       end()
       return true
     }
-    send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens } })
+    send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens, ...(iterations === undefined ? {} : { iterations }) } })
     send('message_stop', { type: 'message_stop' })
     end()
     return true
