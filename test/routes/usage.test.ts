@@ -48,7 +48,7 @@ for (const backend of backends) {
 
     it('takes a period: from included, to excluded; a period without usage is all zeros', async () => {
       const now = Date.now()
-      const past = (await get(`?from=2020-01-01&to=2020-01-31`)).json()
+      const past = (await get('?from=2020-01-01&to=2020-01-31')).json()
       expect(past).toMatchObject({ from: '2020-01-01T00:00:00.000Z', to: '2020-01-31T00:00:00.000Z', data: [] })
       expect(past.total).toMatchObject({ runs: 0, model_calls: 0, cost_usd: 0, tool_calls: 0 })
       const around = (await get(`?from=${new Date(now - DAY_MS).toISOString()}&to=${new Date(now + DAY_MS).toISOString()}`)).json()
