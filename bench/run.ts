@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --write] [-- --only=fan-out,throughput,eager,growth,memory]
+ * npm run bench [-- --quick] [-- --write] [-- --only=fan-out,throughput,eager,growth,memory,mcp]
  *
  * Measures Switchboard against a hand-written baseline in the same run, on this machine, and prints
  * one table. Everything talks to 127.0.0.1; every load is bounded. Ratios and differences against
@@ -14,6 +14,7 @@ import { throughput, throughputSection } from './throughput.js'
 import { eager, eagerSection } from './eager.js'
 import { growth, growthSection } from './growth.js'
 import { memory, memorySection } from './memory.js'
+import { mcpFanOut, mcpSection } from './mcp.js'
 import { SERVICE_NODE_ARGS, type Section } from './support.js'
 
 // The baselines (and the client of the service) run in this process: with the node settings the
@@ -87,6 +88,7 @@ if (sections.length > 0) {
     ...sections.flatMap((s) => ['', s.markdown])
   )
 }
+if (wanted('mcp')) lines.push(...(lines.length > 0 ? [''] : []), mcpSection(await mcpFanOut({ quick, log }), quick, started.toISOString().slice(0, 10)))
 log(`bench took ${((Date.now() - started.getTime()) / 1000).toFixed(0)} s`)
 const table = lines.join('\n')
 process.stdout.write(`\n${table}\n`)
