@@ -20,7 +20,7 @@ const coreBoundaries = {
 }
 
 export default [
-  ...neostandard({ ts: true, ignores: ['dist/**', 'coverage/**', 'node_modules/**', '.ci/results/**'] }),
+  ...neostandard({ ts: true, ignores: ['dist/**', 'clients/*/dist/**', 'coverage/**', 'node_modules/**', '.ci/results/**'] }),
   coreBoundaries,
   {
     files: ['src/config.ts'],

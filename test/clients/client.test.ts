@@ -242,6 +242,17 @@ for (const backend of backends) {
       }
     })
 
+    it('reads a tool\'s statistics, the tenant\'s usage and its MCP servers', async () => {
+      await client.runs.create({ input: 'count me', tools: ['lookup'] })
+      const stats = await client.tools.stats('lookup', { window: '1h' })
+      expect(stats.calls).toBeGreaterThanOrEqual(2)
+      const usage = await client.usage.get({ group_by: 'tool' })
+      expect(usage.object).toBe('usage')
+      expect(usage.data.find((row) => row.key === 'lookup')?.tool_calls).toBeGreaterThanOrEqual(2)
+      expect((await client.mcpServers.list()).data).toEqual([])
+      await expect(client.mcpServers.get('nowhere')).rejects.toBeInstanceOf(NotFoundError)
+    })
+
     it('reads the rest of the API: timeline, callbacks, probes', async () => {
       const run = await client.runs.create({ input: 'draw me' })
       const page = await client.runs.timeline(run.id)

@@ -276,6 +276,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the tenant's runs used and cost
+         * @description Tokens by kind, cost, runs, model calls, tool calls and errors of the tenant's runs in a period (`from` included, `to` excluded), grouped by UTC day, model or tool, with the period's totals. Read from storage, so every replica answers the same.
+         */
+        get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/mcp-servers/{name}": {
         parameters: {
             query?: never;
@@ -2774,6 +2794,121 @@ export interface operations {
                         previous_secret_expires_at: string | null;
                         /** @description Standard Webhooks secret (`whsec_…`) that signs completion callbacks. Shown this once. */
                         signing_secret: string;
+                    };
+                };
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getUsage: {
+        parameters: {
+            query: {
+                /** @description Start of the period, included: a date (`2026-12-01`, midnight UTC) or a date and time with its offset. Default: 30 days before `to`. */
+                from?: string;
+                /** @description End of the period, excluded, in the same form. Default: now. At most 366 days after `from`. */
+                to?: string;
+                /** @description `day` (UTC), `model`, or `tool` (tool calls only: tokens and cost belong to model calls). */
+                group_by: "day" | "model" | "tool";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        object: "usage";
+                        from: string;
+                        to: string;
+                        group_by: "day" | "model" | "tool";
+                        data: {
+                            /** @description The day (`2026-12-06`), the model or the tool. */
+                            key: string;
+                            /** @description Runs that made a model call or a tool call in the group. */
+                            runs: number;
+                            model_calls: number;
+                            input_tokens: number;
+                            output_tokens: number;
+                            cache_creation_input_tokens: number;
+                            /** @description Cache writes by lifetime. */
+                            cache_creation: {
+                                ephemeral_5m_input_tokens: number;
+                                ephemeral_1h_input_tokens: number;
+                            };
+                            cache_read_input_tokens: number;
+                            /** @description What the model calls cost, at the price table's prices; calls of models without a price are not in it (see unpriced_model_calls). */
+                            cost_usd: number;
+                            /** @description Model calls whose model has no price: their cost is unknown, not zero. */
+                            unpriced_model_calls: number;
+                            /** @description Tool calls answered in the runs' steps (caller-run tools aside). */
+                            tool_calls: number;
+                            /** @description Tool calls answered with an is_error result. */
+                            errors: number;
+                        }[];
+                        total: {
+                            /** @description Runs that made a model call or a tool call in the group. */
+                            runs: number;
+                            model_calls: number;
+                            input_tokens: number;
+                            output_tokens: number;
+                            cache_creation_input_tokens: number;
+                            /** @description Cache writes by lifetime. */
+                            cache_creation: {
+                                ephemeral_5m_input_tokens: number;
+                                ephemeral_1h_input_tokens: number;
+                            };
+                            cache_read_input_tokens: number;
+                            /** @description What the model calls cost, at the price table's prices; calls of models without a price are not in it (see unpriced_model_calls). */
+                            cost_usd: number;
+                            /** @description Model calls whose model has no price: their cost is unknown, not zero. */
+                            unpriced_model_calls: number;
+                            /** @description Tool calls answered in the runs' steps (caller-run tools aside). */
+                            tool_calls: number;
+                            /** @description Tool calls answered with an is_error result. */
+                            errors: number;
+                        };
                     };
                 };
             };

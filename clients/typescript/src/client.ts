@@ -2,8 +2,9 @@ import { Transport, param, type ClientOptions, type CreateOptions, type RequestO
 import { PagePromise, type Page } from './pagination.js'
 import { RunStream } from './run-stream.js'
 import type {
-  CallbackSecret, CallbackSettings, Deleted, Run, RunCreateParams, RunEvent, RunEventListParams, RunGetParams,
-  RunListParams, Tool, ToolDefinition, ToolListParams, ToolOutputsParams, ToolWithSecret
+  CallbackSecret, CallbackSettings, Deleted, DeletedMcpServer, McpServer, McpServerDefinition, McpServerListParams, Run,
+  RunCreateParams, RunEvent, RunEventListParams, RunGetParams, RunListParams, Tool, ToolDefinition, ToolListParams,
+  ToolOutputsParams, ToolStats, ToolStatsParams, ToolWithSecret, Usage, UsageParams
 } from './types.js'
 
 /**
@@ -18,6 +19,8 @@ export class Switchboard {
   readonly tools: Tools
   readonly runs: Runs
   readonly callbacks: Callbacks
+  readonly mcpServers: McpServers
+  readonly usage: UsageReports
   readonly health: Health
   /** Where requests go, with the settings they are sent with. */
   readonly transport: Transport
@@ -27,6 +30,8 @@ export class Switchboard {
     this.tools = new Tools(this.transport)
     this.runs = new Runs(this.transport)
     this.callbacks = new Callbacks(this.transport)
+    this.mcpServers = new McpServers(this.transport)
+    this.usage = new UsageReports(this.transport)
     this.health = new Health(this.transport)
   }
 }
@@ -61,6 +66,52 @@ export class Tools {
   /** Issues a new signing secret; the old one keeps signing calls for the rotation window too. */
   async rotateSecret (name: string, options?: RequestOptions): Promise<ToolWithSecret> {
     return await this.#t.json({ ...options, method: 'POST', path: `/tools/${param(name)}/rotate-secret` })
+  }
+
+  /** How the tool's calls went over `window` (`1h` by default), on every replica. */
+  async stats (name: string, query: ToolStatsParams = {}, options?: RequestOptions): Promise<ToolStats> {
+    return await this.#t.json({ ...options, method: 'GET', path: `/tools/${param(name)}/stats`, query })
+  }
+}
+
+/** MCP servers: remote servers whose tools runs may call (`/mcp-servers`). */
+export class McpServers {
+  readonly #t: Transport
+  constructor (transport: Transport) { this.#t = transport }
+
+  /** Registers (or replaces) a server; the service connects and lists its tools before it answers. */
+  async put (name: string, definition: McpServerDefinition, options?: RequestOptions): Promise<McpServer> {
+    return await this.#t.json({ ...options, method: 'PUT', path: `/mcp-servers/${param(name)}`, body: definition })
+  }
+
+  async get (name: string, options?: RequestOptions): Promise<McpServer> {
+    return await this.#t.json({ ...options, method: 'GET', path: `/mcp-servers/${param(name)}` })
+  }
+
+  /** The servers: `await` for a page, `for await` for every one. */
+  list (query: McpServerListParams = {}, options?: RequestOptions): PagePromise<McpServer> {
+    const { after, ...rest } = query as McpServerListParams & { after?: string }
+    return new PagePromise((cursor) => this.#t.json<Page<McpServer>>({ ...options, method: 'GET', path: '/mcp-servers', query: { ...rest, after: cursor } }), after)
+  }
+
+  async delete (name: string, options?: RequestOptions): Promise<DeletedMcpServer> {
+    return await this.#t.json({ ...options, method: 'DELETE', path: `/mcp-servers/${param(name)}` })
+  }
+
+  /** Lists the server's tools again. */
+  async refresh (name: string, options?: RequestOptions): Promise<McpServer> {
+    return await this.#t.json({ ...options, method: 'POST', path: `/mcp-servers/${param(name)}/refresh` })
+  }
+}
+
+/** The tenant's usage (`/usage`). */
+export class UsageReports {
+  readonly #t: Transport
+  constructor (transport: Transport) { this.#t = transport }
+
+  /** Tokens, cost, runs, tool calls and errors from `from` to `to`, grouped by day, model or tool. */
+  async get (query: UsageParams = {}, options?: RequestOptions): Promise<Usage> {
+    return await this.#t.json({ ...options, method: 'GET', path: '/usage', query })
   }
 }
 

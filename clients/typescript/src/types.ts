@@ -31,3 +31,15 @@ export type RunListParams = Query<'listRuns'> & { metadata?: Record<string, stri
 export type ToolListParams = Query<'listTools'>
 export type RunEventListParams = Query<'listRunEvents'>
 export type RunGetParams = Query<'getRun'>
+
+/** `GET /tools/{name}/stats`: how a tool's calls went over a window, on every replica. */
+export type ToolStats = JsonAnswer<'getToolStats', 200>
+export type ToolStatsParams = Query<'getToolStats'>
+/** `GET /usage`: the tenant's tokens, cost, runs and tool calls over a period. */
+export type Usage = JsonAnswer<'getUsage', 200>
+export type UsageParams = Query<'getUsage'>
+/** The body of `PUT /mcp-servers/{name}`. */
+export type McpServerDefinition = JsonBody<'putMcpServer'>
+export type McpServer = JsonAnswer<'getMcpServer', 200>
+export type McpServerListParams = Query<'listMcpServers'>
+export type DeletedMcpServer = JsonAnswer<'deleteMcpServer', 200>
