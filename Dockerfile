@@ -44,11 +44,16 @@ COPY demo ./demo
 COPY clients/typescript/src ./clients/typescript/src
 COPY test/support/fake-messages-api.ts ./test/support/
 # The compiled demo (and the fake Messages API and the client's tool kit it uses) goes aside, to
-# the demo target only, and the workspace's link in node_modules with it. Of better-sqlite3 only
+# the demo target only, and the workspace's link in node_modules with it; so does the MCP server
+# SDK of the example MCP server (a development dependency of the service). Of better-sqlite3 only
 # the addon itself is kept: its sources and the compiler's objects weigh 25 MB.
 RUN npm run build \
   && mkdir -p /demo/dist \
   && mv dist/demo dist/test dist/clients /demo/dist/ \
+  && mkdir -p /demo/node_modules/@modelcontextprotocol /demo/node_modules/@hono \
+  && cp -r node_modules/@modelcontextprotocol/server node_modules/@modelcontextprotocol/node /demo/node_modules/@modelcontextprotocol/ \
+  && cp -r node_modules/hono /demo/node_modules/ \
+  && cp -r node_modules/@hono/node-server /demo/node_modules/@hono/ \
   && npm prune --omit=dev --no-audit --no-fund \
   && rm -rf node_modules/@switchboard \
   && cd node_modules/better-sqlite3 \
@@ -81,9 +86,11 @@ ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["node", "--max-semi-space-size=64", "dist/server.js"]
 
 # The demo services of docker-compose.yml: `node dist/demo/tool-server.js` (the example tools) and
-# `node dist/demo/model-server.js` (the offline fake of the Messages API). Not for production.
+# `node dist/demo/model-server.js` (the offline fake of the Messages API) and
+# `node dist/demo/mcp-server.js` (the example MCP server). Not for production.
 FROM app AS demo
 COPY --from=build /demo/dist ./dist
+COPY --from=build /demo/node_modules ./node_modules
 HEALTHCHECK NONE
 CMD ["node", "dist/demo/tool-server.js"]
 
