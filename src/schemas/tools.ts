@@ -118,7 +118,7 @@ export const ToolStatsSchema = Type.Object({
   }),
   circuit: Type.Object({
     state: Type.Union([Type.Literal('closed'), Type.Literal('open'), Type.Literal('half_open'), Type.Literal('off')], { description: 'The worst of the replicas\' breakers: `open` if any is open.' }),
-    replicas: Type.Array(CircuitStateSchema, { description: 'Each replica\'s breaker as it last changed (this replica\'s as it is now); a replica whose breaker never changed is not listed.' })
+    replicas: Type.Array(CircuitStateSchema, { description: 'Each replica\'s breaker as it last changed, if that was within the window or it is open still (this replica\'s as it is now); a replica whose breaker never changed is not listed.' })
   })
 }, { $id: 'ToolStats', title: 'ToolStats' })
 

@@ -100,6 +100,18 @@ for (const backend of backends) {
       expect((await stats('quiet', '?window=1m', TENANT_B)).json()).toMatchObject({ calls: 2 })
     })
 
+    it('lists another replica\'s breaker while it is open or changed within the window; never one a stopped replica left behind', async () => {
+      await register(h.app, 'remote', {})
+      const now = Date.now()
+      const row = { tenant_id: TENANT_A.id, name: 'remote', failures: 5 }
+      await h.app.store.toolHealth.putCircuit({ ...row, replica: 'gone', state: 'open', retry_at: now - 7_170_000, updated_at: now - 7_200_000 })
+      await h.app.store.toolHealth.putCircuit({ ...row, replica: 'elsewhere', state: 'open', retry_at: now + 30_000, updated_at: now })
+      const body = (await stats('remote')).json()
+      expect(body.circuit).toEqual({ state: 'open', replicas: [{ replica: 'elsewhere', state: 'open', failures: 5, retry_at: new Date(now + 30_000).toISOString() }] })
+      // Over three hours, the stopped replica's last change is in the window again.
+      expect((await stats('remote', '?window=3h')).json().circuit.replicas.map((r: { replica: string }) => r.replica)).toEqual(['elsewhere', 'gone'])
+    })
+
     it('refuses a window it does not answer for (400), and an unknown tool (404)', async () => {
       for (const window of ['8d', '0h', '1w', 'abc', '90', '-1h']) {
         const res = await stats('mixed', `?window=${window}`)

@@ -76,7 +76,15 @@ export class ToolHealth {
       const message = `Tool ${tool.name} is unavailable: ${admission.failures} failures in a row; retried after ${retryAt}${admission.probing ? ' (a probe call is under way)' : ''}.`
       return this.#ended(tool, { outcome: errorOutcome('circuit_open', message), attempts: 0 }, started)
     }
-    const result = await call()
+    let result: CallResult
+    try {
+      result = await call()
+    } catch (err) {
+      // A source never rejects but for a fault of ours: a probe that ends so tells nothing, and
+      // must not leave the breaker waiting for it for ever.
+      if (admission?.pass === true) breaker!.record('neutral', admission.probe, this.#now())
+      throw err
+    }
     const ended = this.#now()
     let circuit: BreakerState | null = null
     if (breaker !== null && admission?.pass === true) {
@@ -117,7 +125,7 @@ export class ToolHealth {
       this.#store.callTotals(tool.tenant_id, tool.name, since),
       this.#store.listCircuits(tool.tenant_id, tool.name)
     ])
-    return { ...statsFrom(tool.name, window, since, until, totals), circuit: this.#circuits(tool, stored) }
+    return { ...statsFrom(tool.name, window, since, until, totals), circuit: this.#circuits(tool, stored, since, until) }
   }
 
   /** Writes the calls still waiting to be recorded. */
@@ -125,11 +133,13 @@ export class ToolHealth {
     await this.#recorder.close()
   }
 
-  #circuits (tool: ToolRecord, stored: readonly CircuitRow[]): ToolStats['circuit'] {
+  #circuits (tool: ToolRecord, stored: readonly CircuitRow[], since: number, now: number): ToolStats['circuit'] {
     if (tool.circuit_breaker === false) return { state: 'off', replicas: [] }
     const own = this.circuit(tool)
+    // Another replica's breaker as it last changed, if that was within the window or it is still
+    // open: a replica that stopped leaves its last change behind, which must not count for ever.
     const replicas: CircuitState[] = stored
-      .filter((row) => row.replica !== this.#replicaId)
+      .filter((row) => row.replica !== this.#replicaId && (row.updated_at >= since || (row.state !== 'closed' && (row.retry_at ?? 0) > now)))
       .map((row) => ({ replica: row.replica, state: row.state, failures: row.failures, retry_at: row.retry_at === null ? null : new Date(row.retry_at).toISOString() }))
     if (own.state !== 'closed' || own.failures > 0 || stored.some((row) => row.replica === this.#replicaId)) replicas.push(own)
     replicas.sort((a, b) => a.replica.localeCompare(b.replica))
