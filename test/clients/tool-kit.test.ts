@@ -79,9 +79,11 @@ for (const backend of backends) {
         input_schema: { type: 'object' },
         timeout_ms: 1000,
         max_attempts: 1,
-        handler: async (_input, context) => {
+        handler: async (input: { linger_ms?: number }, context) => {
           await new Promise((resolve) => context.signal.addEventListener('abort', resolve, { once: true }))
           contexts.push(context)
+          // Lingering past the deadline makes sure Switchboard has given up before any answer.
+          await new Promise((resolve) => setTimeout(resolve, input.linger_ms ?? 0))
           return `stopped: ${(context.signal.reason as Error).name}`
         }
       }
@@ -198,7 +200,7 @@ for (const backend of backends) {
       expect(answer.body).toEqual({ content: 'stopped: TimeoutError' })
       expect(contexts.at(-1)!.signal.aborted).toBe(true)
       // Through a run: Switchboard gives up at the deadline, and so does the handler.
-      h.model.respond = callEach([{ name: 'waits', input: {} }])
+      h.model.respond = callEach([{ name: 'waits', input: { linger_ms: 1500 } }])
       const run = await client.runs.create({ input: 'go', tools: ['waits'] })
       expect(run.tool_calls).toEqual({ total: 1, errors: 1 })
       expect(String(results[0]!.content)).toContain('timed out after 1000 ms')
