@@ -97,7 +97,7 @@ export const ToolStatsSchema = Type.Object({
   since: ISODate,
   until: ISODate,
   calls: count('Calls that ended in the window, on every replica: sent, answered from the cache, or refused by the circuit breaker.'),
-  outcomes: Type.Record(Type.String(), Type.Integer(), { description: 'Calls by outcome (`ok`, `error`, `timeout`, `unreachable`, `refused`, `cancelled`, `circuit_open`, `cached`, `unknown`).' }),
+  outcomes: Type.Record(Type.String(), Type.Integer(), { description: 'Calls by outcome (`ok`, `error`, `timeout`, `unreachable`, `refused`, `cancelled`, `circuit_open`, `cached`).' }),
   errors: Type.Object({
     timeout: count('No whole answer within the tool\'s timeout.'),
     unreachable: count('Could not be sent or its answer read (refused, reset, DNS, TLS).'),
@@ -106,8 +106,7 @@ export const ToolStatsSchema = Type.Object({
     tool_error: count('The tool answered an `is_error` result.'),
     refused: count('Not sent: refused by the egress policy.'),
     circuit_open: count('Not sent: the circuit breaker was open.'),
-    cancelled: count('Cut short by its run (cancelled, deadline, shutdown).'),
-    unknown: count('In flight when its replica stopped.')
+    cancelled: count('Cut short by its run (cancelled, deadline, shutdown).')
   }, { description: 'The calls that did not end `ok` or `cached`, by what went wrong.' }),
   error_rate: Type.Union([Type.Number(), Type.Null()], { description: 'The share of calls that did not end `ok` or `cached` (0 to 1); null without calls.' }),
   latency_ms: Type.Object({

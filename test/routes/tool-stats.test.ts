@@ -60,7 +60,7 @@ for (const backend of backends) {
         window: '1h',
         calls: 8,
         outcomes: { ok: 4, error: 3, unreachable: 1 },
-        errors: { timeout: 0, unreachable: 1, http_5xx: 1, http_4xx: 1, tool_error: 1, refused: 0, circuit_open: 0, cancelled: 0, unknown: 0 },
+        errors: { timeout: 0, unreachable: 1, http_5xx: 1, http_4xx: 1, tool_error: 1, refused: 0, circuit_open: 0, cancelled: 0 },
         error_rate: 4 / 8,
         circuit: { state: 'off', replicas: [] }
       })

@@ -103,7 +103,7 @@ export class CallRecorder {
 /** The statistics' answer (less its breakers) from the stored totals. */
 export function statsFrom (name: string, window: string, since: number, until: number, totals: ToolCallTotals): Omit<ToolStats, 'circuit'> {
   const outcomes: Record<string, number> = {}
-  const errors = { timeout: 0, unreachable: 0, http_5xx: 0, http_4xx: 0, tool_error: 0, refused: 0, circuit_open: 0, cancelled: 0, unknown: 0 }
+  const errors = { timeout: 0, unreachable: 0, http_5xx: 0, http_4xx: 0, tool_error: 0, refused: 0, circuit_open: 0, cancelled: 0 }
   let calls = 0
   for (const { outcome, statusClass, count } of totals.outcomes) {
     calls += count
