@@ -56,7 +56,9 @@ const ENDED = new Map([['run.completed', 'completed'], ['run.failed', 'failed'],
 /**
  * Switchboard's Prometheus metrics, on a registry of their own (one per app: tests build many in
  * one process). Every label has a bounded set of values: statuses, stop reasons, outcomes, and
- * tool and model names capped in number; never a run id, a URL, a tenant or a payload.
+ * tool and model names capped in number; never a run id, a URL, a tenant or a payload. (The cost
+ * counters of src/cost/cost-metrics.ts, on this registry, are the one place a tenant is named: a
+ * tenant of API_KEYS, as SPEC §17 asks for tokens and cost by tenant.)
  */
 export class Metrics {
   readonly registry: Registry

@@ -97,17 +97,23 @@ for (const backend of backends) {
       expect(samples.get('nodejs_heap_size_used_bytes')).toBeGreaterThan(0)
     })
 
-    it('never names a run, a URL, a tenant, a key or a payload', async () => {
-      for (const secret of [run.id, h.tools.url, '127.0.0.1', TENANT_A.id, TENANT_A.key, METRICS_TOKEN, 'sk-ant-test-key-000', '"q"', 'done']) {
+    it('never names a run, a URL, a tenant (but in the cost counters), a key or a payload', async () => {
+      // The cost counters alone count by tenant (SPEC §17), a tenant of API_KEYS.
+      const tenantFree = text.split('\n').filter((line) => !line.startsWith('switchboard_tenant_')).join('\n')
+      expect(tenantFree).not.toContain(TENANT_A.id)
+      for (const secret of [run.id, h.tools.url, '127.0.0.1', TENANT_A.key, METRICS_TOKEN, 'sk-ant-test-key-000', '"q"', 'done']) {
         expect(text).not.toContain(secret)
       }
       // Every label value of ours is from a small fixed set or a tool or model name.
       const allowed = new Set(['good', 'broken', 'slow', 'picky', 'flaky', MODEL, 'ok', 'error', 'timeout', 'refused', 'cancelled', 'completed', 'failed', 'end_turn', 'input', 'output', 'cache_creation_input', 'cache_read_input', 'queued', 'running', 'requires_action'])
+      const costTypes = new Set(['input', 'output', 'cache_write_5m', 'cache_write_1h', 'cache_read'])
       for (const [series] of samples) {
         if (!series.startsWith('switchboard_')) continue
         for (const [, name, value] of series.matchAll(/(\w+)="([^"]*)"/g)) {
           if (name === 'le') continue
-          expect(allowed, `${series}`).toContain(value)
+          if (series.startsWith('switchboard_tenant_') && name === 'tenant') expect(value).toBe(TENANT_A.id)
+          else if (series.startsWith('switchboard_tenant_') && name === 'type') expect(costTypes).toContain(value)
+          else expect(allowed, `${series}`).toContain(value)
         }
       }
     })
