@@ -37,7 +37,8 @@ export default fp(async function openapiPlugin (app: FastifyInstance) {
       tags: [
         { name: 'tools', description: 'Webhooks the model may call' },
         { name: 'runs', description: 'Agent loops' },
-        { name: 'health', description: 'Probes for orchestrators' }
+        { name: 'health', description: 'Probes for orchestrators' },
+        { name: 'usage', description: 'What a tenant\'s runs used and cost' }
       ]
     },
     refResolver: {
