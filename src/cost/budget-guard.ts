@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Message, ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
 import type { ModelRequest } from '../model/model-client.js'
@@ -148,7 +149,9 @@ export class BudgetGuard {
     const names = new Map(toolUses.map((u) => [u.id, u.name]))
     const entries: UsageEntry[] = [{
       ...base,
-      key: `model:${typeof message.id === 'string' && message.id !== '' ? message.id : `step-${run.steps + 1}`}`,
+      // The same answer, read back by a replica that took the run over, has the same key; another
+      // answer to the same step (the model asked again) has another.
+      key: `model:${run.steps + 1}:${createHash('sha256').update(JSON.stringify(message.content)).digest('base64url').slice(0, 22)}`,
       kind: 'model',
       tool: null,
       input_tokens: cost.tokens.input,

@@ -245,7 +245,15 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
           is_error INTEGER NOT NULL,
           PRIMARY KEY (run_id, entry_key)
         )`,
-        'CREATE INDEX usage_entries_by_tenant ON usage_entries (tenant_id, at)'
+        'CREATE INDEX usage_entries_by_tenant ON usage_entries (tenant_id, at)',
+        // What each tenant's model calls cost per UTC day, added to as each entry is stored: a
+        // tenant's budget is read from a month's rows at the most, before every model call.
+        `CREATE TABLE usage_days (
+          tenant_id TEXT NOT NULL,
+          day ${big} NOT NULL,
+          cost_nano_usd ${big} NOT NULL,
+          PRIMARY KEY (tenant_id, day)
+        )`
       ]
     }
   ]

@@ -51,7 +51,7 @@ export interface UsageTotals {
 export interface UsageStore {
   /** Stores entries; one already stored (the same run and key) is left as it is. */
   record (entries: readonly UsageEntry[]): Promise<void>
-  /** What a tenant's model calls answered at or after `since` cost, in billionths of a dollar. */
+  /** What a tenant's model calls answered from the UTC day of `since` on cost, in billionths of a dollar. */
   spentSince (tenantId: string, since: number): Promise<number>
   /** A tenant's entries in [from, to), grouped; and the whole period's totals. */
   report (tenantId: string, from: number, to: number, groupBy: UsageGrouping): Promise<{ groups: UsageTotals[], total: UsageTotals }>
@@ -63,6 +63,8 @@ const COLUMNS = [
 ] as const
 
 const DAY_MS = 86_400_000
+/** Tool calls stored in the statement of their step's model call at the most (PostgreSQL's parameters are bounded). */
+const MAX_ROWS_WITH_MODEL_CALL = 1000
 
 const SUMS = `COUNT(DISTINCT run_id) AS runs,
   SUM(CASE WHEN kind = 'model' THEN 1 ELSE 0 END) AS model_calls,
@@ -88,22 +90,40 @@ export class SqlUsageStore implements UsageStore {
   }
 
   async record (entries: readonly UsageEntry[]): Promise<void> {
-    for (const chunk of chunks(entries)) {
-      const row = `(${placeholders(COLUMNS.length)})`
-      await this.#db.query(
-        `INSERT INTO usage_entries (${COLUMNS.join(', ')}) VALUES ${chunk.map(() => row).join(', ')} ON CONFLICT (run_id, entry_key) DO NOTHING`,
-        chunk.flatMap((e) => [
-          e.tenant_id, e.run_id, e.key, e.kind, e.at, e.model, e.tool, e.input_tokens, e.output_tokens,
-          e.cache_write_5m_tokens, e.cache_write_1h_tokens, e.cache_read_tokens, e.cost_nano_usd, e.is_error ? 1 : 0
+    const priced = entries.filter((e) => e.kind === 'model' && e.cost_nano_usd !== null)
+    let rest = entries.filter((e) => !priced.includes(e))
+    // A priced model call adds its cost to its tenant's day in the same statement (PostgreSQL) or
+    // transaction (SQLite) that stores it, and only if it was not stored already.
+    for (const entry of priced) {
+      if (this.#db.dialect === 'postgres') {
+        // A step's tool calls go in the same statement: one round trip a step.
+        const others = rest.length > 0 && rest.length <= MAX_ROWS_WITH_MODEL_CALL ? rest : []
+        rest = others.length > 0 ? [] : rest
+        await this.#db.query(
+          `WITH entry AS (${insertSql(1)} RETURNING tenant_id, at, cost_nano_usd)${others.length > 0 ? `, others AS (${insertSql(others.length)})` : ''}
+          INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT tenant_id, at / ${DAY_MS}, cost_nano_usd FROM entry
+          ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd`,
+          [...entryValues(entry), ...others.flatMap(entryValues)]
+        )
+      } else {
+        await this.#db.batch([
+          { sql: insertSql(1), params: entryValues(entry) },
+          {
+            // changes(): the rows the insert just before stored (none when the entry was there).
+            sql: `INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT ?, ?, ? WHERE changes() = 1
+              ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd`,
+            params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), entry.cost_nano_usd]
+          }
         ])
-      )
+      }
     }
+    for (const chunk of chunks(rest)) await this.#db.query(insertSql(chunk.length), chunk.flatMap(entryValues))
   }
 
   async spentSince (tenantId: string, since: number): Promise<number> {
     const [row] = await this.#db.query(
-      "SELECT SUM(cost_nano_usd) AS spent FROM usage_entries WHERE tenant_id = ? AND at >= ? AND kind = 'model'",
-      [tenantId, since]
+      'SELECT SUM(cost_nano_usd) AS spent FROM usage_days WHERE tenant_id = ? AND day >= ?',
+      [tenantId, Math.floor(since / DAY_MS)]
     )
     return Number(row?.spent ?? 0)
   }
@@ -118,6 +138,18 @@ export class SqlUsageStore implements UsageStore {
     ])
     return { groups: groups.map((r) => totals(r, groupBy === 'day' ? Number(r.grp) : r.grp as string)), total: totals(total ?? {}, null) }
   }
+}
+
+function insertSql (rows: number): string {
+  const row = `(${placeholders(COLUMNS.length)})`
+  return `INSERT INTO usage_entries (${COLUMNS.join(', ')}) VALUES ${Array.from({ length: rows }, () => row).join(', ')} ON CONFLICT (run_id, entry_key) DO NOTHING`
+}
+
+function entryValues (e: UsageEntry): unknown[] {
+  return [
+    e.tenant_id, e.run_id, e.key, e.kind, e.at, e.model, e.tool, e.input_tokens, e.output_tokens,
+    e.cache_write_5m_tokens, e.cache_write_1h_tokens, e.cache_read_tokens, e.cost_nano_usd, e.is_error ? 1 : 0
+  ]
 }
 
 function totals (row: Record<string, unknown>, group: number | string | null): UsageTotals {
