@@ -1,6 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { setMaxListeners } from 'node:events'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici'
+import { linkedController } from '../../lib/abort.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from '../egress-guard.js'
 
 /** What a call's requests carry through the MCP client down to its fetch. */
@@ -50,18 +52,46 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver): { f
     headersTimeout: 0,
     bodyTimeout: 0
   })
+  const sessionSignals = new WeakSet<AbortSignal>()
   const fetch: McpFetch = async (url, init = {}) => {
     const call = requestContext.getStore()
+    let headers = init.headers
     if (call !== undefined) {
-      const headers = new Headers(init.headers)
-      headers.set('traceparent', call.traceparent)
-      init = { ...init, headers }
+      const withTrace = new Headers(init.headers)
+      withTrace.set('traceparent', call.traceparent)
+      headers = withTrace
     }
-    // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher.
-    const response = await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), redirect: 'manual', dispatcher: agent }) as unknown as Promise<Response>)
-    // Only the stream answering the call itself: a handshake made for the call ends as it should.
-    if (call === undefined || init.method !== 'POST' || !isToolCall(init.body) || response.body === null || !String(response.headers.get('content-type')).startsWith('text/event-stream')) return response
-    return new Response(watched(response.body, call.onStreamEnd), { status: response.status, statusText: response.statusText, headers: response.headers })
+    // The client hands every request the signal of its whole session, which lives as long as the
+    // connection; a fetch leaves a listener on it for good. Each request gets a signal of its own,
+    // linked to the session's and unhooked once its answer has been read.
+    if (init.signal !== undefined && init.signal !== null && !sessionSignals.has(init.signal)) {
+      // One listener per request in flight on the session (64 calls of a step, say): not a leak.
+      setMaxListeners(0, init.signal)
+      sessionSignals.add(init.signal)
+    }
+    const link = init.signal === undefined || init.signal === null ? null : linkedController(init.signal)
+    let response: Response
+    try {
+      // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher.
+      response = await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), headers: headers as NonNullable<Parameters<typeof undiciFetch>[1]>['headers'], signal: link?.signal, redirect: 'manual', dispatcher: agent }) as unknown as Promise<Response>)
+    } catch (err) {
+      link?.dispose()
+      throw err
+    }
+    const streamed = response.body !== null && String(response.headers.get('content-type')).startsWith('text/event-stream')
+    if (!streamed) {
+      // A JSON answer (or none) is read whole here, so that its link can go at once.
+      const body = response.body === null ? null : await response.arrayBuffer().finally(() => link?.dispose())
+      link?.dispose()
+      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers })
+    }
+    // Only the stream answering the call itself tells the call it ended: a handshake made for the
+    // call ends as it should.
+    const onCall = call !== undefined && init.method === 'POST' && isToolCall(init.body) ? call.onStreamEnd : undefined
+    return new Response(watched(response.body!, (error) => {
+      link?.dispose()
+      onCall?.(error)
+    }), { status: response.status, statusText: response.statusText, headers: response.headers })
   }
   return { fetch, close: async () => { await agent.close() } }
 }
@@ -85,6 +115,7 @@ function watched (body: ReadableStream<Uint8Array>, onEnd: (error: unknown) => v
       }
     },
     async cancel (reason) {
+      onEnd(reason)
       await reader.cancel(reason)
     }
   })
