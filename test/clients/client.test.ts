@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  AuthenticationError, BadRequestError, ConflictError, NotFoundError, RateLimitError, ServiceUnavailableError, Switchboard, type RunEvent
+  APIConnectionError, APIUserAbortError, AuthenticationError, BadRequestError, ConflictError, NotFoundError, RateLimitError, ServiceUnavailableError, Switchboard, type RunEvent
 } from '../../clients/typescript/src/index.js'
 import { backends } from '../support/backends.js'
 import { TENANT_A } from '../support/app.js'
@@ -206,6 +206,27 @@ for (const backend of backends) {
       const conflict = await client.runs.cancel(done.id).catch((e: unknown) => e)
       expect(conflict).toBeInstanceOf(ConflictError)
       expect(conflict).toMatchObject({ statusCode: 409, code: 'RUN_ERR_NOT_ACTIVE' })
+    })
+
+    it('says when no answer came at all, and stops when the caller aborts', async () => {
+      const nowhere = new Switchboard({ baseURL: 'http://127.0.0.1:9', apiKey: TENANT_A.key, maxRetries: 1 })
+      const unreachable = await nowhere.tools.list().catch((e: unknown) => e)
+      expect(unreachable).toBeInstanceOf(APIConnectionError)
+      expect(unreachable).toMatchObject({ code: 'CONNECTION_ERROR' })
+      const aborted = new AbortController()
+      aborted.abort()
+      await expect(client.runs.get('run_x', {}, { signal: aborted.signal })).rejects.toBeInstanceOf(APIUserAbortError)
+      // A stream stopped by its reader leaves the run going.
+      const stream = client.runs.stream({ input: 'keep going', tools: ['lookup'] })
+      const seen: string[] = []
+      await expect((async () => {
+        for await (const event of stream) {
+          seen.push(event.type)
+          if (event.type === 'run.started') stream.abort()
+        }
+      })()).rejects.toBeInstanceOf(APIUserAbortError)
+      expect(seen.at(-1)).toBe('run.started')
+      expect((await client.runs.stream(stream.runId!, { after: stream.lastEventId }).finalRun()).status).toBe('completed')
     })
 
     it('cancels a run', async () => {

@@ -171,6 +171,19 @@ for (const backend of backends) {
       expect(forged.status).toBe(401)
       const fresh = await signedCall(host!.url, secret, call, { key: 'run_1:toolu_fresh' })
       expect(fresh).toEqual({ status: 200, body: { content: 'hello there' } })
+      // A host that knows no secret for a tool refuses its calls, unless told to take them unsigned.
+      try {
+        current = createToolHandler({ tools })
+        const unknown = await signedCall(host!.url, secret, call, { key: 'run_1:toolu_nosecret' })
+        expect(unknown.status).toBe(401)
+        expect(unknown.body.error).toMatch(/No signing secret is known for greeting/)
+        current = createToolHandler({ tools, allowUnsigned: true, maxBodyBytes: 2000 })
+        expect(await signedCall(host!.url, secret, call, { key: 'run_1:toolu_unsigned' })).toEqual({ status: 200, body: { content: 'hello there' } })
+        const big = await signedCall(host!.url, secret, { ...call, input: { text: 'x'.repeat(3000) } }, { key: 'run_1:toolu_big' })
+        expect(big.status).toBe(413)
+      } finally {
+        current = createToolHandler({ secrets, tools })
+      }
     })
 
     it('answers a repeated idempotency key with the first answer, running the tool once', async () => {

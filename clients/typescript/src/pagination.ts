@@ -30,6 +30,14 @@ export class PagePromise<Item> implements PromiseLike<Page<Item>>, AsyncIterable
     return this.#firstPage().then(onFulfilled, onRejected)
   }
 
+  catch<B = never> (onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<Page<Item> | B> {
+    return this.#firstPage().catch(onRejected)
+  }
+
+  finally (onFinally?: (() => void) | null): Promise<Page<Item>> {
+    return this.#firstPage().finally(onFinally)
+  }
+
   /** Every page, from the first on. */
   async * pages (): AsyncGenerator<Page<Item>> {
     let page = await this.#firstPage()
