@@ -1,5 +1,6 @@
-import { chunks, placeholders } from './sql-statements.js'
 import type { SqlDriver } from './sql-driver.js'
+
+// (No import of sql-statements.ts: store.ts reads this file's types, and sql-statements.ts reads store.ts's.)
 
 /** One tool call that ended, as the statistics count it. */
 export interface ToolCallRow {
@@ -72,6 +73,7 @@ export interface ToolHealthStore {
 }
 
 const CALL_COLUMNS = ['tenant_id', 'name', 'at', 'outcome', 'status', 'duration_ms', 'attempts'] as const
+const INSERT_CHUNK = 500
 
 // Each half reads one range of tool_calls_by_tool (tenant_id, name, at, ...), which covers them.
 const OUTCOMES_SQL = `SELECT outcome, CASE WHEN status >= 500 THEN 5 WHEN status >= 400 THEN 4 ELSE 0 END AS status_class, COUNT(*) AS n
@@ -93,8 +95,10 @@ export class SqlToolHealthStore implements ToolHealthStore {
   }
 
   async recordCalls (rows: readonly ToolCallRow[]): Promise<void> {
-    for (const chunk of chunks(rows)) {
-      const row = `(${placeholders(CALL_COLUMNS.length)})`
+    // In chunks of rows: well under both databases' limits on bound parameters.
+    for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+      const chunk = rows.slice(i, i + INSERT_CHUNK)
+      const row = `(${CALL_COLUMNS.map(() => '?').join(', ')})`
       await this.#db.query(
         `INSERT INTO tool_calls (${CALL_COLUMNS.join(', ')}) VALUES ${chunk.map(() => row).join(', ')}`,
         chunk.flatMap((r) => CALL_COLUMNS.map((c) => r[c]))
