@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { setMaxListeners } from 'node:events'
 import { isIP } from 'node:net'
-import { Agent, buildConnector, fetch as undiciFetch } from 'undici'
+import { Agent, buildConnector, DecoratorHandler, fetch as undiciFetch, type Dispatcher } from 'undici'
 import { linkedController } from '../../lib/abort.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from '../egress-guard.js'
 
@@ -18,6 +18,37 @@ export interface RequestContext {
 
 /** The context of the call being sent: its requests are made inside `requestContext.run(...)`. */
 export const requestContext = new AsyncLocalStorage<RequestContext>()
+
+/** What the dispatcher tells when the answer of the request being sent has been read, or failed. */
+const answerEnd = new AsyncLocalStorage<(error: unknown) => void>()
+
+// undici's DecoratorHandler passes every event on, in the handler API of today (it adapts fetch's
+// older one); its typings do not list the methods it has.
+interface EndEvents {
+  onResponseEnd (controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void
+  onResponseError (controller: Dispatcher.DispatchController, error: Error): void
+}
+const Decorator = DecoratorHandler as unknown as new (handler: Dispatcher.DispatchHandler) => Dispatcher.DispatchHandler & EndEvents
+
+/** Passes everything on to `handler`, and tells `onEnd` when the answer ended or failed. */
+class AnswerEndHandler extends Decorator {
+  readonly #onEnd: (error: unknown) => void
+
+  constructor (handler: Dispatcher.DispatchHandler, onEnd: (error: unknown) => void) {
+    super(handler)
+    this.#onEnd = onEnd
+  }
+
+  override onResponseEnd (controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
+    super.onResponseEnd(controller, trailers)
+    this.#onEnd(null)
+  }
+
+  override onResponseError (controller: Dispatcher.DispatchController, error: Error): void {
+    super.onResponseError(controller, error)
+    this.#onEnd(error)
+  }
+}
 
 /** What the MCP client's transport is given as its `fetch`. */
 export type McpFetch = (url: string | URL, init?: RequestInit) => Promise<Response>
@@ -53,6 +84,12 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver): { f
     bodyTimeout: 0
   })
   const sessionSignals = new WeakSet<AbortSignal>()
+  // Told when a request's answer has been read to its end, or failed: undici's own handler
+  // events, rather than a web stream wrapped around each answer's body (which costs per chunk).
+  const dispatcher = agent.compose((dispatch) => (options, handler) => {
+    const onEnd = answerEnd.getStore()
+    return dispatch(options, onEnd === undefined ? handler : new AnswerEndHandler(handler, onEnd))
+  })
   const fetch: McpFetch = async (url, init = {}) => {
     const call = requestContext.getStore()
     let headers = init.headers
@@ -70,55 +107,30 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver): { f
       sessionSignals.add(init.signal)
     }
     const link = init.signal === undefined || init.signal === null ? null : linkedController(init.signal)
-    let response: Response
+    // Only a stream answering the call itself tells the call it ended (a handshake made for the
+    // call ends as it should; a JSON answer is the answer, or an error the client throws).
+    const onCall = call !== undefined && init.method === 'POST' && isToolCall(init.body) ? call.onStreamEnd : undefined
+    let streamed: boolean | null = null
+    let ended: { error: unknown } | null = null
+    const onEnd = (error: unknown): void => {
+      if (ended !== null) return
+      ended = { error }
+      link?.dispose()
+      if (streamed === true) onCall?.(error)
+    }
     try {
       // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher.
-      response = await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), headers: headers as NonNullable<Parameters<typeof undiciFetch>[1]>['headers'], signal: link?.signal, redirect: 'manual', dispatcher: agent }) as unknown as Promise<Response>)
+      const response = await answerEnd.run(onEnd, async () => await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), headers: headers as NonNullable<Parameters<typeof undiciFetch>[1]>['headers'], signal: link?.signal, redirect: 'manual', dispatcher }) as unknown as Promise<Response>))
+      streamed = String(response.headers.get('content-type')).startsWith('text/event-stream')
+      if (streamed && ended !== null) onCall?.((ended as { error: unknown }).error)
+      return response
     } catch (err) {
-      link?.dispose()
+      onEnd(err)
       throw err
     }
-    const streamed = response.body !== null && String(response.headers.get('content-type')).startsWith('text/event-stream')
-    if (!streamed) {
-      // A JSON answer (or none) is read whole here, so that its link can go at once.
-      const body = response.body === null ? null : await response.arrayBuffer().finally(() => link?.dispose())
-      link?.dispose()
-      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers })
-    }
-    // Only the stream answering the call itself tells the call it ended: a handshake made for the
-    // call ends as it should.
-    const onCall = call !== undefined && init.method === 'POST' && isToolCall(init.body) ? call.onStreamEnd : undefined
-    return new Response(watched(response.body!, (error) => {
-      link?.dispose()
-      onCall?.(error)
-    }), { status: response.status, statusText: response.statusText, headers: response.headers })
   }
-  return { fetch, close: async () => { await agent.close() } }
-}
 
-/** `body`, passed through, with `onEnd` told when it ends or breaks. */
-function watched (body: ReadableStream<Uint8Array>, onEnd: (error: unknown) => void): ReadableStream<Uint8Array> {
-  const reader = body.getReader()
-  return new ReadableStream<Uint8Array>({
-    async pull (controller) {
-      try {
-        const { value, done } = await reader.read()
-        if (done) {
-          controller.close()
-          onEnd(null)
-          return
-        }
-        controller.enqueue(value)
-      } catch (err) {
-        controller.error(err)
-        onEnd(err)
-      }
-    },
-    async cancel (reason) {
-      onEnd(reason)
-      await reader.cancel(reason)
-    }
-  })
+  return { fetch, close: async () => { await agent.close() } }
 }
 
 function isToolCall (body: unknown): boolean {
