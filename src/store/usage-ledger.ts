@@ -1,5 +1,5 @@
 import { chunks, placeholders } from './sql-statements.js'
-import type { SqlDriver } from './sql-driver.js'
+import type { SqlDriver, Statement } from './sql-driver.js'
 
 /**
  * One line of a tenant's usage (SPEC §17): a model call with its tokens and cost, or a tool call
@@ -63,8 +63,20 @@ const COLUMNS = [
 ] as const
 
 const DAY_MS = 86_400_000
-/** Tool calls stored in the statement of their step's model call at the most (PostgreSQL's parameters are bounded). */
-const MAX_ROWS_WITH_MODEL_CALL = 1000
+const ADD_TO_DAY = 'ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd'
+
+/** PostgreSQL: stores lines (a JSON array of entryObject), and adds the priced model calls newly stored to their tenants' days. */
+const PG_RECORD = `WITH stored AS (
+    INSERT INTO usage_entries (${COLUMNS.join(', ')})
+    SELECT ${COLUMNS.join(', ')} FROM json_to_recordset(?::json) AS x(tenant_id text, run_id text, entry_key text, kind text,
+      at bigint, model text, tool text, input_tokens bigint, output_tokens bigint, cache_write_5m_tokens bigint,
+      cache_write_1h_tokens bigint, cache_read_tokens bigint, cost_nano_usd bigint, is_error integer)
+    ON CONFLICT (run_id, entry_key) DO NOTHING
+    RETURNING tenant_id, at, kind, cost_nano_usd
+  )
+  INSERT INTO usage_days (tenant_id, day, cost_nano_usd)
+  SELECT tenant_id, at / ${DAY_MS}, SUM(cost_nano_usd) FROM stored WHERE kind = 'model' AND cost_nano_usd IS NOT NULL GROUP BY tenant_id, at / ${DAY_MS}
+  ${ADD_TO_DAY}`
 
 const SUMS = `COUNT(DISTINCT run_id) AS runs,
   SUM(CASE WHEN kind = 'model' THEN 1 ELSE 0 END) AS model_calls,
@@ -91,33 +103,25 @@ export class SqlUsageStore implements UsageStore {
 
   async record (entries: readonly UsageEntry[]): Promise<void> {
     const priced = entries.filter((e) => e.kind === 'model' && e.cost_nano_usd !== null)
-    let rest = entries.filter((e) => !priced.includes(e))
+    const rest = entries.filter((e) => !priced.includes(e))
     // A priced model call adds its cost to its tenant's day in the same statement (PostgreSQL) or
-    // transaction (SQLite) that stores it, and only if it was not stored already.
-    for (const entry of priced) {
-      if (this.#db.dialect === 'postgres') {
-        // A step's tool calls go in the same statement: one round trip a step.
-        const others = rest.length > 0 && rest.length <= MAX_ROWS_WITH_MODEL_CALL ? rest : []
-        rest = others.length > 0 ? [] : rest
-        await this.#db.query(
-          `WITH entry AS (${insertSql(1)} RETURNING tenant_id, at, cost_nano_usd)${others.length > 0 ? `, others AS (${insertSql(others.length)})` : ''}
-          INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT tenant_id, at / ${DAY_MS}, cost_nano_usd FROM entry
-          ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd`,
-          [...entryValues(entry), ...others.flatMap(entryValues)]
-        )
-      } else {
-        await this.#db.batch([
-          { sql: insertSql(1), params: entryValues(entry) },
-          {
-            // changes(): the rows the insert just before stored (none when the entry was there).
-            sql: `INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT ?, ?, ? WHERE changes() = 1
-              ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd`,
-            params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), entry.cost_nano_usd]
-          }
-        ])
-      }
+    // transaction (SQLite) that stores it, and only if it was not stored already. A step's lines
+    // are one statement on PostgreSQL (one round trip), one transaction on SQLite.
+    if (this.#db.dialect === 'postgres') {
+      // One kept statement whatever the number of lines: they go as one JSON text.
+      await this.#db.query(PG_RECORD, [JSON.stringify(entries.map(entryObject))], { prepare: true })
+      return
     }
-    for (const chunk of chunks(rest)) await this.#db.query(insertSql(chunk.length), chunk.flatMap(entryValues))
+    const statements: Statement[] = []
+    for (const entry of priced) {
+      statements.push({ sql: insertSql(1), params: entryValues(entry) }, {
+        // changes(): the rows the insert just before stored (none when the entry was there).
+        sql: `INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT ?, ?, ? WHERE changes() = 1 ${ADD_TO_DAY}`,
+        params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), entry.cost_nano_usd]
+      })
+    }
+    for (const chunk of chunks(rest)) statements.push({ sql: insertSql(chunk.length), params: chunk.flatMap(entryValues) })
+    if (statements.length > 0) await this.#db.batch(statements)
   }
 
   async spentSince (tenantId: string, since: number): Promise<number> {
@@ -143,6 +147,11 @@ export class SqlUsageStore implements UsageStore {
 function insertSql (rows: number): string {
   const row = `(${placeholders(COLUMNS.length)})`
   return `INSERT INTO usage_entries (${COLUMNS.join(', ')}) VALUES ${Array.from({ length: rows }, () => row).join(', ')} ON CONFLICT (run_id, entry_key) DO NOTHING`
+}
+
+function entryObject (e: UsageEntry): Record<string, unknown> {
+  const values = entryValues(e)
+  return Object.fromEntries(COLUMNS.map((column, i) => [column, values[i]]))
 }
 
 function entryValues (e: UsageEntry): unknown[] {
