@@ -213,9 +213,11 @@ for (const backend of backends) {
         headers: auth(TENANT_A),
         payload: { description: 'A tool that answers badly', input_schema: { type: 'object', properties: { key: { type: 'string' } } }, url: `${raw.url}/call`, ...fields }
       })
-      // read_only so that every retryable failure is retried: the retries must end too.
-      expect((await tool('hostile', { timeout_ms: 1500, max_attempts: 2, effect: 'read_only' })).statusCode).toBe(201)
-      expect((await tool('scripted', { timeout_ms: 1500, max_attempts: 1 })).statusCode).toBe(201)
+      // read_only so that every retryable failure is retried: the retries must end too. Without a
+      // circuit breaker: these properties ask what each answer becomes, and five failures in a row
+      // would open it (test/tools/health/ tests that).
+      expect((await tool('hostile', { timeout_ms: 1500, max_attempts: 2, effect: 'read_only', circuit_breaker: false })).statusCode).toBe(201)
+      expect((await tool('scripted', { timeout_ms: 1500, max_attempts: 1, circuit_breaker: false })).statusCode).toBe(201)
       for (const [key, answer] of Object.entries(hostileAnswers())) raw.answers.set(key, answer)
     })
     afterAll(async () => {
