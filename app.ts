@@ -97,7 +97,7 @@ export async function buildApp (options: AppOptions) {
   await app.register(metricsPlugin)
   await app.register(tracingPlugin)
   await app.register(registryPlugin, { resolver: options.resolver })
-  await app.register(mcpPlugin, { resolver: options.resolver })
+  await app.register(mcpPlugin, { resolver: options.resolver, redactor })
   await app.register(enginePlugin, { resolver: options.resolver, redactor })
   await app.register(timelinePlugin)
   await app.register(openapiPlugin)

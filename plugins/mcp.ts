@@ -6,6 +6,7 @@ import { OPEN_MODE_TENANT } from '../src/tenants/api-keys.js'
 import type { Resolver } from '../src/tools/egress-guard.js'
 import { Telemetry } from '../src/telemetry/index.js'
 import { VERSION } from '../src/version.js'
+import type { Redactor } from '../src/lib/redact.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -18,7 +19,7 @@ declare module 'fastify' {
  * connections (through the egress-guarded dispatcher), and the source their tools' calls go to.
  * TOOLS_FILE's `mcp_servers` are registered at start-up. Connections close on close.
  */
-export default fp(async function mcpPlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined }) {
+export default fp(async function mcpPlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined, redactor: Redactor }) {
   const { config } = app
   const fetch = guardedFetch(config.egressAllow, options.resolver)
   const registry = new McpRegistry({
@@ -33,7 +34,8 @@ export default fp(async function mcpPlugin (app: FastifyInstance, options: { res
     connections: registry.connections,
     server: async (tenantId, name) => await registry.server(tenantId, name),
     maxResultChars: config.TOOL_MAX_RESULT_CHARS,
-    telemetry: new Telemetry(app.metrics, app.tracing)
+    telemetry: new Telemetry(app.metrics, app.tracing),
+    redactor: options.redactor
   })
   app.decorate('mcp', { registry, source })
   app.addHook('onClose', async () => {

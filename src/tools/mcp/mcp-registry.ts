@@ -1,5 +1,6 @@
 import { AppError } from '../../errors.js'
 import { cutText } from '../../lib/text.js'
+import { Redactor } from '../../lib/redact.js'
 import type { Log } from '../../logger.js'
 import { isoDate } from '../../schemas/common.js'
 import type { McpServer, McpServerDefinition, PinnedMcpTool } from '../../schemas/mcp-servers.js'
@@ -75,7 +76,9 @@ export class McpRegistry {
     try {
       listed = await probeServer(target, this.#options.connection)
     } catch (err) {
-      throw new AppError('MCP_ERR_UNREACHABLE', `MCP server ${name} at ${url.origin} could not be registered: ${describeConnectFailure(err)}. Check that url is its Streamable HTTP endpoint and that it answers initialize and tools/list.`)
+      // The cause is quoted without the secrets given for the server (a server may echo them).
+      const cause = new Redactor([...Object.values(headers), definition.oauth?.client_secret]).redact(describeConnectFailure(err))
+      throw new AppError('MCP_ERR_UNREACHABLE', `MCP server ${name} at ${url.origin} could not be registered: ${cause}. Check that url is its Streamable HTTP endpoint and that it answers initialize and tools/list.`)
     }
     const missing = (definition.tools ?? []).filter((tool) => !listed.some((t) => t.name === tool))
     if (missing.length > 0) {
@@ -133,7 +136,8 @@ export class McpRegistry {
     try {
       listed = await this.connections.of(server).listTools()
     } catch (err) {
-      throw new AppError('MCP_ERR_UNREACHABLE', `MCP server ${name} could not be listed: ${describeConnectFailure(err)}.`)
+      const cause = new Redactor([...Object.values(server.headers), server.oauth?.client_secret]).redact(describeConnectFailure(err))
+      throw new AppError('MCP_ERR_UNREACHABLE', `MCP server ${name} could not be listed: ${cause}.`)
     }
     const updated = await this.#options.store.setMcpServerTools(tenantId, name, listed, this.#now())
     if (updated === null) throw notFound(name)
@@ -290,6 +294,7 @@ function pinnedTool (server: McpServerRecord, tool: McpListedTool): PinnedMcpToo
     input_schema: tool.input_schema,
     effect: effectOf(server, tool),
     parallel: override?.parallel ?? true,
+    ...(override?.approval === 'always' ? { approval: 'always' as const } : {}),
     timeout_ms: override?.timeout_ms ?? server.defaults.timeout_ms,
     max_attempts: server.defaults.max_attempts,
     max_concurrency: server.defaults.max_concurrency
@@ -315,6 +320,7 @@ export function pinnedToolRecord (tenantId: string, pinned: PinnedMcpTool): Tool
     max_attempts: pinned.max_attempts,
     circuit_breaker: CIRCUIT_BREAKER_DEFAULTS,
     cache_ttl_ms: 0,
+    approval: pinned.approval ?? 'never',
     signing_secrets: [],
     source: 'api',
     revision: `mcp:${JSON.stringify(pinned.input_schema)}`,

@@ -3,6 +3,7 @@ import { linkedController } from '../../lib/abort.js'
 import { retryDelay, sleep } from '../../lib/retry.js'
 import type { McpServerRecord, ToolRecord } from '../../store/index.js'
 import { Telemetry, traceparent } from '../../telemetry/index.js'
+import { Redactor } from '../../lib/redact.js'
 import { errorOutcome, type ToolOutcome } from '../tool-result.js'
 import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
 import { TOOL_BACKOFF } from '../webhook/webhook-client.js'
@@ -17,6 +18,8 @@ export interface McpSourceOptions {
   /** Text sent to the model from one result is cut at this many characters. */
   readonly maxResultChars: number
   readonly telemetry?: Telemetry
+  /** The service's own secrets, taken out of what a failed call's result quotes; the server's are added at each call. */
+  readonly redactor?: Redactor
 }
 
 /** Where the `_meta` of a call puts what Switchboard says of it (SPEC §11). */
@@ -59,8 +62,21 @@ export class McpSource implements ToolSource {
     }
   }
 
-  /** One attempt: resolves with its outcome whatever happens. */
+  /**
+   * One attempt: resolves with its outcome whatever happens. A failure quotes no secret of the
+   * service's or the server's (its headers, its OAuth client secret), even when the server's
+   * error message echoes its request.
+   */
   async attempt (tool: ToolRecord, input: unknown, context: CallContext, attempt: number, span?: Span): Promise<ToolOutcome> {
+    const outcome = await this.#attempt(tool, input, context, attempt, span)
+    if (!outcome.isError) return outcome
+    const server = tool.mcp === undefined ? null : await this.#options.server(tool.tenant_id, tool.mcp.server).catch(() => null)
+    const redactor = (this.#options.redactor ?? Redactor.none).with([...Object.values(server?.headers ?? {}), server?.oauth?.client_secret])
+    const { content } = outcome
+    return { ...outcome, content: typeof content === 'string' ? redactor.redact(content) : content.map((b) => b.type === 'text' ? { ...b, text: redactor.redact(b.text) } : b) }
+  }
+
+  async #attempt (tool: ToolRecord, input: unknown, context: CallContext, attempt: number, span?: Span): Promise<ToolOutcome> {
     const mcp = tool.mcp
     if (mcp === undefined) return errorOutcome('refused', `Tool ${tool.name} was not called: it is not a tool of an MCP server.`)
     const subject = `Tool ${tool.name} (tool ${mcp.tool} of MCP server ${mcp.server})`

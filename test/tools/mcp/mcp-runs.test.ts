@@ -206,6 +206,25 @@ describe('MCP calls under the caps and cancel of webhook tools', () => {
     await mcp?.close()
   })
 
+  it('a failure that echoes the server\'s credentials reaches the model without them', async () => {
+    const leaky = await new McpTestServer([
+      { name: 'leaky', run: (args) => ({ content: [{ type: 'text', text: `denied for ${String(args.auth)}` }], isError: true }) }
+    ]).start()
+    try {
+      const res = await h.app.inject({ method: 'PUT', url: '/mcp-servers/leaky', headers: auth(TENANT_A), payload: { url: leaky.url, headers: { authorization: 'Bearer mcp-credential-4242' } } })
+      expect(res.statusCode).toBe(201)
+      h.model.respond = callThenEnd([{ name: 'leaky__leaky', input: { auth: 'Bearer mcp-credential-4242' } }])
+      const { body } = await h.startRun({ input: 'go', tools: ['leaky__leaky'] })
+      expect(body.status).toBe('completed')
+      const [result] = toolResults(h.model.requests[h.model.requests.length - 1]!)
+      expect(result!.is_error).toBe(true)
+      expect(resultText(result!)).toMatch(/^denied for /)
+      expect(resultText(result!)).not.toContain('mcp-credential-4242')
+    } finally {
+      await leaky.close()
+    }
+  })
+
   it('max_concurrency bounds the calls in flight at the server; parallel: false runs a call alone', async () => {
     const res = await h.app.inject({ method: 'PUT', url: '/mcp-servers/capped', headers: auth(TENANT_A), payload: { url: mcp.url, defaults: { max_concurrency: 2 }, overrides: { echo: { parallel: false } } } })
     expect(res.statusCode, res.body).toBe(201)
