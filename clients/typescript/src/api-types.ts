@@ -1441,7 +1441,7 @@ export interface operations {
                         until: string;
                         /** @description Calls that ended in the window, on every replica: sent, answered from the cache, or refused by the circuit breaker. */
                         calls: number;
-                        /** @description Calls by outcome (`ok`, `error`, `timeout`, `unreachable`, `refused`, `cancelled`, `circuit_open`, `cached`, `unknown`). */
+                        /** @description Calls by outcome (`ok`, `error`, `timeout`, `unreachable`, `refused`, `cancelled`, `circuit_open`, `cached`). */
                         outcomes: {
                             [key: string]: number;
                         };
@@ -1463,8 +1463,6 @@ export interface operations {
                             circuit_open: number;
                             /** @description Cut short by its run (cancelled, deadline, shutdown). */
                             cancelled: number;
-                            /** @description In flight when its replica stopped. */
-                            unknown: number;
                         };
                         /** @description The share of calls that did not end `ok` or `cached` (0 to 1); null without calls. */
                         error_rate: number | null;
@@ -1478,7 +1476,7 @@ export interface operations {
                         circuit: {
                             /** @description The worst of the replicas' breakers: `open` if any is open. */
                             state: "closed" | "open" | "half_open" | "off";
-                            /** @description Each replica's breaker as it last changed (this replica's as it is now); a replica whose breaker never changed is not listed. */
+                            /** @description Each replica's breaker as it last changed, if that was within the window or it is open still (this replica's as it is now); a replica whose breaker never changed is not listed. */
                             replicas: {
                                 /** @description The replica whose breaker this is: each has its own. */
                                 replica: string;
