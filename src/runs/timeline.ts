@@ -211,6 +211,8 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
           row.open = { start: at, attempt: 0 }
         }
         close(row, at, { outcome, status: numberOrNull(data.status), error, retried: false })
+        // This call opened or closed its tool's circuit breaker (on its replica).
+        if (data.circuit === 'open' || data.circuit === 'closed') markers.push({ at, label: `circuit breaker of ${row.name} ${data.circuit === 'open' ? 'opened' : 'closed'}` })
         break
       }
       case 'run.requires_action':

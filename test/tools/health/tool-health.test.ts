@@ -161,6 +161,14 @@ for (const backend of backends) {
         expect(page.statusCode).toBe(200)
         expect(page.body).toContain('data-outcome="circuit_open"')
         expect(page.body).toContain('not called: circuit open')
+
+        // The call that opens a breaker marks the moment on its run's timeline.
+        server.behaviours.set('/tripping', 'reset')
+        await register('tripping', { circuit_breaker: { failures: 1, window_ms: 60_000, open_ms: 60_000 } })
+        h.model.respond = ask([{ name: 'tripping', input: {} }])
+        const tripped = (await h.startRun({ input: 'go', tools: ['tripping'] })).body
+        const trippedPage = await h.app.inject({ method: 'GET', url: tripped.timeline_url.replace(/^https?:\/\/[^/]+/, '') })
+        expect(trippedPage.body).toContain('circuit breaker of tripping opened')
       })
     })
 
