@@ -28,7 +28,7 @@ export async function registerTools (client: Switchboard, options: RegisterTools
   const secrets: Record<string, string> = {}
   for (const [name, hosted] of Object.entries(options.tools)) {
     const { handler: _handler, ...fields } = hosted
-    const definition = { ...fields, url: typeof options.url === 'function' ? options.url(name) : options.url } as ToolDefinition
+    const definition: ToolDefinition = { ...fields, url: typeof options.url === 'function' ? options.url(name) : options.url }
     const tool = await client.tools.put(name, definition)
     let secret = 'signing_secret' in tool ? tool.signing_secret : undefined
     if (secret === undefined && options.secrets?.has(name) !== true) secret = (await client.tools.rotateSecret(name)).signing_secret

@@ -1,6 +1,7 @@
 import { Ajv, type ValidateFunction } from 'ajv'
 import { Ajv2020 } from 'ajv/dist/2020.js'
 import { Webhook } from 'standardwebhooks'
+import type { ToolDefinition } from '../types.js'
 import { ToolSecrets } from './tool-secrets.js'
 
 /** A block of a tool's answer, as the model takes it in a tool result. */
@@ -33,20 +34,12 @@ export interface ToolCallContext {
 }
 
 /**
- * A tool a service hosts: its definition (registered with `registerTools`) and its handler. The
- * handler answers a string, content blocks, or any JSON value (sent as its JSON text); what it
- * throws becomes an `is_error` answer with the error's message, which the model reads.
+ * A tool a service hosts: its definition as `PUT /tools/{name}` takes it, but for the `url`
+ * (registerTools gives it), and its handler. The handler answers a string, content blocks, or any
+ * JSON value (sent as its JSON text); what it throws becomes an `is_error` answer with the error's
+ * message, which the model reads.
  */
-export interface HostedTool<Input = any> {
-  readonly description: string
-  readonly input_schema: Record<string, unknown>
-  readonly effect?: 'read_only' | 'idempotent' | 'side_effecting' | undefined
-  readonly timeout_ms?: number | undefined
-  readonly parallel?: boolean | undefined
-  readonly max_concurrency?: number | null | undefined
-  readonly max_attempts?: number | undefined
-  /** Sent with every call (the tool's own auth, say): write-only on the service. */
-  readonly headers?: Record<string, string> | undefined
+export type HostedTool<Input = any> = Omit<ToolDefinition, 'url'> & {
   handler (input: Input, context: ToolCallContext): unknown
 }
 
