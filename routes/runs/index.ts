@@ -5,7 +5,7 @@ import Type from 'typebox'
 import { AppError } from '../../src/errors.js'
 import { toEventObject, toRunObject } from '../../src/runs/run-object.js'
 import { commonErrors, ListOf } from '../../src/schemas/common.js'
-import { CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema, type Run } from '../../src/schemas/runs.js'
+import { ApprovalsSchema, CreateRunSchema, EventSchema, GetRunQuerySchema, ListRunsQuerySchema, RunIdParams, RunSchema, ToolOutputsSchema, type Run } from '../../src/schemas/runs.js'
 import type { RunRecord } from '../../src/runs/engine.js'
 import { TenantSlots } from '../../src/tenants/tenant-slots.js'
 import { wantsEventStream, writeRunEvents } from './sse-writer.js'
@@ -193,6 +193,26 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
     const release = request.body.stream === true ? takeStreamSlot(request) : undefined
     try {
       const { run, resumedAfter } = await app.engine.submitToolOutputs(request.tenantId, request.params.id, request.body)
+      return await answerRun(app, request, reply, run, request.body, resumedAfter)
+    } finally {
+      release?.()
+    }
+  })
+
+  app.post('/runs/:id/approvals', {
+    schema: {
+      tags: ['runs'],
+      operationId: 'approveToolCalls',
+      summary: 'Approve or deny the tool calls a run waits on',
+      description: 'Decisions on some or all of the calls in `required_action.tool_calls` (type `approve_tool_calls`); an unknown or repeated id is a 400, a run not waiting for approvals a 409. With calls left undecided, the run waits on and is answered at once. Once every call is decided, approved calls are made, denied ones answered `Not run: denied by the reviewer: {reason}`, and the run goes on, answered like POST /runs: by default when it ends or waits again, or with `background`/`stream`.',
+      params: RunIdParams,
+      body: ApprovalsSchema,
+      response: { 200: RunSchema, 202: RunSchema, ...errors }
+    }
+  }, async (request, reply) => {
+    const release = request.body.stream === true ? takeStreamSlot(request) : undefined
+    try {
+      const { run, resumedAfter } = await app.engine.approve(request.tenantId, request.params.id, request.body)
       return await answerRun(app, request, reply, run, request.body, resumedAfter)
     } finally {
       release?.()

@@ -107,7 +107,7 @@ export class Callbacks {
     const secrets = activeSecrets(await store.getCallbackSecrets(run.tenant_id) ?? [], Date.now())
     const attempts = run.callback_attempts + 1
     const closing = this.#closing.signal
-    const result = await webhooks.deliver(run.callback_url!, JSON.stringify(toRunObject(run)), { messageId: `${run.id}:callback`, secrets, timeoutMs: limits.timeoutMs, signal: closing })
+    const result = await webhooks.deliver(run.callback_url!, JSON.stringify(toRunObject(run)), { messageId: run.status === 'requires_action' ? `${run.id}:callback:${run.event_count}` : `${run.id}:callback`, secrets, timeoutMs: limits.timeoutMs, signal: closing })
     if (result.ok) {
       await store.recordCallback(run.id, claimedUntil, { status: 'delivered', attempts, next_at: null, error: null })
       log.info({ runId: run.id, attempts }, 'callback delivered')

@@ -5,7 +5,7 @@ import { AppError } from '../errors.js'
 import { abortable } from '../lib/abort.js'
 import type { Log } from '../logger.js'
 import type { ModelClient } from '../model/model-client.js'
-import { FINAL_STATUSES, type CreateRun, type ToolOutputs } from '../schemas/runs.js'
+import { FINAL_STATUSES, type Approvals, type CreateRun, type ToolOutputs } from '../schemas/runs.js'
 import { CreateRefusedError, type EventRecord, type Lease, type NewEvent, type Page, type RunFilter, type RunRecord, type SigningSecret, type Store } from '../store/index.js'
 import { ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
@@ -16,6 +16,7 @@ import { CostControl, PriceTable } from '../cost/index.js'
 import { RUN_NAME_SEPARATOR, type McpTools } from '../tools/mcp/index.js'
 import type { RunToolsResolution } from '../tools/mcp/mcp-registry.js'
 import { Admission } from './admission.js'
+import { decide, endApprovalWait, waitsForApproval, type DecideHost } from './approvals.js'
 import { Callbacks, type CallbackLimits } from './callbacks.js'
 import { EventStream, type FollowOptions } from './event-stream.js'
 import { LeaseKeeper } from './lease-keeper.js'
@@ -108,7 +109,10 @@ export class RunEngine {
       drivers: this.#drivers,
       accepting: () => this.#accepting,
       start: (run, messages, from) => this.#start(run, messages, from),
-      resumeUnanswered: async (run, why) => { await this.#resumeWaiting(run, (call) => notAnswered(call, why)) }
+      resumeUnanswered: async (run, why) => {
+        if (waitsForApproval(run)) await endApprovalWait(this.#decideHost(), run, new RunStop('timeout', why))
+        else await this.#resumeWaiting(run, (call) => notAnswered(call, why))
+      }
     }, { store, log, telemetry: this.#telemetry, admission: this.#admission, callbacks: this.#callbacks, leaseMs: limits.leaseMs })
     this.#events = new EventStream(store, async (runId, timeoutMs, signal) => { await this.waitForEvents(runId, timeoutMs, signal) }, limits.leaseMs)
   }
@@ -313,6 +317,9 @@ export class RunEngine {
       if (local !== undefined) {
         local.stop(stop)
         await local.done
+      } else if (waitsForApproval(current)) {
+        const ended = await endApprovalWait(this.#decideHost(), current, stop)
+        if (ended !== null) await ended.done
       } else if (current.status === 'requires_action') {
         const resumed = await this.#resumeWaiting(current, (call) => notAnswered(call, 'the run was cancelled before the caller answered'))
         if (resumed !== null) {
@@ -346,6 +353,9 @@ export class RunEngine {
     if (run.status !== 'requires_action') {
       throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is ${run.status}, not waiting for tool outputs.`)
     }
+    if (waitsForApproval(run)) {
+      throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} waits for approvals first: decide its calls with POST /runs/${runId}/approvals; it asks for tool outputs after.`)
+    }
     // Read before the run is taken: its transcript stays as it is while it waits (the take checks
     // that nothing was stored since), and a refusal then leaves the wait untouched.
     const messages = await this.#options.store.getMessages(run.id)
@@ -353,6 +363,32 @@ export class RunEngine {
     const resumed = await this.#resumeWaiting(run, answer, messages)
     if (resumed === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these tool outputs: they were given (or the run was cancelled or ended) meanwhile.`)
     return { run: resumed.events.run, resumedAfter: run.event_count }
+  }
+
+  /**
+   * A reviewer's decisions on the calls a run waits to have approved (SPEC §12): some or all of
+   * them. Once every call is decided, the step goes on (approved calls made, denied ones answered
+   * "Not run: denied by the reviewer"). Answers the run, and the number of the last event before
+   * the decisions (where a stream of what follows starts).
+   */
+  async approve (tenantId: string, runId: string, body: Approvals): Promise<{ run: RunRecord, resumedAfter: number }> {
+    const run = await this.get(tenantId, runId)
+    if (!waitsForApproval(run)) {
+      throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is ${run.status}${run.status === 'requires_action' ? ' for tool outputs' : ''}, not waiting for approvals.`)
+    }
+    const decided = await decide(this.#decideHost(), run, body)
+    if (decided === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these decisions: others were given (or the run was cancelled or ended) meanwhile. Read it again with GET /runs/${runId}.`)
+    return { run: decided, resumedAfter: run.event_count }
+  }
+
+  #decideHost (): DecideHost {
+    return {
+      store: this.#options.store,
+      replicaId: this.replicaId,
+      leaseMs: this.#options.limits.leaseMs,
+      start: (run, messages, from) => this.#start(run, messages, from),
+      wake: (runId) => { this.#watchers.wake(runId) }
+    }
   }
 
   /** What `GET /callbacks` shows of the tenant's callback signing secrets. */
@@ -437,7 +473,9 @@ export class RunEngine {
       if (!FINAL_STATUSES.has(ended.status)) {
         // Waiting for its caller, or handed back (shutdown): let anyone take it from here at once.
         await store.releaseRun(run.id, lease).catch(() => {})
-      } else if (ended.callback_status === 'pending') {
+      }
+      // Due at the end of a run, and when it waits for approvals (SPEC §12).
+      if (ended.callback_status === 'pending') {
         this.#callbacks.deliverDue().catch((err) => log.warn({ err }, 'callback delivery failed'))
       }
       watchers.wake(run.id)

@@ -16,6 +16,8 @@ export interface ResumedStep {
   readonly inFlight: ReadonlyMap<string, { effect: string | undefined }>
   /** tool_use blocks whose input was incomplete (never sent); null when the event did not say. */
   readonly incomplete: ReadonlySet<string> | null
+  /** Calls a reviewer approved (SPEC §12): they no longer wait for a decision. */
+  readonly approved?: ReadonlySet<string>
 }
 
 /**
@@ -28,15 +30,17 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
   const completed = [...ofStep].reverse().find((e) => e.type === 'step.completed')
   const results = new Map<string, ToolResultBlockParam>()
   const sent = new Map<string, { effect: string | undefined }>()
+  const approved = new Set<string>()
   for (const event of ofStep) {
     const id = event.data.tool_use_id as string
+    if (event.type === 'tool_call.approved') approved.add(id)
     if (event.type === 'tool_call.started') sent.set(id, { effect: event.data.effect as string | undefined })
     if (event.type === 'tool_call.completed' && event.data.outcome !== 'cancelled') {
       results.set(id, toolResult(id, event.data.content as ToolResultContent, event.data.is_error === true))
     }
   }
   const inFlight = new Map([...sent].filter(([id]) => !results.has(id)))
-  if (completed === undefined) return { step, results, inFlight, incomplete: null }
+  if (completed === undefined) return { step, results, inFlight, incomplete: null, approved }
   const incomplete = Array.isArray(completed.data.incomplete) ? new Set(completed.data.incomplete as string[]) : null
   type Answer = NonNullable<ResumedStep['message']>
   const message: Answer = {
@@ -44,7 +48,7 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
     stop_reason: completed.data.stop_reason as Answer['stop_reason'],
     usage: completed.data.usage as Answer['usage']
   }
-  return { step, message, results, inFlight, incomplete }
+  return { step, message, results, inFlight, incomplete, approved }
 }
 
 /**

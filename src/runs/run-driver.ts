@@ -17,6 +17,7 @@ import { toolSources } from '../tools/tool-sources.js'
 import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { Telemetry } from '../telemetry/index.js'
 import type { BudgetGuard, CostControl } from '../cost/index.js'
+import { ApprovalGate, approvalWait, undecidedText } from './approvals.js'
 import { EventLog, STORAGE_BACKOFF } from './event-log.js'
 import { modelRequest } from './model-request.js'
 import { resumedCalls, type ResumedStep } from './resume.js'
@@ -46,6 +47,12 @@ export interface DriverStart {
    * its first wait.
    */
   readonly stop?: RunStop
+  /**
+   * The run comes out of a wait for approvals (SPEC §12) with `resumed`, its step: that step is
+   * finished and stored even if the run stops meanwhile (a cancel, its deadline), every call
+   * answered, and it is no takeover (no `run.resumed` event).
+   */
+  readonly afterApproval?: boolean
 }
 
 /** What every driver of this process shares. */
@@ -123,6 +130,9 @@ export class RunDriver {
   readonly #mcpTools: ToolRecord[]
   readonly #modelBackoff: Backoff
   readonly #budget: BudgetGuard
+  readonly #approvals: ApprovalGate
+  /** The first step finishes a wait for approvals (see DriverStart.afterApproval). */
+  #afterApproval: boolean
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], from: DriverStart = {}) {
     this.#deps = deps
@@ -132,6 +142,8 @@ export class RunDriver {
     this.#initialWrite = from.initialWrite
     this.#resumed = from.resumed
     this.#prefetchedTools = from.tools
+    this.#approvals = new ApprovalGate(this.#params)
+    this.#afterApproval = from.afterApproval === true && from.resumed !== undefined
     this.#mcpTools = (this.#params.mcp_tools ?? []).map((t) => pinnedToolRecord(run.tenant_id, t))
     this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
@@ -190,7 +202,7 @@ export class RunDriver {
       }
       // A run claimed (queued, taken over) or resumed after a cancel was recorded never starts.
       this.#honourCancelAsked()
-      if (this.#resumed !== undefined) {
+      if (this.#resumed !== undefined && !this.#afterApproval) {
         this.events.emit('run.resumed', { step: this.#resumed.step, replica: this.#lease.owner, after_model_call: this.#resumed.message !== undefined })
         this.#log.info({ step: this.#resumed.step }, 'run taken over')
       }
@@ -212,7 +224,9 @@ export class RunDriver {
   async #loop (): Promise<void> {
     for (;;) {
       this.#honourCancelAsked()
-      this.#throwIfStopped()
+      // A step that waited for approvals is stored, stopped or not: its calls get their results.
+      if (this.#afterApproval) this.#afterApproval = false
+      else this.#throwIfStopped()
       // A run resumed after its last allowed step (which asked for client tools) ends here.
       if (this.events.run.steps >= this.#params.max_steps) {
         await this.#finish('completed', 'max_steps')
@@ -260,7 +274,7 @@ export class RunDriver {
       this.events.emit('step.started', { step })
       answer = await this.#callModel(step, request, tools)
     }
-    const { message, calls, clientComplete } = answer
+    const { message, calls, clientComplete, held } = answer
     // The history is still the one the model call was sent: this step's messages are appended later.
     const account = this.#budget.account(run, run.usage, message, this.#history.length)
     const usage = account.usage
@@ -270,7 +284,7 @@ export class RunDriver {
     const cutOff = message.stop_reason === 'max_tokens' ? toolUses[toolUses.length - 1] : undefined
     const clientCalls: ToolUseBlock[] = []
     for (const toolUse of toolUses) {
-      if (calls.has(toolUse.id)) continue
+      if (calls.has(toolUse.id) || held.has(toolUse.id)) continue
       const client = this.#clientTools.get(toolUse.name)
       if (client !== undefined && clientComplete.has(toolUse.id)) {
         // The caller runs it: checked here, then listed in required_action, unless the turn is over.
@@ -290,7 +304,7 @@ export class RunDriver {
         : `Tool ${toolUse.name} was not called: its input was not a valid JSON object.`
       calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, why)))
     }
-    const waiting = new Set(clientCalls.map((c) => c.id))
+    const waiting = new Set([...clientCalls.map((c) => c.id), ...held])
     const answered = toolUses.filter((u) => !waiting.has(u.id))
     const results = await Promise.all(answered.map(async (toolUse) => await calls.get(toolUse.id)!))
     // Handing the run back (shutdown, lost lease): the results of calls cut short are not real
@@ -305,6 +319,8 @@ export class RunDriver {
       tool_calls_total: run.tool_calls_total + results.length,
       tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
     }
+    // Calls waiting for a reviewer: the step stops here, its other calls done (SPEC §12).
+    if (held.size > 0) return { stop: await this.#awaitApproval(toolUses.filter((u) => held.has(u.id)), tools) }
     await this.#budget.record(run, message, account.cost, answered, results)
     if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters) }
 
@@ -343,6 +359,21 @@ export class RunDriver {
     return 'requires_action'
   }
 
+  /**
+   * The step has calls that wait for a reviewer, and every other call is done: the run waits in
+   * `requires_action` (approvals come before a caller's tools). The step stays in its events;
+   * the decisions resume it (see RunEngine.approve).
+   */
+  async #awaitApproval (held: ToolUseBlock[], tools: ReadonlyMap<string, ToolRecord>): Promise<'requires_action'> {
+    const patch = approvalWait(held, tools)
+    // The reviewer may be told through the callback URL (see Callbacks).
+    if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: Date.now() })
+    this.events.emit('run.requires_action', toRunObject({ ...this.events.run, ...patch }))
+    await this.events.commit({ patch })
+    this.#log.info({ calls: held.length }, 'run waits for approvals')
+    return 'requires_action'
+  }
+
   /** The model call of a step, retried on overload and the like; eager dispatch of its tool calls. */
   async #callModel (step: number, request: ModelRequest, tools: Map<string, ToolRecord>): Promise<StepAnswer> {
     for (let attempt = 1; ; attempt++) {
@@ -361,6 +392,7 @@ export class RunDriver {
       const deferred: CompletedToolUse[] = []
       let deferredSerial = false
       const clientComplete = new Set<string>()
+      const held = new Set<string>()
       const incomplete = new Set<string>()
       const measure = this.#deps.telemetry.modelCall(this.#stepSpan, request)
       try {
@@ -376,6 +408,10 @@ export class RunDriver {
               return
             }
             const tool = tools.get(toolUse.block.name)
+            if (this.#approvals.needs(toolUse.block, tool)) {
+              held.add(toolUse.block.id)
+              return
+            }
             const serial = tool?.parallel === false
             if (tool?.effect === 'side_effecting' || deferredSerial || (serial && deferred.length > 0)) {
               deferred.push(toolUse)
@@ -395,7 +431,7 @@ export class RunDriver {
         for (const toolUse of deferred) calls.set(toolUse.block.id, this.#toolCalls.dispatch(step, toolUse, tools, dispatcher, signal))
         // Unhook from the run's signal once every call of the step has its result.
         Promise.allSettled(calls.values()).then(attemptLink.dispose, attemptLink.dispose)
-        return { message, calls, clientComplete }
+        return { message, calls, clientComplete, held }
       } catch (err) {
         measure.failed(err, this.#controller.signal.aborted)
         attemptLink.controller.abort(new RunStop('cancelled', 'the model call it belonged to failed'))
@@ -423,6 +459,7 @@ export class RunDriver {
     const dispatcher = new StepDispatcher(this.#params.parallelism, this.#deps.toolConcurrency, this.#controller.signal)
     const calls = new Map<string, Promise<ToolResultBlockParam>>()
     const clientComplete = new Set<string>()
+    const held = new Set<string>()
     const resumedTools = {
       isClientTool: (name: string) => this.#clientTools.has(name) && !tools.has(name),
       effectOf: (name: string) => tools.get(name)?.effect
@@ -432,10 +469,15 @@ export class RunDriver {
       if (call.action === 'stored') calls.set(toolUse.id, Promise.resolve(call.result))
       else if (call.action === 'client') clientComplete.add(toolUse.id)
       else if (call.action === 'unknown') calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
-      else if (call.action === 'send') calls.set(toolUse.id, this.#toolCalls.dispatch(step, { block: toolUse, index: call.index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
+      else if (call.action === 'send' && this.#approvals.needs(toolUse, tools.get(toolUse.name), resumed.approved)) {
+        // Still undecided: it waits again, unless the run stopped (cancel, deadline) meanwhile.
+        const stop = this.#controller.signal.reason
+        if (stop instanceof RunStop) calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, undecidedText(stop.message))))
+        else held.add(toolUse.id)
+      } else if (call.action === 'send') calls.set(toolUse.id, this.#toolCalls.dispatch(step, { block: toolUse, index: call.index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
       // never_sent: answered with the step's other blocks whose input was never complete.
     }
-    return { message: resumed.message! as Message, calls, clientComplete }
+    return { message: resumed.message! as Message, calls, clientComplete, held }
   }
 
   /** Whether the run ends after this step, and with what stop reason. */
@@ -563,4 +605,6 @@ interface StepAnswer {
   readonly calls: Map<string, Promise<ToolResultBlockParam>>
   /** Client tool calls whose input was complete. */
   readonly clientComplete: Set<string>
+  /** Calls waiting for a reviewer's decision (SPEC §12): not made yet. */
+  readonly held: Set<string>
 }

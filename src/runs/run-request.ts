@@ -61,6 +61,9 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
   // MCP tools (`body.tools` then holds the webhook tools alone) are named like registered tools.
   const named = new Set([...toolNames, ...mcpTools.map((t) => t.run_name)])
   checkClientTools(body, named, compileSchema)
+  for (const name of body.require_approval ?? []) {
+    if (!named.has(name)) throw invalid(`require_approval names ${name}, which is not one of this run's registered or MCP tools: list it in \`tools\` (a caller's own tools need no approval).`)
+  }
   const allTools = new Set([...named, ...(body.client_tools ?? []).map((t) => t.name)])
   if (body.tool_choice?.type === 'tool' && !allTools.has(body.tool_choice.name ?? '')) {
     throw invalid(`tool_choice names ${body.tool_choice.name ?? '(nothing)'}, which is not one of this run's tools.`)
@@ -78,7 +81,7 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
     timeout_ms: timeoutMs,
     disable_parallel_tool_use: body.disable_parallel_tool_use ?? false,
     parallelism: body.parallelism ?? 64,
-    ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools', 'budget']),
+    ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools', 'require_approval', 'budget']),
     ...(mcpTools.length > 0 ? { mcp_tools: [...mcpTools] } : {})
   }
   return { messages, params }

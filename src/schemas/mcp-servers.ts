@@ -10,7 +10,7 @@ const OverrideSchema = Type.Object({
   effect: Type.Optional(ToolEffectSchema),
   parallel: Type.Optional(Type.Boolean({ description: '`false`: a call runs alone, as for webhook tools.' })),
   timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
-  approval: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Kept for approvals (SPEC §12).' }))
+  approval: Type.Optional(Type.Union([Type.Literal('never'), Type.Literal('always')], { description: '`always`: each call of the tool waits for a reviewer\'s decision (SPEC §12), as for webhook tools.' }))
 }, { additionalProperties: false })
 
 /** The body of `PUT /mcp-servers/{name}` and an entry of TOOLS_FILE's `mcp_servers`. */
@@ -76,4 +76,6 @@ export interface PinnedMcpTool {
   readonly timeout_ms: number
   readonly max_attempts: number
   readonly max_concurrency: number | null
+  /** Set when every call waits for a reviewer (SPEC §12). */
+  readonly approval?: 'always'
 }

@@ -72,6 +72,7 @@ export const CreateRunSchema = Type.Object({
   parallelism: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, default: 64, description: 'Most tool calls of this run in flight at once.' })),
   metadata: Type.Optional(MetadataSchema),
   client_tools: Type.Optional(Type.Array(ClientToolSchema, { maxItems: 128, description: 'Tools the caller runs itself: a step that calls one stops in `requires_action` until POST /runs/{id}/tool_outputs.' })),
+  require_approval: Type.Optional(Type.Array(ToolNameSchema, { maxItems: 128, uniqueItems: true, description: 'Names of this run\'s tools (registered or MCP) whose every call waits for a reviewer\'s decision (POST /runs/{id}/approvals), as a tool with `approval: "always"` does.' })),
   callback_url: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'Receives the final run object, signed with the tenant\'s callback secret (POST /callbacks/rotate-secret), retried with backoff.' })),
   background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once; poll GET /runs/{id}.' })),
   stream: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer with Server-Sent Events, one per event, ending after the last.' })),
@@ -100,6 +101,8 @@ export interface RunParams {
   readonly disable_parallel_tool_use: boolean
   readonly parallelism: number
   readonly client_tools?: ClientTool[]
+  /** Tools whose every call waits for a reviewer in this run (SPEC §12), beside those with `approval: "always"`. */
+  readonly require_approval?: string[]
   /** The run's budget (SPEC §17), checked by its driver's budget guard (src/cost/). */
   readonly budget?: CreateRun['budget']
   /** The MCP tools the run may use, as they were when it started (SPEC §11). */
@@ -217,6 +220,19 @@ export const ToolOutputsSchema = Type.Object({
 }, { additionalProperties: false, title: 'ToolOutputs' })
 
 export type ToolOutputs = Static<typeof ToolOutputsSchema>
+
+/** The body of `POST /runs/{id}/approvals` (SPEC §12). */
+export const ApprovalsSchema = Type.Object({
+  decisions: Type.Array(Type.Object({
+    tool_use_id: Type.String({ minLength: 1, maxLength: 256 }),
+    approve: Type.Boolean({ description: '`true`: the call is made; `false`: it is not, and the model is told the reviewer denied it.' }),
+    reason: Type.Optional(Type.String({ maxLength: 2000, pattern: NO_NUL, description: 'Why: in the event, and for a denial in the result the model reads.' }))
+  }, { additionalProperties: false }), { minItems: 1, maxItems: 128, description: 'Some or all of the calls in `required_action`; the step goes on once every call is decided.' }),
+  background: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer 202 at once.' })),
+  stream: Type.Optional(Type.Boolean({ default: false, description: '`true`: answer with the run\'s next events as Server-Sent Events.' }))
+}, { additionalProperties: false, title: 'Approvals' })
+
+export type Approvals = Static<typeof ApprovalsSchema>
 
 /** What `GET /callbacks` shows: never the secret itself. */
 export const CallbackSettingsSchema = Type.Object({

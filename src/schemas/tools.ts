@@ -39,6 +39,9 @@ export const CircuitStateSchema = Type.Object({
 
 export type CircuitState = Static<typeof CircuitStateSchema>
 
+/** Whether every call of a tool waits for a reviewer's decision (SPEC §12). */
+export const ApprovalSchema = Type.Union([Type.Literal('never'), Type.Literal('always')], { default: 'never', description: '`always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.' })
+
 /** The fields of a tool a caller writes (PUT /tools/{name}, TOOLS_FILE). */
 export const ToolDefinitionSchema = Type.Object({
   description: Type.String({ minLength: 1, maxLength: 20_000, pattern: NO_NUL, description: 'Shown to the model: what the tool does and when to use it.' }),
@@ -51,7 +54,8 @@ export const ToolDefinitionSchema = Type.Object({
   max_concurrency: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()], { default: null, description: 'Most calls of this tool in flight at once in one replica; more wait their turn. null: no limit.' })),
   max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts for a retryable failure.' })),
   circuit_breaker: Type.Optional(Type.Union([CircuitBreakerSchema, Type.Literal(false)], { default: CIRCUIT_BREAKER_DEFAULTS, description: 'Per tool and replica: after `failures` failed calls in a row (transport failures, timeouts, 5xx; never `is_error` answers or 4xx) within `window_ms`, calls fail at once for `open_ms`, then one probe call decides. `false`: off.' })),
-  cache_ttl_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, default: 0, description: 'Only for `read_only` tools: a call with the same input (key order aside) within this many ms reuses the stored result of this tenant\'s tool at this revision, without a call. 0: off.' }))
+  cache_ttl_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, default: 0, description: 'Only for `read_only` tools: a call with the same input (key order aside) within this many ms reuses the stored result of this tenant\'s tool at this revision, without a call. 0: off.' })),
+  approval: Type.Optional(ApprovalSchema)
 }, { additionalProperties: false })
 
 export type ToolDefinition = Static<typeof ToolDefinitionSchema>
@@ -71,6 +75,7 @@ export const ToolSchema = Type.Object({
   max_attempts: Type.Integer(),
   circuit_breaker: Type.Union([CircuitBreakerSchema, Type.Literal(false)]),
   cache_ttl_ms: Type.Integer(),
+  approval: ApprovalSchema,
   circuit: Type.Optional(CircuitStateSchema),
   source: Type.Union([Type.Literal('api'), Type.Literal('file')], { description: '`file`: declared in TOOLS_FILE, so only the file can change or remove it.' }),
   has_signing_secret: Type.Boolean(),

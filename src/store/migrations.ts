@@ -255,6 +255,11 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
           PRIMARY KEY (tenant_id, day)
         )`
       ]
+    },
+    {
+      version: 10,
+      name: 'approvals: a tool whose every call waits for a reviewer',
+      statements: ["ALTER TABLE tools ADD COLUMN approval TEXT NOT NULL DEFAULT 'never'"]
     }
   ]
 }

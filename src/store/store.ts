@@ -30,6 +30,8 @@ export interface ToolRecord {
   readonly circuit_breaker: { readonly failures: number, readonly window_ms: number, readonly open_ms: number } | false
   /** How long a read_only tool's results are reused for the same input; 0: never. */
   readonly cache_ttl_ms: number
+  /** `always`: each call waits for a reviewer's decision (SPEC §12); absent: `never`. */
+  readonly approval?: 'always' | 'never' | undefined
   /** Newest first. */
   readonly signing_secrets: readonly SigningSecret[]
   readonly source: 'api' | 'file'
@@ -67,7 +69,7 @@ export interface McpServerRecord {
   readonly tools: readonly string[] | null
   readonly trust_annotations: boolean
   readonly defaults: { readonly timeout_ms: number, readonly max_attempts: number, readonly max_concurrency: number | null }
-  readonly overrides: Readonly<Record<string, { readonly effect?: ToolEffect | undefined, readonly parallel?: boolean | undefined, readonly timeout_ms?: number | undefined, readonly approval?: string | undefined }>>
+  readonly overrides: Readonly<Record<string, { readonly effect?: ToolEffect | undefined, readonly parallel?: boolean | undefined, readonly timeout_ms?: number | undefined, readonly approval?: 'never' | 'always' | undefined }>>
   readonly listed: readonly McpListedTool[]
   readonly listed_at: number
   readonly source: 'api' | 'file'

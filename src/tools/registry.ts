@@ -199,6 +199,7 @@ export class ToolRegistry {
       max_attempts: definition.max_attempts ?? 3,
       circuit_breaker: definition.circuit_breaker === false ? false : { ...CIRCUIT_BREAKER_DEFAULTS, ...definition.circuit_breaker },
       cache_ttl_ms: cacheTtlMs,
+      approval: definition.approval ?? 'never',
       signing_secrets: [],
       source,
       revision: newId('rev'),
