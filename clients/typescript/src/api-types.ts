@@ -236,6 +236,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/runs/{id}/approvals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve or deny the tool calls a run waits on
+         * @description Decisions on some or all of the calls in `required_action.tool_calls` (type `approve_tool_calls`); an unknown or repeated id is a 400, a run not waiting for approvals a 409. With calls left undecided, the run waits on and is answered at once. Once every call is decided, approved calls are made, denied ones answered `Not run: denied by the reviewer: {reason}`, and the run goes on, answered like POST /runs: by default when it ends or waits again, or with `background`/`stream`.
+         */
+        post: operations["approveToolCalls"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/callbacks": {
         parameters: {
             query?: never;
@@ -416,6 +436,11 @@ export interface components {
             } | false;
             cache_ttl_ms: number;
             /**
+             * @description `always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.
+             * @default never
+             */
+            approval: "never" | "always";
+            /**
              * CircuitState
              * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
              */
@@ -554,8 +579,8 @@ export interface components {
                     /** @description `false`: a call runs alone, as for webhook tools. */
                     parallel?: boolean;
                     timeout_ms?: number;
-                    /** @description Kept for approvals (SPEC §12). */
-                    approval?: string;
+                    /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
+                    approval?: "never" | "always";
                 };
             };
             /** @description The tools runs may use, as last listed. */
@@ -708,6 +733,11 @@ export interface operations {
                             open_ms: number;
                         } | false;
                         cache_ttl_ms: number;
+                        /**
+                         * @description `always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.
+                         * @default never
+                         */
+                        approval: "never" | "always";
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -879,6 +909,11 @@ export interface operations {
                      * @default 0
                      */
                     cache_ttl_ms?: number;
+                    /**
+                     * @description `always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.
+                     * @default never
+                     */
+                    approval?: "never" | "always";
                 };
             };
         };
@@ -925,6 +960,11 @@ export interface operations {
                             open_ms: number;
                         } | false;
                         cache_ttl_ms: number;
+                        /**
+                         * @description `always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.
+                         * @default never
+                         */
+                        approval: "never" | "always";
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -999,6 +1039,11 @@ export interface operations {
                             open_ms: number;
                         } | false;
                         cache_ttl_ms: number;
+                        /**
+                         * @description `always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.
+                         * @default never
+                         */
+                        approval: "never" | "always";
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1312,6 +1357,11 @@ export interface operations {
                             open_ms: number;
                         } | false;
                         cache_ttl_ms: number;
+                        /**
+                         * @description `always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.
+                         * @default never
+                         */
+                        approval: "never" | "always";
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1804,6 +1854,8 @@ export interface operations {
                             [key: string]: unknown;
                         };
                     }[];
+                    /** @description Names of this run's tools (registered or MCP) whose every call waits for a reviewer's decision (POST /runs/{id}/approvals), as a tool with `approval: "always"` does. */
+                    require_approval?: string[];
                     /** @description Receives the final run object, signed with the tenant's callback secret (POST /callbacks/rotate-secret), retried with backoff. */
                     callback_url?: string;
                     /**
@@ -2709,6 +2761,254 @@ export interface operations {
             };
         };
     };
+    approveToolCalls: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `run_…` */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Some or all of the calls in `required_action`; the step goes on once every call is decided. */
+                    decisions: {
+                        tool_use_id: string;
+                        /** @description `true`: the call is made; `false`: it is not, and the model is told the reviewer denied it. */
+                        approve: boolean;
+                        /** @description Why: in the event, and for a denial in the result the model reads. */
+                        reason?: string;
+                    }[];
+                    /**
+                     * @description `true`: answer 202 at once.
+                     * @default false
+                     */
+                    background?: boolean;
+                    /**
+                     * @description `true`: answer with the run's next events as Server-Sent Events.
+                     * @default false
+                     */
+                    stream?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description `run_…` */
+                        id: string;
+                        /** @enum {string} */
+                        object: "run";
+                        status: "queued" | "running" | "requires_action" | "completed" | "failed" | "cancelled";
+                        stop_reason: "end_turn" | "max_tokens" | "stop_sequence" | "refusal" | "max_steps" | "timeout" | "cancelled" | "error" | "budget_exhausted" | null;
+                        model: string;
+                        /**
+                         * Format: date-time
+                         * @description ISO 8601, UTC.
+                         */
+                        created_at: string;
+                        started_at: string | null;
+                        completed_at: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        };
+                        /** @description The content blocks of the last assistant message. */
+                        output: {
+                            [key: string]: unknown;
+                        }[];
+                        /** @description The text of `output`. */
+                        output_text: string;
+                        /** @description Model calls made. */
+                        steps: number;
+                        tool_calls: {
+                            total: number;
+                            errors: number;
+                        };
+                        /** @description Summed over every model call of the run. */
+                        usage: {
+                            input_tokens: number;
+                            output_tokens: number;
+                            cache_creation_input_tokens: number;
+                            cache_read_input_tokens: number;
+                            /** @description Cache writes by lifetime. */
+                            cache_creation: {
+                                ephemeral_5m_input_tokens: number;
+                                ephemeral_1h_input_tokens: number;
+                            };
+                            /** @description What the model calls cost in USD, at the price table's prices; null when the model has no price (never a guess). */
+                            cost_usd: number | null;
+                        };
+                        required_action: {
+                            [key: string]: unknown;
+                        } | null;
+                        error: {
+                            code: string;
+                            message: string;
+                        } | null;
+                        /** @description Where the final run object goes, and how that went; null without `callback_url`. */
+                        callback: {
+                            url: string;
+                            /** @description `waiting` until the run ends, then `pending` until delivered (or `failed` after the last attempt). */
+                            status: "waiting" | "pending" | "delivered" | "failed";
+                            attempts: number;
+                            last_error: string | null;
+                        } | null;
+                        /** @description The run's timeline page (GET /runs/{id}/timeline), signed so that a browser opens it without the API key, for an hour and for this run only. A path on this service unless PUBLIC_URL is set. Null in run objects inside events and callbacks: read the run for a fresh one. */
+                        timeline_url: string | null;
+                        /** @description With `?include=messages`: the whole transcript as sent to the model. */
+                        messages?: {
+                            [key: string]: unknown;
+                        }[];
+                    };
+                };
+            };
+            /** @description Default Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description `run_…` */
+                        id: string;
+                        /** @enum {string} */
+                        object: "run";
+                        status: "queued" | "running" | "requires_action" | "completed" | "failed" | "cancelled";
+                        stop_reason: "end_turn" | "max_tokens" | "stop_sequence" | "refusal" | "max_steps" | "timeout" | "cancelled" | "error" | "budget_exhausted" | null;
+                        model: string;
+                        /**
+                         * Format: date-time
+                         * @description ISO 8601, UTC.
+                         */
+                        created_at: string;
+                        started_at: string | null;
+                        completed_at: string | null;
+                        metadata: {
+                            [key: string]: string;
+                        };
+                        /** @description The content blocks of the last assistant message. */
+                        output: {
+                            [key: string]: unknown;
+                        }[];
+                        /** @description The text of `output`. */
+                        output_text: string;
+                        /** @description Model calls made. */
+                        steps: number;
+                        tool_calls: {
+                            total: number;
+                            errors: number;
+                        };
+                        /** @description Summed over every model call of the run. */
+                        usage: {
+                            input_tokens: number;
+                            output_tokens: number;
+                            cache_creation_input_tokens: number;
+                            cache_read_input_tokens: number;
+                            /** @description Cache writes by lifetime. */
+                            cache_creation: {
+                                ephemeral_5m_input_tokens: number;
+                                ephemeral_1h_input_tokens: number;
+                            };
+                            /** @description What the model calls cost in USD, at the price table's prices; null when the model has no price (never a guess). */
+                            cost_usd: number | null;
+                        };
+                        required_action: {
+                            [key: string]: unknown;
+                        } | null;
+                        error: {
+                            code: string;
+                            message: string;
+                        } | null;
+                        /** @description Where the final run object goes, and how that went; null without `callback_url`. */
+                        callback: {
+                            url: string;
+                            /** @description `waiting` until the run ends, then `pending` until delivered (or `failed` after the last attempt). */
+                            status: "waiting" | "pending" | "delivered" | "failed";
+                            attempts: number;
+                            last_error: string | null;
+                        } | null;
+                        /** @description The run's timeline page (GET /runs/{id}/timeline), signed so that a browser opens it without the API key, for an hour and for this run only. A path on this service unless PUBLIC_URL is set. Null in run objects inside events and callbacks: read the run for a fresh one. */
+                        timeline_url: string | null;
+                        /** @description With `?include=messages`: the whole transcript as sent to the model. */
+                        messages?: {
+                            [key: string]: unknown;
+                        }[];
+                    };
+                };
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     getCallbackSettings: {
         parameters: {
             query?: never;
@@ -2992,8 +3292,8 @@ export interface operations {
                                 /** @description `false`: a call runs alone, as for webhook tools. */
                                 parallel?: boolean;
                                 timeout_ms?: number;
-                                /** @description Kept for approvals (SPEC §12). */
-                                approval?: string;
+                                /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
+                                approval?: "never" | "always";
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
@@ -3140,8 +3440,8 @@ export interface operations {
                             /** @description `false`: a call runs alone, as for webhook tools. */
                             parallel?: boolean;
                             timeout_ms?: number;
-                            /** @description Kept for approvals (SPEC §12). */
-                            approval?: string;
+                            /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
+                            approval?: "never" | "always";
                         };
                     };
                 };
@@ -3180,8 +3480,8 @@ export interface operations {
                                 /** @description `false`: a call runs alone, as for webhook tools. */
                                 parallel?: boolean;
                                 timeout_ms?: number;
-                                /** @description Kept for approvals (SPEC §12). */
-                                approval?: string;
+                                /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
+                                approval?: "never" | "always";
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
@@ -3252,8 +3552,8 @@ export interface operations {
                                 /** @description `false`: a call runs alone, as for webhook tools. */
                                 parallel?: boolean;
                                 timeout_ms?: number;
-                                /** @description Kept for approvals (SPEC §12). */
-                                approval?: string;
+                                /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
+                                approval?: "never" | "always";
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
@@ -3561,8 +3861,8 @@ export interface operations {
                                 /** @description `false`: a call runs alone, as for webhook tools. */
                                 parallel?: boolean;
                                 timeout_ms?: number;
-                                /** @description Kept for approvals (SPEC §12). */
-                                approval?: string;
+                                /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
+                                approval?: "never" | "always";
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
