@@ -98,8 +98,19 @@ export class McpConnection {
     const client = new Client({ name: 'switchboard', version: this.#options.userAgent.replace(/^switchboard\//, '') }, {
       listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => this.#options.onListChanged?.() } }
     })
+    // The era negotiation reports a failed request as "fetch failed" alone: the request's own
+    // error (refused, DNS, the egress policy) is kept here to say why.
+    let fetchError: unknown = null
+    const fetch: McpFetch = async (url, init) => {
+      try {
+        return await this.#options.fetch(url, init)
+      } catch (err) {
+        fetchError = err
+        throw err
+      }
+    }
     const transport = new StreamableHTTPClientTransport(new URL(target.url), {
-      fetch: this.#options.fetch,
+      fetch,
       requestInit: { headers: { ...target.headers, 'user-agent': this.#options.userAgent } },
       ...(target.oauth === null
         ? {}
@@ -110,7 +121,8 @@ export class McpConnection {
       await client.connect(transport, { timeout: CONNECT_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) })
     } catch (err) {
       await client.close().catch(() => {})
-      throw err
+      const failure = failureOf(err)
+      throw fetchError !== null && failure.status === null && failure.egress === null ? fetchError : err
     }
     this.#current = client
     return client

@@ -86,7 +86,8 @@ describe('MCP calls after a replica is killed mid-step', () => {
       expect(reads).toHaveLength(2)
       expect(new Set(reads.map((c) => c.meta?.['switchboard/idempotency_key'])).size).toBe(1)
       // The resumed run sent the model the same tools as before the kill.
-      const runRequests = model.requests.filter((r) => r.body.messages[0].content === 'go')
+      const firstText = (content: unknown): unknown => typeof content === 'string' ? content : (content as Array<{ text?: string }>)[0]?.text
+      const runRequests = model.requests.filter((r) => firstText(r.body.messages[0].content) === 'go')
       expect(runRequests.length).toBeGreaterThanOrEqual(2)
       for (const request of runRequests) expect(request.body.tools.map((t: any) => t.name)).toEqual(['slow__read_slow', 'slow__write_slow'])
       expect(done.messages.at(-1).role).toBe('assistant')
@@ -95,5 +96,5 @@ describe('MCP calls after a replica is killed mid-step', () => {
     } finally {
       rmSync(dataDir, { recursive: true, force: true })
     }
-  })
+  }, 90_000)
 })
