@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
-  APIConnectionError, APIUserAbortError, AuthenticationError, BadRequestError, ConflictError, NotFoundError, RateLimitError, ServiceUnavailableError, Switchboard, type RunEvent
+  APIConnectionError, APIError, APIUserAbortError, AuthenticationError, BadRequestError, ConflictError, NotFoundError, RateLimitError, ServiceUnavailableError, Switchboard, type RunEvent
 } from '../../clients/typescript/src/index.js'
 import { backends } from '../support/backends.js'
 import { TENANT_A } from '../support/app.js'
@@ -259,6 +259,30 @@ for (const backend of backends) {
         const done = await client.runs.submitToolOutputs(waiting.id, { tool_outputs: [{ tool_use_id: call.id, content: 'yes' }] })
         expect(done.status).toBe('completed')
         expect(done.output_text).toBe('the user said yes')
+      } finally {
+        h.model.respond = toolsThenAnswer([{ name: 'lookup', input: { q: 'a' } }, { name: 'lookup', input: { q: 'b' } }])
+      }
+    })
+
+    it('approves and denies the tool calls a run waits on', async () => {
+      await client.tools.put('refund', { description: 'Refunds an order', input_schema: { type: 'object' }, url: `${h.tools.url}/ok`, approval: 'always' })
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: [{ type: 'tool_use', name: 'refund', input: { q: '7' } }, { type: 'tool_use', name: 'refund', input: { q: '8' } }] }
+        : { content: [{ type: 'text', text: `final: ${toolResults(request).map(resultText).join(' | ')}` }] }
+      try {
+        const waiting = await client.runs.create({ input: 'refund both?', tools: ['refund'] })
+        expect(waiting.status).toBe('requires_action')
+        const action = waiting.required_action as { type: string, tool_calls: Array<{ tool_use_id: string, name: string }> }
+        expect(action.type).toBe('approve_tool_calls')
+        const [first, second] = action.tool_calls
+        const done = await client.runs.approve(waiting.id, {
+          decisions: [{ tool_use_id: first!.tool_use_id, approve: true }, { tool_use_id: second!.tool_use_id, approve: false, reason: 'over the limit' }]
+        })
+        expect(done.status).toBe('completed')
+        expect(done.output_text).toContain('ok refund')
+        expect(done.output_text).toContain('Not run: denied by the reviewer: over the limit')
+        const again = await client.runs.approve(waiting.id, { decisions: [] }).catch((e: unknown) => e)
+        expect(again).toBeInstanceOf(APIError)
       } finally {
         h.model.respond = toolsThenAnswer([{ name: 'lookup', input: { q: 'a' } }, { name: 'lookup', input: { q: 'b' } }])
       }

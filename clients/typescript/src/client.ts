@@ -2,7 +2,7 @@ import { Transport, param, type ClientOptions, type CreateOptions, type RequestO
 import { PagePromise, type Page } from './pagination.js'
 import { RunStream } from './run-stream.js'
 import type {
-  CallbackSecret, CallbackSettings, Deleted, DeletedMcpServer, McpServer, McpServerDefinition, McpServerListParams, Run,
+  ApprovalsParams, CallbackSecret, CallbackSettings, Deleted, DeletedMcpServer, McpServer, McpServerDefinition, McpServerListParams, Run,
   RunCreateParams, RunEvent, RunEventListParams, RunGetParams, RunListParams, Tool, ToolDefinition, ToolListParams,
   ToolOutputsParams, ToolStats, ToolStatsParams, ToolWithSecret, Usage, UsageParams
 } from './types.js'
@@ -119,6 +119,8 @@ export class UsageReports {
 export type RunCreateBody = Omit<RunCreateParams, 'stream'> & { stream?: false }
 /** Tool outputs, for `runs.submitToolOutputs`: answered when the run ends or at once (`background`). */
 export type ToolOutputsBody = Omit<ToolOutputsParams, 'stream'> & { stream?: false }
+/** Decisions, for `runs.approve`: answered when the run ends or at once (`background`). */
+export type ApprovalsBody = Omit<ApprovalsParams, 'stream'> & { stream?: false }
 
 export interface StreamOptions extends CreateOptions {
   /** For a run already started: the events after this number (the last one you saw). */
@@ -207,8 +209,14 @@ export class Runs {
     return await this.#t.json({ ...options, method: 'GET', path: `/runs/${param(id)}/timeline`, accept: 'text/html' })
   }
 
-  // SEAM (SPEC §12, approvals): `approve(id, { decisions })` goes here, as POST /runs/{id}/approvals,
-  // once the service has that route (it has not yet: regenerate the types, then add it).
+  /**
+   * Decides tool calls a run waits on for approval (`required_action.type: 'approve_tool_calls'`):
+   * some or all of them. Once every call is decided, approved calls are made, denied ones answered
+   * "Not run: denied by the reviewer", and the run goes on, answered as by `create`.
+   */
+  async approve (id: string, body: ApprovalsBody, options?: RequestOptions): Promise<Run> {
+    return await this.#t.json({ ...options, method: 'POST', path: `/runs/${param(id)}/approvals`, body })
+  }
 }
 
 /** The tenant's completion callbacks: the secret that signs them (`/callbacks`). */

@@ -1,4 +1,4 @@
-export { Switchboard, Callbacks, Health, McpServers, Runs, Tools, UsageReports, type RunCreateBody, type StreamOptions, type ToolOutputsBody } from './client.js'
+export { Switchboard, Callbacks, Health, McpServers, Runs, Tools, UsageReports, type ApprovalsBody, type RunCreateBody, type StreamOptions, type ToolOutputsBody } from './client.js'
 export type { ClientOptions, CreateOptions, RequestOptions } from './core.js'
 export * from './errors.js'
 export { PagePromise, type Page } from './pagination.js'

@@ -22,6 +22,8 @@ export type RunCreateParams = JsonBody<'createRun'>
 /** The body of `POST /runs/{id}/tool_outputs`. */
 export type ToolOutputsParams = JsonBody<'submitToolOutputs'>
 export type ToolOutput = ToolOutputsParams['tool_outputs'][number]
+/** The body of `POST /runs/{id}/approvals`. */
+export type ApprovalsParams = JsonBody<'approveToolCalls'>
 export type CallbackSettings = JsonAnswer<'getCallbackSettings', 200>
 export type CallbackSecret = JsonAnswer<'rotateCallbackSecret', 200>
 export type Deleted = JsonAnswer<'deleteTool', 200>
