@@ -1,5 +1,6 @@
-import { chunks, placeholders } from './sql-statements.js'
 import type { SqlDriver, Statement } from './sql-driver.js'
+
+// (No import of sql-statements.ts: store.ts reads this file's types, and sql-statements.ts reads store.ts's.)
 
 /**
  * One line of a tenant's usage (SPEC §17): a model call with its tokens and cost, or a tool call
@@ -142,6 +143,19 @@ export class SqlUsageStore implements UsageStore {
     ])
     return { groups: groups.map((r) => totals(r, groupBy === 'day' ? Number(r.grp) : r.grp as string)), total: totals(total ?? {}, null) }
   }
+}
+
+/** Lines per insert on SQLite: 14 values each, well under its limit of bound values. */
+const INSERT_ROWS = 500
+
+function chunks<T> (items: readonly T[]): T[][] {
+  const out: T[][] = []
+  for (let i = 0; i < items.length; i += INSERT_ROWS) out.push(items.slice(i, i + INSERT_ROWS))
+  return out
+}
+
+function placeholders (count: number): string {
+  return Array.from({ length: count }, () => '?').join(', ')
 }
 
 function insertSql (rows: number): string {
