@@ -215,9 +215,16 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
         if (data.circuit === 'open' || data.circuit === 'closed') markers.push({ at, label: `circuit breaker of ${row.name} ${data.circuit === 'open' ? 'opened' : 'closed'}` })
         break
       }
-      case 'run.requires_action':
+      case 'run.requires_action': {
         waitingSince = at
-        markers.push({ at, label: 'waits for the caller\'s tool outputs' })
+        // Waiting is a mark, not a bar: a call that waits for approval is drawn once it is made.
+        const approvals = (data.required_action as { type?: unknown } | null)?.type === 'approve_tool_calls'
+        markers.push({ at, label: approvals ? 'waits for approvals' : 'waits for the caller\'s tool outputs' })
+        break
+      }
+      case 'tool_call.approved':
+      case 'tool_call.denied':
+        markers.push({ at, label: `${typeof data.name === 'string' ? data.name : 'a call'} ${event.type === 'tool_call.approved' ? 'approved' : 'denied'}` })
         break
       case 'run.resumed':
         closeAll(at, { outcome: 'interrupted', status: null, error: 'in flight when its replica stopped', retried: true })

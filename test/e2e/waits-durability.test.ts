@@ -56,7 +56,7 @@ async function replica (env: Record<string, string>): Promise<ServerProcess> {
 
 async function api (server: ServerProcess, method: string, path: string, body?: unknown): Promise<any> {
   const res = await fetch(`${server.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
-  return { http: res.status, ...(await res.json()) }
+  return { http: res.status, ...(await res.json() as Record<string, unknown>) }
 }
 
 /** A lookup made at once, and two refunds that wait for a reviewer; then an answer quoting every result. */

@@ -79,6 +79,16 @@ for (const backend of backends) {
       // Each step is stored once: one model call asked for the calls, one read their results.
       expect(events.filter((e) => e.type === 'step.started')).toHaveLength(2)
       expect(events.filter((e) => e.type === 'run.resumed')).toHaveLength(0)
+      // The timeline marks the wait and the decisions; the approved refund's bar starts once it was made.
+      const timeline = await h.app.engine.timeline(await h.app.engine.get(TENANT_A.id, run.id))
+      expect(timeline.markers.map((m) => m.label)).toEqual(['waits for approvals', 'refund approved', 'refund denied'])
+      const waitedAt = timeline.markers[0]!.at
+      const decidedAt = timeline.markers[2]!.at
+      const refundRows = timeline.rows.filter((r) => r.name === 'refund')
+      expect(refundRows).toHaveLength(2)
+      const made = refundRows.find((r) => r.bars[0]!.outcome === 'ok')!
+      expect(made.bars[0]!.start).toBeGreaterThanOrEqual(decidedAt)
+      expect(decidedAt).toBeGreaterThanOrEqual(waitedAt)
     })
 
     it('gives a denial without a reason a result that says so', async () => {
