@@ -3,7 +3,9 @@ import { backends } from '../support/backends.js'
 import { auth, TENANT_A, TENANT_B } from '../support/app.js'
 import { startHarness, type Harness } from '../support/harness.js'
 import { resultText, toolResults, turnNumber } from '../support/fake-messages-api.js'
+import { Webhook } from 'standardwebhooks'
 import { readEvents } from '../support/sse.js'
+import { McpTestServer } from '../support/mcp-server.js'
 
 const confirm = { name: 'confirm_with_user', description: 'Ask the user to confirm', input_schema: { type: 'object', properties: { question: { type: 'string' } }, required: ['question'] } }
 
@@ -194,6 +196,24 @@ for (const backend of backends) {
       expect(resultText(results[1])).toMatch(/^Not run: the run reached its timeout.* before the reviewer decided\.$/)
     })
 
+    it('POSTs the run object, signed, to its callback URL when it waits for approvals, and again when it ends', async () => {
+      const secret = (await h.app.inject({ method: 'POST', url: '/callbacks/rotate-secret', headers: auth(TENANT_A) })).json().signing_secret as string
+      h.tools.on('/approval-hook', (_req, res) => { res.writeHead(204).end() })
+      const run = await waiting({ callback_url: `${h.tools.url}/approval-hook` })
+      await expect.poll(() => h.tools.callsTo('/approval-hook').length, { timeout: 10_000 }).toBe(1)
+      const [told] = h.tools.callsTo('/approval-hook')
+      expect(told!.body).toMatchObject({ id: run.id, status: 'requires_action', required_action: { type: 'approve_tool_calls' } })
+      expect(told!.headers['webhook-id']).toMatch(new RegExp(`^${run.id as string}:callback:\\d+$`))
+      expect(new Webhook(secret).verify(told!.raw, told!.headers as Record<string, string>)).toMatchObject({ id: run.id })
+      const decisions = run.required_action.tool_calls.map((c: { tool_use_id: string }) => ({ tool_use_id: c.tool_use_id, approve: true }))
+      expect((await approve(run.id, { decisions })).json().status).toBe('completed')
+      await expect.poll(() => h.tools.callsTo('/approval-hook').length, { timeout: 10_000 }).toBe(2)
+      const ended = h.tools.callsTo('/approval-hook')[1]!
+      expect(ended.body).toMatchObject({ id: run.id, status: 'completed' })
+      expect(ended.headers['webhook-id']).toBe(`${run.id as string}:callback`)
+      await expect.poll(async () => (await getRun(run.id)).callback?.status, { timeout: 10_000 }).toBe('delivered')
+    })
+
     it('streams run.requires_action, then what follows the decisions when asked to', async () => {
       const base = await h.app.listen({ port: 0, host: '127.0.0.1' })
       try {
@@ -223,6 +243,28 @@ for (const backend of backends) {
       } finally {
         await h.app.server.close()
       }
+    })
+
+    describe('MCP tools', () => {
+      let mcp: McpTestServer
+      beforeAll(async () => {
+        mcp = await new McpTestServer().start()
+        const res = await h.app.inject({ method: 'PUT', url: '/mcp-servers/files', headers: auth(TENANT_A), payload: { url: mcp.url, overrides: { echo: { approval: 'always' } } } })
+        expect(res.statusCode, res.body).toBe(201)
+      })
+      afterAll(async () => mcp?.close())
+
+      it('holds the calls of an MCP tool whose override asks for approval until they are decided', async () => {
+        h.model.respond = (request) => turnNumber(request) === 1
+          ? { content: [{ type: 'tool_use', name: 'files__echo', input: { q: 'hi' } }] }
+          : { content: [{ type: 'text', text: `final: ${toolResults(request).map(resultText).join(' | ')}` }] }
+        const { body: run } = await h.startRun({ input: 'go', tools: ['files__echo'] })
+        expect(run.required_action).toMatchObject({ type: 'approve_tool_calls', tool_calls: [{ name: 'files__echo', input: { q: 'hi' } }] })
+        expect(mcp.callsOf('echo')).toHaveLength(0)
+        const res = await approve(run.id, { decisions: [{ tool_use_id: run.required_action.tool_calls[0].tool_use_id, approve: true }] })
+        expect(res.json()).toMatchObject({ status: 'completed', output_text: 'final: echo {"q":"hi"}' })
+        expect(mcp.callsOf('echo')).toHaveLength(1)
+      })
     })
   })
 }
