@@ -46,7 +46,8 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       modelMaxRetries: config.MODEL_MAX_RETRIES,
       maxResultChars: config.TOOL_MAX_RESULT_CHARS,
       maxRunningRuns: config.MAX_RUNNING_RUNS,
-      maxActiveRunsPerTenant: config.TENANT_MAX_ACTIVE_RUNS
+      maxActiveRunsPerTenant: config.TENANT_MAX_ACTIVE_RUNS,
+      batchToolDefault: config.BATCH_TOOL_DEFAULT
     },
     callbacks: {
       maxAttempts: config.CALLBACK_MAX_ATTEMPTS,

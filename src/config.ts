@@ -41,6 +41,7 @@ export const ConfigSchema = Type.Object({
   TOOL_EGRESS_ALLOW: Type.String({ default: '', description: 'Comma-separated hosts or CIDRs that tool and callback URLs may reach although private or loopback.' }),
   TOOL_MAX_RESPONSE_BYTES: Type.Integer({ minimum: 1024, default: 1_048_576, description: 'A tool response body is cut at this many bytes.' }),
   TOOL_MAX_RESULT_CHARS: Type.Integer({ minimum: 100, default: 50_000, description: 'Text sent to the model from one tool result is cut at this many characters.' }),
+  BATCH_TOOL_DEFAULT: Type.Boolean({ default: false, description: 'Whether a run that does not say (`batch_tool`) is offered the batch meta-tool, `batch_tool` (SPEC §14).' }),
   MCP_LIST_TTL_MS: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 60_000, description: 'A run starting re-lists an MCP server\'s tools when its list is older than this (SPEC §11); notifications/tools/list_changed re-lists at once.' }),
   SECRET_ROTATION_WINDOW_MS: Type.Integer({ minimum: 0, default: 86_400_000, description: 'After a secret rotation, how long the old secret keeps signing calls too.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, default: 4_194_304, description: 'Largest request body accepted (413 past it).' }),

@@ -118,9 +118,17 @@ export class MessageAccumulator {
             if (block.type !== 'text') return
             block.citations = [...(block.citations ?? []), delta.citation]
             return
-          default:
+          default: {
+            // A compaction's summary (a beta of context management), kept as sent: it goes back unchanged.
+            const compaction = delta as { type: string, content?: unknown, encrypted_content?: unknown }
+            const target = block as unknown as Record<string, unknown>
+            if (compaction.type === 'compaction_delta' && target.type === 'compaction') {
+              if (typeof compaction.content === 'string') target.content = `${(target.content as string | null | undefined) ?? ''}${compaction.content}`
+              if (typeof compaction.encrypted_content === 'string') target.encrypted_content = compaction.encrypted_content
+            }
             // A delta type this version does not know: the block keeps what it had.
             return
+          }
         }
       }
       case 'content_block_stop': {

@@ -5,6 +5,7 @@ import { Redactor } from '../lib/redact.js'
 import { retryAfterMs } from '../lib/retry.js'
 import { cutText, wellFormed } from '../lib/text.js'
 import { messageJson } from './message-json.js'
+import { betaHeader } from './betas.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
 import { ServerSentEventParser, type ServerSentEvent } from './sse-reader.js'
 import { undiciFetch } from './undici-fetch.js'
@@ -105,7 +106,7 @@ export class ModelClient {
       // whole, both growing with the run. The body is built here from each message's JSON, made once.
       const response = await this.#client.post('/v1/messages', {
         body: requestBody(request),
-        headers: { 'content-type': 'application/json' },
+        headers: betaHeaders(request),
         stream: true,
         signal: attempt.signal
       }).asResponse()
@@ -164,6 +165,12 @@ export class ModelClient {
   #idleError (): ModelCallError {
     return new ModelCallError(`the Messages API sent nothing for ${this.#idleTimeoutMs} ms (MODEL_IDLE_TIMEOUT_MS)`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE' })
   }
+}
+
+/** The headers of a request: its JSON type, and the betas it needs (see betaHeader). */
+function betaHeaders (request: ModelRequest): Record<string, string> {
+  const beta = betaHeader(request)
+  return beta === undefined ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'anthropic-beta': beta }
 }
 
 /** The request's JSON, `stream: true`, each message's part made once per message (see messageJson). */

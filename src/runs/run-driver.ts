@@ -18,6 +18,7 @@ import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { Telemetry } from '../telemetry/index.js'
 import type { BudgetGuard, CostControl } from '../cost/index.js'
 import { ApprovalGate, approvalWait, undecidedText } from './approvals.js'
+import { BATCH_TOOL_NAME, batchShape } from './batch-tool.js'
 import { EventLog, STORAGE_BACKOFF } from './event-log.js'
 import { modelRequest } from './model-request.js'
 import { resumedCalls, type ResumedStep } from './resume.js'
@@ -165,7 +166,8 @@ export class RunDriver {
       events: this.events,
       log: this.#log,
       runSignal: this.#controller.signal,
-      stepSpan: () => this.#stepSpan
+      stepSpan: () => this.#stepSpan,
+      batchTool: this.#params.batch_tool === true
     })
     this.#modelBackoff = { ...MODEL_BACKOFF, maxRetries: deps.modelMaxRetries }
     this.#budget = deps.cost.guard(run)
@@ -412,8 +414,10 @@ export class RunDriver {
               held.add(toolUse.block.id)
               return
             }
-            const serial = tool?.parallel === false
-            if (tool?.effect === 'side_effecting' || deferredSerial || (serial && deferred.length > 0)) {
+            // A batch_tool call is held back, or runs alone, as the strictest of its invocations' tools.
+            const shape = tool ?? (toolUse.block.name === BATCH_TOOL_NAME ? batchShape(toolUse.block.input, tools) : undefined)
+            const serial = shape?.parallel === false
+            if (shape?.effect === 'side_effecting' || deferredSerial || (serial && deferred.length > 0)) {
               deferred.push(toolUse)
               deferredSerial ||= serial
               return
@@ -460,6 +464,7 @@ export class RunDriver {
     const calls = new Map<string, Promise<ToolResultBlockParam>>()
     const clientComplete = new Set<string>()
     const held = new Set<string>()
+    this.#toolCalls.resuming(resumed)
     const resumedTools = {
       isClientTool: (name: string) => this.#clientTools.has(name) && !tools.has(name),
       effectOf: (name: string) => tools.get(name)?.effect

@@ -6,6 +6,8 @@ import { hasLoneSurrogate } from '../lib/text.js'
 import type { CreateRun, RunParams } from '../schemas/runs.js'
 import type { PinnedMcpTool } from '../schemas/mcp-servers.js'
 import type { RunRecord } from '../store/index.js'
+import { modelRefusal, type ModelAsk } from '../model/model-refusals.js'
+import { RESERVED_TOOL_NAMES } from '../tools/registry.js'
 import { cacheBreakpoints, findSystemProblem, findTranscriptProblem, MAX_CACHE_BREAKPOINTS } from './transcript.js'
 
 const DEFAULT_MAX_TOKENS = 4096
@@ -16,6 +18,10 @@ export interface RequestLimits {
   readonly maxSteps: number
   /** Highest timeout_ms a run may ask for. */
   readonly maxTimeoutMs: number
+  /** The model of a run that names none (for the table of known models' refusals). */
+  readonly defaultModel?: string
+  /** Whether a run that does not say is offered the batch meta-tool (BATCH_TOOL_DEFAULT). */
+  readonly batchToolDefault?: boolean
 }
 
 /** A run request that passed every check: what the run is sent, and how it runs. */
@@ -73,6 +79,12 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
   }
   const maxTokens = body.max_tokens ?? DEFAULT_MAX_TOKENS
   checkThinking(body, maxTokens)
+  const model = body.model ?? limits.defaultModel
+  const refused = model === undefined ? null : modelRefusal(model, body as ModelAsk)
+  if (refused !== null) {
+    throw new AppError('RUN_ERR_MODEL_UNSUPPORTED', `${refused.option}: model ${model} does not take ${refused.why}, or choose another model.`)
+  }
+  const batchTool = body.batch_tool ?? limits.batchToolDefault ?? false
 
   const params: RunParams = {
     tools: toolNames,
@@ -82,7 +94,10 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
     disable_parallel_tool_use: body.disable_parallel_tool_use ?? false,
     parallelism: body.parallelism ?? 64,
     ...pick(body, ['system', 'tool_choice', 'thinking', 'temperature', 'top_p', 'top_k', 'stop_sequences', 'client_tools', 'require_approval', 'budget']),
-    ...(mcpTools.length > 0 ? { mcp_tools: [...mcpTools] } : {})
+    ...(mcpTools.length > 0 ? { mcp_tools: [...mcpTools] } : {}),
+    ...(batchTool ? { batch_tool: true } : {}),
+    ...pick(body, ['output_config', 'context_management', 'tool_search']),
+    ...(body.cache === 'off' ? { cache: 'off' as const } : {})
   }
   return { messages, params }
 }
@@ -116,6 +131,7 @@ function checkClientTools (body: CreateRun, named: ReadonlySet<string>, compileS
   const names = new Set<string>()
   for (const [index, tool] of (body.client_tools ?? []).entries()) {
     const where = `client_tools[${index}] (${tool.name})`
+    if (RESERVED_TOOL_NAMES.has(tool.name)) throw invalid(`${where} has a name Switchboard gives a tool of its own (the batch meta-tool): give it another name.`)
     if (named.has(tool.name)) throw invalid(`${where} has the name of one of the run's \`tools\` (registered tools): give it another name.`)
     if (names.has(tool.name)) throw invalid(`${where} repeats a name: each client tool needs its own.`)
     names.add(tool.name)

@@ -9,6 +9,8 @@ import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } fr
 import type { ToolSource } from '../tools/tool-source.js'
 import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { EventLog } from './event-log.js'
+import { batchRef, dispatchBatch, BATCH_TOOL_NAME, type BatchCalls } from './batch-tool.js'
+import type { ResumedStep } from './resume.js'
 import { RunStop } from './run-stop.js'
 
 /** What one run's tool calls need. */
@@ -24,6 +26,8 @@ export interface ToolCallsDeps {
   readonly runSignal: AbortSignal
   /** The span of the step in progress, the parent of each call's spans. */
   readonly stepSpan: () => Span | undefined
+  /** Whether the run offers the batch meta-tool, `batch_tool` (SPEC §14). */
+  readonly batchTool?: boolean
 }
 
 /**
@@ -33,14 +37,25 @@ export interface ToolCallsDeps {
  */
 export class ToolCalls {
   readonly #deps: ToolCallsDeps
+  /** A step taken over by this replica: what its batches' invocations became (see dispatchBatch). */
+  #resumed: ResumedStep | undefined
 
   constructor (deps: ToolCallsDeps) {
     this.#deps = deps
   }
 
+  /** The step being taken over: its batch_tool calls keep what their invocations got. */
+  resuming (resumed: ResumedStep): void {
+    this.#resumed = resumed
+  }
+
   /** Checks a complete tool_use and schedules its call; resolves with its tool_result, never rejects. */
   async dispatch (step: number, toolUse: CompletedToolUse, tools: ReadonlyMap<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal): Promise<ToolResultBlockParam> {
     try {
+      if (toolUse.block.name === BATCH_TOOL_NAME && this.#deps.batchTool === true) {
+        const resumed = this.#resumed?.step === step ? this.#resumed : undefined
+        return await dispatchBatch(this.#batchCalls, step, toolUse.block, tools, dispatcher, signal, resumed)
+      }
       return await this.#dispatchChecked(step, toolUse, tools, dispatcher, signal)
     } catch (err) {
       this.#deps.log.error({ err, toolUseId: toolUse.block.id }, 'tool call failed unexpectedly')
@@ -48,10 +63,17 @@ export class ToolCalls {
     }
   }
 
+  /** What a batch_tool call dispatches its invocations through: this run's calls. */
+  readonly #batchCalls: BatchCalls = {
+    dispatch: async (step, toolUse, tools, dispatcher, signal) => await this.dispatch(step, toolUse, tools, dispatcher, signal),
+    notCalled: (step, block, message, outcome) => this.notCalled(step, block, message, outcome),
+    events: { emit: (type, data) => this.#deps.events.emit(type, data) }
+  }
+
   /** A tool_use answered without a call (unknown tool, invalid input, cut off): its event and result. */
   notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string, outcome: 'refused' | 'unknown' = 'refused'): ToolResultBlockParam {
     this.#deps.events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message
+      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message, ...batchRef(block.id)
     })
     return toolResult(block.id, message, true)
   }
@@ -88,12 +110,12 @@ export class ToolCalls {
           signal
         }, {
           onAttempt: async (attempt) => {
-            events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect })
+            events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect, ...batchRef(block.id) })
             // A side effect is only sent once the record that it may have happened is stored.
             if (tool.effect === 'side_effecting') await events.flush()
           },
           onRetry: (attempt, failed, durationMs, delayMs) => events.emit('tool_call.retrying', {
-            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs
+            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs, ...batchRef(block.id)
           })
         }))
       })
@@ -114,7 +136,7 @@ export class ToolCalls {
     // `circuit`: the tool's circuit breaker on this replica changed with this call (opened, or closed).
     const changed = circuit === undefined ? {} : { circuit }
     events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content, ...changed
+      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content, ...changed, ...batchRef(block.id)
     })
     // A side_effecting call's result is stored soon, not with the step's end: a takeover could
     // not learn it again (it would answer "outcome unknown").

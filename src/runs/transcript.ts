@@ -12,7 +12,9 @@ export const MAX_CACHE_BREAKPOINTS = 4
 const BLOCK_TYPES = new Set([
   'text', 'image', 'document', 'search_result', 'thinking', 'redacted_thinking', 'tool_use', 'tool_result',
   'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result',
-  'bash_code_execution_tool_result', 'text_editor_code_execution_tool_result', 'tool_search_tool_result', 'container_upload'
+  'bash_code_execution_tool_result', 'text_editor_code_execution_tool_result', 'tool_search_tool_result', 'container_upload',
+  // Blocks of betas the run may use (context management, the MCP connector): sent back as the model wrote them.
+  'compaction', 'mcp_tool_use', 'mcp_tool_result'
 ])
 /** What a tool_result's content may hold (the SDK's ToolResultBlockParam). */
 const TOOL_RESULT_BLOCK_TYPES = new Set(['text', 'image', 'document', 'search_result', 'tool_reference', 'browser_state'])
@@ -28,7 +30,7 @@ const FIELDS: Readonly<Record<string, readonly string[]>> = {
   redacted_thinking: ['type', 'data']
 }
 /** Blocks only the model writes, so only an assistant message holds them. */
-const ASSISTANT_ONLY = new Set(['tool_use', 'server_tool_use', 'thinking', 'redacted_thinking'])
+const ASSISTANT_ONLY = new Set(['tool_use', 'server_tool_use', 'mcp_tool_use', 'compaction', 'thinking', 'redacted_thinking'])
 const TOOL_USE_ID = /^[a-zA-Z0-9_-]+$/
 const SERVER_TOOL_USE_ID = /^srvtoolu_[a-zA-Z0-9_]+$/
 // What the API takes as a tool's name: a history's tool_use names a tool the request must define.

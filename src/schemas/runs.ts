@@ -80,7 +80,20 @@ export const CreateRunSchema = Type.Object({
     max_cost_usd: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000, description: 'Most the run\'s model calls may cost, in USD, at the price table\'s prices. Needs a model with a price.' })),
     max_input_tokens: Type.Optional(Type.Integer({ minimum: 1, description: 'Most input tokens (cache writes and reads included) the run\'s model calls may take, summed.' })),
     max_output_tokens: Type.Optional(Type.Integer({ minimum: 1, description: 'Most output tokens the run\'s model calls may produce, summed.' }))
-  }, { additionalProperties: false, description: 'Checked before every model call against what the run spent plus an estimate of the call: when it cannot be afforded, the run ends `completed` with `stop_reason: "budget_exhausted"`, every tool call answered. `run.budget_warning` at 80% of a limit.' }))
+  }, { additionalProperties: false, description: 'Checked before every model call against what the run spent plus an estimate of the call: when it cannot be afforded, the run ends `completed` with `stop_reason: "budget_exhausted"`, every tool call answered. `run.budget_warning` at 80% of a limit.' })),
+  batch_tool: Type.Optional(Type.Boolean({ description: 'Offer the model `batch_tool`, which calls several of the run\'s tools at once, each as a call of its own (SPEC §14). Default: BATCH_TOOL_DEFAULT (false).' })),
+  output_config: Type.Optional(Type.Object({
+    effort: Type.Optional(Type.Union([Type.Literal('low'), Type.Literal('medium'), Type.Literal('high'), Type.Literal('xhigh'), Type.Literal('max'), Type.Null()])),
+    format: Type.Optional(Type.Union([Type.Object({
+      type: Type.Literal('json_schema'),
+      schema: JsonObject('JSON Schema the answer\'s text follows.')
+    }, { additionalProperties: false }), Type.Null()]))
+  }, { additionalProperties: false, description: 'Passed to the Messages API: `effort` (`low` … `max`) and a structured output `format`.' })),
+  context_management: Type.Optional(Type.Object({
+    edits: Type.Optional(Type.Array(Type.Object({ type: Type.String({ minLength: 1 }) }, { additionalProperties: true }), { maxItems: 8 }))
+  }, { additionalProperties: false, description: 'Passed to the Messages API as it is (clearing old tool results or thinking, compaction), with its beta header.' })),
+  tool_search: Type.Optional(Type.Union([Type.Literal('regex'), Type.Literal('bm25')], { description: 'Add the Messages API\'s tool search tool (regex or BM25), which finds tools with `defer_loading` for the model.' })),
+  cache: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('off')], { default: 'auto', description: '`auto`: each model request carries cache breakpoints on the last tool and at the end of the history; `off`: none but the caller\'s own.' }))
 }, { additionalProperties: false, title: 'CreateRun' })
 
 export type CreateRun = Static<typeof CreateRunSchema>
@@ -107,6 +120,14 @@ export interface RunParams {
   readonly budget?: CreateRun['budget']
   /** The MCP tools the run may use, as they were when it started (SPEC §11). */
   readonly mcp_tools?: PinnedMcpTool[]
+  /** Whether the model is offered `batch_tool` (SPEC §14); absent in runs made before it: false. */
+  readonly batch_tool?: boolean
+  /** Passed through to the Messages API (SPEC §15). */
+  readonly output_config?: CreateRun['output_config']
+  readonly context_management?: CreateRun['context_management']
+  readonly tool_search?: CreateRun['tool_search']
+  /** `off`: no cache breakpoints of Switchboard's own; absent (runs made before it) is `auto`. */
+  readonly cache?: CreateRun['cache']
 }
 
 const UsageSchema = Type.Object({

@@ -39,6 +39,16 @@ export const CircuitStateSchema = Type.Object({
 
 export type CircuitState = Static<typeof CircuitStateSchema>
 
+/** A tool's fields passed through to the Messages API as they are (SPEC §15). */
+export const ToolModelOptionsSchema = Type.Object({
+  strict: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the model\'s input always matches `input_schema` (structured outputs).' })),
+  input_examples: Type.Optional(Type.Array(Type.Record(Type.String(), Type.Unknown()), { maxItems: 20, description: 'Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it).' })),
+  defer_loading: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`.' })),
+  eager_input_streaming: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the model streams this tool\'s input without buffering it to check it first.' }))
+}, { additionalProperties: false })
+
+export type ToolModelOptions = Static<typeof ToolModelOptionsSchema>
+
 /** Whether every call of a tool waits for a reviewer's decision (SPEC §12). */
 export const ApprovalSchema = Type.Union([Type.Literal('never'), Type.Literal('always')], { default: 'never', description: '`always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.' })
 
@@ -55,7 +65,8 @@ export const ToolDefinitionSchema = Type.Object({
   max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 10, default: 3, description: 'Attempts for a retryable failure.' })),
   circuit_breaker: Type.Optional(Type.Union([CircuitBreakerSchema, Type.Literal(false)], { default: CIRCUIT_BREAKER_DEFAULTS, description: 'Per tool and replica: after `failures` failed calls in a row (transport failures, timeouts, 5xx; never `is_error` answers or 4xx) within `window_ms`, calls fail at once for `open_ms`, then one probe call decides. `false`: off.' })),
   cache_ttl_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, default: 0, description: 'Only for `read_only` tools: a call with the same input (key order aside) within this many ms reuses the stored result of this tenant\'s tool at this revision, without a call. 0: off.' })),
-  approval: Type.Optional(ApprovalSchema)
+  approval: Type.Optional(ApprovalSchema),
+  ...ToolModelOptionsSchema.properties
 }, { additionalProperties: false })
 
 export type ToolDefinition = Static<typeof ToolDefinitionSchema>
@@ -76,6 +87,7 @@ export const ToolSchema = Type.Object({
   circuit_breaker: Type.Union([CircuitBreakerSchema, Type.Literal(false)]),
   cache_ttl_ms: Type.Integer(),
   approval: ApprovalSchema,
+  ...ToolModelOptionsSchema.properties,
   circuit: Type.Optional(CircuitStateSchema),
   source: Type.Union([Type.Literal('api'), Type.Literal('file')], { description: '`file`: declared in TOOLS_FILE, so only the file can change or remove it.' }),
   has_signing_secret: Type.Boolean(),

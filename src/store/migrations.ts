@@ -260,6 +260,12 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
       version: 10,
       name: 'approvals: a tool whose every call waits for a reviewer',
       statements: ["ALTER TABLE tools ADD COLUMN approval TEXT NOT NULL DEFAULT 'never'"]
+    },
+    {
+      version: 11,
+      name: 'tools: fields passed through to the Messages API (strict, input_examples, defer_loading, eager_input_streaming)',
+      // One JSON object: the API adds such fields often, and none of them is ever queried.
+      statements: ["ALTER TABLE tools ADD COLUMN model_options TEXT NOT NULL DEFAULT '{}'"]
     }
   ]
 }

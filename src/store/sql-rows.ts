@@ -15,6 +15,7 @@ export function toolValues (tool: ToolRecord): unknown[] {
   return TOOL_COLUMNS.map((column) => {
     const value = tool[column]
     if (column === 'input_schema' || column === 'headers' || column === 'signing_secrets' || column === 'circuit_breaker') return JSON.stringify(value)
+    if (column === 'model_options') return JSON.stringify(value ?? {})
     if (column === 'parallel') return value === true ? 1 : 0
     if (column === 'approval') return value ?? 'never'
     return value
@@ -37,6 +38,7 @@ export function toToolRecord (row: Row): ToolRecord {
     max_attempts: Number(row.max_attempts),
     circuit_breaker: row.circuit_breaker == null ? { failures: 5, window_ms: 60_000, open_ms: 30_000 } : JSON.parse(row.circuit_breaker as string),
     cache_ttl_ms: Number(row.cache_ttl_ms ?? 0),
+    model_options: row.model_options == null ? {} : JSON.parse(row.model_options as string),
     approval: row.approval === 'always' ? 'always' : 'never',
     signing_secrets: JSON.parse(row.signing_secrets as string),
     source: row.source as ToolRecord['source'],

@@ -17,7 +17,7 @@ export const SKIP_LOCKED_POSTGRES = ' FOR UPDATE SKIP LOCKED'
 export const TOOL_COLUMNS = [
   'tenant_id', 'name', 'description', 'input_schema', 'url', 'headers', 'timeout_ms', 'effect', 'parallel',
   'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at',
-  'circuit_breaker', 'cache_ttl_ms', 'approval'
+  'circuit_breaker', 'cache_ttl_ms', 'approval', 'model_options'
 ] as const
 
 /** The columns of a run's insert, in order. */

@@ -30,6 +30,13 @@ export interface ToolRecord {
   readonly circuit_breaker: { readonly failures: number, readonly window_ms: number, readonly open_ms: number } | false
   /** How long a read_only tool's results are reused for the same input; 0: never. */
   readonly cache_ttl_ms: number
+  /** Fields passed through to the Messages API with the definition (SPEC §15); none when absent. */
+  readonly model_options?: {
+    readonly strict?: boolean
+    readonly input_examples?: Array<Record<string, unknown>>
+    readonly defer_loading?: boolean
+    readonly eager_input_streaming?: boolean
+  } | undefined
   /** `always`: each call waits for a reviewer's decision (SPEC §12); absent: `never`. */
   readonly approval?: 'always' | 'never' | undefined
   /** Newest first. */

@@ -11,6 +11,8 @@ const RESERVED_HEADERS = new Set([
   'te', 'trailer', 'expect', 'proxy-authorization', 'proxy-connection', 'idempotency-key', 'webhook-id',
   'webhook-timestamp', 'webhook-signature', 'traceparent', 'tracestate', 'user-agent'
 ])
+/** Names of tools Switchboard itself offers the model: no registered tool may take one. */
+export const RESERVED_TOOL_NAMES: ReadonlySet<string> = new Set(['batch_tool'])
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
@@ -160,11 +162,20 @@ export class ToolRegistry {
 
   /** Checks a definition and turns it into the record to store (without secrets). */
   async #check (tenantId: string, name: string, definition: ToolDefinition, source: 'api' | 'file'): Promise<ToolRecord> {
+    if (RESERVED_TOOL_NAMES.has(name)) {
+      throw new AppError('TOOL_ERR_RESERVED_NAME', `${name} is a name Switchboard gives a tool of its own (the batch meta-tool, SPEC §14): give this tool another name.`)
+    }
+    let inputCheck: (input: unknown) => string | null
     try {
-      this.#validators.compile(definition.input_schema)
+      inputCheck = this.#validators.compile(definition.input_schema)
     } catch (err) {
       if (err instanceof InvalidInputSchemaError) throw new AppError('TOOL_ERR_INVALID_SCHEMA', err.message)
       throw err
+    }
+    // The API shows examples to the model as inputs to copy: one that breaks the schema would teach it to break it.
+    for (const [index, example] of (definition.input_examples ?? []).entries()) {
+      const problem = inputCheck(example)
+      if (problem !== null) throw new AppError('TOOL_ERR_INVALID_EXAMPLE', `input_examples[${index}] does not match input_schema: ${problem}. Fix the example or the schema.`)
     }
     const cacheTtlMs = definition.cache_ttl_ms ?? 0
     const effect = definition.effect ?? 'side_effecting'
@@ -199,6 +210,7 @@ export class ToolRegistry {
       max_attempts: definition.max_attempts ?? 3,
       circuit_breaker: definition.circuit_breaker === false ? false : { ...CIRCUIT_BREAKER_DEFAULTS, ...definition.circuit_breaker },
       cache_ttl_ms: cacheTtlMs,
+      model_options: modelOptions(definition),
       approval: definition.approval ?? 'never',
       signing_secrets: [],
       source,
@@ -207,6 +219,16 @@ export class ToolRegistry {
       updated_at: now
     }
   }
+}
+
+/** A definition's fields passed through to the Messages API, only those it sets. */
+function modelOptions (definition: ToolDefinition): NonNullable<ToolRecord['model_options']> {
+  const out: { -readonly [K in keyof NonNullable<ToolRecord['model_options']>]: NonNullable<ToolRecord['model_options']>[K] } = {}
+  if (definition.strict !== undefined) out.strict = definition.strict
+  if (definition.input_examples !== undefined) out.input_examples = definition.input_examples
+  if (definition.defer_loading !== undefined) out.defer_loading = definition.defer_loading
+  if (definition.eager_input_streaming !== undefined) out.eager_input_streaming = definition.eager_input_streaming
+  return out
 }
 
 function parseWebhookUrl (value: string, field: string, code: 'TOOL_ERR_INVALID_URL' | 'RUN_ERR_CALLBACK_URL'): URL {

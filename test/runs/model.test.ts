@@ -125,7 +125,8 @@ for (const backend of backends) {
         tool_choice: { type: 'any', disable_parallel_tool_use: true },
         stream: true
       })
-      expect(sent.tools).toEqual([{ name: 'lookup', description: 'The lookup tool', input_schema: { type: 'object', properties: { q: { type: 'string' } } } }])
+      // With the cache breakpoint Switchboard puts on the last tool (SPEC §15).
+      expect(sent.tools).toEqual([{ name: 'lookup', description: 'The lookup tool', input_schema: { type: 'object', properties: { q: { type: 'string' } } }, cache_control: { type: 'ephemeral' } }])
     })
 
     it('sends no tools and no tool_choice to a run without tools', async () => {

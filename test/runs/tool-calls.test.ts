@@ -159,7 +159,8 @@ for (const backend of backends) {
         expect((await resultOf(h, 'texty')).text).toBe('plain text for texty')
         await h.registerTool('silent', '/empty')
         const empty = await resultOf(h, 'silent')
-        expect(empty.result).toEqual({ type: 'tool_result', tool_use_id: empty.result.tool_use_id, content: '' })
+        // With the cache breakpoint Switchboard puts on the last block of each request (SPEC §15).
+        expect(empty.result).toEqual({ type: 'tool_result', tool_use_id: empty.result.tool_use_id, content: '', cache_control: { type: 'ephemeral' } })
         await h.registerTool('listy', '/json-array')
         expect((await resultOf(h, 'listy')).text).toBe('[1,2,3]')
         await h.registerTool('blocky', '/blocks')

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto'
+import { createHash, createHmac, randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -73,8 +73,18 @@ interface BuiltMessage {
 
 const ALLOWED_FIELDS = new Set([
   'model', 'messages', 'max_tokens', 'system', 'tools', 'tool_choice', 'thinking', 'temperature', 'top_p',
-  'top_k', 'stop_sequences', 'stream', 'metadata', 'service_tier'
+  'top_k', 'stop_sequences', 'stream', 'metadata', 'service_tier', 'output_config', 'context_management'
 ])
+/** The fields of a custom tool's definition (the SDK's Tool). */
+const TOOL_FIELDS = ['name', 'description', 'input_schema', 'cache_control', 'type', 'strict', 'input_examples', 'defer_loading', 'eager_input_streaming', 'allowed_callers']
+/** The API's tool search tools: server tools, defined by type and name alone. */
+const TOOL_SEARCH_TYPES = new Set(['tool_search_tool_regex_20251119', 'tool_search_tool_bm25_20251119'])
+/** Blocks of server tools and betas that the model writes and that must come back exactly as written. */
+const SERVER_BLOCK = /^(server_tool_use|mcp_tool_use|mcp_tool_result|compaction|.*_tool_result)$/
+/** The fewest tokens a cached prefix holds (Claude Sonnet and Opus): a shorter one is not cached. */
+const MIN_CACHEABLE_TOKENS = 1024
+/** How many blocks before a breakpoint the API looks for a cached prefix. */
+const CACHE_LOOKBACK_BLOCKS = 20
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,128}$/
 const TOOL_USE_ID = /^[a-zA-Z0-9_-]+$/
 const MAX_CACHE_BREAKPOINTS = 4
@@ -82,7 +92,8 @@ const MAX_CACHE_BREAKPOINTS = 4
 const BLOCK_TYPES = new Set([
   'text', 'image', 'document', 'search_result', 'thinking', 'redacted_thinking', 'tool_use', 'tool_result',
   'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result',
-  'bash_code_execution_tool_result', 'text_editor_code_execution_tool_result', 'tool_search_tool_result', 'container_upload'
+  'bash_code_execution_tool_result', 'text_editor_code_execution_tool_result', 'tool_search_tool_result', 'container_upload',
+  'compaction', 'mcp_tool_use', 'mcp_tool_result'
 ])
 
 export class FakeMessagesApi {
@@ -97,6 +108,18 @@ export class FakeMessagesApi {
   readonly #redacted = new Set<string>()
   /** Block types this fake answered that the list of known ones lacks: the API takes its own back. */
   readonly #answeredTypes = new Set<string>()
+  /** The JSON of each server tool or compaction block answered: one sent back must be one of these. */
+  readonly #serverBlocks = new Set<string>()
+  /** Prefixes of requests cached by their breakpoints (digest -> tokens), as the API's prompt cache. */
+  readonly #cache = new Map<string, number>()
+  /**
+   * Bill cached input tokens as the API does (on by default): a request's prefix up to its last
+   * cache breakpoint is written to the cache (cache_creation_input_tokens), and read back
+   * (cache_read_input_tokens) by a later request with the same prefix up to a breakpoint, or up to
+   * 20 blocks before one; only what follows the last breakpoint is input_tokens. Tokens are
+   * counted as a quarter of the characters of the JSON of tools, system and messages.
+   */
+  billsCache = true
   #url = ''
 
   constructor (respond?: Respond) {
@@ -196,11 +219,40 @@ export class FakeMessagesApi {
       for (const [i, tool] of body.tools.entries()) {
         if (typeof tool?.name !== 'string' || !TOOL_NAME.test(tool.name)) return `tools.${i}.name: String should match pattern '${TOOL_NAME.source}'`
         if (tools.has(tool.name)) return `tools: Tool names must be unique (${tool.name})`
-        if (tool.input_schema?.type !== 'object') return `tools.${i}.input_schema.type: Input should be 'object'`
-        const extra = Object.keys(tool).find((k) => !['name', 'description', 'input_schema', 'cache_control', 'type'].includes(k))
-        if (extra !== undefined) return `tools.${i}.${extra}: Extra inputs are not permitted`
         tools.add(tool.name)
+        if (TOOL_SEARCH_TYPES.has(tool.type)) {
+          const extra = Object.keys(tool).find((k) => !['name', 'type', 'cache_control', 'defer_loading', 'allowed_callers'].includes(k))
+          if (extra !== undefined) return `tools.${i}.${extra}: Extra inputs are not permitted`
+          continue
+        }
+        if (tool.type !== undefined && tool.type !== 'custom') return `tools.${i}.type: Input tag '${String(tool.type)}' does not match any of the expected tags`
+        if (tool.input_schema?.type !== 'object') return `tools.${i}.input_schema.type: Input should be 'object'`
+        const extra = Object.keys(tool).find((k) => !TOOL_FIELDS.includes(k))
+        if (extra !== undefined) return `tools.${i}.${extra}: Extra inputs are not permitted`
+        for (const flag of ['strict', 'defer_loading', 'eager_input_streaming']) {
+          if (tool[flag] !== undefined && typeof tool[flag] !== 'boolean') return `tools.${i}.${flag}: Input should be a valid boolean`
+        }
+        if (tool.input_examples !== undefined && (!Array.isArray(tool.input_examples) || tool.input_examples.some((e: unknown) => typeof e !== 'object' || e === null || Array.isArray(e)))) {
+          return `tools.${i}.input_examples: Input should be a valid list of dictionaries`
+        }
+        if (tool.defer_loading === true && tool.cache_control != null) return `tools.${i}: a tool with defer_loading cannot have cache_control`
       }
+    }
+    if (Array.isArray(body.tools)) {
+      const deferred = body.tools.filter((t: Record<string, unknown>) => t.defer_loading === true)
+      if (deferred.length > 0 && !body.tools.some((t: Record<string, unknown>) => TOOL_SEARCH_TYPES.has(t.type as string))) return 'tools: deferred tools (defer_loading) need a tool search tool in tools'
+      if (deferred.length > 0 && deferred.length === body.tools.length) return 'tools: at least one tool must not be deferred'
+    }
+    if (body.output_config !== undefined) {
+      const { effort, format, ...rest } = body.output_config ?? {}
+      if (Object.keys(rest).length > 0) return `output_config.${Object.keys(rest)[0]!}: Extra inputs are not permitted`
+      if (effort != null && !['low', 'medium', 'high', 'xhigh', 'max'].includes(effort)) return 'output_config.effort: Input should be \'low\', \'medium\', \'high\', \'xhigh\' or \'max\''
+      if (format != null && (format.type !== 'json_schema' || typeof format.schema !== 'object')) return 'output_config.format: Input should be a json_schema format'
+    }
+    if (body.context_management !== undefined) {
+      const beta = String(req.headers['anthropic-beta'] ?? '')
+      const compact = (body.context_management.edits ?? []).some((e: { type?: string }) => String(e.type).startsWith('compact_'))
+      if (!beta.includes(compact ? 'compact-2026-01-12' : 'context-management-2025-06-27')) return 'context_management: Extra inputs are not permitted (this field needs its anthropic-beta header)'
     }
     if (body.tool_choice !== undefined) {
       if (body.tools === undefined) return 'tool_choice may only be specified while providing tools'
@@ -337,6 +389,10 @@ export class FakeMessagesApi {
         if (!this.#redacted.has(block.data)) return `${where}: Invalid \`data\` in \`redacted_thinking\` block`
         return null
       default:
+        if (role === 'assistant' && SERVER_BLOCK.test(block.type)) {
+          const { cache_control: _, ...sent } = block
+          if (!this.#serverBlocks.has(JSON.stringify(sent))) return `${where}: the ${String(block.type)} block is not one the API sent: server tool and compaction blocks must be passed back unchanged`
+        }
         if (!BLOCK_TYPES.has(block.type) && !this.#answeredTypes.has(block.type)) return `${where}: Input tag '${String(block.type)}' found using 'type' does not match any of the expected tags: ${[...BLOCK_TYPES].map((t) => `'${t}'`).join(', ')}`
         return null
     }
@@ -366,6 +422,8 @@ export class FakeMessagesApi {
         case 'raw':
           blocks.push(block.block)
           if (typeof block.block.type === 'string') this.#answeredTypes.add(block.block.type)
+          if (typeof block.block.type === 'string' && SERVER_BLOCK.test(block.block.type)) this.#serverBlocks.add(JSON.stringify(block.block))
+          if (block.block.type === 'server_tool_use' || block.block.type === 'mcp_tool_use') rawJson.set(index, JSON.stringify(block.block.input ?? {}))
           break
       }
     }
@@ -379,7 +437,6 @@ export class FakeMessagesApi {
       }
       stopReason = 'max_tokens'
     }
-    const inputTokens = Math.ceil(JSON.stringify(body.messages).length / 4)
     const outputTokens = Math.max(1, Math.ceil(JSON.stringify(blocks).length / 4))
     const final = {
       id: `msg_${randomBytes(12).toString('hex')}`,
@@ -389,9 +446,53 @@ export class FakeMessagesApi {
       content: blocks,
       stop_reason: stopReason,
       stop_sequence: stopReason === 'stop_sequence' ? (body.stop_sequences?.[0] ?? null) : null,
-      usage: { input_tokens: inputTokens, output_tokens: outputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, ...turn.usage } as Record<string, any>
+      usage: { ...this.#inputUsage(body), output_tokens: outputTokens, ...turn.usage } as Record<string, any>
     }
     return { final, blocks, rawJson }
+  }
+
+  /**
+   * The input side of a request's usage (see billsCache): what was read from the cache, what was
+   * written to it, and the rest.
+   */
+  #inputUsage (body: Record<string, any>): Record<string, any> {
+    const segments = promptSegments(body)
+    const cumulative: number[] = []
+    const digests: string[] = []
+    let total = 0
+    const hash = createHash('sha256')
+    for (const segment of segments) {
+      total += Math.ceil(segment.json.length / 4)
+      cumulative.push(total)
+      hash.update(segment.json)
+      digests.push(hash.copy().digest('hex'))
+    }
+    const breakpoints = segments.flatMap((s, i) => s.breakpoint ? [i] : [])
+    if (!this.billsCache || breakpoints.length === 0) {
+      return { input_tokens: total, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 }
+    }
+    let read = 0
+    for (const at of breakpoints) {
+      for (let i = at; i >= Math.max(0, at - CACHE_LOOKBACK_BLOCKS + 1); i--) {
+        if (this.#cache.has(digests[i]!)) {
+          read = Math.max(read, cumulative[i]!)
+          break
+        }
+      }
+    }
+    let written = read
+    for (const at of breakpoints) {
+      if (cumulative[at]! < MIN_CACHEABLE_TOKENS) continue
+      this.#cache.set(digests[at]!, cumulative[at]!)
+      written = Math.max(written, cumulative[at]!)
+    }
+    const creation = written - read
+    return {
+      input_tokens: total - written,
+      cache_creation_input_tokens: creation,
+      cache_read_input_tokens: read,
+      cache_creation: { ephemeral_5m_input_tokens: creation, ephemeral_1h_input_tokens: 0 }
+    }
   }
 
   /** Streams the answer; false if it stalled on purpose and was left open. */
@@ -439,6 +540,16 @@ export class FakeMessagesApi {
         case 'text':
           send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '', citations: null } })
           for (const piece of pieces(block.text, 12)) send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'text_delta', text: piece } })
+          break
+        case 'server_tool_use':
+        case 'mcp_tool_use':
+          // As the API streams them: the input as JSON deltas, after a start without it.
+          send('content_block_start', { type: 'content_block_start', index, content_block: { ...block, input: {} } })
+          for (const piece of pieces(rawJson.get(index) ?? '', 16)) send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: piece } })
+          break
+        case 'compaction':
+          send('content_block_start', { type: 'content_block_start', index, content_block: { ...block, content: null, encrypted_content: null } })
+          send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'compaction_delta', content: block.content, encrypted_content: block.encrypted_content } })
           break
         case 'tool_use':
           send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: block.id, name: block.name, input: {} } })
@@ -535,6 +646,31 @@ function cacheableBlocks (body: Record<string, any>): Array<[string, Record<stri
         if (block?.type === 'tool_result' && Array.isArray(block.content)) block.content.forEach((inner: unknown, k: number) => add(`messages.${i}.content.${j}.content.${k}`, inner))
       }
     }
+  }
+  return out
+}
+
+/**
+ * A request's prompt in the order the API caches it (tools, system, messages), block by block: the
+ * JSON of each without its cache_control, and whether it sets a breakpoint.
+ */
+function promptSegments (body: Record<string, any>): Array<{ json: string, breakpoint: boolean }> {
+  const out: Array<{ json: string, breakpoint: boolean }> = []
+  const add = (block: unknown): void => {
+    if (typeof block !== 'object' || block === null) {
+      out.push({ json: JSON.stringify(block) ?? '', breakpoint: false })
+      return
+    }
+    const { cache_control: control, ...rest } = block as Record<string, unknown>
+    out.push({ json: JSON.stringify(rest), breakpoint: control !== undefined && control !== null })
+  }
+  if (Array.isArray(body.tools)) body.tools.forEach(add)
+  if (typeof body.system === 'string') add({ type: 'text', text: body.system })
+  else if (Array.isArray(body.system)) body.system.forEach(add)
+  for (const message of body.messages as Array<{ role: string, content: unknown }>) {
+    // A string is the same prompt as one text block of it.
+    if (typeof message.content === 'string') add({ type: 'text', text: message.content })
+    else if (Array.isArray(message.content)) message.content.forEach(add)
   }
   return out
 }

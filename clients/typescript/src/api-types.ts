@@ -440,6 +440,16 @@ export interface components {
              * @default never
              */
             approval: "never" | "always";
+            /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
+            strict?: boolean;
+            /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
+            input_examples?: {
+                [key: string]: unknown;
+            }[];
+            /** @description Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`. */
+            defer_loading?: boolean;
+            /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
+            eager_input_streaming?: boolean;
             /**
              * CircuitState
              * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -738,6 +748,16 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
+                        strict?: boolean;
+                        /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
+                        input_examples?: {
+                            [key: string]: unknown;
+                        }[];
+                        /** @description Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`. */
+                        defer_loading?: boolean;
+                        /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
+                        eager_input_streaming?: boolean;
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -914,6 +934,16 @@ export interface operations {
                      * @default never
                      */
                     approval?: "never" | "always";
+                    /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
+                    strict?: boolean;
+                    /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
+                    input_examples?: {
+                        [key: string]: unknown;
+                    }[];
+                    /** @description Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`. */
+                    defer_loading?: boolean;
+                    /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
+                    eager_input_streaming?: boolean;
                 };
             };
         };
@@ -965,6 +995,16 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
+                        strict?: boolean;
+                        /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
+                        input_examples?: {
+                            [key: string]: unknown;
+                        }[];
+                        /** @description Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`. */
+                        defer_loading?: boolean;
+                        /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
+                        eager_input_streaming?: boolean;
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1044,6 +1084,16 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
+                        strict?: boolean;
+                        /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
+                        input_examples?: {
+                            [key: string]: unknown;
+                        }[];
+                        /** @description Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`. */
+                        defer_loading?: boolean;
+                        /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
+                        eager_input_streaming?: boolean;
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1362,6 +1412,16 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
+                        strict?: boolean;
+                        /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
+                        input_examples?: {
+                            [key: string]: unknown;
+                        }[];
+                        /** @description Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`. */
+                        defer_loading?: boolean;
+                        /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
+                        eager_input_streaming?: boolean;
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1877,6 +1937,35 @@ export interface operations {
                         /** @description Most output tokens the run's model calls may produce, summed. */
                         max_output_tokens?: number;
                     };
+                    /** @description Offer the model `batch_tool`, which calls several of the run's tools at once, each as a call of its own (SPEC §14). Default: BATCH_TOOL_DEFAULT (false). */
+                    batch_tool?: boolean;
+                    /** @description Passed to the Messages API: `effort` (`low` … `max`) and a structured output `format`. */
+                    output_config?: {
+                        effort?: "low" | "medium" | "high" | "xhigh" | "max" | null;
+                        format?: {
+                            /** @enum {string} */
+                            type: "json_schema";
+                            /** @description JSON Schema the answer's text follows. */
+                            schema: {
+                                [key: string]: unknown;
+                            };
+                        } | null;
+                    };
+                    /** @description Passed to the Messages API as it is (clearing old tool results or thinking, compaction), with its beta header. */
+                    context_management?: {
+                        edits?: ({
+                            type: string;
+                        } & {
+                            [key: string]: unknown;
+                        })[];
+                    };
+                    /** @description Add the Messages API's tool search tool (regex or BM25), which finds tools with `defer_loading` for the model. */
+                    tool_search?: "regex" | "bm25";
+                    /**
+                     * @description `auto`: each model request carries cache breakpoints on the last tool and at the end of the history; `off`: none but the caller's own.
+                     * @default auto
+                     */
+                    cache?: "auto" | "off";
                 };
             };
         };
