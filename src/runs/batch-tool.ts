@@ -128,6 +128,8 @@ function resultText (result: ToolResultBlockParam): string {
 export interface BatchCalls {
   dispatch: (step: number, toolUse: CompletedToolUse, tools: ReadonlyMap<string, ToolRecord>, dispatcher: StepDispatcher, signal: AbortSignal) => Promise<ToolResultBlockParam>
   notCalled: (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string, outcome?: 'refused' | 'unknown') => ToolResultBlockParam
+  /** Whether a call of this tool waits for a reviewer (SPEC §12): never made through a batch. */
+  needsApproval: (block: Pick<ToolUseBlock, 'id' | 'name'>, tool: ToolRecord | undefined) => boolean
   readonly events: Pick<EventLog, 'emit'>
 }
 
@@ -152,6 +154,10 @@ export async function dispatchBatch (calls: BatchCalls, step: number, block: Too
     const { block: use } = invocation.toolUse
     const stored = resumed?.results.get(use.id)
     if (stored !== undefined) return { name: use.name, result: stored }
+    // A batch does not wait for reviewers: the model is told to ask for such a call on its own.
+    if (calls.needsApproval(use, tools.get(use.name))) {
+      return { name: use.name, result: calls.notCalled(step, use, `Tool ${use.name} was not called: its calls need a reviewer's approval, which batch_tool does not wait for; call ${use.name} directly.`) }
+    }
     const inFlight = resumed?.inFlight.get(use.id)
     if (inFlight !== undefined && (inFlight.effect ?? tools.get(use.name)?.effect ?? 'side_effecting') === 'side_effecting') {
       return { name: use.name, result: calls.notCalled(step, use, 'outcome unknown: the call was in flight when its replica stopped', 'unknown') }

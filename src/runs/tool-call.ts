@@ -9,6 +9,8 @@ import { errorOutcome, toolResult, type ToolOutcome, type ToolResultContent } fr
 import type { ToolSource } from '../tools/tool-source.js'
 import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { EventLog } from './event-log.js'
+import type { RunParams } from '../schemas/runs.js'
+import { ApprovalGate } from './approvals.js'
 import { batchRef, dispatchBatch, BATCH_TOOL_NAME, type BatchCalls } from './batch-tool.js'
 import type { ResumedStep } from './resume.js'
 import { RunStop } from './run-stop.js'
@@ -39,6 +41,8 @@ export class ToolCalls {
   readonly #deps: ToolCallsDeps
   /** A step taken over by this replica: what its batches' invocations became (see dispatchBatch). */
   #resumed: ResumedStep | undefined
+  /** Which calls wait for a reviewer: a batch refuses those (made when a batch first needs it). */
+  #approvals: ApprovalGate | undefined
 
   constructor (deps: ToolCallsDeps) {
     this.#deps = deps
@@ -67,6 +71,10 @@ export class ToolCalls {
   readonly #batchCalls: BatchCalls = {
     dispatch: async (step, toolUse, tools, dispatcher, signal) => await this.dispatch(step, toolUse, tools, dispatcher, signal),
     notCalled: (step, block, message, outcome) => this.notCalled(step, block, message, outcome),
+    needsApproval: (block, tool) => {
+      this.#approvals ??= new ApprovalGate(this.#deps.events.run.params as unknown as RunParams)
+      return this.#approvals.needs(block, tool)
+    },
     events: { emit: (type, data) => this.#deps.events.emit(type, data) }
   }
 

@@ -97,6 +97,16 @@ for (const backend of backends) {
       expect(h.tools.calls).toHaveLength(0)
     })
 
+    it('never makes a call that needs a reviewer\'s approval: the model is told to call it directly', async () => {
+      expected = 1
+      h.model.respond = batchOnce([{ name: 'get_weather', arguments: '{"city": "Oslo"}' }, { name: 'get_time', arguments: '{}' }])
+      const { body: run } = await h.startRun({ input: 'x', tools: ['get_weather', 'get_time'], batch_tool: true, require_approval: ['get_time'] })
+      expect(run.status, JSON.stringify(run.error)).toBe('completed')
+      expect(h.tools.calls.map((c) => c.body.tool)).toEqual(['get_weather'])
+      const [result] = toolResults(h.model.requests.at(-1)!)
+      expect(resultText(result!)).toBe('[1] get_weather: get_weather says {"city":"Oslo"}\n\n[2] get_time: error: Tool get_time was not called: its calls need a reviewer\'s approval, which batch_tool does not wait for; call get_time directly.')
+    })
+
     it('a batch without invocations is answered with what to send', async () => {
       h.model.respond = batchOnce([])
       const { body: run } = await h.startRun({ input: 'x', tools: ['get_weather'], batch_tool: true })
