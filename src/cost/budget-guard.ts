@@ -53,7 +53,8 @@ export interface CallAccount {
  * The budget guard of one run's driver (SPEC §17). Before each model call, `check` compares what
  * the run (and its tenant, in storage, across replicas) has spent plus an estimate of the call
  * with the budgets: a run never starts a call its budget cannot afford. After it, `account` prices
- * the call; `record` stores it, with the step's tool calls, for the tenant's usage and budgets.
+ * the call; `entries` makes its usage lines, with the step's tool calls', which the driver stores
+ * with the step (for the tenant's usage and budgets).
  *
  * The estimate: the next prompt is the last one, plus the last answer, plus what was appended
  * since (four characters a token); priced as the last prompt was (cache reads and all), the new
@@ -142,8 +143,12 @@ export class BudgetGuard {
     return { cost, usage, warnings: this.#warnings(run.steps + 1, before, usage) }
   }
 
-  /** Stores the step's model call and the calls of its tools that were answered, for the tenant's usage. */
-  async record (run: RunRecord, message: Message, cost: CallCost, toolUses: readonly ToolUseBlock[], results: readonly ToolResultBlockParam[]): Promise<void> {
+  /**
+   * The usage lines of a step (its model call and the calls of its tools that were answered), for
+   * the tenant's usage and budgets. Stored by the driver with the step's own write (RunWrite.usage),
+   * in its transaction: exactly when the step is, at no cost of a write of their own.
+   */
+  entries (run: RunRecord, message: Message, cost: CallCost, toolUses: readonly ToolUseBlock[], results: readonly ToolResultBlockParam[]): UsageEntry[] {
     const at = Date.now()
     const base = { tenant_id: run.tenant_id, run_id: run.id, at, model: run.model }
     const names = new Map(toolUses.map((u) => [u.id, u.name]))
@@ -177,12 +182,7 @@ export class BudgetGuard {
         is_error: result.is_error === true
       })
     }
-    try {
-      await this.#deps.usage.record(entries)
-    } catch (err) {
-      // The run goes on: its own usage is stored with its step; only the tenant's totals miss it.
-      this.#deps.log.warn({ err, runId: run.id }, 'usage could not be recorded')
-    }
+    return entries
   }
 
   #estimate (model: string, last: EstimateBasis | undefined, request: ModelRequest): { promptTokens: number, outputTokens: number, nanoUsd: number | null } {

@@ -2,7 +2,7 @@ import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
 import { retry, type Backoff } from '../lib/retry.js'
 import type { EventObserver } from '../telemetry/metrics.js'
-import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
+import { isUniqueViolation, LeaseLostError, type Lease, type NewEvent, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type UsageEntry } from '../store/index.js'
 
 /**
  * A failed storage write (or a read a run needs) is retried for about half a minute (a database
@@ -83,8 +83,11 @@ export class EventLog {
   readonly #watched: () => boolean
   readonly #windows: { readonly watched: number, readonly unwatched: number }
   readonly #signal: AbortSignal | undefined
-  /** The messages and run state of writes that failed, kept for the write after {@link recover}. */
-  #unstored: { messages: MessageParam[], patch: RunPatch } | null = null
+  /**
+   * The messages, run state and usage lines of writes that failed, kept for the write after
+   * {@link recover}: a step's lines are stored once, with the write that stores the step.
+   */
+  #unstored: { messages: MessageParam[], patch: RunPatch, usage: UsageEntry[] } | null = null
 
   /**
    * `observe` sees every event recorded (the metrics count from it); `watched` tells whether
@@ -166,7 +169,8 @@ export class EventLog {
   }
 
   /**
-   * Stores messages and a new run state together with every pending event, in one transaction.
+   * Stores messages and a new run state together with every pending event, and the step's usage
+   * lines (`write.usage`), in one transaction.
    * Answers the tools of `write.readTools` as read with it, or null when they could not be (the
    * write was found stored after a broken connection): the caller reads them itself.
    */
@@ -208,7 +212,7 @@ export class EventLog {
     if (this.#failure !== null) throw this.#failure
     const write = this.#withUnstored(asked)
     const events = this.#pending
-    if (events.length === 0 && write.messages === undefined && write.patch === undefined) return null
+    if (events.length === 0 && write.messages === undefined && write.patch === undefined && write.usage === undefined) return null
     this.#pending = []
     // Everything pending goes now: its window's write has nothing left to do.
     if (this.#timer !== undefined) {
@@ -246,8 +250,8 @@ export class EventLog {
     } catch (err) {
       this.#failure = err instanceof Error ? err : new Error(String(err))
       this.#pending = [...events, ...this.#pending]
-      if (write.messages !== undefined || write.patch !== undefined) {
-        this.#unstored = { messages: [...(write.messages ?? [])], patch: { ...write.patch } }
+      if (write.messages !== undefined || write.patch !== undefined || write.usage !== undefined) {
+        this.#unstored = { messages: [...(write.messages ?? [])], patch: { ...write.patch }, usage: [...(write.usage ?? [])] }
       }
       throw this.#failure
     }
@@ -264,14 +268,15 @@ export class EventLog {
     return tools
   }
 
-  /** `write`, after what failed writes left unstored (their messages first; its run state wins). */
+  /** `write`, after what failed writes left unstored (their messages and lines first; its run state wins). */
   #withUnstored (write: Omit<RunWrite, 'events'>): Omit<RunWrite, 'events'> {
     const unstored = this.#unstored
     if (unstored === null) return write
     return {
       ...write,
       messages: [...unstored.messages, ...(write.messages ?? [])],
-      patch: { ...unstored.patch, ...write.patch }
+      patch: { ...unstored.patch, ...write.patch },
+      ...(unstored.usage.length === 0 && write.usage === undefined ? {} : { usage: [...unstored.usage, ...(write.usage ?? [])] })
     }
   }
 }

@@ -7,7 +7,7 @@ import type { Log } from '../logger.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
-import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord } from '../store/index.js'
+import { LeaseLostError, type Lease, type RunPatch, type RunRecord, type RunWrite, type Store, type ToolRecord, type UsageEntry } from '../store/index.js'
 import { StepDispatcher, type ToolConcurrency } from '../tools/dispatcher.js'
 import type { ToolRegistry } from '../tools/registry.js'
 import type { WebhookClient } from '../tools/webhook/webhook-client.js'
@@ -323,8 +323,9 @@ export class RunDriver {
     }
     // Calls waiting for a reviewer: the step stops here, its other calls done (SPEC §12).
     if (held.size > 0) return { stop: await this.#awaitApproval(toolUses.filter((u) => held.has(u.id)), tools) }
-    await this.#budget.record(run, message, account.cost, answered, results)
-    if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters) }
+    // The step's usage lines (SPEC §17) go with the write that stores the step, in its transaction.
+    const lines = this.#budget.entries(run, message, account.cost, answered, results)
+    if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters, lines) }
 
     const messages: MessageParam[] = [{ role: 'assistant', content: message.content }]
     // Every tool_use gets its tool_result, first and in the model's order, so that the stored
@@ -333,10 +334,10 @@ export class RunDriver {
     const stopReason = this.#stopReason(message, step)
     const patch = counters
     this.#append(messages)
-    if (stopReason !== null) return { stop: stopReason, last: { messages, patch } }
+    if (stopReason !== null) return { stop: stopReason, last: { messages, patch, usage: lines } }
     // The next step's tools are read with this write, rather than in a round trip of their own.
     const names = this.#params.tools
-    this.#prefetchedTools = (await this.events.commit(names.length > 0 ? { messages, patch, readTools: names } : { messages, patch })) ?? undefined
+    this.#prefetchedTools = (await this.events.commit(names.length > 0 ? { messages, patch, usage: lines, readTools: names } : { messages, patch, usage: lines })) ?? undefined
     return { stop: null }
   }
 
@@ -344,7 +345,7 @@ export class RunDriver {
    * The step asked for client tools: its webhook calls are done; store the assistant message and
    * their results, list the client calls in required_action, and stop until the caller answers.
    */
-  async #awaitCaller (message: Message, toolUses: ToolUseBlock[], results: ToolResultBlockParam[], clientCalls: ToolUseBlock[], counters: RunPatch): Promise<'requires_action'> {
+  async #awaitCaller (message: Message, toolUses: ToolUseBlock[], results: ToolResultBlockParam[], clientCalls: ToolUseBlock[], counters: RunPatch, usage: readonly UsageEntry[]): Promise<'requires_action'> {
     const byId = new Map(results.map((r) => [r.tool_use_id, r]))
     const patch: RunPatch = {
       ...counters,
@@ -356,7 +357,7 @@ export class RunDriver {
     const assistant: MessageParam = { role: 'assistant', content: message.content }
     this.events.emit('run.requires_action', toRunObject({ ...this.events.run, ...patch }))
     this.#append([assistant])
-    await this.events.commit({ messages: [assistant], patch })
+    await this.events.commit({ messages: [assistant], patch, usage })
     this.#log.info({ calls: clientCalls.length }, 'run waits for client tool outputs')
     return 'requires_action'
   }
@@ -558,7 +559,7 @@ export class RunDriver {
     if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: now })
     this.events.emit(`run.${status}`, toRunObject({ ...this.events.run, ...patch }))
     // If storage fails now, the event log keeps the step's messages for the last try (see recover).
-    await this.events.commit({ ...(last?.messages === undefined ? {} : { messages: last.messages }), patch })
+    await this.events.commit({ ...(last?.messages === undefined ? {} : { messages: last.messages }), ...(last?.usage === undefined ? {} : { usage: last.usage }), patch })
     this.#log.info({ status, stopReason, steps: this.events.run.steps, toolCalls: this.events.run.tool_calls_total }, 'run finished')
   }
 

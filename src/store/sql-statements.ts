@@ -1,5 +1,6 @@
 import type { Statement } from './sql-driver.js'
 import type { RunPatch } from './store.js'
+import { pgUsageInserts } from './usage-ledger.js'
 
 // The texts of the SQL store's statements, and what makes them. A text the engine runs at every
 // step or create is made once per shape (see madeOnce) and kept, never made again per call.
@@ -138,10 +139,12 @@ export function pgCreateRunSql (insert: string, admitted: boolean, withTools: bo
  *   renewed): the rest is known to the writer, and parsing the whole row back on every write of a
  *   step (its output, its params) cost more than the write itself.
  * - `postgres`: the whole write as one statement: the fence, then inserts that only write when the
- *   fence matched a row (see pgInserts), and the tools as one JSON column of their rows.
+ *   fence matched a row (see pgInserts), and the tools as one JSON column of their rows. With
+ *   `withUsage`, the step's usage lines too, the same way (see pgUsageInserts): one JSON parameter
+ *   after the inserts', before the tools'.
  */
-export function writeTexts (columns: readonly string[], withEvents: boolean, withMessages: boolean, withTools: boolean): { fence: string, postgres: string } {
-  const key = `write ${columns.join(' ')}|${withEvents ? 'e' : ''}${withMessages ? 'm' : ''}${withTools ? 't' : ''}`
+export function writeTexts (columns: readonly string[], withEvents: boolean, withMessages: boolean, withTools: boolean, withUsage = false): { fence: string, postgres: string } {
+  const key = `write ${columns.join(' ')}|${withEvents ? 'e' : ''}${withMessages ? 'm' : ''}${withTools ? 't' : ''}${withUsage ? 'u' : ''}`
   const fence = madeOnce(`${key} fence`, () => {
     const sets = [
       ...columns.map((column) => `${column} = ?`),
@@ -153,7 +156,8 @@ export function writeTexts (columns: readonly string[], withEvents: boolean, wit
   })
   const postgres = madeOnce(`${key} postgres`, () => {
     const tools = withTools ? `, (SELECT json_agg(t) FROM (${PG_TOOLS_READ}) AS t) AS tools` : ''
-    return `WITH fence AS (${fence}), ${pgInserts('fence')} SELECT cancel_requested_at, lease_expires_at${tools} FROM fence`
+    const usage = withUsage ? `, ${pgUsageInserts('fence')}` : ''
+    return `WITH fence AS (${fence}), ${pgInserts('fence')}${usage} SELECT cancel_requested_at, lease_expires_at${tools} FROM fence`
   })
   return { fence, postgres }
 }

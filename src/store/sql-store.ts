@@ -14,7 +14,7 @@ import {
 } from './store.js'
 import { ToolCache } from './tool-cache.js'
 import { SqlToolHealthStore, type ToolHealthStore } from './tool-health.js'
-import { SqlUsageStore, type UsageStore } from './usage-ledger.js'
+import { SqlUsageStore, usageParam, usageStatements, type UsageStore } from './usage-ledger.js'
 import { mcpServerValues, PUT_MCP_SERVER, toMcpServerRecord } from './mcp-server-rows.js'
 
 /** The one implementation of {@link Store}, over SQLite or PostgreSQL. */
@@ -454,7 +454,8 @@ export class SqlStore implements Store {
     if (events.length > 0) params.push(eventCount)
     // A write with messages commits a step: the next step's events begin after this one's.
     if (messages.length > 0) params.push(eventCount)
-    const texts = writeTexts(columns, events.length > 0, messages.length > 0, readTools.length > 0)
+    const usage = write.usage ?? []
+    const texts = writeTexts(columns, events.length > 0, messages.length > 0, readTools.length > 0, usage.length > 0)
     const fence: Statement = { sql: texts.fence, params: [...params, run.id, lease.token], expectRows: 1 }
     let row: Row
     let tools: ToolRecord[] = []
@@ -466,6 +467,8 @@ export class SqlStore implements Store {
         [
           ...fence.params,
           ...pgInsertParams(run.id, run.tenant_id, run.message_count, messages, events),
+          // The step's usage lines, in the same statement: stored exactly when the step is.
+          ...(usage.length === 0 ? [] : [usageParam(usage)]),
           ...(readTools.length === 0 ? [] : toolsRead.params)
         ],
         { prepare: true }
@@ -478,7 +481,9 @@ export class SqlStore implements Store {
       const statements = [
         fence,
         ...messageInserts(messageRows(run.id, run.tenant_id, run.message_count, messages)),
-        ...eventInserts(eventRows(run.id, run.tenant_id, events))
+        ...eventInserts(eventRows(run.id, run.tenant_id, events)),
+        // The step's usage lines, in the same transaction: the fence failing stores none.
+        ...usageStatements(usage)
       ]
       if (readTools.length > 0) statements.push(toolsRead)
       try {

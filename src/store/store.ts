@@ -1,6 +1,6 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import type { ToolHealthStore } from './tool-health.js'
-import type { UsageStore } from './usage-ledger.js'
+import type { UsageEntry, UsageStore } from './usage-ledger.js'
 
 export type { CircuitRow, StoredResult, ToolCallRow, ToolCallTotals, ToolHealthStore } from './tool-health.js'
 export type { UsageEntry, UsageGrouping, UsageStore, UsageTotals } from './usage-ledger.js'
@@ -262,6 +262,12 @@ export interface RunWrite {
    * a step's commit reads the next step's tools so, rather than in a round trip of their own.
    */
   readonly readTools?: readonly string[]
+  /**
+   * The step's usage lines (SPEC §17), stored in the same statement or transaction as the rest of
+   * the write, only if it is: no round trip of their own, and a lost lease stores none. Lines
+   * already stored (the same run and key: a replica that took the run over) are left as they are.
+   */
+  readonly usage?: readonly UsageEntry[]
 }
 
 /** What {@link Store.writeRun} answers. */

@@ -50,7 +50,10 @@ export interface UsageTotals {
 
 /** What the cost guards keep in storage, shared by every replica. */
 export interface UsageStore {
-  /** Stores entries; one already stored (the same run and key) is left as it is. */
+  /**
+   * Stores entries; one already stored (the same run and key) is left as it is. A step's lines go
+   * with the step's own write instead (RunWrite.usage): this is for lines of nothing stored else.
+   */
   record (entries: readonly UsageEntry[]): Promise<void>
   /** What a tenant's model calls answered from the UTC day of `since` on cost, in billionths of a dollar. */
   spentSince (tenantId: string, since: number): Promise<number>
@@ -66,18 +69,52 @@ const COLUMNS = [
 const DAY_MS = 86_400_000
 const ADD_TO_DAY = 'ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd'
 
-/** PostgreSQL: stores lines (a JSON array of entryObject), and adds the priced model calls newly stored to their tenants' days. */
-const PG_RECORD = `WITH stored AS (
-    INSERT INTO usage_entries (${COLUMNS.join(', ')})
-    SELECT ${COLUMNS.join(', ')} FROM json_to_recordset(?::json) AS x(tenant_id text, run_id text, entry_key text, kind text,
-      at bigint, model text, tool text, input_tokens bigint, output_tokens bigint, cache_write_5m_tokens bigint,
-      cache_write_1h_tokens bigint, cache_read_tokens bigint, cost_nano_usd bigint, is_error integer)
-    ON CONFLICT (run_id, entry_key) DO NOTHING
-    RETURNING tenant_id, at, kind, cost_nano_usd
-  )
-  INSERT INTO usage_days (tenant_id, day, cost_nano_usd)
-  SELECT tenant_id, at / ${DAY_MS}, SUM(cost_nano_usd) FROM stored WHERE kind = 'model' AND cost_nano_usd IS NOT NULL GROUP BY tenant_id, at / ${DAY_MS}
-  ${ADD_TO_DAY}`
+/**
+ * PostgreSQL: CTEs that store lines (one JSON array of entryObject, the one `?` of the text, see
+ * usageParam) and add the priced model calls newly stored to their tenants' days. With `after` (the
+ * name of a CTE before them, a run write's fence), they write only if `after` gave a row: a step's
+ * lines are stored exactly when the step is. The text is the same whatever the number of lines.
+ */
+export function pgUsageInserts (after: string | null): string {
+  const when = after === null ? '' : ` WHERE EXISTS (SELECT 1 FROM ${after})`
+  return `usage_stored AS (INSERT INTO usage_entries (${COLUMNS.join(', ')})
+      SELECT ${COLUMNS.join(', ')} FROM json_to_recordset(CAST(? AS JSON)) AS x(tenant_id text, run_id text, entry_key text, kind text,
+        at bigint, model text, tool text, input_tokens bigint, output_tokens bigint, cache_write_5m_tokens bigint,
+        cache_write_1h_tokens bigint, cache_read_tokens bigint, cost_nano_usd bigint, is_error integer)${when}
+      ON CONFLICT (run_id, entry_key) DO NOTHING
+      RETURNING tenant_id, at, kind, cost_nano_usd),
+    usage_added AS (INSERT INTO usage_days (tenant_id, day, cost_nano_usd)
+      SELECT tenant_id, at / ${DAY_MS}, SUM(cost_nano_usd) FROM usage_stored WHERE kind = 'model' AND cost_nano_usd IS NOT NULL GROUP BY tenant_id, at / ${DAY_MS}
+      ${ADD_TO_DAY})`
+}
+
+/** The parameter of {@link pgUsageInserts}: the lines as one JSON text. */
+export function usageParam (entries: readonly UsageEntry[]): string {
+  return JSON.stringify(entries.map(entryObject))
+}
+
+/**
+ * SQLite: the statements that store lines, for a batch (one transaction) of their own or after a
+ * run write's fence in the same batch, so that they are stored exactly when the step is. A priced
+ * model call adds its cost to its tenant's day only if it was not stored already.
+ */
+export function usageStatements (entries: readonly UsageEntry[]): Statement[] {
+  const priced = entries.filter((e) => e.kind === 'model' && e.cost_nano_usd !== null)
+  const rest = entries.filter((e) => !priced.includes(e))
+  const statements: Statement[] = []
+  for (const entry of priced) {
+    statements.push({ sql: insertSql(1), params: entryValues(entry) }, {
+      // changes(): the rows the insert just before stored (none when the entry was there).
+      sql: `INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT ?, ?, ? WHERE changes() = 1 ${ADD_TO_DAY}`,
+      params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), entry.cost_nano_usd]
+    })
+  }
+  for (const chunk of chunks(rest)) statements.push({ sql: insertSql(chunk.length), params: chunk.flatMap(entryValues) })
+  return statements
+}
+
+// The data-modifying CTEs run whether or not the query reads them.
+const PG_RECORD = `WITH ${pgUsageInserts(null)} SELECT 1`
 
 const SUMS = `COUNT(DISTINCT run_id) AS runs,
   SUM(CASE WHEN kind = 'model' THEN 1 ELSE 0 END) AS model_calls,
@@ -102,27 +139,18 @@ export class SqlUsageStore implements UsageStore {
     this.#db = driver
   }
 
+  /**
+   * Stores lines apart from any step (the driver's go with the step's own write instead: see
+   * RunWrite.usage). A priced model call adds its cost to its tenant's day in the same statement
+   * (PostgreSQL) or transaction (SQLite) that stores it, and only if it was not stored already.
+   */
   async record (entries: readonly UsageEntry[]): Promise<void> {
-    const priced = entries.filter((e) => e.kind === 'model' && e.cost_nano_usd !== null)
-    const rest = entries.filter((e) => !priced.includes(e))
-    // A priced model call adds its cost to its tenant's day in the same statement (PostgreSQL) or
-    // transaction (SQLite) that stores it, and only if it was not stored already. A step's lines
-    // are one statement on PostgreSQL (one round trip), one transaction on SQLite.
+    if (entries.length === 0) return
     if (this.#db.dialect === 'postgres') {
-      // One kept statement whatever the number of lines: they go as one JSON text.
-      await this.#db.query(PG_RECORD, [JSON.stringify(entries.map(entryObject))], { prepare: true })
+      await this.#db.query(PG_RECORD, [usageParam(entries)], { prepare: true })
       return
     }
-    const statements: Statement[] = []
-    for (const entry of priced) {
-      statements.push({ sql: insertSql(1), params: entryValues(entry) }, {
-        // changes(): the rows the insert just before stored (none when the entry was there).
-        sql: `INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT ?, ?, ? WHERE changes() = 1 ${ADD_TO_DAY}`,
-        params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), entry.cost_nano_usd]
-      })
-    }
-    for (const chunk of chunks(rest)) statements.push({ sql: insertSql(chunk.length), params: chunk.flatMap(entryValues) })
-    if (statements.length > 0) await this.#db.batch(statements)
+    await this.#db.batch(usageStatements(entries))
   }
 
   async spentSince (tenantId: string, since: number): Promise<number> {
