@@ -248,6 +248,15 @@ for (const backend of backends) {
           expect((await call(TENANT_A, 'GET', `/runs/${a.waiting}`)).json().status).toBe('requires_action')
         }
       },
+      'POST /runs/:id/approvals': {
+        run: async () => {
+          const payload = { decisions: [{ tool_use_id: a.waitingCall, approve: true }] }
+          for (const id of [a.waiting, a.done]) {
+            expectSameAsMissing(await call(TENANT_B, 'POST', `/runs/${id}/approvals`, { payload }), await call(TENANT_B, 'POST', `/runs/${MISSING_RUN}/approvals`, { payload }), id, MISSING_RUN)
+          }
+          expect((await call(TENANT_A, 'GET', `/runs/${a.waiting}`)).json().status).toBe('requires_action')
+        }
+      },
       'GET /runs': {
         run: async () => {
           const queries = ['', '?status=completed', '?status=requires_action', '?metadata[team]=red', '?metadata[owner]=a', '?metadata[team]=red&status=completed']
