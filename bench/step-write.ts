@@ -5,10 +5,10 @@
  * run, on SQLite and then PostgreSQL (a throwaway cluster, skipped without the server binaries):
  *
  * - `none`: the step writes alone, no usage lines (the floor);
- * - `with`: the lines (a model call and CALLS tool calls) in the step's own write (RunWrite.usage),
- *   as Switchboard writes them;
- * - `apart`: the step write, then the lines as a write of their own (UsageStore.record), awaited:
- *   how they were written before they joined the step's write.
+ * - `with`: the step's one line (its model call, its CALLS tool calls as counts) in the step's own
+ *   write (RunWrite.usage), as Switchboard writes it;
+ * - `apart`: the step write, then the line as a write of its own (UsageStore.record), awaited:
+ *   how lines were written before they joined the step's write.
  *
  * Prints step writes per second of each, and `with` and `apart` as ratios to `none` (medians of
  * REPS repetitions, the three ways in turn).
@@ -44,11 +44,22 @@ function stepWrite (run: RunRecord, step: number): { write: RunWrite, lines: Usa
     { seq: ++seq, type: 'step.completed', at, data: { step, stop_reason: 'tool_use' } }
   ]
   const usage = { input_tokens: 1000 * step, output_tokens: 100 * step, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, cost_usd: 0.0045 * step }
-  const base = { tenant_id: run.tenant_id, run_id: run.id, at, model: 'claude-sonnet-4-5', input_tokens: 0, output_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0, cache_read_tokens: 0, is_error: false }
-  const lines: UsageEntry[] = [
-    { ...base, key: `model:${step}:abc`, kind: 'model', tool: null, input_tokens: 1000, output_tokens: 100, cost_nano_usd: 4_500_000 },
-    ...ids.map((id): UsageEntry => ({ ...base, key: `tool:${id}`, kind: 'tool', tool: 'lookup', cost_nano_usd: 0 }))
-  ]
+  const lines: UsageEntry[] = [{
+    tenant_id: run.tenant_id,
+    run_id: run.id,
+    key: `model:${step}:abc`,
+    at,
+    model: 'claude-sonnet-4-5',
+    input_tokens: 1000,
+    output_tokens: 100,
+    cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0,
+    cache_read_tokens: 0,
+    cost_nano_usd: 4_500_000,
+    tool_calls: CALLS,
+    tool_errors: 0,
+    tools: { lookup: [CALLS, 0] }
+  }]
   return {
     write: {
       messages: [{ role: 'assistant', content }, { role: 'user', content: results }],
@@ -95,7 +106,7 @@ async function bench (name: string, store: Store): Promise<void> {
   }
 }
 
-console.log(`${RUNS} runs at once x ${STEPS} steps, ${CALLS} calls a step (${CALLS + 1} usage lines); medians of ${REPS}`)
+console.log(`${RUNS} runs at once x ${STEPS} steps, ${CALLS} calls a step (1 usage line, its calls as counts); medians of ${REPS}`)
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-bench-step-write-'))
 try {
   const sqlite = await createStore({ dataDir: dir, log: silentLog })

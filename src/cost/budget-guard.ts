@@ -53,7 +53,7 @@ export interface CallAccount {
  * The budget guard of one run's driver (SPEC §17). Before each model call, `check` compares what
  * the run (and its tenant, in storage, across replicas) has spent plus an estimate of the call
  * with the budgets: a run never starts a call its budget cannot afford. After it, `account` prices
- * the call; `entries` makes its usage lines, with the step's tool calls', which the driver stores
+ * the call; `entries` makes the step's usage line, with its tool calls as counts, which the driver stores
  * with the step (for the tenant's usage and budgets).
  *
  * The estimate: the next prompt is the last one, plus the last answer, plus what was appended
@@ -144,45 +144,41 @@ export class BudgetGuard {
   }
 
   /**
-   * The usage lines of a step (its model call and the calls of its tools that were answered), for
-   * the tenant's usage and budgets. Stored by the driver with the step's own write (RunWrite.usage),
-   * in its transaction: exactly when the step is, at no cost of a write of their own.
+   * The usage line of a step: its model call, and the calls of its tools that were answered, as
+   * counts (all, errors, and per tool), for the tenant's usage and budgets. One line whatever the
+   * number of calls. Stored by the driver with the step's own write (RunWrite.usage), in its
+   * transaction: exactly when the step is, at no cost of a write of its own.
    */
   entries (run: RunRecord, message: Message, cost: CallCost, toolUses: readonly ToolUseBlock[], results: readonly ToolResultBlockParam[]): UsageEntry[] {
-    const at = Date.now()
-    const base = { tenant_id: run.tenant_id, run_id: run.id, at, model: run.model }
     const names = new Map(toolUses.map((u) => [u.id, u.name]))
-    const entries: UsageEntry[] = [{
-      ...base,
+    const tools: Record<string, [number, number]> = {}
+    let errors = 0
+    for (const result of results) {
+      const counts = (tools[names.get(result.tool_use_id) ?? 'unknown'] ??= [0, 0])
+      counts[0]++
+      if (result.is_error === true) {
+        counts[1]++
+        errors++
+      }
+    }
+    return [{
+      tenant_id: run.tenant_id,
+      run_id: run.id,
       // The same answer, read back by a replica that took the run over, has the same key; another
       // answer to the same step (the model asked again) has another.
       key: `model:${run.steps + 1}:${createHash('sha256').update(JSON.stringify(message.content)).digest('base64url').slice(0, 22)}`,
-      kind: 'model',
-      tool: null,
+      at: Date.now(),
+      model: run.model,
       input_tokens: cost.tokens.input,
       output_tokens: cost.tokens.output,
       cache_write_5m_tokens: cost.tokens.cacheWrite5m,
       cache_write_1h_tokens: cost.tokens.cacheWrite1h,
       cache_read_tokens: cost.tokens.cacheRead,
       cost_nano_usd: cost.nanoUsd,
-      is_error: false
+      tool_calls: results.length,
+      tool_errors: errors,
+      tools
     }]
-    for (const result of results) {
-      entries.push({
-        ...base,
-        key: `tool:${result.tool_use_id}`,
-        kind: 'tool',
-        tool: names.get(result.tool_use_id) ?? 'unknown',
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_write_5m_tokens: 0,
-        cache_write_1h_tokens: 0,
-        cache_read_tokens: 0,
-        cost_nano_usd: 0,
-        is_error: result.is_error === true
-      })
-    }
-    return entries
   }
 
   #estimate (model: string, last: EstimateBasis | undefined, request: ModelRequest): { promptTokens: number, outputTokens: number, nanoUsd: number | null } {

@@ -223,26 +223,29 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
     },
     {
       version: 9,
-      name: 'cost control: what each model call and tool call used, per tenant',
-      // One row per model call (keyed by its message id) and per tool call (by its tool_use id):
-      // what GET /usage reads and what tenant budgets add up, on every replica. Costs are whole
-      // billionths of a dollar, so that sums are exact.
+      name: 'cost control: what each step used, per tenant',
+      // One row per step (keyed by its step and its model's answer): the model call's tokens and
+      // cost, the step's tool calls as counts (`tools`, a JSON object of each tool's [calls, errors],
+      // expanded by GET /usage?group_by=tool at read time). One row whatever the number of calls: it
+      // is written with every step. What GET /usage reads and what tenant budgets add up, on every
+      // replica. Costs are whole billionths of a dollar, so that sums are exact. Its only index
+      // besides the key is the one reports read by.
       statements: [
         `CREATE TABLE usage_entries (
           tenant_id TEXT NOT NULL,
           run_id TEXT NOT NULL,
           entry_key TEXT NOT NULL,
-          kind TEXT NOT NULL,
           at ${big} NOT NULL,
           model TEXT NOT NULL,
-          tool TEXT,
           input_tokens ${big} NOT NULL,
           output_tokens ${big} NOT NULL,
           cache_write_5m_tokens ${big} NOT NULL,
           cache_write_1h_tokens ${big} NOT NULL,
           cache_read_tokens ${big} NOT NULL,
           cost_nano_usd ${big},
-          is_error INTEGER NOT NULL,
+          tool_calls INTEGER NOT NULL,
+          tool_errors INTEGER NOT NULL,
+          tools TEXT NOT NULL,
           PRIMARY KEY (run_id, entry_key)
         )`,
         'CREATE INDEX usage_entries_by_tenant ON usage_entries (tenant_id, at)',

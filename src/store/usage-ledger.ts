@@ -3,21 +3,19 @@ import type { SqlDriver, Statement } from './sql-driver.js'
 // (No import of sql-statements.ts: store.ts reads this file's types, and sql-statements.ts reads store.ts's.)
 
 /**
- * One line of a tenant's usage (SPEC §17): a model call with its tokens and cost, or a tool call
- * of a registered tool. Keyed by its run and `key` (the model's message id, the tool_use id), so
- * that a step written again by the replica that took its run over counts once.
+ * One line of a tenant's usage (SPEC §17): a step, that is its model call with its tokens and cost,
+ * and the calls of its tools as counts. Keyed by its run and `key` (the step and the model's answer),
+ * so that a step written again by the replica that took its run over counts once. One line a step,
+ * whatever its number of tool calls: lines are written with every step, reports are rare.
  */
 export interface UsageEntry {
   readonly tenant_id: string
   readonly run_id: string
   readonly key: string
-  readonly kind: 'model' | 'tool'
   /** When the call was answered, ms since the epoch. */
   readonly at: number
-  /** The run's model (for a tool call too: usage grouped by model counts its runs' tool calls). */
+  /** The run's model. */
   readonly model: string
-  /** The tool's name; null for a model call. */
-  readonly tool: string | null
   readonly input_tokens: number
   readonly output_tokens: number
   readonly cache_write_5m_tokens: number
@@ -25,7 +23,11 @@ export interface UsageEntry {
   readonly cache_read_tokens: number
   /** Billionths of a US dollar; null when the model has no price. Whole numbers, so sums are exact. */
   readonly cost_nano_usd: number | null
-  readonly is_error: boolean
+  /** The step's answered calls of registered tools, and those of them that answered an error. */
+  readonly tool_calls: number
+  readonly tool_errors: number
+  /** The same per tool: its name to [calls, errors]. */
+  readonly tools: Readonly<Record<string, readonly [number, number]>>
 }
 
 export type UsageGrouping = 'day' | 'model' | 'tool'
@@ -62,8 +64,8 @@ export interface UsageStore {
 }
 
 const COLUMNS = [
-  'tenant_id', 'run_id', 'entry_key', 'kind', 'at', 'model', 'tool', 'input_tokens', 'output_tokens',
-  'cache_write_5m_tokens', 'cache_write_1h_tokens', 'cache_read_tokens', 'cost_nano_usd', 'is_error'
+  'tenant_id', 'run_id', 'entry_key', 'at', 'model', 'input_tokens', 'output_tokens', 'cache_write_5m_tokens',
+  'cache_write_1h_tokens', 'cache_read_tokens', 'cost_nano_usd', 'tool_calls', 'tool_errors', 'tools'
 ] as const
 
 const DAY_MS = 86_400_000
@@ -78,13 +80,13 @@ const ADD_TO_DAY = 'ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = u
 export function pgUsageInserts (after: string | null): string {
   const when = after === null ? '' : ` WHERE EXISTS (SELECT 1 FROM ${after})`
   return `usage_stored AS (INSERT INTO usage_entries (${COLUMNS.join(', ')})
-      SELECT ${COLUMNS.join(', ')} FROM json_to_recordset(CAST(? AS JSON)) AS x(tenant_id text, run_id text, entry_key text, kind text,
-        at bigint, model text, tool text, input_tokens bigint, output_tokens bigint, cache_write_5m_tokens bigint,
-        cache_write_1h_tokens bigint, cache_read_tokens bigint, cost_nano_usd bigint, is_error integer)${when}
+      SELECT ${COLUMNS.join(', ')} FROM json_to_recordset(CAST(? AS JSON)) AS x(tenant_id text, run_id text, entry_key text,
+        at bigint, model text, input_tokens bigint, output_tokens bigint, cache_write_5m_tokens bigint, cache_write_1h_tokens bigint,
+        cache_read_tokens bigint, cost_nano_usd bigint, tool_calls bigint, tool_errors bigint, tools text)${when}
       ON CONFLICT (run_id, entry_key) DO NOTHING
-      RETURNING tenant_id, at, kind, cost_nano_usd),
+      RETURNING tenant_id, at, cost_nano_usd),
     usage_added AS (INSERT INTO usage_days (tenant_id, day, cost_nano_usd)
-      SELECT tenant_id, at / ${DAY_MS}, SUM(cost_nano_usd) FROM usage_stored WHERE kind = 'model' AND cost_nano_usd IS NOT NULL GROUP BY tenant_id, at / ${DAY_MS}
+      SELECT tenant_id, at / ${DAY_MS}, SUM(cost_nano_usd) FROM usage_stored WHERE cost_nano_usd IS NOT NULL GROUP BY tenant_id, at / ${DAY_MS}
       ${ADD_TO_DAY})`
 }
 
@@ -96,10 +98,10 @@ export function usageParam (entries: readonly UsageEntry[]): string {
 /**
  * SQLite: the statements that store lines, for a batch (one transaction) of their own or after a
  * run write's fence in the same batch, so that they are stored exactly when the step is. A priced
- * model call adds its cost to its tenant's day only if it was not stored already.
+ * line adds its cost to its tenant's day only if it was not stored already.
  */
 export function usageStatements (entries: readonly UsageEntry[]): Statement[] {
-  const priced = entries.filter((e) => e.kind === 'model' && e.cost_nano_usd !== null)
+  const priced = entries.filter((e) => e.cost_nano_usd !== null)
   const rest = entries.filter((e) => !priced.includes(e))
   const statements: Statement[] = []
   for (const entry of priced) {
@@ -116,19 +118,31 @@ export function usageStatements (entries: readonly UsageEntry[]): Statement[] {
 // The data-modifying CTEs run whether or not the query reads them.
 const PG_RECORD = `WITH ${pgUsageInserts(null)} SELECT 1`
 
-const SUMS = `COUNT(DISTINCT run_id) AS runs,
-  SUM(CASE WHEN kind = 'model' THEN 1 ELSE 0 END) AS model_calls,
+const SUMS = `COUNT(DISTINCT run_id) AS runs, COUNT(*) AS model_calls,
   SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
   SUM(cache_write_5m_tokens) AS cache_write_5m_tokens, SUM(cache_write_1h_tokens) AS cache_write_1h_tokens,
   SUM(cache_read_tokens) AS cache_read_tokens, SUM(cost_nano_usd) AS cost_nano_usd,
-  SUM(CASE WHEN kind = 'model' AND cost_nano_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_model_calls,
-  SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END) AS tool_calls, SUM(is_error) AS errors`
+  SUM(CASE WHEN cost_nano_usd IS NULL THEN 1 ELSE 0 END) AS unpriced_model_calls,
+  SUM(tool_calls) AS tool_calls, SUM(tool_errors) AS errors`
 
 // Integer division in both dialects: the day since the epoch, UTC.
-const GROUPS: Record<UsageGrouping, { expression: string, where: string }> = {
-  day: { expression: `at / ${DAY_MS}`, where: '' },
-  model: { expression: 'model', where: '' },
-  tool: { expression: 'tool', where: " AND kind = 'tool'" }
+const GROUPS: Record<'day' | 'model', string> = { day: `at / ${DAY_MS}`, model: 'model' }
+
+/**
+ * By tool: each line's `tools` object expanded at read time, a row per tool it called (reports are
+ * rare, steps are written all the time). A tool's calls cost nothing of their own: no model calls,
+ * tokens or cost in its group, as in the period's total.
+ */
+function byToolTexts (dialect: SqlDriver['dialect']): { groups: string, total: string } {
+  const [from, calls, errors] = dialect === 'postgres'
+    ? ['usage_entries AS u CROSS JOIN LATERAL json_each(CAST(u.tools AS JSON)) AS t', 'CAST(t.value ->> 0 AS BIGINT)', 'CAST(t.value ->> 1 AS BIGINT)']
+    : ['usage_entries AS u, json_each(u.tools) AS t', "json_extract(t.value, '$[0]')", "json_extract(t.value, '$[1]')"]
+  const sums = `COUNT(DISTINCT u.run_id) AS runs, SUM(${calls}) AS tool_calls, SUM(${errors}) AS errors`
+  const filter = 'WHERE u.tenant_id = ? AND u.at >= ? AND u.at < ? AND u.tool_calls > 0'
+  return {
+    groups: `SELECT t.key AS grp, ${sums} FROM ${from} ${filter} GROUP BY t.key ORDER BY t.key`,
+    total: `SELECT ${sums} FROM ${from} ${filter}`
+  }
 }
 
 /** {@link UsageStore} over SQLite or PostgreSQL. */
@@ -162,13 +176,19 @@ export class SqlUsageStore implements UsageStore {
   }
 
   async report (tenantId: string, from: number, to: number, groupBy: UsageGrouping): Promise<{ groups: UsageTotals[], total: UsageTotals }> {
-    const { expression, where } = GROUPS[groupBy]
     const params = [tenantId, from, to]
-    const filter = `WHERE tenant_id = ? AND at >= ? AND at < ?${where}`
-    const [groups, [total]] = await Promise.all([
-      this.#db.query(`SELECT ${expression} AS grp, ${SUMS} FROM usage_entries ${filter} GROUP BY ${expression} ORDER BY ${expression}`, params),
-      this.#db.query(`SELECT ${SUMS} FROM usage_entries ${filter}`, params)
-    ])
+    let texts: { groups: string, total: string }
+    if (groupBy === 'tool') {
+      texts = byToolTexts(this.#db.dialect)
+    } else {
+      const expression = GROUPS[groupBy]
+      const filter = 'WHERE tenant_id = ? AND at >= ? AND at < ?'
+      texts = {
+        groups: `SELECT ${expression} AS grp, ${SUMS} FROM usage_entries ${filter} GROUP BY ${expression} ORDER BY ${expression}`,
+        total: `SELECT ${SUMS} FROM usage_entries ${filter}`
+      }
+    }
+    const [groups, [total]] = await Promise.all([this.#db.query(texts.groups, params), this.#db.query(texts.total, params)])
     return { groups: groups.map((r) => totals(r, groupBy === 'day' ? Number(r.grp) : r.grp as string)), total: totals(total ?? {}, null) }
   }
 }
@@ -198,8 +218,8 @@ function entryObject (e: UsageEntry): Record<string, unknown> {
 
 function entryValues (e: UsageEntry): unknown[] {
   return [
-    e.tenant_id, e.run_id, e.key, e.kind, e.at, e.model, e.tool, e.input_tokens, e.output_tokens,
-    e.cache_write_5m_tokens, e.cache_write_1h_tokens, e.cache_read_tokens, e.cost_nano_usd, e.is_error ? 1 : 0
+    e.tenant_id, e.run_id, e.key, e.at, e.model, e.input_tokens, e.output_tokens, e.cache_write_5m_tokens,
+    e.cache_write_1h_tokens, e.cache_read_tokens, e.cost_nano_usd, e.tool_calls, e.tool_errors, JSON.stringify(e.tools)
   ]
 }
 

@@ -19,17 +19,17 @@ function line (runId: string, over: Partial<UsageEntry> = {}): UsageEntry {
     tenant_id: 'acme',
     run_id: runId,
     key: 'model:1:a',
-    kind: 'model',
     at: Date.now(),
     model: MODEL,
-    tool: null,
     input_tokens: 1000,
     output_tokens: 100,
     cache_write_5m_tokens: 0,
     cache_write_1h_tokens: 0,
     cache_read_tokens: 0,
     cost_nano_usd: 4_500_000,
-    is_error: false,
+    tool_calls: 0,
+    tool_errors: 0,
+    tools: {},
     ...over
   }
 }
@@ -69,7 +69,7 @@ for (const backend of backends) {
       const day = Date.now() - 86_400_000
       const { run } = await store.createRun(newRun('acme'))
       const lease = { owner: 'replica-a', token: run.lease_token }
-      const lines = [line(run.id), line(run.id, { key: 'tool:t1', kind: 'tool', tool: 'lookup', input_tokens: 0, output_tokens: 0, cost_nano_usd: 0, is_error: true })]
+      const lines = [line(run.id, { tool_calls: 1, tool_errors: 1, tools: { lookup: [1, 1] } })]
       const step = { messages: [{ role: 'assistant' as const, content: 'hi' }], patch: { steps: 1 }, usage: lines }
 
       // Another replica holds the run: nothing of the write is stored, its lines neither.
