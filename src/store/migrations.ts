@@ -249,13 +249,16 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
           PRIMARY KEY (run_id, entry_key)
         )`,
         'CREATE INDEX usage_entries_by_tenant ON usage_entries (tenant_id, at)',
-        // What each tenant's model calls cost per UTC day, added to as each entry is stored: a
-        // tenant's budget is read from a month's rows at the most, before every model call.
+        // What each tenant's model calls cost per UTC day, added to as each line is stored: a
+        // tenant's budget is read from a month's rows at the most, before every model call. A day
+        // is kept in slots (the last character of the run's id), so that a tenant's runs writing
+        // steps at once do not all wait for one row's lock.
         `CREATE TABLE usage_days (
           tenant_id TEXT NOT NULL,
           day ${big} NOT NULL,
+          slot TEXT NOT NULL,
           cost_nano_usd ${big} NOT NULL,
-          PRIMARY KEY (tenant_id, day)
+          PRIMARY KEY (tenant_id, day, slot)
         )`
       ]
     },

@@ -69,7 +69,15 @@ const COLUMNS = [
 ] as const
 
 const DAY_MS = 86_400_000
-const ADD_TO_DAY = 'ON CONFLICT (tenant_id, day) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd'
+const ADD_TO_DAY = 'ON CONFLICT (tenant_id, day, slot) DO UPDATE SET cost_nano_usd = usage_days.cost_nano_usd + excluded.cost_nano_usd'
+// A tenant's day is kept in slots (the last character of the run's id, random in a run id), so that
+// a tenant's runs writing steps at once do not all wait for the lock of one row; spentSince adds
+// them up.
+const PG_SLOT = 'substr(run_id, length(run_id))'
+
+function slotOf (runId: string): string {
+  return runId.slice(-1)
+}
 
 /**
  * PostgreSQL: CTEs that store lines (one JSON array of entryObject, the one `?` of the text, see
@@ -84,9 +92,10 @@ export function pgUsageInserts (after: string | null): string {
         at bigint, model text, input_tokens bigint, output_tokens bigint, cache_write_5m_tokens bigint, cache_write_1h_tokens bigint,
         cache_read_tokens bigint, cost_nano_usd bigint, tool_calls bigint, tool_errors bigint, tools text)${when}
       ON CONFLICT (run_id, entry_key) DO NOTHING
-      RETURNING tenant_id, at, cost_nano_usd),
-    usage_added AS (INSERT INTO usage_days (tenant_id, day, cost_nano_usd)
-      SELECT tenant_id, at / ${DAY_MS}, SUM(cost_nano_usd) FROM usage_stored WHERE cost_nano_usd IS NOT NULL GROUP BY tenant_id, at / ${DAY_MS}
+      RETURNING tenant_id, run_id, at, cost_nano_usd),
+    usage_added AS (INSERT INTO usage_days (tenant_id, day, slot, cost_nano_usd)
+      SELECT tenant_id, at / ${DAY_MS}, ${PG_SLOT}, SUM(cost_nano_usd) FROM usage_stored WHERE cost_nano_usd IS NOT NULL
+      GROUP BY tenant_id, at / ${DAY_MS}, ${PG_SLOT}
       ${ADD_TO_DAY})`
 }
 
@@ -107,8 +116,8 @@ export function usageStatements (entries: readonly UsageEntry[]): Statement[] {
   for (const entry of priced) {
     statements.push({ sql: insertSql(1), params: entryValues(entry) }, {
       // changes(): the rows the insert just before stored (none when the entry was there).
-      sql: `INSERT INTO usage_days (tenant_id, day, cost_nano_usd) SELECT ?, ?, ? WHERE changes() = 1 ${ADD_TO_DAY}`,
-      params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), entry.cost_nano_usd]
+      sql: `INSERT INTO usage_days (tenant_id, day, slot, cost_nano_usd) SELECT ?, ?, ?, ? WHERE changes() = 1 ${ADD_TO_DAY}`,
+      params: [entry.tenant_id, Math.floor(entry.at / DAY_MS), slotOf(entry.run_id), entry.cost_nano_usd]
     })
   }
   for (const chunk of chunks(rest)) statements.push({ sql: insertSql(chunk.length), params: chunk.flatMap(entryValues) })
