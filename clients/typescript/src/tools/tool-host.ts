@@ -160,7 +160,11 @@ export class ToolHost {
     this.#inFlight.set(key, outcome)
     try {
       const { answer, abandoned } = await outcome
-      if (!abandoned) await this.#answers.set(key, answer)
+      // Abandoned at its deadline, the attempt's answer (most often the handler's abort) is one
+      // Switchboard no longer waits for: it is held until Switchboard hangs up, so that the run
+      // records Switchboard's own timeout rather than whichever of the two came first.
+      if (abandoned) await hangUpOrAfter(hangUp, ABANDONED_HOLD_MS)
+      else await this.#answers.set(key, answer)
       return { status: 200, body: answer }
     } finally {
       if (this.#inFlight.get(key) === outcome) this.#inFlight.delete(key)
@@ -222,6 +226,24 @@ export class ToolHost {
     }
     return { answer, abandoned: signal.aborted }
   }
+}
+
+// How long an abandoned attempt's answer waits for Switchboard to hang up: its timeout and the
+// deadline it sent are the same moment, so a hang-up comes at once unless the clocks disagree.
+const ABANDONED_HOLD_MS = 2000
+
+/** Resolves when `signal` fires, or after `ms`, whichever comes first. */
+async function hangUpOrAfter (signal: AbortSignal, ms: number): Promise<void> {
+  if (signal.aborted) return
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+  })
 }
 
 /** A handler's result as the answer Switchboard takes. */
