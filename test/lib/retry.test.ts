@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { backoffDelay, parseRetryAfter, retry, retryAfterMs, retryDelay, sleep, type Backoff } from '../../src/lib/retry.js'
-import { TOOL_BACKOFF } from '../../src/tools/webhook/webhook-client.js'
+import { TOOL_BACKOFF } from '../../src/tools/tool-attempts.js'
 import { STORAGE_BACKOFF } from '../../src/runs/event-log.js'
 
 const EXACT: Backoff = { baseMs: 100, factor: 2, capMs: 1000, jitter: 0, maxRetries: 8 }

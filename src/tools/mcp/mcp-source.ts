@@ -1,12 +1,11 @@
 import type { Span } from '@opentelemetry/api'
 import { linkedController } from '../../lib/abort.js'
-import { retryDelay, sleep } from '../../lib/retry.js'
 import type { McpServerRecord, ToolRecord } from '../../store/index.js'
 import { Telemetry, traceparent } from '../../telemetry/index.js'
 import { Redactor } from '../../lib/redact.js'
 import { errorOutcome, type ToolOutcome } from '../tool-result.js'
 import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
-import { TOOL_BACKOFF } from '../webhook/webhook-client.js'
+import { callWithRetries, cancelledOutcome as cancelled } from '../tool-attempts.js'
 import type { McpConnections } from './mcp-connection.js'
 import { requestContext } from './mcp-fetch.js'
 import { outcomeFromFailure, outcomeFromResult } from './mcp-result.js'
@@ -42,24 +41,7 @@ export class McpSource implements ToolSource {
   }
 
   async call (tool: ToolRecord, input: unknown, context: CallContext, hooks: CallHooks = {}): Promise<CallResult> {
-    let attempt = 0
-    for (;;) {
-      attempt++
-      await hooks.onAttempt?.(attempt)
-      const started = Date.now()
-      const measure = this.#telemetry.toolAttempt(context.span, tool, context.toolUseId, attempt)
-      const outcome = await measure.end(this.attempt(tool, input, context, attempt, measure.span))
-      const retryable = outcome.retry === 'any-tool' || (outcome.retry === 'idempotent-only' && tool.effect !== 'side_effecting')
-      if (!retryable || attempt >= tool.max_attempts || context.signal.aborted) return { outcome, attempts: attempt }
-      const delayMs = retryDelay(TOOL_BACKOFF, attempt, { retryAfterMs: outcome.retryAfterMs, deadline: context.runDeadline })
-      if (delayMs === null) return { outcome, attempts: attempt }
-      hooks.onRetry?.(attempt, outcome, Date.now() - started, delayMs)
-      try {
-        await sleep(delayMs, context.signal)
-      } catch {
-        return { outcome: cancelled(tool.name, context.signal), attempts: attempt }
-      }
-    }
+    return await callWithRetries(tool, context, hooks, this.#telemetry, async (attempt, span) => await this.attempt(tool, input, context, attempt, span))
   }
 
   /**
@@ -128,9 +110,4 @@ export class McpSource implements ToolSource {
       link.dispose()
     }
   }
-}
-
-function cancelled (name: string, signal: AbortSignal): ToolOutcome {
-  const reason = signal.reason instanceof Error ? signal.reason.message : 'the run stopped'
-  return errorOutcome('cancelled', `Tool ${name} was cancelled: ${reason}`)
 }

@@ -9,8 +9,8 @@ import { cutText, wellFormed } from '../../lib/text.js'
 import { Redactor } from '../../lib/redact.js'
 import { capContent, errorOutcome, type ToolOutcome } from '../tool-result.js'
 import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
+import { callWithRetries, cancelledOutcome as cancelled } from '../tool-attempts.js'
 import { outcomeFromResponse, type ResultLimits } from './webhook-response.js'
-import { retryDelay, sleep, type Backoff } from '../../lib/retry.js'
 import type { Span } from '@opentelemetry/api'
 import { Telemetry, traceparent } from '../../telemetry/index.js'
 
@@ -58,12 +58,6 @@ type PostResult =
 
 const { RequestAbortedError } = errors
 
-/**
- * The waits between a tool call's attempts: 200 ms, doubling, at most 10 s, each between half the
- * full wait and all of it, so that calls that failed together do not all come back together. A
- * call makes at most its tool's `max_attempts`; `maxRetries` is the most any tool may ask (10 attempts).
- */
-export const TOOL_BACKOFF: Backoff = { baseMs: 200, factor: 2, capMs: 10_000, jitter: 0.5, maxRetries: 9 }
 // How long the TCP (and TLS) connection may take, within the attempt's own timeout.
 const CONNECT_TIMEOUT_MS = 10_000
 
@@ -122,27 +116,10 @@ export class WebhookClient implements ToolSource {
 
   /**
    * Calls `tool` with `input`: attempts up to `max_attempts` times for retryable failures (SPEC §6),
-   * waiting as {@link TOOL_BACKOFF} says (or as Retry-After asks) but never past the run's deadline.
+   * waiting as TOOL_BACKOFF (tool-attempts.ts) says (or as Retry-After asks) but never past the run's deadline.
    */
   async call (tool: ToolRecord, input: unknown, context: CallContext, hooks: CallHooks = {}): Promise<CallResult> {
-    let attempt = 0
-    for (;;) {
-      attempt++
-      await hooks.onAttempt?.(attempt)
-      const started = Date.now()
-      const measure = this.#telemetry.toolAttempt(context.span, tool, context.toolUseId, attempt)
-      const outcome = await measure.end(this.attempt(tool, input, context, attempt, measure.span))
-      const retryable = outcome.retry === 'any-tool' || (outcome.retry === 'idempotent-only' && tool.effect !== 'side_effecting')
-      if (!retryable || attempt >= tool.max_attempts || context.signal.aborted) return { outcome, attempts: attempt }
-      const delayMs = retryDelay(TOOL_BACKOFF, attempt, { retryAfterMs: outcome.retryAfterMs, deadline: context.runDeadline })
-      if (delayMs === null) return { outcome, attempts: attempt }
-      hooks.onRetry?.(attempt, outcome, Date.now() - started, delayMs)
-      try {
-        await sleep(delayMs, context.signal)
-      } catch {
-        return { outcome: cancelled(tool.name, context.signal), attempts: attempt }
-      }
-    }
+    return await callWithRetries(tool, context, hooks, this.#telemetry, async (attempt, span) => await this.attempt(tool, input, context, attempt, span))
   }
 
   /**
@@ -408,11 +385,6 @@ function redactOutcome (outcome: ToolOutcome, redactor: Redactor): ToolOutcome {
 // always the tool's own timeout_ms.
 function timedOut (subject: string, timeoutMs: number): ToolOutcome {
   return errorOutcome('timeout', `${subject} timed out after ${timeoutMs} ms`, { retry: 'idempotent-only' })
-}
-
-function cancelled (name: string, signal: AbortSignal): ToolOutcome {
-  const reason = signal.reason instanceof Error ? signal.reason.message : 'the run stopped'
-  return errorOutcome('cancelled', `Tool ${name} was cancelled: ${reason}`)
 }
 
 /** A thrown request error as the outcome the model sees, naming the tool and the failure. */
