@@ -21,7 +21,7 @@ declare module 'fastify' {
  */
 export default fp(async function mcpPlugin (app: FastifyInstance, options: { resolver?: Resolver | undefined, redactor: Redactor }) {
   const { config } = app
-  const fetch = guardedFetch(config.egressAllow, options.resolver)
+  const fetch = guardedFetch(config.egressAllow, options.resolver, config.TOOL_MAX_RESPONSE_BYTES)
   const registry = new McpRegistry({
     store: app.store,
     egress: config.egressAllow,

@@ -57,6 +57,7 @@ export const McpServerSchema = Type.Object({
   overrides: Type.Record(Type.String(), OverrideSchema),
   tools: Type.Array(McpToolSchema, { description: 'The tools runs may use, as last listed.' }),
   listed_at: ISODate,
+  protocol_version: Type.Union([Type.String(), Type.Null()], { description: 'The MCP revision the server spoke when it was registered: 2025-11-25 or earlier (the initialize handshake), 2026-07-28 or later (server/discover); null for a server registered before Switchboard told them apart.' }),
   source: Type.Union([Type.Literal('api'), Type.Literal('file')]),
   created_at: ISODate,
   updated_at: ISODate

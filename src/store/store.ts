@@ -79,6 +79,8 @@ export interface McpServerRecord {
   readonly overrides: Readonly<Record<string, { readonly effect?: ToolEffect | undefined, readonly parallel?: boolean | undefined, readonly timeout_ms?: number | undefined, readonly approval?: 'never' | 'always' | undefined }>>
   readonly listed: readonly McpListedTool[]
   readonly listed_at: number
+  /** The MCP revision the server spoke at registration (it tells the era); absent on servers registered before. */
+  readonly protocol_version?: string | null | undefined
   readonly source: 'api' | 'file'
   readonly created_at: number
   readonly updated_at: number

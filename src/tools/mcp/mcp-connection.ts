@@ -66,6 +66,14 @@ export class McpConnection {
     }
   }
 
+  /**
+   * The MCP revision spoken on the session (2025-11-25 and earlier: the initialize handshake;
+   * 2026-07-28 and later: server/discover), once connected.
+   */
+  get protocolVersion (): string | null {
+    return this.#current?.getNegotiatedProtocolVersion() ?? null
+  }
+
   /** Every tool the server lists (all pages). */
   async listTools (signal?: AbortSignal): Promise<McpListedTool[]> {
     const { tools } = await this.withSession(async (client) => await client.listTools(undefined, { signal, timeout: CONNECT_TIMEOUT_MS, cacheMode: 'bypass' } as Parameters<Client['listTools']>[1]), signal)
@@ -96,21 +104,15 @@ export class McpConnection {
   async #connect (signal?: AbortSignal): Promise<Client> {
     const { target } = this
     const client = new Client({ name: 'switchboard', version: this.#options.userAgent.replace(/^switchboard\//, '') }, {
-      listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => this.#options.onListChanged?.() } }
+      listChanged: { tools: { autoRefresh: false, debounceMs: 0, onChanged: () => this.#options.onListChanged?.() } },
+      // Both eras (SPEC §11): server/discover first; a 2026-07-28 server answers it, and any other
+      // answer the spec names as a 2025 server's (an error, a 4xx with a JSON-RPC error) falls back
+      // to the initialize handshake. A failure of the request itself (refused, 401, the egress
+      // policy, a timeout) is no era's answer: connect fails with it as its cause (see failureOf).
+      versionNegotiation: { mode: 'auto' }
     })
-    // The era negotiation reports a failed request as "fetch failed" alone: the request's own
-    // error (refused, DNS, the egress policy) is kept here to say why.
-    let fetchError: unknown = null
-    const fetch: McpFetch = async (url, init) => {
-      try {
-        return await this.#options.fetch(url, init)
-      } catch (err) {
-        fetchError = err
-        throw err
-      }
-    }
     const transport = new StreamableHTTPClientTransport(new URL(target.url), {
-      fetch,
+      fetch: this.#options.fetch,
       requestInit: { headers: { ...target.headers, 'user-agent': this.#options.userAgent } },
       ...(target.oauth === null
         ? {}
@@ -121,8 +123,7 @@ export class McpConnection {
       await client.connect(transport, { timeout: CONNECT_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) })
     } catch (err) {
       await client.close().catch(() => {})
-      const failure = failureOf(err)
-      throw fetchError !== null && failure.status === null && failure.egress === null ? fetchError : err
+      throw err
     }
     this.#current = client
     return client
@@ -170,11 +171,12 @@ export class McpConnections {
   }
 }
 
-/** A connection made for one registration check, then closed. */
-export async function probeServer (server: ServerTarget, options: Omit<McpConnectionOptions, 'onListChanged'>): Promise<McpListedTool[]> {
+/** A connection made for one registration check, then closed: the server's tools, and the revision it spoke. */
+export async function probeServer (server: ServerTarget, options: Omit<McpConnectionOptions, 'onListChanged'>): Promise<{ tools: McpListedTool[], protocolVersion: string | null }> {
   const connection = new McpConnection(server, options)
   try {
-    return await connection.listTools()
+    const tools = await connection.listTools()
+    return { tools, protocolVersion: connection.protocolVersion }
   } finally {
     await connection.close()
   }

@@ -25,28 +25,59 @@ const answerEnd = new AsyncLocalStorage<(error: unknown) => void>()
 // undici's DecoratorHandler passes every event on, in the handler API of today (it adapts fetch's
 // older one); its typings do not list the methods it has.
 interface EndEvents {
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void
   onResponseError (controller: Dispatcher.DispatchController, error: Error): void
 }
 const Decorator = DecoratorHandler as unknown as new (handler: Dispatcher.DispatchHandler) => Dispatcher.DispatchHandler & EndEvents
 
-/** Passes everything on to `handler`, and tells `onEnd` when the answer ended or failed. */
-class AnswerEndHandler extends Decorator {
-  readonly #onEnd: (error: unknown) => void
+/**
+ * An MCP server's answer (a JSON body, or an SSE stream, counted whole) was longer than
+ * TOOL_MAX_RESPONSE_BYTES: it was cut there, and what was read of it is dropped.
+ */
+export class McpResponseTooLargeError extends Error {
+  readonly code = 'ERR_MCP_RESPONSE_TOO_LARGE'
+  readonly limit: number
 
-  constructor (handler: Dispatcher.DispatchHandler, onEnd: (error: unknown) => void) {
+  constructor (limit: number) {
+    super(`the server's answer was longer than ${limit} bytes (TOOL_MAX_RESPONSE_BYTES) and was cut there`)
+    this.name = 'McpResponseTooLargeError'
+    this.limit = limit
+  }
+}
+
+/**
+ * Passes everything on to `handler`, tells `onEnd` when the answer ended or failed, and cuts an
+ * answer at `limit` bytes: a hostile server's endless answer costs that much memory, no more.
+ */
+class AnswerEndHandler extends Decorator {
+  readonly #onEnd: ((error: unknown) => void) | undefined
+  readonly #limit: number
+  #size = 0
+
+  constructor (handler: Dispatcher.DispatchHandler, onEnd: ((error: unknown) => void) | undefined, limit: number) {
     super(handler)
     this.#onEnd = onEnd
+    this.#limit = limit
+  }
+
+  override onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#size += chunk.length
+    if (this.#size > this.#limit) {
+      controller.abort(new McpResponseTooLargeError(this.#limit))
+      return
+    }
+    super.onResponseData(controller, chunk)
   }
 
   override onResponseEnd (controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void {
     super.onResponseEnd(controller, trailers)
-    this.#onEnd(null)
+    this.#onEnd?.(null)
   }
 
   override onResponseError (controller: Dispatcher.DispatchController, error: Error): void {
     super.onResponseError(controller, error)
-    this.#onEnd(error)
+    this.#onEnd?.(error)
   }
 }
 
@@ -55,14 +86,18 @@ export type McpFetch = (url: string | URL, init?: RequestInit) => Promise<Respon
 
 // How long the TCP (and TLS) connection may take; a call's own timeout bounds the rest.
 const CONNECT_TIMEOUT_MS = 10_000
+// TOOL_MAX_RESPONSE_BYTES's default, for a fetch made without the service's config.
+const DEFAULT_MAX_RESPONSE_BYTES = 1_048_576
 
 /**
  * A fetch for the MCP client over an undici Agent whose every connection is checked against the
  * egress policy on the address actually connected to (SPEC §8), as webhook calls are: a server
  * name that resolves to a loopback or metadata address now is refused whatever it resolved to at
- * registration (DNS rebinding). Redirects are not followed.
+ * registration (DNS rebinding). Redirects are not followed. Every answer (a JSON body, or an SSE
+ * stream, counted whole) is cut at `maxResponseBytes` (TOOL_MAX_RESPONSE_BYTES) with a
+ * {@link McpResponseTooLargeError}.
  */
-export function guardedFetch (egress: EgressAllowList, resolver?: Resolver): { fetch: McpFetch, close: () => Promise<void> } {
+export function guardedFetch (egress: EgressAllowList, resolver?: Resolver, maxResponseBytes = DEFAULT_MAX_RESPONSE_BYTES): { fetch: McpFetch, close: () => Promise<void> } {
   const connect = buildConnector({ lookup: createGuardedLookup(egress, resolver), timeout: CONNECT_TIMEOUT_MS })
   const agent = new Agent({
     connect: (options, callback) => {
@@ -86,10 +121,7 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver): { f
   const sessionSignals = new WeakSet<AbortSignal>()
   // Told when a request's answer has been read to its end, or failed: undici's own handler
   // events, rather than a web stream wrapped around each answer's body (which costs per chunk).
-  const dispatcher = agent.compose((dispatch) => (options, handler) => {
-    const onEnd = answerEnd.getStore()
-    return dispatch(options, onEnd === undefined ? handler : new AnswerEndHandler(handler, onEnd))
-  })
+  const dispatcher = agent.compose((dispatch) => (options, handler) => dispatch(options, new AnswerEndHandler(handler, answerEnd.getStore(), maxResponseBytes)))
   const fetch: McpFetch = async (url, init = {}) => {
     const call = requestContext.getStore()
     let headers = init.headers

@@ -73,8 +73,9 @@ export class McpRegistry {
     const now = this.#now()
     const target = { tenant_id: tenantId, name, url: url.toString(), headers, oauth: definition.oauth ?? null }
     let listed: McpListedTool[]
+    let protocolVersion: string | null
     try {
-      listed = await probeServer(target, this.#options.connection)
+      ({ tools: listed, protocolVersion } = await probeServer(target, this.#options.connection))
     } catch (err) {
       // The cause is quoted without the secrets given for the server (a server may echo them).
       const cause = new Redactor([...Object.values(headers), definition.oauth?.client_secret]).redact(describeConnectFailure(err))
@@ -100,6 +101,7 @@ export class McpRegistry {
       overrides: definition.overrides ?? {},
       listed,
       listed_at: now,
+      protocol_version: protocolVersion,
       source,
       created_at: now,
       updated_at: now
@@ -351,6 +353,7 @@ export function toMcpServerObject (server: McpServerRecord): McpServer {
       annotations: tool.annotations
     })),
     listed_at: isoDate(server.listed_at),
+    protocol_version: server.protocol_version ?? null,
     source: server.source,
     created_at: isoDate(server.created_at),
     updated_at: isoDate(server.updated_at)
@@ -370,6 +373,7 @@ function checkHeaders (headers: Record<string, string>): Record<string, string> 
 function describeConnectFailure (err: unknown): string {
   const failure = failureOf(err)
   if (failure.egress !== null) return failure.egress.message
+  if (failure.tooLarge !== null) return failure.tooLarge.message
   if (failure.status !== null) return `it answered HTTP ${failure.status}${failure.status === 401 || failure.status === 403 ? ' (check its headers or oauth credentials)' : ''}`
   if (failure.code === 'ECONNREFUSED') return 'connection refused'
   if (failure.code !== null) return `${failure.code}: ${cutText(failure.message, 300)}`

@@ -1,4 +1,5 @@
 import type { ImageBlockParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
+import { SdkError } from '@modelcontextprotocol/client'
 import { cutText } from '../../lib/text.js'
 import { capContent, errorOutcome, type ToolOutcome } from '../tool-result.js'
 
@@ -52,30 +53,47 @@ const BEFORE_SEND = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONA
 // HTTP statuses retried for tools that may be called twice (SPEC §6).
 const RETRY_STATUSES = new Set([408, 429, 502, 503, 504])
 
+/** What a failed request was, read down its causes (the client's errors wrap the request's own). */
+export interface McpFailure {
+  /** The network error's code (ECONNREFUSED, UND_ERR_SOCKET...), never one of the MCP client's own. */
+  readonly code: string | null
+  readonly status: number | null
+  readonly rpcCode: number | null
+  readonly egress: Error | null
+  /** The answer was cut at TOOL_MAX_RESPONSE_BYTES. */
+  readonly tooLarge: Error | null
+  readonly message: string
+}
+
 /** What a failed tools/call was: its error's code, HTTP status and JSON-RPC code, down its causes. */
-export function failureOf (err: unknown): { code: string | null, status: number | null, rpcCode: number | null, egress: Error | null, message: string } {
+export function failureOf (err: unknown): McpFailure {
   let code: string | null = null
   let status: number | null = null
   let rpcCode: number | null = null
   let egress: Error | null = null
+  let tooLarge: Error | null = null
   const seen = new Set<unknown>()
   for (let e = err as any; e !== undefined && e !== null && !seen.has(e); e = e.cause) {
     seen.add(e)
     if (e.code === 'ERR_EGRESS_DENIED') egress ??= e as Error
-    if (typeof e.code === 'string' && /^(E[A-Z]|UND_ERR)/.test(e.code)) code ??= e.code
+    if (e.code === 'ERR_MCP_RESPONSE_TOO_LARGE') tooLarge ??= e as Error
+    // The client's own codes (ERA_NEGOTIATION_FAILED, say) say which step failed, not why: the
+    // network's code is further down the causes.
+    if (typeof e.code === 'string' && !(e instanceof SdkError) && /^(E[A-Z]|UND_ERR)/.test(e.code)) code ??= e.code
     if (typeof e.code === 'number' && e.name === 'ProtocolError') rpcCode ??= e.code
     const dataStatus = e.data?.status
     if (typeof dataStatus === 'number') status ??= dataStatus
     if (typeof e.status === 'number') status ??= e.status
   }
   const message = err instanceof Error ? err.message : String(err)
-  return { code, status, rpcCode, egress, message }
+  return { code, status, rpcCode, egress, tooLarge, message }
 }
 
 /** A failed tools/call (no result) as the outcome the model sees, naming the server and tool. */
 export function outcomeFromFailure (subject: string, err: unknown): ToolOutcome {
   const failure = failureOf(err)
   if (failure.egress !== null) return errorOutcome('refused', `${subject} was not called: ${failure.egress.message}`)
+  if (failure.tooLarge !== null) return errorOutcome('error', `${subject} failed: ${failure.tooLarge.message}`)
   if (failure.rpcCode !== null) {
     return errorOutcome('error', `${subject} failed: JSON-RPC error ${failure.rpcCode}: ${cutText(failure.message, 500)}`)
   }

@@ -8,7 +8,7 @@ import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-sou
 import { callWithRetries, cancelledOutcome as cancelled } from '../tool-attempts.js'
 import type { McpConnections } from './mcp-connection.js'
 import { requestContext } from './mcp-fetch.js'
-import { outcomeFromFailure, outcomeFromResult } from './mcp-result.js'
+import { failureOf, outcomeFromFailure, outcomeFromResult } from './mcp-result.js'
 
 export interface McpSourceOptions {
   readonly connections: McpConnections
@@ -102,7 +102,11 @@ export class McpSource implements ToolSource {
     } catch (err) {
       if (context.signal.aborted) return cancelled(tool.name, context.signal)
       if (timedOut) return errorOutcome('timeout', `Tool ${tool.name} timed out after ${tool.timeout_ms} ms`, { retry: 'idempotent-only' })
-      if (lost !== null) return errorOutcome('unreachable', `${subject} failed: the server closed the connection before answering`, { retry: 'idempotent-only' })
+      if (lost !== null) {
+        const { tooLarge } = failureOf((lost as { error: unknown }).error)
+        if (tooLarge !== null) return errorOutcome('error', `${subject} failed: ${tooLarge.message}`)
+        return errorOutcome('unreachable', `${subject} failed: the server closed the connection before answering`, { retry: 'idempotent-only' })
+      }
       return outcomeFromFailure(subject, err)
     } finally {
       settled = true
