@@ -615,6 +615,8 @@ export interface components {
              * @description ISO 8601, UTC.
              */
             listed_at: string;
+            /** @description The MCP revision the server spoke when it was registered: 2025-11-25 or earlier (the initialize handshake), 2026-07-28 or later (server/discover); null for a server registered before Switchboard told them apart. */
+            protocol_version: string | null;
             source: "api" | "file";
             /**
              * Format: date-time
@@ -3407,6 +3409,8 @@ export interface operations {
                          * @description ISO 8601, UTC.
                          */
                         listed_at: string;
+                        /** @description The MCP revision the server spoke when it was registered: 2025-11-25 or earlier (the initialize handshake), 2026-07-28 or later (server/discover); null for a server registered before Switchboard told them apart. */
+                        protocol_version: string | null;
                         source: "api" | "file";
                         /**
                          * Format: date-time
@@ -3595,6 +3599,8 @@ export interface operations {
                          * @description ISO 8601, UTC.
                          */
                         listed_at: string;
+                        /** @description The MCP revision the server spoke when it was registered: 2025-11-25 or earlier (the initialize handshake), 2026-07-28 or later (server/discover); null for a server registered before Switchboard told them apart. */
+                        protocol_version: string | null;
                         source: "api" | "file";
                         /**
                          * Format: date-time
@@ -3667,6 +3673,8 @@ export interface operations {
                          * @description ISO 8601, UTC.
                          */
                         listed_at: string;
+                        /** @description The MCP revision the server spoke when it was registered: 2025-11-25 or earlier (the initialize handshake), 2026-07-28 or later (server/discover); null for a server registered before Switchboard told them apart. */
+                        protocol_version: string | null;
                         source: "api" | "file";
                         /**
                          * Format: date-time
@@ -3976,6 +3984,8 @@ export interface operations {
                          * @description ISO 8601, UTC.
                          */
                         listed_at: string;
+                        /** @description The MCP revision the server spoke when it was registered: 2025-11-25 or earlier (the initialize handshake), 2026-07-28 or later (server/discover); null for a server registered before Switchboard told them apart. */
+                        protocol_version: string | null;
                         source: "api" | "file";
                         /**
                          * Format: date-time
