@@ -3,8 +3,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fromJsonSchema, McpServer, type CallToolResult, type ToolAnnotations } from '@modelcontextprotocol/server'
-import { NodeStreamableHTTPServerTransport } from '@modelcontextprotocol/node'
+import { createMcpHandler, fromJsonSchema, isLegacyRequest, McpServer, type CallToolResult, type McpHttpHandler, type ToolAnnotations } from '@modelcontextprotocol/server'
+import { NodeStreamableHTTPServerTransport, toNodeHandler, toWebRequest, type NodeMcpRequestHandler } from '@modelcontextprotocol/node'
+import { resultText, toolResults, turnNumber, type RecordedRequest } from './fake-messages-api.js'
+import type { Harness } from './harness.js'
+import type { TestTenant } from './app.js'
 
 /** One tool of the test server: what it is listed with, and what a call of it does. */
 export interface McpTestTool {
@@ -23,6 +26,8 @@ export interface McpRecordedCall {
   readonly meta: Record<string, unknown> | undefined
   readonly headers: IncomingMessage['headers']
   readonly sessionId: string | undefined
+  /** The protocol era the call came in: `legacy` (2025-11-25, after initialize), `modern` (2026-07-28). */
+  readonly era: McpEra
   readonly start: number
   end: number | null
   /** notifications/cancelled came for this call. */
@@ -30,6 +35,29 @@ export interface McpRecordedCall {
 }
 
 const OBJECT = { type: 'object', properties: {}, additionalProperties: true }
+
+/** An MCP protocol era: 2025-11-25 and before (`legacy`), 2026-07-28 and after (`modern`). */
+export type McpEra = 'legacy' | 'modern'
+
+/** How the test server is built. */
+export interface McpTestServerOptions {
+  /**
+   * Which eras it serves: `legacy` (2025-11-25 only, with sessions: the default), `modern`
+   * (2026-07-28 only: the SDK's createMcpHandler, which refuses initialize), or `both` (a 2026-07-28
+   * endpoint with the 2025 sessionful wiring kept beside it, routed with isLegacyRequest, as the
+   * server SDK documents).
+   */
+  readonly eras?: McpEra | 'both'
+  /**
+   * Bearer auth: every MCP request needs a token `verify` accepts (401 otherwise, pointing at the
+   * protected resource metadata of RFC 9728, which names `authorizationServer`).
+   */
+  readonly auth?: { readonly authorizationServer: string, readonly verify: (token: string) => boolean }
+}
+
+/** A hostile answer to tools/call: 1 GB as one JSON body, or as one endless SSE event. */
+export type McpHostility = 'huge-json' | 'huge-sse'
+const HOSTILE_BYTES = 1024 ** 3
 
 /**
  * The standard tools: `echo` (answers its input as text), `hang` (never answers; its cancellation is
@@ -61,15 +89,35 @@ export class McpTestServer {
   readonly calls: McpRecordedCall[] = []
   /** Sessions initialized so far (one per connection the client made). */
   initializations = 0
+  /** MCP requests answered 401 for want of a valid bearer token. */
+  unauthorized = 0
+  /** Bytes of hostile answers written so far (the client hanging up stops them). */
+  hostileBytes = 0
   readonly #server: Server
+  readonly #options: McpTestServerOptions
+  readonly #modern: { handler: McpHttpHandler, node: NodeMcpRequestHandler } | null
   readonly #sessions = new Map<string, { transport: NodeStreamableHTTPServerTransport, mcp: McpServer, registered: Map<string, { remove: () => void }> }>()
   #tools: McpTestTool[]
   #url = ''
   /** Paths that answer something else than MCP, for tests of broken servers. */
   #broken: 'garbage' | 'refuse' | null = null
+  #hostile: McpHostility | null = null
 
-  constructor (tools: McpTestTool[] = standardTools()) {
+  constructor (tools: McpTestTool[] = standardTools(), options: McpTestServerOptions = {}) {
     this.#tools = tools
+    this.#options = options
+    const eras = options.eras ?? 'legacy'
+    if (eras === 'legacy') {
+      this.#modern = null
+    } else {
+      // A fresh server instance per request, as the 2026-07-28 era is stateless.
+      const handler = createMcpHandler(() => {
+        const mcp = new McpServer({ name: 'switchboard-test', version: '1.0.0' }, { capabilities: { tools: { listChanged: true } } })
+        for (const tool of this.#tools) this.#register(mcp, tool, 'modern')
+        return mcp
+      }, { legacy: 'reject' })
+      this.#modern = { handler, node: toNodeHandler(handler) }
+    }
     this.#server = createServer((req, res) => { this.#handle(req, res).catch(() => res.destroy()) })
   }
 
@@ -89,6 +137,7 @@ export class McpTestServer {
   }
 
   async close (): Promise<void> {
+    await this.#modern?.handler.close()
     for (const session of this.#sessions.values()) await session.transport.close().catch(() => {})
     this.#sessions.clear()
     this.#server.closeAllConnections()
@@ -101,8 +150,9 @@ export class McpTestServer {
     for (const session of this.#sessions.values()) {
       for (const entry of session.registered.values()) entry.remove()
       session.registered.clear()
-      for (const tool of tools) session.registered.set(tool.name, this.#register(session.mcp, tool))
+      for (const tool of tools) session.registered.set(tool.name, this.#register(session.mcp, tool, 'legacy'))
     }
+    this.#modern?.handler.notify.toolsChanged()
   }
 
   /** Forgets every session: the next request of a client answers 404 (its session expired). */
@@ -114,6 +164,11 @@ export class McpTestServer {
   /** Answers every request with something that is not MCP (`garbage`), or closes connections (`refuse`). */
   breakWith (how: 'garbage' | 'refuse' | null): void {
     this.#broken = how
+  }
+
+  /** Answers every tools/call with 1 GB (`huge-json`: one JSON body; `huge-sse`: one SSE event that never ends). */
+  answerCallsWith (how: McpHostility | null): void {
+    this.#hostile = how
   }
 
   callsOf (tool: string): McpRecordedCall[] {
@@ -142,10 +197,32 @@ export class McpTestServer {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"this is": not json')
       return
     }
+    const path = new URL(req.url ?? '/', this.#url).pathname
+    if (this.#options.auth !== undefined && path.startsWith('/.well-known/oauth-protected-resource')) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource: this.url, authorization_servers: [this.#options.auth.authorizationServer], bearer_methods_supported: ['header'] }))
+      return
+    }
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
     const text = Buffer.concat(chunks).toString('utf8')
     const body: unknown = text === '' ? undefined : JSON.parse(text)
+    if (this.#options.auth !== undefined) {
+      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1]
+      if (token === undefined || !this.#options.auth.verify(token)) {
+        this.unauthorized++
+        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': `Bearer error="invalid_token", resource_metadata="${this.origin}/.well-known/oauth-protected-resource/mcp"` })
+          .end(JSON.stringify({ error: 'invalid_token' }))
+        return
+      }
+    }
+    if (this.#hostile !== null && (body as { method?: unknown } | undefined)?.method === 'tools/call') {
+      await this.#answerHostile(res, this.#hostile, (body as { id: unknown }).id)
+      return
+    }
+    if (this.#modern !== null && (this.#options.eras === 'modern' || !await isLegacyRequest(await toWebRequest(req, body), body))) {
+      await this.#modern.node(req, res, body)
+      return
+    }
     const sessionId = req.headers['mcp-session-id']
     if (typeof sessionId === 'string') {
       const session = this.#sessions.get(sessionId)
@@ -158,7 +235,7 @@ export class McpTestServer {
     }
     const mcp = new McpServer({ name: 'switchboard-test', version: '1.0.0' }, { capabilities: { tools: { listChanged: true } } })
     const registered = new Map<string, { remove: () => void }>()
-    for (const tool of this.#tools) registered.set(tool.name, this.#register(mcp, tool))
+    for (const tool of this.#tools) registered.set(tool.name, this.#register(mcp, tool, 'legacy'))
     const transport: NodeStreamableHTTPServerTransport = new NodeStreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id: string) => {
@@ -170,7 +247,21 @@ export class McpTestServer {
     await transport.handleRequest(req, res, body)
   }
 
-  #register (mcp: McpServer, tool: McpTestTool): { remove: () => void } {
+  /** Writes up to 1 GB, as fast as the client reads it, until the client hangs up. */
+  async #answerHostile (res: ServerResponse, how: McpHostility, id: unknown): Promise<void> {
+    const sse = how === 'huge-sse'
+    res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json' })
+    res.write(sse ? `event: message\ndata: {"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"content":[{"type":"text","text":"` : `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"content":[{"type":"text","text":"`)
+    const chunk = Buffer.alloc(64 * 1024, 'a')
+    const closed = new Promise<void>((resolve) => res.once('close', resolve))
+    for (let sent = 0; sent < HOSTILE_BYTES && !res.destroyed; sent += chunk.length) {
+      this.hostileBytes += chunk.length
+      if (!res.write(chunk)) await Promise.race([new Promise((resolve) => res.once('drain', resolve)), closed])
+    }
+    res.end()
+  }
+
+  #register (mcp: McpServer, tool: McpTestTool, era: McpEra): { remove: () => void } {
     return mcp.registerTool(tool.name, {
       description: tool.description ?? tool.name,
       inputSchema: fromJsonSchema(tool.inputSchema ?? OBJECT),
@@ -182,6 +273,7 @@ export class McpTestServer {
         meta: ctx.mcpReq._meta as Record<string, unknown> | undefined,
         headers: Object.fromEntries(ctx.http?.req?.headers.entries() ?? []),
         sessionId: ctx.sessionId,
+        era,
         start: performance.now(),
         end: null,
         cancelled: false
@@ -195,4 +287,24 @@ export class McpTestServer {
       }
     })
   }
+}
+
+/** A fake model's turns: asks once for each of `calls`, then ends with a text. */
+export function callThenEnd (calls: Array<{ name: string, input?: unknown }>) {
+  return (request: RecordedRequest) => turnNumber(request) === 1
+    ? { content: calls.map((c) => ({ type: 'tool_use' as const, name: c.name, input: c.input ?? {} })) }
+    : { content: [{ type: 'text' as const, text: 'ok' }] }
+}
+
+/**
+ * Runs one call of the MCP tool `name` (a run name, `<server>__<tool>`) and answers the text of its
+ * tool_result as the model got it, its tool_call.completed event, and the run.
+ */
+export async function runOneCall (h: Harness, name: string, input: unknown = {}, tenant?: TestTenant): Promise<{ text: string, isError: boolean, completed: { data: Record<string, any> }, run: Record<string, any> }> {
+  h.model.respond = callThenEnd([{ name, input }])
+  const { body } = await h.startRun({ input: 'go', tools: [name] }, tenant)
+  if (body.status !== 'completed') throw new Error(`run ended ${String(body.status)}: ${JSON.stringify(body.error)}`)
+  const [result] = toolResults(h.model.requests[h.model.requests.length - 1]!)
+  const completed = (await h.events(String(body.id), tenant)).find((e) => e.type === 'tool_call.completed')!
+  return { text: resultText(result!), isError: result!.is_error === true, completed, run: body }
 }

@@ -1,15 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { auth, TENANT_A, TENANT_B } from '../../support/app.js'
 import { startHarness, type Harness } from '../../support/harness.js'
-import { resultText, toolResults, turnNumber, type RecordedRequest } from '../../support/fake-messages-api.js'
-import { McpTestServer, standardTools } from '../../support/mcp-server.js'
-
-/** Asks once for each of `calls`, then ends with a text that lists their results. */
-function callThenEnd (calls: Array<{ name: string, input?: unknown }>) {
-  return (request: RecordedRequest) => turnNumber(request) === 1
-    ? { content: calls.map((c) => ({ type: 'tool_use' as const, name: c.name, input: c.input ?? {} })) }
-    : { content: [{ type: 'text' as const, text: 'ok' }] }
-}
+import { resultText, toolResults, turnNumber } from '../../support/fake-messages-api.js'
+import { callThenEnd, McpTestServer, standardTools } from '../../support/mcp-server.js'
 
 describe('runs with MCP tools', () => {
   let h: Harness
