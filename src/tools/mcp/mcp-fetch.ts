@@ -86,6 +86,8 @@ export type McpFetch = (url: string | URL, init?: RequestInit) => Promise<Respon
 
 // How long the TCP (and TLS) connection may take; a call's own timeout bounds the rest.
 const CONNECT_TIMEOUT_MS = 10_000
+// Statuses whose answer has no body (a Response made with one throws).
+const NO_BODY = new Set([101, 204, 205, 304])
 // TOOL_MAX_RESPONSE_BYTES's default, for a fetch made without the service's config.
 const DEFAULT_MAX_RESPONSE_BYTES = 1_048_576
 
@@ -152,7 +154,10 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver, maxR
     }
     try {
       // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher.
-      const response = await answerEnd.run(onEnd, async () => await (undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), headers: headers as NonNullable<Parameters<typeof undiciFetch>[1]>['headers'], signal: link?.signal, redirect: 'manual', dispatcher }) as unknown as Promise<Response>))
+      const answer = await answerEnd.run(onEnd, async () => await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), headers: headers as NonNullable<Parameters<typeof undiciFetch>[1]>['headers'], signal: link?.signal, redirect: 'manual', dispatcher }))
+      // The client tells a Response by `instanceof` the global class (reading an OAuth server's
+      // error, say), which undici's own is not: the answer is handed on as one, its body unread.
+      const response = new Response(NO_BODY.has(answer.status) ? null : answer.body as ReadableStream | null, { status: answer.status, statusText: answer.statusText, headers: answer.headers as unknown as Headers })
       streamed = String(response.headers.get('content-type')).startsWith('text/event-stream')
       if (streamed && ended !== null) onCall?.((ended as { error: unknown }).error)
       return response

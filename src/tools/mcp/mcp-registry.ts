@@ -18,6 +18,8 @@ const SERVER_CACHE_MS = 2_000
 const RUN_NAME = new RegExp(TOOL_NAME_PATTERN)
 // Headers the MCP transport sets itself.
 const RESERVED_HEADERS = new Set(['host', 'content-type', 'content-length', 'accept', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'traceparent', 'user-agent', 'connection', 'transfer-encoding'])
+// What an authorization server answers when the client's id or secret is wrong, or not allowed the grant.
+const REFUSED_CREDENTIALS = new Set(['invalid_client', 'unauthorized_client', 'invalid_grant', 'access_denied'])
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
 
@@ -374,6 +376,11 @@ function describeConnectFailure (err: unknown): string {
   const failure = failureOf(err)
   if (failure.egress !== null) return failure.egress.message
   if (failure.tooLarge !== null) return failure.tooLarge.message
+  if (failure.oauth !== null) {
+    return REFUSED_CREDENTIALS.has(failure.oauth)
+      ? `the authorization server refused the client credentials (${failure.oauth}): check oauth.client_id and oauth.client_secret`
+      : `OAuth failed (${failure.oauth}): ${cutText(failure.message, 300)}`
+  }
   if (failure.status !== null) return `it answered HTTP ${failure.status}${failure.status === 401 || failure.status === 403 ? ' (check its headers or oauth credentials)' : ''}`
   if (failure.code === 'ECONNREFUSED') return 'connection refused'
   if (failure.code !== null) return `${failure.code}: ${cutText(failure.message, 300)}`

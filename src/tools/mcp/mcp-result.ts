@@ -1,5 +1,5 @@
 import type { ImageBlockParam, TextBlockParam } from '@anthropic-ai/sdk/resources/messages'
-import { SdkError } from '@modelcontextprotocol/client'
+import { OAuthError, SdkError } from '@modelcontextprotocol/client'
 import { cutText } from '../../lib/text.js'
 import { capContent, errorOutcome, type ToolOutcome } from '../tool-result.js'
 
@@ -62,6 +62,8 @@ export interface McpFailure {
   readonly egress: Error | null
   /** The answer was cut at TOOL_MAX_RESPONSE_BYTES. */
   readonly tooLarge: Error | null
+  /** The OAuth error code an authorization server answered (invalid_client, say). */
+  readonly oauth: string | null
   readonly message: string
 }
 
@@ -72,11 +74,13 @@ export function failureOf (err: unknown): McpFailure {
   let rpcCode: number | null = null
   let egress: Error | null = null
   let tooLarge: Error | null = null
+  let oauth: string | null = null
   const seen = new Set<unknown>()
   for (let e = err as any; e !== undefined && e !== null && !seen.has(e); e = e.cause) {
     seen.add(e)
     if (e.code === 'ERR_EGRESS_DENIED') egress ??= e as Error
     if (e.code === 'ERR_MCP_RESPONSE_TOO_LARGE') tooLarge ??= e as Error
+    if (e instanceof OAuthError) oauth ??= String(e.code)
     // The client's own codes (ERA_NEGOTIATION_FAILED, say) say which step failed, not why: the
     // network's code is further down the causes.
     if (typeof e.code === 'string' && !(e instanceof SdkError) && /^(E[A-Z]|UND_ERR)/.test(e.code)) code ??= e.code
@@ -86,7 +90,7 @@ export function failureOf (err: unknown): McpFailure {
     if (typeof e.status === 'number') status ??= e.status
   }
   const message = err instanceof Error ? err.message : String(err)
-  return { code, status, rpcCode, egress, tooLarge, message }
+  return { code, status, rpcCode, egress, tooLarge, oauth, message }
 }
 
 /** A failed tools/call (no result) as the outcome the model sees, naming the server and tool. */
