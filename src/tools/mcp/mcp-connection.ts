@@ -136,6 +136,7 @@ export class McpConnection {
  */
 export class McpConnections {
   readonly #connections = new Map<string, { fingerprint: string, connection: McpConnection }>()
+  readonly #fingerprints = new WeakMap<ServerTarget, string>()
   readonly #options: Omit<McpConnectionOptions, 'onListChanged'>
   readonly #onListChanged: (tenantId: string, name: string) => void
 
@@ -147,7 +148,12 @@ export class McpConnections {
   /** The connection to `server` (as registered now). */
   of (server: ServerTarget): McpConnection {
     const key = `${server.tenant_id}\u0000${server.name}`
-    const fingerprint = JSON.stringify([server.url, server.headers, server.oauth])
+    // Asked at every call, with the same record for seconds (the registry's cache): encoded once.
+    let fingerprint = this.#fingerprints.get(server)
+    if (fingerprint === undefined) {
+      fingerprint = JSON.stringify([server.url, server.headers, server.oauth])
+      this.#fingerprints.set(server, fingerprint)
+    }
     const known = this.#connections.get(key)
     if (known !== undefined && known.fingerprint === fingerprint) return known.connection
     if (known !== undefined) known.connection.close().catch(() => {})

@@ -1,26 +1,17 @@
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { setMaxListeners } from 'node:events'
 import { isIP } from 'node:net'
 import { Agent, buildConnector, DecoratorHandler, fetch as undiciFetch, type Dispatcher } from 'undici'
 import { linkedController } from '../../lib/abort.js'
 import { assertAddressAllowed, createGuardedLookup, unbracket, type EgressAllowList, type Resolver } from '../egress-guard.js'
 
-/** What a call's requests carry through the MCP client down to its fetch. */
-export interface RequestContext {
-  /** The call's W3C trace context, sent as the `traceparent` header. */
-  readonly traceparent: string
-  /**
-   * The answer's stream broke or ended before the call was answered. The MCP client would wait
-   * for its own timeout then; the call is ended at once instead (a server that died mid-call).
-   */
-  readonly onStreamEnd: (error: unknown) => void
-}
-
-/** The context of the call being sent: its requests are made inside `requestContext.run(...)`. */
-export const requestContext = new AsyncLocalStorage<RequestContext>()
-
-/** What the dispatcher tells when the answer of the request being sent has been read, or failed. */
-const answerEnd = new AsyncLocalStorage<(error: unknown) => void>()
+/**
+ * The calls in flight, by the `traceparent` header their tools/call request carries (unique to an
+ * attempt: its span's id): told when the answer's SSE stream broke or ended. The MCP client would
+ * wait for its own timeout then; the call is ended at once instead (a server that died mid-call).
+ * A map rather than an AsyncLocalStorage, which on Node 20 turns on promise hooks for the whole
+ * process: every promise of every run would pay for them.
+ */
+export const callStreams = new Map<string, (error: unknown) => void>()
 
 // undici's DecoratorHandler passes every event on, in the handler API of today (it adapts fetch's
 // older one); its typings do not list the methods it has.
@@ -86,8 +77,6 @@ export type McpFetch = (url: string | URL, init?: RequestInit) => Promise<Respon
 
 // How long the TCP (and TLS) connection may take; a call's own timeout bounds the rest.
 const CONNECT_TIMEOUT_MS = 10_000
-// Statuses whose answer has no body (a Response made with one throws).
-const NO_BODY = new Set([101, 204, 205, 304])
 // TOOL_MAX_RESPONSE_BYTES's default, for a fetch made without the service's config.
 const DEFAULT_MAX_RESPONSE_BYTES = 1_048_576
 
@@ -121,17 +110,7 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver, maxR
     bodyTimeout: 0
   })
   const sessionSignals = new WeakSet<AbortSignal>()
-  // Told when a request's answer has been read to its end, or failed: undici's own handler
-  // events, rather than a web stream wrapped around each answer's body (which costs per chunk).
-  const dispatcher = agent.compose((dispatch) => (options, handler) => dispatch(options, new AnswerEndHandler(handler, answerEnd.getStore(), maxResponseBytes)))
   const fetch: McpFetch = async (url, init = {}) => {
-    const call = requestContext.getStore()
-    let headers = init.headers
-    if (call !== undefined) {
-      const withTrace = new Headers(init.headers)
-      withTrace.set('traceparent', call.traceparent)
-      headers = withTrace
-    }
     // The client hands every request the signal of its whole session, which lives as long as the
     // connection; a fetch leaves a listener on it for good. Each request gets a signal of its own,
     // linked to the session's and unhooked once its answer has been read.
@@ -141,9 +120,10 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver, maxR
       sessionSignals.add(init.signal)
     }
     const link = init.signal === undefined || init.signal === null ? null : linkedController(init.signal)
-    // Only a stream answering the call itself tells the call it ended (a handshake made for the
-    // call ends as it should; a JSON answer is the answer, or an error the client throws).
-    const onCall = call !== undefined && init.method === 'POST' && isToolCall(init.body) ? call.onStreamEnd : undefined
+    // Only the stream answering a call's own tools/call tells the call it ended (a JSON answer is
+    // the answer, or an error the client throws). The client builds a Headers of its own for each request.
+    const trace = callStreams.size === 0 ? null : (init.headers as Headers | undefined)?.get?.('traceparent')
+    const onCall = trace === null || trace === undefined ? undefined : callStreams.get(trace)
     let streamed: boolean | null = null
     let ended: { error: unknown } | null = null
     const onEnd = (error: unknown): void => {
@@ -153,11 +133,14 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver, maxR
       if (streamed === true) onCall?.(error)
     }
     try {
-      // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher.
-      const answer = await answerEnd.run(onEnd, async () => await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), headers: headers as NonNullable<Parameters<typeof undiciFetch>[1]>['headers'], signal: link?.signal, redirect: 'manual', dispatcher }))
-      // The client tells a Response by `instanceof` the global class (reading an OAuth server's
-      // error, say), which undici's own is not: the answer is handed on as one, its body unread.
-      const response = new Response(NO_BODY.has(answer.status) ? null : answer.body as ReadableStream | null, { status: answer.status, statusText: answer.statusText, headers: answer.headers as unknown as Headers })
+      // undici's own fetch, so that its Agent (the guarded connections) is the dispatcher; told when
+      // the answer has been read to its end, or failed, by undici's own handler events rather than a
+      // web stream wrapped around each answer's body (which costs per chunk).
+      const dispatcher = { dispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => agent.dispatch(options, new AnswerEndHandler(handler, onEnd, maxResponseBytes)) } as unknown as Dispatcher
+      const answer = await undiciFetch(url, { ...(init as Parameters<typeof undiciFetch>[1]), signal: link?.signal, redirect: 'manual', dispatcher })
+      // The client tells a Response by `instanceof` the global class when it reads an error (an
+      // OAuth server's, say), which undici's own is not: such an answer is handed on as one.
+      const response = answer.status < 400 ? answer as unknown as Response : new Response(answer.body as ReadableStream | null, { status: answer.status, statusText: answer.statusText, headers: answer.headers as unknown as Headers })
       streamed = String(response.headers.get('content-type')).startsWith('text/event-stream')
       if (streamed && ended !== null) onCall?.((ended as { error: unknown }).error)
       return response
@@ -168,13 +151,4 @@ export function guardedFetch (egress: EgressAllowList, resolver?: Resolver, maxR
   }
 
   return { fetch, close: async () => { await agent.close() } }
-}
-
-function isToolCall (body: unknown): boolean {
-  if (typeof body !== 'string' || !body.includes('"tools/call"')) return false
-  try {
-    return (JSON.parse(body) as { method?: unknown }).method === 'tools/call'
-  } catch {
-    return false
-  }
 }

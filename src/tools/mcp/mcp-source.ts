@@ -7,7 +7,7 @@ import { errorOutcome, type ToolOutcome } from '../tool-result.js'
 import type { CallContext, CallHooks, CallResult, ToolSource } from '../tool-source.js'
 import { callWithRetries, cancelledOutcome as cancelled } from '../tool-attempts.js'
 import type { McpConnections } from './mcp-connection.js'
-import { requestContext } from './mcp-fetch.js'
+import { callStreams } from './mcp-fetch.js'
 import { failureOf, outcomeFromFailure, outcomeFromResult } from './mcp-result.js'
 
 export interface McpSourceOptions {
@@ -83,8 +83,10 @@ export class McpSource implements ToolSource {
     }
     const timer = ownDeadline ? setTimeout(() => { timedOut = true; link.controller.abort(new Error(`timed out after ${tool.timeout_ms} ms`)) }, tool.timeout_ms) : undefined
     const connection = this.#options.connections.of(server)
+    const trace = traceparent(span, context.traceId)
+    callStreams.set(trace, onStreamEnd)
     try {
-      const result = await requestContext.run({ traceparent: traceparent(span, context.traceId), onStreamEnd }, async () => await connection.withSession(async (client) => await client.callTool({
+      const result = await connection.withSession(async (client) => await client.callTool({
         name: mcp.tool,
         arguments: input as Record<string, unknown>,
         _meta: {
@@ -96,8 +98,9 @@ export class McpSource implements ToolSource {
       }, {
         signal: link.signal,
         // The SDK's own timer (60 s by default) must never cut in before ours or the run's.
-        timeout: Math.max(1, context.runDeadline - now) + 60_000
-      }), link.signal))
+        timeout: Math.max(1, context.runDeadline - now) + 60_000,
+        headers: { traceparent: trace }
+      }), link.signal)
       return outcomeFromResult(subject, result as Parameters<typeof outcomeFromResult>[1], this.#options.maxResultChars)
     } catch (err) {
       if (context.signal.aborted) return cancelled(tool.name, context.signal)
@@ -109,6 +112,7 @@ export class McpSource implements ToolSource {
       }
       return outcomeFromFailure(subject, err)
     } finally {
+      callStreams.delete(trace)
       settled = true
       clearTimeout(timer)
       link.dispose()
