@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
 import { useReplicas, type Replica } from '../support/replicas.js'
-import { resultText, startFakeMessagesApi, toolResults, turnNumber, type FakeMessagesApi } from '../support/fake-messages-api.js'
-import { startWebhookServer, WebhookServer } from '../support/webhook-server.js'
+import { resultText, toolResults, turnNumber } from '../support/fake-messages-api.js'
+import { WebhookServer } from '../support/webhook-server.js'
 import { findTranscriptProblem } from '../../src/runs/transcript.js'
 
 /**
@@ -13,31 +13,17 @@ import { findTranscriptProblem } from '../../src/runs/transcript.js'
 
 const postgres = backends.find((b) => b.name === 'postgres')!
 
-let model: FakeMessagesApi
-let tools: WebhookServer
-
-beforeAll(async () => {
-  model = await startFakeMessagesApi()
-  tools = await startWebhookServer()
-})
-afterAll(async () => {
-  await Promise.all([model.close(), tools.close()])
-})
-beforeEach(() => {
-  tools.calls.length = 0
-  model.refusals.length = 0
-})
-const replicas = useReplicas({ modelUrl: () => model.url })
+const replicas = useReplicas()
 
 async function registerTools (server: Replica, delayMs: number): Promise<void> {
   const schema = { type: 'object', properties: { q: { type: 'string' } } }
-  await server.api('PUT', '/tools/read_slow', { description: 'reads', input_schema: schema, url: `${tools.url}/delay/${delayMs}`, effect: 'read_only' })
-  await server.api('PUT', '/tools/write_slow', { description: 'writes', input_schema: schema, url: `${tools.url}/delay/${delayMs}`, effect: 'side_effecting' })
+  await server.api('PUT', '/tools/read_slow', { description: 'reads', input_schema: schema, url: `${replicas.tools.url}/delay/${delayMs}`, effect: 'read_only' })
+  await server.api('PUT', '/tools/write_slow', { description: 'writes', input_schema: schema, url: `${replicas.tools.url}/delay/${delayMs}`, effect: 'side_effecting' })
 }
 
 /** Both tools on the first turn; then an answer that quotes every result. */
 function bothToolsThenAnswer (): void {
-  model.respond = (request) => turnNumber(request) === 1
+  replicas.model.respond = (request) => turnNumber(request) === 1
     ? { content: [{ type: 'tool_use', name: 'read_slow', input: { q: 'r' } }, { type: 'tool_use', name: 'write_slow', input: { q: 'w' } }] }
     : { content: [{ type: 'text', text: toolResults(request).map((r) => `${r.is_error === true ? 'ERR' : 'OK'}: ${resultText(r)}`).join(' | ') }] }
 }
@@ -47,11 +33,11 @@ async function runWithBothCallsInFlight (server: Replica, delayMs: number): Prom
   await registerTools(server, delayMs)
   bothToolsThenAnswer()
   const run = await server.api('POST', '/runs', { input: 'go', tools: ['read_slow', 'write_slow'], background: true })
-  await expect.poll(() => tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
+  await expect.poll(() => replicas.tools.calls.filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(2)
   return run
 }
 
-const callsOf = (tool: string) => tools.calls.filter((c) => c.body.tool === tool)
+const callsOf = (tool: string) => replicas.tools.calls.filter((c) => c.body.tool === tool)
 
 /** What every takeover test checks: no side effect twice, read-only calls repeated with their key, a valid transcript. */
 function expectSafeRecovery (run: any, events: any[]): void {
@@ -65,7 +51,7 @@ function expectSafeRecovery (run: any, events: any[]): void {
   expect(findTranscriptProblem(run.messages.slice(0, -1))).toBeNull()
   expect(events.some((e) => e.type === 'run.resumed')).toBe(true)
   // The strict fake accepted every request, from either replica.
-  expect(model.refusals).toEqual([])
+  expect(replicas.model.refusals).toEqual([])
 }
 
 describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
@@ -83,7 +69,7 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
   it('another replica asks the model again when the replica that was waiting on it was killed', async () => {
     const [a, b] = await replicas.startMany(2, await replicas.store(postgres))
     let asked = 0
-    model.respond = (request) => {
+    replicas.model.respond = (request) => {
       if (turnNumber(request) === 1 && ++asked === 1) return { kind: 'hang' }
       return { content: [{ type: 'text', text: `answered on try ${asked}` }] }
     }
@@ -93,7 +79,7 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
     const done = await b.waitForRunStatus(run.id, 'completed')
     expect(done.output_text).toBe('answered on try 2')
     expect(done.steps).toBe(1)
-    expect(model.refusals).toEqual([])
+    expect(replicas.model.refusals).toEqual([])
   })
 
   it('on SIGTERM, hands a run that outlasts the grace period to another replica at once, and exits 0', async () => {
@@ -132,14 +118,14 @@ describe.skipIf(postgres.skip)('several replicas on PostgreSQL', () => {
     const arrived = new Set<string>()
     let openGate = (): void => {}
     const gate = new Promise<void>((resolve) => { openGate = resolve })
-    tools.on('/gate', async (_req, res, call) => {
+    replicas.tools.on('/gate', async (_req, res, call) => {
       arrived.add(String(call.body.input?.q))
       if (arrived.size >= 2) openGate()
       await Promise.race([gate, sleep(20_000)])
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ content: 'ok' }))
     })
-    await a.api('PUT', '/tools/read_slow', { description: 'reads', input_schema: { type: 'object', properties: { q: { type: 'string' } } }, url: `${tools.url}/gate`, effect: 'read_only' })
-    model.respond = (request) => turnNumber(request) === 1
+    await a.api('PUT', '/tools/read_slow', { description: 'reads', input_schema: { type: 'object', properties: { q: { type: 'string' } } }, url: `${replicas.tools.url}/gate`, effect: 'read_only' })
+    replicas.model.respond = (request) => turnNumber(request) === 1
       ? { content: [{ type: 'tool_use', name: 'read_slow', input: { q: request.body.messages[0].content } }] }
       : { content: [{ type: 'text', text: 'done' }] }
     const first = await a.api('POST', '/runs', { input: 'first', tools: ['read_slow'], background: true })
@@ -159,7 +145,7 @@ describe('one replica on SQLite', () => {
     const first = await replicas.start(await replicas.store())
     await registerTools(first, 2000)
     // The message ends at max_tokens, yet its last tool_use is whole: it was sent.
-    model.respond = () => ({ content: [{ type: 'tool_use', name: 'write_slow', input: { q: 'w' } }], stop_reason: 'max_tokens' })
+    replicas.model.respond = () => ({ content: [{ type: 'tool_use', name: 'write_slow', input: { q: 'w' } }], stop_reason: 'max_tokens' })
     const run = await first.api('POST', '/runs', { input: 'go', tools: ['write_slow'], background: true })
     await expect.poll(() => callsOf('write_slow').filter((c) => c.end === null).length, { timeout: 10_000 }).toBe(1)
     await first.kill()

@@ -1,8 +1,7 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
 import { useReplicas, type Replica } from '../support/replicas.js'
-import { resultText, startFakeMessagesApi, toolResults, turnNumber, type FakeMessagesApi } from '../support/fake-messages-api.js'
-import { startWebhookServer, type WebhookServer } from '../support/webhook-server.js'
+import { resultText, toolResults, turnNumber } from '../support/fake-messages-api.js'
 import { findTranscriptProblem } from '../../src/runs/transcript.js'
 
 /**
@@ -13,28 +12,14 @@ import { findTranscriptProblem } from '../../src/runs/transcript.js'
 
 const postgres = backends.find((b) => b.name === 'postgres')!
 
-let model: FakeMessagesApi
-let tools: WebhookServer
-
-beforeAll(async () => {
-  model = await startFakeMessagesApi()
-  tools = await startWebhookServer()
-})
-afterAll(async () => {
-  await Promise.all([model.close(), tools.close()])
-})
-beforeEach(() => {
-  tools.calls.length = 0
-  model.refusals.length = 0
-})
-const replicas = useReplicas({ modelUrl: () => model.url })
+const replicas = useReplicas()
 
 /** A lookup made at once, and two refunds that wait for a reviewer; then an answer quoting every result. */
 async function waitingRun (server: Replica, refundPath = '/ok'): Promise<any> {
   const schema = { type: 'object', properties: { q: { type: 'string' } } }
-  await server.api('PUT', '/tools/lookup', { description: 'reads', input_schema: schema, url: `${tools.url}/ok`, effect: 'read_only' })
-  await server.api('PUT', '/tools/refund', { description: 'refunds', input_schema: schema, url: `${tools.url}${refundPath}`, approval: 'always' })
-  model.respond = (request) => turnNumber(request) === 1
+  await server.api('PUT', '/tools/lookup', { description: 'reads', input_schema: schema, url: `${replicas.tools.url}/ok`, effect: 'read_only' })
+  await server.api('PUT', '/tools/refund', { description: 'refunds', input_schema: schema, url: `${replicas.tools.url}${refundPath}`, approval: 'always' })
+  replicas.model.respond = (request) => turnNumber(request) === 1
     ? { content: [{ type: 'tool_use', name: 'lookup', input: { q: 'order 7' } }, { type: 'tool_use', name: 'refund', input: { q: 'order 7' } }, { type: 'tool_use', name: 'refund', input: { q: 'order 8' } }] }
     : { content: [{ type: 'text', text: toolResults(request).map(resultText).join(' | ') }] }
   const run = await server.api('POST', '/runs', { input: 'refund?', tools: ['lookup', 'refund'] })
@@ -43,12 +28,12 @@ async function waitingRun (server: Replica, refundPath = '/ok'): Promise<any> {
   return run
 }
 
-const callsOf = (tool: string) => tools.calls.filter((c) => c.body.tool === tool)
+const callsOf = (tool: string) => replicas.tools.calls.filter((c) => c.body.tool === tool)
 
 function expectWholeTranscript (run: any): void {
   expect(run.messages.at(-1).role).toBe('assistant')
   expect(findTranscriptProblem(run.messages.slice(0, -1))).toBeNull()
-  expect(model.refusals).toEqual([])
+  expect(replicas.model.refusals).toEqual([])
 }
 
 describe.skipIf(postgres.skip)('approvals across replicas on PostgreSQL', () => {

@@ -1,32 +1,21 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { useReplicas } from '../support/replicas.js'
-import { resultText, startFakeMessagesApi, toolResults, turnNumber, type FakeMessagesApi } from '../support/fake-messages-api.js'
-import { startWebhookServer, type WebhookServer } from '../support/webhook-server.js'
+import { resultText, toolResults, turnNumber } from '../support/fake-messages-api.js'
 
 /**
  * Crash recovery of a batch's invocations (SPEC §7, §14), with real processes: a replica is killed
  * with SIGKILL while a batch's calls are in flight, and another takes the run over.
  */
 
-let model: FakeMessagesApi
-let tools: WebhookServer
-
-beforeAll(async () => {
-  model = await startFakeMessagesApi()
-  tools = await startWebhookServer()
-})
-afterAll(async () => {
-  await Promise.all([model.close(), tools.close()])
-})
-const replicas = useReplicas({ modelUrl: () => model.url })
+const replicas = useReplicas()
 
 describe('a batch taken over after its replica is killed mid-step', () => {
   it('keeps a stored result, sends a read_only call again under the same key, and reports a side_effecting one as an unknown outcome', async () => {
     const first = await replicas.start(await replicas.store())
     for (const [name, path, effect] of [['quick', '/ok', 'read_only'], ['read_slow', '/delay/3000', 'read_only'], ['write_slow', '/delay/3000', 'side_effecting']]) {
-      await first.api('PUT', `/tools/${name!}`, { description: name, input_schema: { type: 'object' }, url: `${tools.url}${path!}`, effect, max_attempts: 1 })
+      await first.api('PUT', `/tools/${name!}`, { description: name, input_schema: { type: 'object' }, url: `${replicas.tools.url}${path!}`, effect, max_attempts: 1 })
     }
-    model.respond = (request) => turnNumber(request) === 1
+    replicas.model.respond = (request) => turnNumber(request) === 1
       ? {
           content: [{
             type: 'tool_use',
@@ -40,7 +29,7 @@ describe('a batch taken over after its replica is killed mid-step', () => {
     // The quick call's result is stored, and both slow calls are in flight.
     await expect.poll(async () => {
       const events = await first.api('GET', `/runs/${run.id as string}/events?limit=100`)
-      return events.data.some((e: any) => e.type === 'tool_call.completed' && e.data.tool_use_id === 'toolu_batch:0') && tools.calls.filter((c) => c.path === '/delay/3000' && c.end === null).length === 2
+      return events.data.some((e: any) => e.type === 'tool_call.completed' && e.data.tool_use_id === 'toolu_batch:0') && replicas.tools.calls.filter((c) => c.path === '/delay/3000' && c.end === null).length === 2
     }, { timeout: 15_000, interval: 50 }).toBe(true)
     await first.kill()
 
@@ -51,10 +40,10 @@ describe('a batch taken over after its replica is killed mid-step', () => {
       '[2] read_slow: ok read_slow {"q":"r"}',
       '[3] write_slow: error: outcome unknown: the call was in flight when its replica stopped'
     ].join('\n\n'))
-    const keys = (path: string): string[] => tools.calls.filter((c) => c.path === path).map((c) => String(c.headers['idempotency-key']))
+    const keys = (path: string): string[] => replicas.tools.calls.filter((c) => c.path === path).map((c) => String(c.headers['idempotency-key']))
     expect(keys('/ok')).toEqual([`${run.id as string}:toolu_batch:0`])
-    expect(tools.calls.filter((c) => c.body.tool === 'read_slow').map((c) => c.headers['idempotency-key'])).toEqual([`${run.id as string}:toolu_batch:1`, `${run.id as string}:toolu_batch:1`])
-    expect(tools.calls.filter((c) => c.body.tool === 'write_slow')).toHaveLength(1)
-    expect(model.refusals).toEqual([])
+    expect(replicas.tools.calls.filter((c) => c.body.tool === 'read_slow').map((c) => c.headers['idempotency-key'])).toEqual([`${run.id as string}:toolu_batch:1`, `${run.id as string}:toolu_batch:1`])
+    expect(replicas.tools.calls.filter((c) => c.body.tool === 'write_slow')).toHaveLength(1)
+    expect(replicas.model.refusals).toEqual([])
   }, 90_000)
 })

@@ -1,7 +1,9 @@
-import { afterEach, expect } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest'
 import { backends, type Backend, type StorageLocation } from './backends.js'
 import { TENANT_A } from './app.js'
+import { startFakeMessagesApi, type FakeMessagesApi } from './fake-messages-api.js'
 import { startServerProcess, type ServerProcess } from './process.js'
+import { startWebhookServer, type WebhookServer } from './webhook-server.js'
 
 /**
  * Replicas of Switchboard as real processes (`server.ts`, started as Switchboard is started), for the
@@ -10,22 +12,22 @@ import { startServerProcess, type ServerProcess } from './process.js'
  * its runs over.
  *
  * ```ts
- * let model: FakeMessagesApi
- * beforeAll(async () => { model = await startFakeMessagesApi() })
- * const replicas = useReplicas({ modelUrl: () => model.url })
+ * const replicas = useReplicas()
  *
  * it('…', async () => {
  *   const store = await replicas.store(postgres)          // or replicas.store() for SQLite
  *   const [a, b] = await replicas.startMany(2, store)
- *   const run = await a.api('POST', '/runs', { input: 'go', background: true })
+ *   await a.api('PUT', '/tools/slow', { …, url: `${replicas.tools.url}/delay/3000` })
+ *   replicas.model.respond = (request) => …
+ *   const run = await a.api('POST', '/runs', { input: 'go', tools: ['slow'], background: true })
  *   await a.kill()                                        // kill -9, and wait for the exit
  *   const done = await b.waitForRunStatus(run.id, 'completed')
+ *   const again = await replicas.restart(b)               // the same settings, a new process
  * })
  * ```
  *
  * Every replica and every store is ended after each test (kill -9, then the folder removed or the
- * database dropped), whatever the test did. The fakes a test file owns (Messages API, tool servers)
- * are the file's to reset, best in a `beforeEach`: after-hooks run in reverse order of registration.
+ * database dropped), whatever the test did; the fakes' records are cleared before each test.
  */
 
 /** A replica: a running `server.ts`, called as tenant A (`TENANT_A`). */
@@ -51,6 +53,10 @@ export interface Replica extends ServerProcess {
 export type StoreEnv = Readonly<Record<string, string>>
 
 export interface Replicas {
+  /** The strict fake Messages API that every replica calls, for the file; `refusals` cleared before each test. */
+  readonly model: FakeMessagesApi
+  /** A webhook tool server on 127.0.0.1, for the file; `calls` cleared before each test. */
+  readonly tools: WebhookServer
   /**
    * A fresh, empty store of the backend's kind (SQLite unless told), for this test only: a data
    * directory or a new PostgreSQL database. Pass what it answers to `start` or `startMany`.
@@ -74,19 +80,32 @@ const SQLITE = backends.find((b) => b.name === 'sqlite')!
 const headers = { authorization: `Bearer ${TENANT_A.key}`, 'content-type': 'application/json' }
 
 /**
- * The replicas of a test file. Call it at the top level of the file: it registers the `afterEach`
- * that ends them. `modelUrl` is read at each start, so the fake Messages API may be started in a
- * `beforeAll`.
+ * The replicas of a test file, with the fakes they call. Call it at the top level of the file: it
+ * registers the hooks that start the fakes, clear their records, end the replicas and close the fakes.
+ * `model` and `tools` are there once the file's tests run (not when the file is loaded). A file that
+ * runs a fake Messages API of its own passes its URL as `modelUrl` (read at each start).
  */
-export function useReplicas (options: { modelUrl: () => string }): Replicas {
+export function useReplicas (options: { modelUrl?: () => string } = {}): Replicas {
   const running: Replica[] = []
   const locations: StorageLocation[] = []
+  let model: FakeMessagesApi | undefined
+  let tools: WebhookServer | undefined
+  beforeAll(async () => {
+    [model, tools] = await Promise.all([startFakeMessagesApi(), startWebhookServer()])
+  })
+  afterAll(async () => {
+    await Promise.all([model?.close(), tools?.close()])
+  })
+  beforeEach(() => {
+    model!.refusals.length = 0
+    tools!.calls.length = 0
+  })
 
   const start = async (env: Record<string, string>): Promise<Replica> => {
     const settings = {
       API_KEYS: `${TENANT_A.id}:${TENANT_A.key}`,
       HOST: '127.0.0.1',
-      ANTHROPIC_BASE_URL: options.modelUrl(),
+      ANTHROPIC_BASE_URL: options.modelUrl?.() ?? model!.url,
       ANTHROPIC_API_KEY: 'sk-test',
       TOOL_EGRESS_ALLOW: '127.0.0.1',
       // Short, so that another replica takes a killed one's runs within a test's patience.
@@ -108,6 +127,8 @@ export function useReplicas (options: { modelUrl: () => string }): Replicas {
   afterEach(stopAll)
 
   return {
+    get model () { return model! },
+    get tools () { return tools! },
     store: async (backend = SQLITE): Promise<StoreEnv> => {
       const location = await backend.location()
       locations.push(location)

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { useReplicas } from '../../support/replicas.js'
-import { resultText, startFakeMessagesApi, toolResults, turnNumber, type FakeMessagesApi } from '../../support/fake-messages-api.js'
+import { resultText, toolResults, turnNumber } from '../../support/fake-messages-api.js'
 import { McpTestServer } from '../../support/mcp-server.js'
 import { findTranscriptProblem } from '../../../src/runs/transcript.js'
 
@@ -15,27 +15,25 @@ const slow = async (): Promise<{ content: Array<{ type: 'text', text: string }> 
   return { content: [{ type: 'text', text: 'slow ok' }] }
 }
 
-let model: FakeMessagesApi
+const replicas = useReplicas()
 let mcp: McpTestServer
 
 beforeAll(async () => {
-  model = await startFakeMessagesApi()
   mcp = await new McpTestServer([
     { name: 'read_slow', annotations: { readOnlyHint: true }, run: slow },
     { name: 'write_slow', annotations: { destructiveHint: true }, run: slow }
   ]).start()
 })
 afterAll(async () => {
-  await Promise.all([model.close(), mcp.close()])
+  await mcp.close()
 })
-const replicas = useReplicas({ modelUrl: () => model.url })
 
 describe('MCP calls after a replica is killed mid-step', () => {
   it('a read_only call is sent again with the same idempotency key; a side_effecting one is reported as an unknown outcome', async () => {
     const first = await replicas.start(await replicas.store())
     const registered = await first.api('PUT', '/mcp-servers/slow', { url: mcp.url, trust_annotations: true })
     expect(registered.tools.map((t: any) => [t.run_name, t.effect])).toEqual([['slow__read_slow', 'read_only'], ['slow__write_slow', 'side_effecting']])
-    model.respond = (request) => turnNumber(request) === 1
+    replicas.model.respond = (request) => turnNumber(request) === 1
       ? { content: [{ type: 'tool_use', name: 'slow__read_slow', input: { q: 'r' } }, { type: 'tool_use', name: 'slow__write_slow', input: { q: 'w' } }] }
       : { content: [{ type: 'text', text: toolResults(request).map((r) => `${r.is_error === true ? 'ERR' : 'OK'}: ${resultText(r)}`).join(' | ') }] }
     const run = await first.api('POST', '/runs', { input: 'go', mcp_servers: ['slow'], background: true })
@@ -51,11 +49,11 @@ describe('MCP calls after a replica is killed mid-step', () => {
     expect(new Set(reads.map((c) => c.meta?.['switchboard/idempotency_key'])).size).toBe(1)
     // The resumed run sent the model the same tools as before the kill.
     const firstText = (content: unknown): unknown => typeof content === 'string' ? content : (content as Array<{ text?: string }>)[0]?.text
-    const runRequests = model.requests.filter((r) => firstText(r.body.messages[0].content) === 'go')
+    const runRequests = replicas.model.requests.filter((r) => firstText(r.body.messages[0].content) === 'go')
     expect(runRequests.length).toBeGreaterThanOrEqual(2)
     for (const request of runRequests) expect(request.body.tools.map((t: any) => t.name)).toEqual(['slow__read_slow', 'slow__write_slow'])
     expect(done.messages.at(-1).role).toBe('assistant')
     expect(findTranscriptProblem(done.messages.slice(0, -1))).toBeNull()
-    expect(model.refusals).toEqual([])
+    expect(replicas.model.refusals).toEqual([])
   }, 90_000)
 })
