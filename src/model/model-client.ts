@@ -6,6 +6,7 @@ import { retryAfterMs } from '../lib/retry.js'
 import { cutText, wellFormed } from '../lib/text.js'
 import { messageJson } from './message-json.js'
 import { betaHeader } from './betas.js'
+import { CONTAINER_EXPIRED, isContainerGone } from './code-execution.js'
 import { MessageAccumulator, type AccumulatorHandlers } from './message-accumulator.js'
 import { ServerSentEventParser, type ServerSentEvent } from './sse-reader.js'
 import { undiciFetch } from './undici-fetch.js'
@@ -272,6 +273,10 @@ function classify (err: unknown, redactor: Redactor): ModelCallError {
     if (status === undefined) return new ModelCallError(`the model call failed: ${detail}`, { retryable: true, code: 'MODEL_ERR_UNAVAILABLE', retryAfterMs: waitMs, cause: err })
     const retryable = status === 408 || status === 409 || status === 429 || status >= 500
     const what = type !== undefined ? `${status} ${type}` : String(status)
+    // The run's code execution container is gone (SPEC §16): asking again cannot bring it back.
+    if (isContainerGone(status, type, detail)) {
+      return new ModelCallError(`the run's code execution container expired or is gone (the Messages API answered ${what}: ${detail}); the code it ran and its state are lost: start the task again in a new run`, { retryable: false, code: CONTAINER_EXPIRED, status, cause: err })
+    }
     return new ModelCallError(`the Messages API answered ${what}: ${detail}`, {
       retryable,
       code: retryable ? 'MODEL_ERR_UNAVAILABLE' : status === 401 || status === 403 ? 'MODEL_ERR_AUTHENTICATION' : 'MODEL_ERR_REQUEST_REFUSED',

@@ -14,6 +14,7 @@ export interface ModelAsk {
   readonly top_p?: number | undefined
   readonly top_k?: number | undefined
   readonly output_config?: { readonly effort?: string | null | undefined } | undefined
+  readonly code_execution?: boolean | undefined
 }
 
 interface Refusals {
@@ -27,6 +28,8 @@ interface Refusals {
   readonly sampling?: boolean
   /** `output_config.effort` levels refused; `all` for a model without effort. */
   readonly effort?: readonly string[] | 'all'
+  /** The code execution tool with programmatic tool calling (SPEC §16). */
+  readonly codeExecution?: boolean
 }
 
 // Sources, as of 2026-12:
@@ -42,6 +45,9 @@ interface Refusals {
 //   UsesAdaptiveThinking notes).
 // - Adaptive thinking came with the 4.6 models; effort with Opus 4.5 (the effort docs); models
 //   before take neither (the adaptive thinking and effort docs).
+// - Programmatic tool calling (code execution with allowed_callers) came with Claude Opus 4.5 and
+//   Sonnet 4.5; Haiku 4.5 and the models before do not take it (Anthropic's programmatic tool
+//   calling docs, model compatibility; LiteLLM's Anthropic programmatic tool calling page).
 const NEWEST: Refusals = { forcedToolChoice: true, budgetThinking: true, sampling: true }
 const TABLE: ReadonlyArray<readonly [string, Refusals]> = [
   ['claude-opus-5-5', NEWEST],
@@ -54,12 +60,12 @@ const TABLE: ReadonlyArray<readonly [string, Refusals]> = [
   ['claude-sonnet-4-6', { effort: ['xhigh', 'max'] }],
   ['claude-opus-4-5', { adaptiveThinking: true, effort: ['xhigh', 'max'] }],
   ['claude-sonnet-4-5', { adaptiveThinking: true, effort: 'all' }],
-  ['claude-haiku-4-5', { adaptiveThinking: true, effort: 'all' }],
-  ['claude-opus-4-1', { adaptiveThinking: true, effort: 'all' }],
-  ['claude-opus-4', { adaptiveThinking: true, effort: 'all' }],
-  ['claude-sonnet-4', { adaptiveThinking: true, effort: 'all' }],
-  ['claude-3-7-sonnet', { adaptiveThinking: true, effort: 'all' }],
-  ['claude-3-5-haiku', { adaptiveThinking: true, effort: 'all' }]
+  ['claude-haiku-4-5', { adaptiveThinking: true, effort: 'all', codeExecution: true }],
+  ['claude-opus-4-1', { adaptiveThinking: true, effort: 'all', codeExecution: true }],
+  ['claude-opus-4', { adaptiveThinking: true, effort: 'all', codeExecution: true }],
+  ['claude-sonnet-4', { adaptiveThinking: true, effort: 'all', codeExecution: true }],
+  ['claude-3-7-sonnet', { adaptiveThinking: true, effort: 'all', codeExecution: true }],
+  ['claude-3-5-haiku', { adaptiveThinking: true, effort: 'all', codeExecution: true }]
 ]
 const SNAPSHOT = /^-\d{8}$/
 
@@ -92,6 +98,9 @@ export function modelRefusal (model: string, ask: ModelAsk): { option: string, w
     for (const option of ['temperature', 'top_p', 'top_k'] as const) {
       if (ask[option] !== undefined) return { option, why: `sampling parameters (${option}); leave them out` }
     }
+  }
+  if (refusals.codeExecution === true && ask.code_execution === true) {
+    return { option: 'code_execution', why: 'programmatic tool calling (the code execution tool calling the run\'s tools); leave code_execution out' }
   }
   const effort = ask.output_config?.effort
   if (refusals.effort !== undefined && effort !== undefined && effort !== null && (refusals.effort === 'all' || refusals.effort.includes(effort))) {

@@ -1,4 +1,5 @@
 import type { MessageParam, Tool as ModelTool, ToolUnion } from '@anthropic-ai/sdk/resources/messages'
+import { CODE_EXECUTION_TOOL, withCallers } from '../model/code-execution.js'
 import type { ModelRequest } from '../model/model-client.js'
 import type { ClientTool, RunParams } from '../schemas/runs.js'
 import type { ToolRecord } from '../store/index.js'
@@ -16,6 +17,8 @@ export interface ModelRequestParts {
   readonly historyTools: Iterable<string>
   /** The whole transcript so far; sent as it is (each message's JSON is made once: see messageJson). */
   readonly history: MessageParam[]
+  /** The run's code execution container (SPEC §16), once a model answer named one: sent with every later request. */
+  readonly container?: string | null | undefined
 }
 
 /** The API's tool search tools (SPEC §15), by the run's `tool_search`. */
@@ -47,7 +50,7 @@ export function modelRequest (parts: ModelRequestParts): ModelRequest {
   const modelTools: ToolUnion[] = []
   for (const name of names) {
     const tool = parts.tools.find((t) => t.name === name)
-    if (tool !== undefined) modelTools.push(modelTool(tool))
+    if (tool !== undefined) modelTools.push(withCallers(modelTool(tool), tool.model_options?.callers, params.code_execution === true))
   }
   if (params.batch_tool === true) modelTools.push(BATCH_TOOL_DEFINITION)
   for (const definition of parts.clientTools) {
@@ -58,7 +61,11 @@ export function modelRequest (parts: ModelRequestParts): ModelRequest {
     if (!defined.has(name)) modelTools.push({ name, description: 'Not available in this run: calling it returns an error.', input_schema: { type: 'object' } })
   }
   if (params.tool_search !== undefined) modelTools.push(TOOL_SEARCH[params.tool_search])
+  // Programmatic tool calling (SPEC §16): the API's code execution tool, and the container its
+  // code runs in once there is one (a continuation of code waiting for results must name it).
+  if (params.code_execution === true) modelTools.push(CODE_EXECUTION_TOOL)
   const request: ModelRequest = { model: parts.model, max_tokens: params.max_tokens, messages: parts.history }
+  if (parts.container !== undefined && parts.container !== null) request.container = parts.container
   if (params.system !== undefined) request.system = params.system
   if (modelTools.length > 0) {
     request.tools = modelTools

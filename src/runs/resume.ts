@@ -9,7 +9,7 @@ import { toolResult, type ToolResultContent } from '../tools/tool-result.js'
  */
 export interface ResumedStep {
   readonly step: number
-  readonly message?: Pick<Message, 'content' | 'stop_reason' | 'usage'>
+  readonly message?: Pick<Message, 'content' | 'stop_reason' | 'usage'> & { readonly container?: Message['container'] }
   /** Calls with a stored result: never called again. */
   readonly results: ReadonlyMap<string, ToolResultBlockParam>
   /** Calls that were sent but have no result: in flight when the replica stopped. */
@@ -46,7 +46,9 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
   const message: Answer = {
     content: completed.data.content as Answer['content'],
     stop_reason: completed.data.stop_reason as Answer['stop_reason'],
-    usage: completed.data.usage as Answer['usage']
+    usage: completed.data.usage as Answer['usage'],
+    // The container the answer's code runs in (SPEC §16), if any: the step's write stores it.
+    ...(typeof completed.data.container_id === 'string' ? { container: { id: completed.data.container_id } as Message['container'] } : {})
   }
   return { step, message, results, inFlight, incomplete, approved }
 }

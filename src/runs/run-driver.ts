@@ -4,6 +4,7 @@ import type { Span } from '@opentelemetry/api'
 import { linkedController } from '../lib/abort.js'
 import { retry, retryDelay, sleep, type Backoff } from '../lib/retry.js'
 import type { Log } from '../logger.js'
+import { containerPatch } from '../model/code-execution.js'
 import { ModelCallError, type ModelClient, type ModelRequest } from '../model/model-client.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { ClientTool, RunParams, StopReason } from '../schemas/runs.js'
@@ -265,7 +266,7 @@ export class RunDriver {
       answer = this.#recover(step, resumed, tools)
     } else {
       const request = modelRequest({
-        model: run.model, params: this.#params, tools: records, clientTools: this.#params.client_tools ?? [], historyTools: this.#historyTools, history: this.#history
+        model: run.model, params: this.#params, tools: records, clientTools: this.#params.client_tools ?? [], historyTools: this.#historyTools, history: this.#history, container: run.container_id
       })
       // A call the run's or its tenant's budget cannot afford is not made (SPEC §17).
       const exhausted = await this.#budget.check(run, request)
@@ -319,7 +320,8 @@ export class RunDriver {
       usage,
       output: message.content,
       tool_calls_total: run.tool_calls_total + results.length,
-      tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length
+      tool_calls_errors: run.tool_calls_errors + results.filter((r) => r.is_error === true).length,
+      ...containerPatch(message, run.container_id)
     }
     // Calls waiting for a reviewer: the step stops here, its other calls done (SPEC §12).
     if (held.size > 0) return { stop: await this.#awaitApproval(toolUses.filter((u) => held.has(u.id)), tools) }
@@ -429,7 +431,7 @@ export class RunDriver {
         measure.ok(message)
         // `incomplete`: tool_use blocks whose input was cut or broken, never sent: what a replica
         // resuming the step must not send either.
-        this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content, incomplete: [...incomplete] })
+        this.events.emit('step.completed', { step, stop_reason: message.stop_reason, usage: message.usage, content: message.content, incomplete: [...incomplete], ...containerPatch(message, null) })
         // Before a held-back call is sent, the message that asked for it is stored: a replica that
         // takes the run over then knows the call may have been made, and does not ask again.
         if (deferred.length > 0) await this.events.flush()

@@ -97,7 +97,8 @@ export function checkRunRequest (body: CreateRun, limits: RequestLimits, compile
     ...(mcpTools.length > 0 ? { mcp_tools: [...mcpTools] } : {}),
     ...(batchTool ? { batch_tool: true } : {}),
     ...pick(body, ['output_config', 'context_management', 'tool_search']),
-    ...(body.cache === 'off' ? { cache: 'off' as const } : {})
+    ...(body.cache === 'off' ? { cache: 'off' as const } : {}),
+    ...(body.code_execution === true ? { code_execution: true } : {})
   }
   return { messages, params }
 }

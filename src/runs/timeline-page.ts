@@ -198,7 +198,7 @@ function drawRow (row: TimelineRow, y: number, x: (ms: number) => number): strin
   const top = y + (ROW_HEIGHT - BAR_HEIGHT) / 2
   const middle = round(top + BAR_HEIGHT / 2)
   const held = row.heldUp ? ' held' : ''
-  const name = row.kind === 'model' ? 'model call' : row.kind === 'client' ? `${row.name} (caller)` : row.name
+  const name = row.kind === 'model' ? 'model call' : row.kind === 'client' ? `${row.name} (caller)` : row.codeCaller !== undefined ? `${row.name} (code)` : row.name
   const out: string[] = [`<g class="row ${row.kind}" data-step="${row.step}"${row.toolUseId === null ? '' : ` data-tool-use-id="${escapeHtml(row.toolUseId)}"`}>`]
   out.push(`<text class="name ${row.kind}${held}" x="20" y="${middle + 4}">${escapeHtml(cut(name))}<title>${escapeHtml(name)}</title></text>`)
   row.bars.forEach((bar, index) => {
@@ -242,6 +242,7 @@ function rowInfo (row: TimelineRow): string {
 function barTitle (row: TimelineRow, bar: TimelineBar): string {
   const what = row.kind === 'model' ? `model call of step ${row.step}` : `${row.name} (step ${row.step}${row.toolUseId === null ? '' : `, ${row.toolUseId}`})`
   const lines = [`${what}${bar.attempt > 0 ? `, attempt ${bar.attempt}` : ''}`, `${duration(bar.start)} → ${duration(bar.end)}: ${duration(bar.end - bar.start)}`]
+  if (row.codeCaller !== undefined) lines.push(`called by the model's code (${row.codeCaller === '' ? 'code execution' : row.codeCaller})`)
   const outcome = bar.outcome === 'ok' ? 'ok' : MARKS[bar.outcome]
   lines.push(`${outcome}${bar.status === null ? '' : ` (HTTP ${bar.status})`}${bar.retried ? ', retried' : ''}`)
   if (bar.error !== null) lines.push(bar.error)

@@ -38,6 +38,8 @@ export interface TimelineRow {
   readonly heldUp: boolean
   /** How the call ended (its last attempt's outcome). */
   readonly outcome: AttemptOutcome
+  /** A call made by the model's code (SPEC §16): the code execution call (`srvtoolu_…`) that made it. */
+  readonly codeCaller?: string
 }
 
 /** Something that happened to the run as a whole: a takeover, a wait for the caller. */
@@ -99,6 +101,7 @@ interface RowBuilder {
   bars: TimelineBar[]
   open: OpenAttempt | null
   order: number
+  codeCaller?: string
 }
 
 type RunFacts = Pick<RunRecord, 'id' | 'status' | 'stop_reason' | 'created_at' | 'error'>
@@ -272,7 +275,8 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
       start: Math.min(...r.bars.map((b) => b.start)),
       end: Math.max(...r.bars.map((b) => b.end)),
       heldUp: heldBy.get(r.step)?.order === r.order && (callsPerStep.get(r.step) ?? 0) > 1,
-      outcome: r.bars[r.bars.length - 1]!.outcome
+      outcome: r.bars[r.bars.length - 1]!.outcome,
+      ...(r.codeCaller === undefined ? {} : { codeCaller: r.codeCaller })
     }))
 
     const toolRows = rows.filter((r) => r.kind === 'tool' && r.bars.some((b) => b.attempt > 0))
@@ -318,6 +322,7 @@ function toolRow (tools: Map<string, RowBuilder>, data: Record<string, unknown>,
   let row = tools.get(id)
   if (row === undefined) {
     row = { kind: 'tool', step, name: typeof data.name === 'string' ? data.name : '?', toolUseId: id, bars: [], open: null, order: next() }
+    if (data.caller === 'code') row.codeCaller = typeof data.caller_tool_id === 'string' ? data.caller_tool_id : ''
     tools.set(id, row)
   }
   return row

@@ -1,6 +1,7 @@
 import type { Span } from '@opentelemetry/api'
 import type { ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
+import { callerOf, codeCallTimeoutMs, isCodeCall, resultAsText } from '../model/code-execution.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { RunRecord, ToolRecord } from '../store/index.js'
 import type { StepDispatcher } from '../tools/dispatcher.js'
@@ -43,9 +44,19 @@ export class ToolCalls {
   #resumed: ResumedStep | undefined
   /** Which calls wait for a reviewer: a batch refuses those (made when a batch first needs it). */
   #approvals: ApprovalGate | undefined
+  /** The run has code execution (SPEC §16): its calls' events say who made each, the model or its code. */
+  readonly #codeExecution: boolean
 
   constructor (deps: ToolCallsDeps) {
     this.#deps = deps
+    this.#codeExecution = (deps.events.run.params as { code_execution?: unknown }).code_execution === true
+  }
+
+  /** `caller` (and the code execution call that made it) for a call's events, in a run with code execution. */
+  #callerFields (block: Partial<Pick<ToolUseBlock, 'caller'>>): Record<string, string> {
+    if (!this.#codeExecution) return NO_FIELDS
+    const caller = callerOf(block as Pick<ToolUseBlock, 'caller'>)
+    return caller.type === 'code' ? { caller: 'code', caller_tool_id: caller.tool_id } : DIRECT
   }
 
   /** The step being taken over: its batch_tool calls keep what their invocations got. */
@@ -79,9 +90,9 @@ export class ToolCalls {
   }
 
   /** A tool_use answered without a call (unknown tool, invalid input, cut off): its event and result. */
-  notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'>, message: string, outcome: 'refused' | 'unknown' = 'refused'): ToolResultBlockParam {
+  notCalled (step: number, block: Pick<ToolUseBlock, 'id' | 'name'> & Partial<Pick<ToolUseBlock, 'caller'>>, message: string, outcome: 'refused' | 'unknown' = 'refused'): ToolResultBlockParam {
     this.#deps.events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message, ...batchRef(block.id)
+      step, tool_use_id: block.id, name: block.name, is_error: true, duration_ms: 0, attempts: 0, status: null, outcome, content: message, ...batchRef(block.id), ...this.#callerFields(block)
     })
     return toolResult(block.id, message, true)
   }
@@ -98,6 +109,11 @@ export class ToolCalls {
     if (problem !== null) return this.notCalled(step, block, `Tool ${block.name} was not called: invalid input: ${problem}`)
 
     const run: RunRecord = events.run
+    const caller = this.#callerFields(block)
+    // A call made by the model's code (SPEC §16): the code waits for it in the API's container, so
+    // that each attempt ends within CODE_CALL_TIMEOUT_CAP_MS (see there), whatever the tool's timeout.
+    const fromCode = isCodeCall(block)
+    const callTool = fromCode && tool.timeout_ms > codeCallTimeoutMs(tool.timeout_ms) ? { ...tool, timeout_ms: codeCallTimeoutMs(tool.timeout_ms) } : tool
     let startedAt = 0
     let attempts = 0
     let outcome: ToolOutcome
@@ -108,7 +124,7 @@ export class ToolCalls {
         limit: tool.max_concurrency === null ? null : { key: `${tool.tenant_id}\u0000${tool.name}`, max: tool.max_concurrency }
       }, async () => {
         startedAt = Date.now()
-        return await this.#deps.health.guard(tool, block.input, async () => await this.#deps.sourceOf(tool).call(tool, block.input, {
+        return await this.#deps.health.guard(tool, block.input, async () => await this.#deps.sourceOf(tool).call(callTool, block.input, {
           runId: run.id,
           toolUseId: block.id,
           metadata: run.metadata,
@@ -118,12 +134,12 @@ export class ToolCalls {
           signal
         }, {
           onAttempt: async (attempt) => {
-            events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect, ...batchRef(block.id) })
+            events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect, ...batchRef(block.id), ...caller })
             // A side effect is only sent once the record that it may have happened is stored.
             if (tool.effect === 'side_effecting') await events.flush()
           },
           onRetry: (attempt, failed, durationMs, delayMs) => events.emit('tool_call.retrying', {
-            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs, ...batchRef(block.id)
+            step, tool_use_id: block.id, name: block.name, attempt, duration_ms: durationMs, status: failed.status, outcome: failed.kind, error: contentText(failed.content), retry_in_ms: delayMs, ...batchRef(block.id), ...caller
           })
         }))
       })
@@ -143,15 +159,21 @@ export class ToolCalls {
     const durationMs = startedAt === 0 ? 0 : Date.now() - startedAt
     // `circuit`: the tool's circuit breaker on this replica changed with this call (opened, or closed).
     const changed = circuit === undefined ? {} : { circuit }
+    // The API takes only text for the model's code: an image or other block is flattened (its event
+    // shows what the model got, and what a takeover sends again).
+    const content = fromCode ? resultAsText(outcome.content) : outcome.content
     events.emit('tool_call.completed', {
-      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content: outcome.content, ...changed, ...batchRef(block.id)
+      step, tool_use_id: block.id, name: block.name, is_error: outcome.isError, duration_ms: durationMs, attempts, status: outcome.status, outcome: outcome.kind, content, ...changed, ...batchRef(block.id), ...caller
     })
     // A side_effecting call's result is stored soon, not with the step's end: a takeover could
     // not learn it again (it would answer "outcome unknown").
     if (tool.effect === 'side_effecting' && attempts > 0) events.hurry()
-    return toolResult(block.id, outcome.content, outcome.isError)
+    return toolResult(block.id, content, outcome.isError)
   }
 }
+
+const NO_FIELDS: Record<string, string> = {}
+const DIRECT: Record<string, string> = { caller: 'direct' }
 
 function contentText (content: ToolResultContent): string {
   return typeof content === 'string' ? content : content.map((b) => b.type === 'text' ? b.text : `[${b.type}]`).join('')

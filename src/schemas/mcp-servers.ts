@@ -1,6 +1,6 @@
 import Type, { type Static } from 'typebox'
 import { ISODate } from './common.js'
-import { JsonObject, ToolEffectSchema } from './tools.js'
+import { JsonObject, ToolCallersSchema, ToolEffectSchema } from './tools.js'
 
 export const MCP_SERVER_NAME_PATTERN = '^[a-zA-Z0-9_-]{1,32}$'
 
@@ -10,7 +10,8 @@ const OverrideSchema = Type.Object({
   effect: Type.Optional(ToolEffectSchema),
   parallel: Type.Optional(Type.Boolean({ description: '`false`: a call runs alone, as for webhook tools.' })),
   timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 600_000 })),
-  approval: Type.Optional(Type.Union([Type.Literal('never'), Type.Literal('always')], { description: '`always`: each call of the tool waits for a reviewer\'s decision (SPEC §12), as for webhook tools.' }))
+  approval: Type.Optional(Type.Union([Type.Literal('never'), Type.Literal('always')], { description: '`always`: each call of the tool waits for a reviewer\'s decision (SPEC §12), as for webhook tools.' })),
+  callers: Type.Optional(ToolCallersSchema)
 }, { additionalProperties: false })
 
 /** The body of `PUT /mcp-servers/{name}` and an entry of TOOLS_FILE's `mcp_servers`. */
@@ -79,4 +80,6 @@ export interface PinnedMcpTool {
   readonly max_concurrency: number | null
   /** Set when every call waits for a reviewer (SPEC §12). */
   readonly approval?: 'always'
+  /** Set when the model's code may call it too (SPEC §16): an override's, if its effect class allows. */
+  readonly callers?: Array<'direct' | 'code'>
 }

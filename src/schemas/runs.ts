@@ -93,7 +93,8 @@ export const CreateRunSchema = Type.Object({
     edits: Type.Optional(Type.Array(Type.Object({ type: Type.String({ minLength: 1 }) }, { additionalProperties: true }), { maxItems: 8 }))
   }, { additionalProperties: false, description: 'Passed to the Messages API as it is (clearing old tool results or thinking, compaction), with its beta header.' })),
   tool_search: Type.Optional(Type.Union([Type.Literal('regex'), Type.Literal('bm25')], { description: 'Add the Messages API\'s tool search tool (regex or BM25), which finds tools with `defer_loading` for the model.' })),
-  cache: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('off')], { default: 'auto', description: '`auto`: each model request carries cache breakpoints on the last tool and at the end of the history; `off`: none but the caller\'s own.' }))
+  cache: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('off')], { default: 'auto', description: '`auto`: each model request carries cache breakpoints on the last tool and at the end of the history; `off`: none but the caller\'s own.' })),
+  code_execution: Type.Optional(Type.Boolean({ default: false, description: '`true`: add the Messages API\'s code execution tool (programmatic tool calling, SPEC §16): the model\'s code may call the run\'s tools registered with `callers` listing `code`, each call dispatched as any other. A model known not to take it is a 400 RUN_ERR_MODEL_UNSUPPORTED.' }))
 }, { additionalProperties: false, title: 'CreateRun' })
 
 export type CreateRun = Static<typeof CreateRunSchema>
@@ -128,6 +129,8 @@ export interface RunParams {
   readonly tool_search?: CreateRun['tool_search']
   /** `off`: no cache breakpoints of Switchboard's own; absent (runs made before it) is `auto`. */
   readonly cache?: CreateRun['cache']
+  /** Whether the model is given the API's code execution tool (SPEC §16); absent: false. */
+  readonly code_execution?: boolean
 }
 
 const UsageSchema = Type.Object({

@@ -39,12 +39,21 @@ export const CircuitStateSchema = Type.Object({
 
 export type CircuitState = Static<typeof CircuitStateSchema>
 
+/** Who may call a tool (SPEC §16): the model, and/or the code it runs with a run's `code_execution`. */
+export const ToolCallersSchema = Type.Array(Type.Union([Type.Literal('direct'), Type.Literal('code')]), {
+  minItems: 1,
+  maxItems: 2,
+  uniqueItems: true,
+  description: 'Who may call the tool: `direct` (the model) and `code` (the model\'s code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model\'s code may call them again.'
+})
+
 /** A tool's fields passed through to the Messages API as they are (SPEC §15). */
 export const ToolModelOptionsSchema = Type.Object({
   strict: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the model\'s input always matches `input_schema` (structured outputs).' })),
   input_examples: Type.Optional(Type.Array(Type.Record(Type.String(), Type.Unknown()), { maxItems: 20, description: 'Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it).' })),
   defer_loading: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the definition is not shown to the model until its tool search finds it. Needs a run with `tool_search`.' })),
-  eager_input_streaming: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the model streams this tool\'s input without buffering it to check it first.' }))
+  eager_input_streaming: Type.Optional(Type.Boolean({ description: 'Passed to the Messages API: the model streams this tool\'s input without buffering it to check it first.' })),
+  callers: Type.Optional(ToolCallersSchema)
 }, { additionalProperties: false })
 
 export type ToolModelOptions = Static<typeof ToolModelOptionsSchema>

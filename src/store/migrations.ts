@@ -272,6 +272,12 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
       name: 'tools: fields passed through to the Messages API (strict, input_examples, defer_loading, eager_input_streaming)',
       // One JSON object: the API adds such fields often, and none of them is ever queried.
       statements: ["ALTER TABLE tools ADD COLUMN model_options TEXT NOT NULL DEFAULT '{}'"]
+    },
+    {
+      version: 13,
+      name: 'programmatic tool calling: the container a run\'s code runs in',
+      // Sent with every model request of the run after the first that named it, by whichever replica drives it.
+      statements: ['ALTER TABLE runs ADD COLUMN container_id TEXT']
     }
   ]
 }

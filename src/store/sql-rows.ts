@@ -99,7 +99,9 @@ export function toRunRecord (row: Row): RunRecord {
     callback_attempts: Number(row.callback_attempts ?? 0),
     callback_next_at: numberOrNull(row.callback_next_at),
     callback_error: (row.callback_error ?? null) as string | null,
-    step_events_after: Number(row.step_events_after ?? 0)
+    step_events_after: Number(row.step_events_after ?? 0),
+    // Only a run with code execution has one (SPEC §16).
+    ...(row.container_id == null ? {} : { container_id: row.container_id as string })
   }
 }
 

@@ -33,7 +33,8 @@ export const RUN_INSERT_COLUMNS = [
 /** The run columns a write may patch: only these are ever named in the text writeTexts makes. */
 export const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
   'status', 'stop_reason', 'started_at', 'completed_at', 'steps', 'tool_calls_total', 'tool_calls_errors',
-  'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at'
+  'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at',
+  'container_id'
 ])
 
 /**

@@ -36,6 +36,8 @@ export interface ToolRecord {
     readonly input_examples?: Array<Record<string, unknown>>
     readonly defer_loading?: boolean
     readonly eager_input_streaming?: boolean
+    /** Who may call the tool (SPEC §16); absent: the model alone. */
+    readonly callers?: Array<'direct' | 'code'>
   } | undefined
   /** `always`: each call waits for a reviewer's decision (SPEC §12); absent: `never`. */
   readonly approval?: 'always' | 'never' | undefined
@@ -76,7 +78,7 @@ export interface McpServerRecord {
   readonly tools: readonly string[] | null
   readonly trust_annotations: boolean
   readonly defaults: { readonly timeout_ms: number, readonly max_attempts: number, readonly max_concurrency: number | null }
-  readonly overrides: Readonly<Record<string, { readonly effect?: ToolEffect | undefined, readonly parallel?: boolean | undefined, readonly timeout_ms?: number | undefined, readonly approval?: 'never' | 'always' | undefined }>>
+  readonly overrides: Readonly<Record<string, { readonly effect?: ToolEffect | undefined, readonly parallel?: boolean | undefined, readonly timeout_ms?: number | undefined, readonly approval?: 'never' | 'always' | undefined, readonly callers?: Array<'direct' | 'code'> | undefined }>>
   readonly listed: readonly McpListedTool[]
   readonly listed_at: number
   /** The MCP revision the server spoke at registration (it tells the era); absent on servers registered before. */
@@ -152,6 +154,11 @@ export interface RunRecord {
   readonly callback_error: string | null
   /** Events after this number belong to the step in progress (the last step commit's last event). */
   readonly step_events_after: number
+  /**
+   * The Messages API container the run's code runs in (SPEC §16), from the last model answer that
+   * named one: sent with each later request of the run. Null (or absent) for a run without one.
+   */
+  readonly container_id?: string | null
 }
 
 export type CallbackStatus = 'pending' | 'delivered' | 'failed'
@@ -160,7 +167,7 @@ export type CallbackStatus = 'pending' | 'delivered' | 'failed'
 export type RunPatch = Partial<Pick<RunRecord,
   'status' | 'stop_reason' | 'started_at' | 'completed_at' | 'steps' | 'tool_calls_total' |
   'tool_calls_errors' | 'usage' | 'output' | 'required_action' | 'error' | 'pending_results' |
-  'callback_status' | 'callback_next_at'>>
+  'callback_status' | 'callback_next_at' | 'container_id'>>
 
 /** The outcome of a callback delivery attempt. */
 export interface CallbackUpdate {

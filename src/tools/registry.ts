@@ -4,6 +4,7 @@ import type { Page, PageRequest, SigningSecret, Store, ToolRecord } from '../sto
 import { CIRCUIT_BREAKER_DEFAULTS, type ToolDefinition } from '../schemas/tools.js'
 import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from './egress-guard.js'
 import { InputValidators, InvalidInputSchemaError } from './input-validator.js'
+import { callersProblem } from '../model/code-execution.js'
 
 // Headers Switchboard sets on every call itself; a tool's configured headers may not override them.
 const RESERVED_HEADERS = new Set([
@@ -182,6 +183,8 @@ export class ToolRegistry {
     if (cacheTtlMs > 0 && effect !== 'read_only') {
       throw new AppError('TOOL_ERR_CACHE_NOT_READ_ONLY', `cache_ttl_ms is only for read_only tools, and this one is ${effect}: a result is reused only where calling again would change nothing. Set effect to read_only, or cache_ttl_ms to 0.`)
     }
+    const callers = callersProblem(definition.callers, effect, name)
+    if (callers !== null) throw new AppError('TOOL_ERR_CALLERS_NOT_ALLOWED', callers)
     const url = await this.checkWebhookUrl(definition.url, 'url')
     const headers = definition.headers ?? {}
     for (const [header, value] of Object.entries(headers)) {
@@ -228,6 +231,7 @@ function modelOptions (definition: ToolDefinition): NonNullable<ToolRecord['mode
   if (definition.input_examples !== undefined) out.input_examples = definition.input_examples
   if (definition.defer_loading !== undefined) out.defer_loading = definition.defer_loading
   if (definition.eager_input_streaming !== undefined) out.eager_input_streaming = definition.eager_input_streaming
+  if (definition.callers !== undefined) out.callers = definition.callers
   return out
 }
 

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 
 export type ScriptBlock =
   | { type: 'text', text: string }
-  | { type: 'tool_use', name: string, input: unknown, id?: string }
+  | { type: 'tool_use', name: string, input: unknown, id?: string, caller?: { type: string, tool_id?: string } }
   | { type: 'thinking', thinking: string }
   | { type: 'redacted_thinking' }
   /** Any other block, sent as is in content_block_start (an unknown type, say). */
@@ -73,8 +73,12 @@ interface BuiltMessage {
 
 const ALLOWED_FIELDS = new Set([
   'model', 'messages', 'max_tokens', 'system', 'tools', 'tool_choice', 'thinking', 'temperature', 'top_p',
-  'top_k', 'stop_sequences', 'stream', 'metadata', 'service_tier', 'output_config', 'context_management'
+  'top_k', 'stop_sequences', 'stream', 'metadata', 'service_tier', 'output_config', 'context_management', 'container'
 ])
+/** The API's code execution tools that programmatic tool calling takes (SPEC §16): server tools, defined by type and name. */
+const CODE_EXECUTION_TYPES = new Set(['code_execution_20250825', 'code_execution_20260120'])
+/** How long a container may sit idle before the API lets it go (about 4.5 minutes; see docs/code-execution.md). */
+const CONTAINER_IDLE_MS = 270_000
 /** The fields of a custom tool's definition (the SDK's Tool). */
 const TOOL_FIELDS = ['name', 'description', 'input_schema', 'cache_control', 'type', 'strict', 'input_examples', 'defer_loading', 'eager_input_streaming', 'allowed_callers']
 /** The API's tool search tools: server tools, defined by type and name alone. */
@@ -120,6 +124,10 @@ export class FakeMessagesApi {
    * counted as a quarter of the characters of the JSON of tools, system and messages.
    */
   billsCache = true
+  /** Containers of code execution (SPEC §16): id -> when a request last used it. */
+  readonly containers = new Map<string, number>()
+  /** How long a container may sit idle before it has expired (the API's is about 4.5 minutes). */
+  containerIdleMs = CONTAINER_IDLE_MS
   #url = ''
 
   constructor (respond?: Respond) {
@@ -178,6 +186,11 @@ export class FakeMessagesApi {
       this.#refuse(res, request.index, problem)
       return
     }
+    const container = this.#container(body)
+    if (container !== null && 'expired' in container) {
+      this.#fail(res, 400, 'invalid_request_error', `container_expired: container ${container.expired} has expired and can no longer be used; its code and state are gone. Send the request without \`container\` to get a new one.`)
+      return
+    }
     const turn = await this.respond(request)
     let finished = false
     res.on('close', () => { if (!finished) this.aborted.push(request.index) })
@@ -193,6 +206,7 @@ export class FakeMessagesApi {
     }
     if (turn.delayMs !== undefined) await sleep(turn.delayMs)
     const message = this.#build(body, turn)
+    if (container !== null) message.final.container = container
     if (body.stream === true) {
       // A stalled stream is left open: only the client can end it.
       if (!await this.#stream(res, message, turn)) return
@@ -220,6 +234,12 @@ export class FakeMessagesApi {
         if (typeof tool?.name !== 'string' || !TOOL_NAME.test(tool.name)) return `tools.${i}.name: String should match pattern '${TOOL_NAME.source}'`
         if (tools.has(tool.name)) return `tools: Tool names must be unique (${tool.name})`
         tools.add(tool.name)
+        if (CODE_EXECUTION_TYPES.has(tool.type)) {
+          if (tool.name !== 'code_execution') return `tools.${i}.name: Input should be 'code_execution'`
+          const extra = Object.keys(tool).find((k) => !['name', 'type', 'cache_control'].includes(k))
+          if (extra !== undefined) return `tools.${i}.${extra}: Extra inputs are not permitted`
+          continue
+        }
         if (TOOL_SEARCH_TYPES.has(tool.type)) {
           const extra = Object.keys(tool).find((k) => !['name', 'type', 'cache_control', 'defer_loading', 'allowed_callers'].includes(k))
           if (extra !== undefined) return `tools.${i}.${extra}: Extra inputs are not permitted`
@@ -236,6 +256,14 @@ export class FakeMessagesApi {
           return `tools.${i}.input_examples: Input should be a valid list of dictionaries`
         }
         if (tool.defer_loading === true && tool.cache_control != null) return `tools.${i}: a tool with defer_loading cannot have cache_control`
+        if (tool.allowed_callers !== undefined) {
+          if (!Array.isArray(tool.allowed_callers) || tool.allowed_callers.length === 0) return `tools.${i}.allowed_callers: Input should be a non-empty list`
+          for (const caller of tool.allowed_callers) {
+            if (caller === 'direct') continue
+            if (!CODE_EXECUTION_TYPES.has(caller)) return `tools.${i}.allowed_callers: Input should be 'direct' or a code execution tool version`
+            if (!body.tools.some((t: Record<string, unknown>) => t.type === caller)) return `tools.${i}.allowed_callers: ${String(caller)} is allowed to call this tool, but the request's tools do not include the ${String(caller)} tool`
+          }
+        }
       }
     }
     if (Array.isArray(body.tools)) {
@@ -339,7 +367,31 @@ export class FakeMessagesApi {
         if (stray !== undefined) return `messages.${i}: unexpected tool_use_id found in tool_result blocks: ${stray.tool_use_id}`
       }
     }
-    return null
+    return codeContinuationProblem(body)
+  }
+
+  /**
+   * Programmatic tool calling (SPEC §16): the container of a request, as the API keeps it. A
+   * request naming a container idle longer than containerIdleMs (or never made) is answered 400,
+   * as the API answers for an expired container; a request with the code execution tool and no
+   * container gets a new one. Null for a request without code execution.
+   */
+  #container (body: Record<string, any>): { id: string, expires_at: string, skills: null } | { expired: string } | null {
+    const named = typeof body.container === 'string' ? body.container : body.container?.id
+    if (!Array.isArray(body.tools) || !body.tools.some((t: Record<string, unknown>) => CODE_EXECUTION_TYPES.has(t.type as string))) {
+      return typeof named === 'string' ? { expired: named } : null
+    }
+    const now = Date.now()
+    let id: string
+    if (typeof named === 'string') {
+      const lastUsed = this.containers.get(named)
+      if (lastUsed === undefined || now - lastUsed > this.containerIdleMs) return { expired: named }
+      id = named
+    } else {
+      id = `container_${randomBytes(12).toString('hex')}`
+    }
+    this.containers.set(id, now)
+    return { id, expires_at: new Date(now + this.containerIdleMs).toISOString(), skills: null }
   }
 
   #checkBlock (block: Record<string, any>, role: string, tools: Set<string>, where: string): string | null {
@@ -407,7 +459,11 @@ export class FakeMessagesApi {
           blocks.push({ type: 'text', text: block.text, citations: null })
           break
         case 'tool_use':
-          blocks.push({ type: 'tool_use', id: block.id ?? `toolu_${randomBytes(12).toString('hex')}`, name: block.name, input: block.input })
+          blocks.push({ type: 'tool_use', id: block.id ?? `toolu_${randomBytes(12).toString('hex')}`, name: block.name, input: block.input, ...(block.caller === undefined ? {} : { caller: block.caller }) })
+          if (block.caller !== undefined && block.caller.type !== 'direct') {
+            const tool = (body.tools ?? []).find((t: Record<string, unknown>) => t.name === block.name)
+            if (!Array.isArray(tool?.allowed_callers) || !tool.allowed_callers.includes(block.caller.type)) throw new Error(`the script has code call ${block.name}, whose definition does not allow ${block.caller.type} in allowed_callers`)
+          }
           rawJson.set(index, JSON.stringify(block.input))
           break
         case 'thinking':
@@ -521,7 +577,7 @@ export class FakeMessagesApi {
     }
     const { final, blocks, rawJson } = built
     const { iterations, ...startUsage } = final.usage
-    send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...startUsage, output_tokens: 1 } } })
+    send('message_start', { type: 'message_start', message: { ...final, content: [], stop_reason: null, stop_sequence: null, usage: { ...startUsage, output_tokens: 1 }, ...(final.container === undefined ? {} : { container: null }) } })
     send('ping', { type: 'ping' })
     for (const [index, block] of blocks.entries()) {
       if (turn.stallAfterBlocks === index) return false
@@ -552,7 +608,7 @@ export class FakeMessagesApi {
           send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'compaction_delta', content: block.content, encrypted_content: block.encrypted_content } })
           break
         case 'tool_use':
-          send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: block.id, name: block.name, input: {} } })
+          send('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: block.id, name: block.name, input: {}, ...(block.caller === undefined ? {} : { caller: block.caller }) } })
           for (const piece of pieces(rawJson.get(index) ?? '', 16)) send('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: piece } })
           break
         case 'thinking':
@@ -570,7 +626,7 @@ export class FakeMessagesApi {
       end()
       return true
     }
-    send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence }, usage: { output_tokens: final.usage.output_tokens, ...(iterations === undefined ? {} : { iterations }) } })
+    send('message_delta', { type: 'message_delta', delta: { stop_reason: final.stop_reason, stop_sequence: final.stop_sequence, ...(final.container === undefined ? {} : { container: final.container }) }, usage: { output_tokens: final.usage.output_tokens, ...(iterations === undefined ? {} : { iterations }) } })
     send('message_stop', { type: 'message_stop' })
     end()
     return true
@@ -610,6 +666,38 @@ export class FakeMessagesApi {
     res.writeHead(status, { 'content-type': 'application/json', ...headers })
     res.end(JSON.stringify({ type: 'error', error: { type, message } }))
   }
+}
+
+/** The ids of an assistant message's tool_use blocks made by code execution (their `caller` names it). */
+function codeCallIds (message: { role: string, content: unknown } | undefined): Set<string> {
+  const ids = new Set<string>()
+  if (message?.role !== 'assistant' || !Array.isArray(message.content)) return ids
+  for (const block of message.content as Array<Record<string, any>>) {
+    if (block.type === 'tool_use' && typeof block.caller?.type === 'string' && CODE_EXECUTION_TYPES.has(block.caller.type)) ids.add(block.id)
+  }
+  return ids
+}
+
+/**
+ * What the API refuses in a request answering calls made by code (SPEC §16): the request must
+ * name the container the code waits in, and the user message must hold tool_result blocks only,
+ * those answering code calls with text alone.
+ */
+function codeContinuationProblem (body: Record<string, any>): string | null {
+  const messages = body.messages as Array<{ role: string, content: unknown }>
+  const last = messages[messages.length - 1]!
+  const pending = codeCallIds(messages[messages.length - 2])
+  if (pending.size === 0) return null
+  if (body.container === undefined || body.container === null) return 'container_id is required when there are pending tool uses generated by code execution with tools.'
+  const where = `messages.${messages.length - 1}`
+  if (!Array.isArray(last.content)) return `${where}: when responding to tool use requests from code execution, the message must contain only tool_result blocks`
+  for (const [j, block] of (last.content as Array<Record<string, any>>).entries()) {
+    if (block.type !== 'tool_result') return `${where}.content.${j}: when responding to tool use requests from code execution, the message must contain only tool_result blocks (found ${String(block.type)})`
+    if (!pending.has(block.tool_use_id) || typeof block.content === 'string' || block.content === undefined) continue
+    const other = (block.content as Array<Record<string, any>>).find((b) => b.type !== 'text')
+    if (other !== undefined) return `${where}.content.${j}.content: a tool_result for a tool use from code execution must be text (found ${String(other.type)})`
+  }
+  return null
 }
 
 /** A text block as the API takes it: text that is not blank, and no field it does not know. */
@@ -667,10 +755,13 @@ function promptSegments (body: Record<string, any>): Array<{ json: string, break
   if (Array.isArray(body.tools)) body.tools.forEach(add)
   if (typeof body.system === 'string') add({ type: 'text', text: body.system })
   else if (Array.isArray(body.system)) body.system.forEach(add)
+  let codeCalls = new Set<string>()
   for (const message of body.messages as Array<{ role: string, content: unknown }>) {
     // A string is the same prompt as one text block of it.
     if (typeof message.content === 'string') add({ type: 'text', text: message.content })
-    else if (Array.isArray(message.content)) message.content.forEach(add)
+    // A result of a call made by code goes to the code, not into the model's context (SPEC §16).
+    else if (Array.isArray(message.content)) for (const block of message.content) if (!(block?.type === 'tool_result' && codeCalls.has(block.tool_use_id))) add(block)
+    codeCalls = codeCallIds(message)
   }
   return out
 }
@@ -723,4 +814,23 @@ export function toolsThenAnswer (calls: Array<{ name: string, input: unknown }>,
     if (turnNumber(request) === 1) return { content: calls.map((c) => ({ type: 'tool_use' as const, ...c })) }
     return { content: [{ type: 'text', text: answer(toolResults(request)) }] }
   }
+}
+
+/**
+ * A turn of programmatic tool calling (SPEC §16): the model runs code (a server_tool_use of the
+ * code execution tool) that calls `calls`, each a tool_use whose `caller` names that code.
+ */
+export function codeCalls (calls: Array<{ name: string, input: unknown }>, code = 'results = [await tool(**args) for args in inputs]'): ScriptBlock[] {
+  const toolId = `srvtoolu_${randomBytes(10).toString('hex')}`
+  return [
+    { type: 'raw', block: { type: 'server_tool_use', id: toolId, name: 'code_execution', input: { code } } },
+    ...calls.map((c) => ({ type: 'tool_use' as const, ...c, caller: { type: 'code_execution_20260120', tool_id: toolId } }))
+  ]
+}
+
+/** The code execution result block that ends the code of `request`'s last code calls, as the API sends it. */
+export function codeResult (request: RecordedRequest, stdout: string): ScriptBlock {
+  const messages = request.body.messages
+  const server = (messages[messages.length - 2]?.content ?? []).find((b: { type: string }) => b.type === 'server_tool_use')
+  return { type: 'raw', block: { type: 'code_execution_tool_result', tool_use_id: server?.id ?? 'srvtoolu_missing', content: { type: 'code_execution_result', stdout, stderr: '', return_code: 0, content: [] } } }
 }

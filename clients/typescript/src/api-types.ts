@@ -450,6 +450,8 @@ export interface components {
             defer_loading?: boolean;
             /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
             eager_input_streaming?: boolean;
+            /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+            callers?: ("direct" | "code")[];
             /**
              * CircuitState
              * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -591,6 +593,8 @@ export interface components {
                     timeout_ms?: number;
                     /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
                     approval?: "never" | "always";
+                    /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                    callers?: ("direct" | "code")[];
                 };
             };
             /** @description The tools runs may use, as last listed. */
@@ -760,6 +764,8 @@ export interface operations {
                         defer_loading?: boolean;
                         /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
                         eager_input_streaming?: boolean;
+                        /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                        callers?: ("direct" | "code")[];
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -946,6 +952,8 @@ export interface operations {
                     defer_loading?: boolean;
                     /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
                     eager_input_streaming?: boolean;
+                    /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                    callers?: ("direct" | "code")[];
                 };
             };
         };
@@ -1007,6 +1015,8 @@ export interface operations {
                         defer_loading?: boolean;
                         /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
                         eager_input_streaming?: boolean;
+                        /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                        callers?: ("direct" | "code")[];
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1096,6 +1106,8 @@ export interface operations {
                         defer_loading?: boolean;
                         /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
                         eager_input_streaming?: boolean;
+                        /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                        callers?: ("direct" | "code")[];
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1424,6 +1436,8 @@ export interface operations {
                         defer_loading?: boolean;
                         /** @description Passed to the Messages API: the model streams this tool's input without buffering it to check it first. */
                         eager_input_streaming?: boolean;
+                        /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                        callers?: ("direct" | "code")[];
                         /**
                          * CircuitState
                          * @description Health: the circuit breaker of the replica that answered (GET /tools/{name}/stats shows every replica's).
@@ -1968,6 +1982,11 @@ export interface operations {
                      * @default auto
                      */
                     cache?: "auto" | "off";
+                    /**
+                     * @description `true`: add the Messages API's code execution tool (programmatic tool calling, SPEC §16): the model's code may call the run's tools registered with `callers` listing `code`, each call dispatched as any other. A model known not to take it is a 400 RUN_ERR_MODEL_UNSUPPORTED.
+                     * @default false
+                     */
+                    code_execution?: boolean;
                 };
             };
         };
@@ -3385,6 +3404,8 @@ export interface operations {
                                 timeout_ms?: number;
                                 /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
                                 approval?: "never" | "always";
+                                /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                                callers?: ("direct" | "code")[];
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
@@ -3535,6 +3556,8 @@ export interface operations {
                             timeout_ms?: number;
                             /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
                             approval?: "never" | "always";
+                            /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                            callers?: ("direct" | "code")[];
                         };
                     };
                 };
@@ -3575,6 +3598,8 @@ export interface operations {
                                 timeout_ms?: number;
                                 /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
                                 approval?: "never" | "always";
+                                /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                                callers?: ("direct" | "code")[];
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
@@ -3649,6 +3674,8 @@ export interface operations {
                                 timeout_ms?: number;
                                 /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
                                 approval?: "never" | "always";
+                                /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                                callers?: ("direct" | "code")[];
                             };
                         };
                         /** @description The tools runs may use, as last listed. */
@@ -3960,6 +3987,8 @@ export interface operations {
                                 timeout_ms?: number;
                                 /** @description `always`: each call of the tool waits for a reviewer's decision (SPEC §12), as for webhook tools. */
                                 approval?: "never" | "always";
+                                /** @description Who may call the tool: `direct` (the model) and `code` (the model's code, in a run with `code_execution`; passed to the Messages API as `allowed_callers`). Default `["direct"]`. Only `read_only` and `idempotent` tools may list `code` (400 TOOL_ERR_CALLERS_NOT_ALLOWED): the model's code may call them again. */
+                                callers?: ("direct" | "code")[];
                             };
                         };
                         /** @description The tools runs may use, as last listed. */

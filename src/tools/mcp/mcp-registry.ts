@@ -7,6 +7,7 @@ import type { McpServer, McpServerDefinition, PinnedMcpTool } from '../../schema
 import { CIRCUIT_BREAKER_DEFAULTS, TOOL_NAME_PATTERN } from '../../schemas/tools.js'
 import type { McpListedTool, McpServerRecord, Page, PageRequest, Store, ToolEffect, ToolRecord } from '../../store/index.js'
 import { checkUrlEgress, EgressDeniedError, type EgressAllowList, type Resolver } from '../egress-guard.js'
+import { callersProblem } from '../../model/code-execution.js'
 import { failureOf } from './mcp-result.js'
 import { McpConnections, probeServer, type McpConnectionOptions } from './mcp-connection.js'
 
@@ -108,6 +109,7 @@ export class McpRegistry {
       created_at: now,
       updated_at: now
     }
+    checkCallers(record)
     const written = await this.#options.store.putMcpServer(record)
     this.#remember(written.server)
     return written
@@ -288,9 +290,23 @@ export function effectOf (server: McpServerRecord, tool: McpListedTool): ToolEff
   return 'side_effecting'
 }
 
+/**
+ * An override's `callers` may list "code" only for a tool whose effect class is read_only or
+ * idempotent, as for webhook tools (SPEC §16): a 400 TOOL_ERR_CALLERS_NOT_ALLOWED naming it.
+ */
+function checkCallers (server: McpServerRecord): void {
+  for (const tool of server.listed) {
+    const problem = callersProblem(server.overrides[tool.name]?.callers, effectOf(server, tool), `${tool.name} of MCP server ${server.name}`)
+    if (problem !== null) throw new AppError('TOOL_ERR_CALLERS_NOT_ALLOWED', problem)
+  }
+}
+
 function pinnedTool (server: McpServerRecord, tool: McpListedTool): PinnedMcpTool {
   const override = server.overrides[tool.name]
+  // Checked at registration; a tool listed again since with other annotations is still held to it.
+  const callers = override?.callers !== undefined && callersProblem(override.callers, effectOf(server, tool), tool.name) === null ? override.callers : undefined
   return {
+    ...(callers === undefined ? {} : { callers: [...callers] }),
     run_name: runName(server.name, tool.name),
     server: server.name,
     tool: tool.name,
@@ -325,6 +341,7 @@ export function pinnedToolRecord (tenantId: string, pinned: PinnedMcpTool): Tool
     circuit_breaker: CIRCUIT_BREAKER_DEFAULTS,
     cache_ttl_ms: 0,
     approval: pinned.approval ?? 'never',
+    ...(pinned.callers === undefined ? {} : { model_options: { callers: pinned.callers } }),
     signing_secrets: [],
     source: 'api',
     revision: `mcp:${JSON.stringify(pinned.input_schema)}`,
