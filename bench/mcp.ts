@@ -7,9 +7,15 @@
  *
  * Run alone with `npx tsx bench/mcp.ts [--quick] [--write]` after `npm run build`, or within
  * `npm run bench -- --only=mcp`. The figure that counts is Switchboard minus the baseline.
+ *
+ * Besides wall time, the CPU time of a step on each side: the baseline's is this process's while
+ * its loop runs; Switchboard's is the service process's (read from /proc) plus this process's for
+ * the POST. On a machine that others share, wall times move with their load, while CPU time per
+ * step stays close to what the code costs: it is the figure to compare changes with.
  */
 import { spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import Anthropic from '@anthropic-ai/sdk'
 import type { ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
@@ -20,12 +26,39 @@ const TOOL_MS = 100
 const SIZES = [1, 16, 64]
 // Targets of issue #22, as for webhooks: within 5 ms of the baseline at N <= 16, 10 ms at 64.
 const TARGET_MS = (n: number): number => n <= 16 ? 5 : 10
+// Steps per CPU sample.
+const CPU_STEPS = 4
 
 export interface McpRow {
   readonly calls: number
   readonly baselineMs: number
   readonly switchboardMs: number
   readonly overheadMs: number
+  /** CPU time (ms) of one step, medians: the hand-written loop's, and Switchboard's. */
+  readonly baselineCpuMs: number
+  readonly switchboardCpuMs: number
+  /** The 1-minute load average when the row was measured. */
+  readonly load: number
+}
+
+// Linux's USER_HZ: /proc/<pid>/stat counts CPU time in these ticks.
+const CLOCK_TICKS_PER_S = 100
+
+/** CPU time (ms) a process has used so far, from /proc; NaN where there is none. */
+function processCpuMs (pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counted from the state, field 3.
+    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS_PER_S
+  } catch {
+    return Number.NaN
+  }
+}
+
+function ownCpuMs (): number {
+  const { user, system } = process.cpuUsage()
+  return (user + system) / 1000
 }
 
 /** The example MCP server as a process of its own; answers its endpoint's URL. */
@@ -97,6 +130,14 @@ export async function mcpFanOut (options: BenchOptions): Promise<McpRow[]> {
     return performance.now() - start
   }
 
+  /** The CPU time (ms) of `times` runs of `fn`: this process's, and the service's if `service`. */
+  async function cpu (fn: () => Promise<void>, times: number, withService: boolean): Promise<number> {
+    const own = ownCpuMs()
+    const theirs = withService ? processCpuMs(service.child.pid) : 0
+    for (let i = 0; i < times; i++) await fn()
+    return (ownCpuMs() - own + (withService ? processCpuMs(service.child.pid) - theirs : 0)) / times
+  }
+
   const rows: McpRow[] = []
   try {
     // Both sides warmed alike, so that the service is measured with its code optimized.
@@ -107,14 +148,27 @@ export async function mcpFanOut (options: BenchOptions): Promise<McpRow[]> {
     for (const n of SIZES) {
       const baseline: number[] = []
       const switchboard: number[] = []
+      const baselineCpu: number[] = []
+      const switchboardCpu: number[] = []
       for (let r = 0; r < repetitions; r++) {
         // Interleaved, so that a noisy moment on the machine hits both sides alike.
         baseline.push(await time(async () => await handLoop(n)))
         switchboard.push(await time(async () => await viaSwitchboard(n)))
+        // CPU over a few steps each: /proc counts in 10 ms ticks.
+        baselineCpu.push(await cpu(async () => await handLoop(n), CPU_STEPS, false))
+        switchboardCpu.push(await cpu(async () => await viaSwitchboard(n), CPU_STEPS, true))
       }
-      const row = { calls: n, baselineMs: median(baseline), switchboardMs: median(switchboard), overheadMs: median(switchboard) - median(baseline) }
+      const row = {
+        calls: n,
+        baselineMs: median(baseline),
+        switchboardMs: median(switchboard),
+        overheadMs: median(switchboard) - median(baseline),
+        baselineCpuMs: median(baselineCpu),
+        switchboardCpuMs: median(switchboardCpu),
+        load: loadavg()[0]!
+      }
       rows.push(row)
-      options.log(`mcp fan-out ${n}: baseline ${row.baselineMs.toFixed(1)} ms, switchboard ${row.switchboardMs.toFixed(1)} ms`)
+      options.log(`mcp fan-out ${n}: baseline ${row.baselineMs.toFixed(1)} ms (CPU ${row.baselineCpuMs.toFixed(1)} ms), switchboard ${row.switchboardMs.toFixed(1)} ms (CPU ${row.switchboardCpuMs.toFixed(1)} ms), load ${row.load.toFixed(1)}`)
     }
   } finally {
     await mcp.close().catch(() => {})
@@ -132,9 +186,9 @@ export function mcpSection (rows: readonly McpRow[], quick: boolean, date: strin
     '',
     'One step of N calls of an MCP tool that takes 100 ms (demo/mcp-server.ts, a process of its own, Streamable HTTP with sessions); the fake model answers at once. Baseline: the Anthropic SDK plus the same MCP client (`@modelcontextprotocol/client`), one session, `Promise.all` over `callTool`. Both sides warmed alike. Medians; overhead = Switchboard − baseline; target (issue #22): within 5 ms at N ≤ 16, 10 ms at 64.',
     '',
-    '| calls | baseline (MCP client, Promise.all) | Switchboard | overhead | target |',
-    '|---:|---:|---:|---:|---|',
-    ...rows.map((r) => `| ${r.calls} | ${r.baselineMs.toFixed(1)} ms | ${r.switchboardMs.toFixed(1)} ms | ${r.overheadMs >= 0 ? '+' : ''}${r.overheadMs.toFixed(1)} ms | ≤ ${TARGET_MS(r.calls)} ms: ${r.overheadMs <= TARGET_MS(r.calls) ? 'met' : '**missed**'} |`)
+    '| calls | baseline (MCP client, Promise.all) | Switchboard | overhead | target | CPU per step: baseline | CPU per step: Switchboard | load |',
+    '|---:|---:|---:|---:|---|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.calls} | ${r.baselineMs.toFixed(1)} ms | ${r.switchboardMs.toFixed(1)} ms | ${r.overheadMs >= 0 ? '+' : ''}${r.overheadMs.toFixed(1)} ms | ≤ ${TARGET_MS(r.calls)} ms: ${r.overheadMs <= TARGET_MS(r.calls) ? 'met' : '**missed**'} | ${r.baselineCpuMs.toFixed(1)} ms | ${r.switchboardCpuMs.toFixed(1)} ms | ${r.load.toFixed(1)} |`)
   ].join('\n')
 }
 
