@@ -38,6 +38,7 @@ export default fp(async function enginePlugin (app: FastifyInstance, options: { 
       redactor,
       ...(options.resolver === undefined ? {} : { resolver: options.resolver })
     }),
+    publicUrl: config.PUBLIC_URL,
     limits: {
       defaultModel: config.DEFAULT_MODEL,
       maxSteps: config.RUN_MAX_STEPS,

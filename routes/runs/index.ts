@@ -10,6 +10,7 @@ import type { RunRecord } from '../../src/runs/engine.js'
 import { TenantSlots } from '../../src/tenants/tenant-slots.js'
 import { wantsEventStream, writeRunEvents } from './sse-writer.js'
 import timelineRoutes from './timeline.js'
+import toolResultRoutes from './tool-results.js'
 
 const errors = { ...commonErrors, 404: Type.Ref('Error'), 409: Type.Ref('Error'), 503: Type.Ref('Error') }
 const METADATA_FILTER = /^metadata\[(.+)\]$/
@@ -51,11 +52,12 @@ async function answerRun (app: FastifyInstance, request: FastifyRequest, reply: 
 }
 
 /**
- * Runs: SPEC §4; and their timeline pages (SPEC §10), in a context of their own beside the others,
- * since they take a signed link in place of the key.
+ * Runs: SPEC §4; their timeline pages (SPEC §10) and the results tools post later (SPEC §13), each
+ * in a context of its own beside the others, since they take a signed link or signature in place of the key.
  */
 export default async function runRoutes (fastify: FastifyInstance) {
   await fastify.register(timelineRoutes)
+  await fastify.register(toolResultRoutes)
   await fastify.register(keyedRunRoutes)
 }
 
@@ -91,7 +93,7 @@ async function keyedRunRoutes (fastify: FastifyInstance) {
     // A stream's slot is taken before the run is created: a refused stream starts no run.
     const release = request.body.stream === true ? takeStreamSlot(request) : undefined
     try {
-      const { run, created } = await app.engine.create(request.tenantId, request.body, { idempotencyKey: key })
+      const { run, created } = await app.engine.create(request.tenantId, request.body, { idempotencyKey: key, origin: `${request.protocol}://${request.host}` })
       if (!created) reply.header('idempotent-replayed', 'true')
       return await answerRun(app, request, reply, run, request.body, 0)
     } finally {

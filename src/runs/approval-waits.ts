@@ -1,8 +1,8 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import type { Approvals } from '../schemas/runs.js'
-import type { EventRecord, Lease, RunRecord, Store } from '../store/index.js'
-import { checkDecisions, decisionEvents, withDecisions } from './approvals.js'
-import { resumedStep } from './resume.js'
+import type { EventRecord, Lease, RunPatch, RunRecord, Store } from '../store/index.js'
+import { checkDecisions, decisionEvents, withDecisions, type DecisionEvent } from './approvals.js'
+import { resumedStep, type ResumedStep } from './resume.js'
 import type { DriverStart, RunDriver } from './run-driver.js'
 import type { RunStop } from './run-stop.js'
 
@@ -43,14 +43,12 @@ export async function decide (host: DecideHost, waiting: RunRecord, body: Approv
       host.wake(run.id)
       return { ...written, status: 'requires_action', lease_owner: null }
     }
-    const messages = await store.getMessages(run.id)
-    const resumed = withDecisions(resumedStep(step, await stepEvents(store, run)), events)
-    const driver = host.start(run, messages, { initialWrite: { messages: [], patch: { required_action: null }, events }, resumed, afterApproval: true })
-    return driver.events.run
   } catch (err) {
     await store.returnToWaiting(run.id, lease).catch(() => {})
     throw err
   }
+  const driver = await driveFromWait(host, run, { patch: { required_action: null }, events, resumed: (step) => withDecisions(step, events) }, async () => { await store.returnToWaiting(run.id, lease) })
+  return driver.events.run
 }
 
 /**
@@ -63,20 +61,43 @@ export async function endApprovalWait (host: DecideHost, waiting: RunRecord, sto
   const run = await store.resumeWaitingRun(waiting.id, waiting.event_count, replicaId, leaseMs)
   if (run === null) return null
   const lease: Lease = { owner: replicaId, token: run.lease_token }
+  return await driveFromWait(host, run, { patch: { required_action: null }, stop }, async () => { await store.returnToWaiting(run.id, lease) })
+}
+
+/** How a run taken from a wait (see driveFromWait) goes on. */
+export interface FromWait {
+  /** What its first write clears of the wait (`required_action`, `pending_calls`). */
+  readonly patch: RunPatch
+  /** Events stored with that write (decisions, say). */
+  readonly events?: readonly DecisionEvent[]
+  /** What those events change of the step as stored. */
+  readonly resumed?: (step: ResumedStep) => ResumedStep
+  /** The run is stopped from the outset (a cancel, its deadline): its step is finished and stored, then it ends. */
+  readonly stop?: RunStop
+}
+
+/**
+ * Drives a run just taken from a wait (for approvals, or for results posted later, SPEC §13) from
+ * its step, kept in its events: the step goes on, here, and no `run.resumed` is recorded. If the
+ * driver cannot be started, `putBack` returns the run to its wait, never left held and stuck.
+ */
+export async function driveFromWait (host: DecideHost, run: RunRecord, from: FromWait, putBack: () => Promise<void>): Promise<RunDriver> {
+  const { store } = host
   try {
     const messages = await store.getMessages(run.id)
-    const resumed = resumedStep(run.steps + 1, await stepEvents(store, run))
-    const driver = host.start(run, messages, { initialWrite: { messages: [], patch: { required_action: null }, events: [] }, resumed, afterApproval: true })
-    driver.stop(stop)
+    const stored = resumedStep(run.steps + 1, await stepEvents(store, run))
+    const resumed = from.resumed === undefined ? stored : from.resumed(stored)
+    const driver = host.start(run, messages, { initialWrite: { messages: [], patch: from.patch, events: from.events ?? [] }, resumed, afterWait: true })
+    if (from.stop !== undefined) driver.stop(from.stop)
     return driver
   } catch (err) {
-    await store.returnToWaiting(run.id, lease).catch(() => {})
+    await putBack().catch(() => {})
     throw err
   }
 }
 
 /** The stored events of a run's step in progress, however many pages. */
-async function stepEvents (store: Store, run: RunRecord): Promise<EventRecord[]> {
+export async function stepEvents (store: Store, run: RunRecord): Promise<EventRecord[]> {
   const events: EventRecord[] = []
   let after = run.step_events_after
   for (;;) {

@@ -18,12 +18,13 @@ import type { RunToolsResolution } from '../tools/mcp/mcp-registry.js'
 import { Admission } from './admission.js'
 import { waitsForApproval } from './approvals.js'
 import { decide, endApprovalWait, type DecideHost } from './approval-waits.js'
+import { endPendingWait, parked, postResult, wakeIfAnswered, type PostedResult } from './pending-call-waits.js'
 import { Callbacks, type CallbackLimits } from './callbacks.js'
 import { EventStream, type FollowOptions } from './event-stream.js'
 import { LeaseKeeper } from './lease-keeper.js'
 import { RunDriver, type DriverStart } from './run-driver.js'
 import { RunStop } from './run-stop.js'
-import { isSettled, isStalled, toRunObject } from './run-object.js'
+import { answersNow, isStalled, toRunObject } from './run-object.js'
 import { readTimeline, type Timeline } from './timeline.js'
 import { checkRunRequest, hashRequest, newRunRecord, sameRequest, type RequestLimits } from './run-request.js'
 import { RunWatchers } from './run-watchers.js'
@@ -64,6 +65,8 @@ export interface RunEngineOptions {
   readonly mcp?: McpTools | undefined
   /** Prices, budgets and usage (SPEC §17); by default the built-in prices and no tenant budgets. */
   readonly cost?: CostControl | undefined
+  /** PUBLIC_URL: where tools post results later (SPEC §13); unset, the address each run was created through. */
+  readonly publicUrl?: string | undefined
 }
 
 /**
@@ -132,9 +135,9 @@ export class RunEngine {
    * it. With an idempotency key already used for the same request, answers that run instead
    * (`created: false`); used for another request, a 409. Every refusal says what to fix.
    */
-  async create (tenantId: string, body: CreateRun, options: { idempotencyKey?: string | undefined } = {}): Promise<{ run: RunRecord, created: boolean }> {
+  async create (tenantId: string, body: CreateRun, options: { idempotencyKey?: string | undefined, origin?: string | undefined } = {}): Promise<{ run: RunRecord, created: boolean }> {
     if (!this.#accepting) throw new AppError('SERVICE_ERR_DRAINING', 'This replica is shutting down: retry on another one.', { headers: { 'retry-after': '1' } })
-    const creating = this.#create(tenantId, body, options.idempotencyKey)
+    const creating = this.#create(tenantId, body, options.idempotencyKey, this.#options.publicUrl ?? options.origin)
     this.#creating.add(creating)
     try {
       return await creating
@@ -143,7 +146,7 @@ export class RunEngine {
     }
   }
 
-  async #create (tenantId: string, body: CreateRun, idempotencyKey: string | undefined): Promise<{ run: RunRecord, created: boolean }> {
+  async #create (tenantId: string, body: CreateRun, idempotencyKey: string | undefined, resultBase: string | undefined): Promise<{ run: RunRecord, created: boolean }> {
     if (!this.#options.modelConfigured) {
       throw new AppError('SERVICE_ERR_MODEL_NOT_CONFIGURED', 'No model API is configured: set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a gateway) and restart.')
     }
@@ -157,7 +160,9 @@ export class RunEngine {
     }
     // MCP tools (`server__tool`, `mcp_servers`) are resolved and pinned now: the run keeps them.
     const mcp = await this.#resolveMcpTools(tenantId, body)
-    const checked = checkRunRequest(mcp === null ? body : { ...body, tools: mcp.webhookTools }, limits, (schema) => registry.compileSchema(schema), mcp?.pinned)
+    const request = checkRunRequest(mcp === null ? body : { ...body, tools: mcp.webhookTools }, limits, (schema) => registry.compileSchema(schema), mcp?.pinned)
+    // Where its tools post results later (SPEC §13), kept on the run for whichever replica calls them.
+    const checked = resultBase === undefined ? request : { ...request, params: { ...request.params, result_base: resultBase.replace(/\/+$/, '') } }
     const callbackUrl = body.callback_url === undefined ? null : await this.#callbacks.checkUrl(tenantId, body.callback_url)
     // A budget in USD needs a priced model; a tenant past its budget starts no run (429).
     await this.cost.admit(tenantId, body.model ?? limits.defaultModel, checked.params.budget)
@@ -263,7 +268,7 @@ export class RunEngine {
     const driver = this.#drivers.get(runId)
     if (driver !== undefined) {
       const run = await abortable(driver.done, signal)
-      if (isSettled(run)) return run
+      if (answersNow(run)) return run
       const follow = { location: `/runs/${runId}`, 'retry-after': '1' }
       if (driver.handback === 'shutdown') {
         throw new AppError('SERVICE_ERR_DRAINING', `This replica shut down before run ${runId} finished. The run goes on without this connection: follow it with GET /runs/${runId}.`, { headers: follow })
@@ -275,7 +280,7 @@ export class RunEngine {
     let delay = 100
     for (;;) {
       const run = await this.get(tenantId, runId)
-      if (isSettled(run)) return run
+      if (answersNow(run)) return run
       if (isStalled(run, this.#options.limits.leaseMs)) {
         throw new AppError('RUN_ERR_STALLED', `Run ${runId} is past its deadline and no replica is driving it; follow it with GET /runs/${runId}.`, { headers: { location: `/runs/${runId}` } })
       }
@@ -320,6 +325,10 @@ export class RunEngine {
         await local.done
       } else if (waitsForApproval(current)) {
         const ended = await endApprovalWait(this.#decideHost(), current, stop)
+        if (ended !== null) await ended.done
+      } else if (parked(current)) {
+        // Waiting on results posted later, held by no replica: taken here to end it.
+        const ended = await endPendingWait(this.#decideHost(), current, stop)
         if (ended !== null) await ended.done
       } else if (current.status === 'requires_action') {
         const resumed = await this.#resumeWaiting(current, (call) => notAnswered(call, 'the run was cancelled before the caller answered'))
@@ -380,6 +389,14 @@ export class RunEngine {
     const decided = await decide(this.#decideHost(), run, body)
     if (decided === null) throw new AppError('RUN_ERR_NOT_WAITING', `Run ${runId} is no longer waiting for these decisions: others were given (or the run was cancelled or ended) meanwhile. Read it again with GET /runs/${runId}.`)
     return { run: decided, resumedAfter: run.event_count }
+  }
+
+  /**
+   * A result a tool posts for a call it answered `202 Accepted` (SPEC §13), signed with the tool's
+   * secret: stored, and the run goes on here if that was the last its step waited for.
+   */
+  async postToolResult (posted: PostedResult): Promise<void> {
+    await postResult(this.#decideHost(), this.#options.limits.maxResultChars, posted)
   }
 
   #decideHost (): DecideHost {
@@ -474,6 +491,12 @@ export class RunEngine {
       if (!FINAL_STATUSES.has(ended.status)) {
         // Waiting for its caller, or handed back (shutdown): let anyone take it from here at once.
         await store.releaseRun(run.id, lease).catch(() => {})
+      }
+      // Parked on results posted later (SPEC §13): one may have come while it parked.
+      if (ended.pending_calls != null) {
+        store.getRun(run.tenant_id, run.id)
+          .then(async (current) => { if (current !== null) await wakeIfAnswered(this.#decideHost(), current) })
+          .catch((err) => log.warn({ err, runId: run.id }, 'could not take up a run whose results came'))
       }
       // Due at the end of a run, and when it waits for approvals (SPEC §12).
       if (ended.callback_status === 'pending') {

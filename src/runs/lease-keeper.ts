@@ -261,7 +261,9 @@ export class LeaseKeeper {
         }
         const messages = await store.getMessages(run.id)
         const resumed = run.status === 'queued' ? undefined : resumedStep(run.steps + 1, await this.#stepEvents(run))
-        this.#host.start(run, messages, { resumed })
+        // Parked on results posted later (SPEC §13) until its first deadline: its step goes on here.
+        const fromWait = run.pending_calls == null ? {} : { afterWait: true, initialWrite: { messages: [], patch: { pending_calls: null }, events: [] } }
+        this.#host.start(run, messages, { resumed, ...fromWait })
         this.#takeOverFailures.delete(run.id)
       } catch (err) {
         await this.#takeOverFailed(run, lease, err)

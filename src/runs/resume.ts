@@ -18,6 +18,15 @@ export interface ResumedStep {
   readonly incomplete: ReadonlySet<string> | null
   /** Calls a reviewer approved (SPEC §12): they no longer wait for a decision. */
   readonly approved?: ReadonlySet<string>
+  /** Calls their tool answered `202 Accepted` (SPEC §13), without a result yet: they wait for it, never sent again. */
+  readonly accepted?: ReadonlyMap<string, AcceptedCall>
+}
+
+/** A call whose tool answered `202 Accepted`, as its `tool_call.accepted` event says. */
+export interface AcceptedCall {
+  readonly name: string
+  /** When it stops waiting for its result (ms since the epoch). */
+  readonly deadline_at: number
 }
 
 /**
@@ -31,16 +40,19 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
   const results = new Map<string, ToolResultBlockParam>()
   const sent = new Map<string, { effect: string | undefined }>()
   const approved = new Set<string>()
+  const accepted = new Map<string, AcceptedCall>()
   for (const event of ofStep) {
     const id = event.data.tool_use_id as string
     if (event.type === 'tool_call.approved') approved.add(id)
+    if (event.type === 'tool_call.accepted') accepted.set(id, { name: event.data.name as string, deadline_at: event.data.deadline_at as number })
     if (event.type === 'tool_call.started') sent.set(id, { effect: event.data.effect as string | undefined })
     if (event.type === 'tool_call.completed' && event.data.outcome !== 'cancelled') {
       results.set(id, toolResult(id, event.data.content as ToolResultContent, event.data.is_error === true))
     }
   }
-  const inFlight = new Map([...sent].filter(([id]) => !results.has(id)))
-  if (completed === undefined) return { step, results, inFlight, incomplete: null, approved }
+  for (const id of results.keys()) accepted.delete(id)
+  const inFlight = new Map([...sent].filter(([id]) => !results.has(id) && !accepted.has(id)))
+  if (completed === undefined) return { step, results, inFlight, incomplete: null, approved, accepted }
   const incomplete = Array.isArray(completed.data.incomplete) ? new Set(completed.data.incomplete as string[]) : null
   type Answer = NonNullable<ResumedStep['message']>
   const message: Answer = {
@@ -50,7 +62,7 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
     // The container the answer's code runs in (SPEC §16), if any: the step's write stores it.
     ...(typeof completed.data.container_id === 'string' ? { container: { id: completed.data.container_id } as Message['container'] } : {})
   }
-  return { step, message, results, inFlight, incomplete, approved }
+  return { step, message, results, inFlight, incomplete, approved, accepted }
 }
 
 /**
@@ -60,12 +72,13 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
  * - `client`: a client tool's call, for the run's caller to answer;
  * - `unknown`: a side_effecting call that was in flight: it may have happened, so it is not sent
  *   again, and the model is told its outcome is unknown;
+ * - `pending`: its tool answered `202 Accepted`: it waits for its result (SPEC §13), never sent again;
  * - `send`: sent now: never sent before, or a read_only or idempotent call that was in flight
  *   (sent again with the same tool_use id, so the same idempotency key).
  */
 export type ResumedCall =
   | { readonly action: 'stored', readonly toolUse: ToolUseBlock, readonly result: ToolResultBlockParam }
-  | { readonly action: 'never_sent' | 'client' | 'unknown', readonly toolUse: ToolUseBlock }
+  | { readonly action: 'never_sent' | 'client' | 'unknown' | 'pending', readonly toolUse: ToolUseBlock }
   | { readonly action: 'send', readonly toolUse: ToolUseBlock, readonly index: number }
 
 /** How the run's tools look to a step taken over. */
@@ -86,6 +99,7 @@ export function resumedCalls (resumed: ResumedStep, tools: ResumedTools): Resume
   return toolUses.map((toolUse, index): ResumedCall => {
     const stored = resumed.results.get(toolUse.id)
     if (stored !== undefined) return { action: 'stored', toolUse, result: stored }
+    if (resumed.accepted?.has(toolUse.id) === true) return { action: 'pending', toolUse }
     const inFlight = resumed.inFlight.get(toolUse.id)
     if (inFlight === undefined && incomplete.has(toolUse.id)) return { action: 'never_sent', toolUse }
     if (tools.isClientTool(toolUse.name)) return { action: 'client', toolUse }

@@ -22,6 +22,7 @@ import { ApprovalGate, approvalWait, undecidedText } from './approvals.js'
 import { BATCH_TOOL_NAME, batchShape } from './batch-tool.js'
 import { EventLog, STORAGE_BACKOFF } from './event-log.js'
 import { modelRequest } from './model-request.js'
+import { PendingCalls } from './pending-calls.js'
 import { resumedCalls, type ResumedStep } from './resume.js'
 import { toRunObject } from './run-object.js'
 import { RunStop } from './run-stop.js'
@@ -50,11 +51,11 @@ export interface DriverStart {
    */
   readonly stop?: RunStop
   /**
-   * The run comes out of a wait for approvals (SPEC §12) with `resumed`, its step: that step is
-   * finished and stored even if the run stops meanwhile (a cancel, its deadline), every call
-   * answered, and it is no takeover (no `run.resumed` event).
+   * The run comes out of a wait (for approvals, SPEC §12, or for results posted later, SPEC §13)
+   * with `resumed`, its step: that step is finished and stored even if the run stops meanwhile (a
+   * cancel, its deadline), every call answered, and it is no takeover (no `run.resumed` event).
    */
-  readonly afterApproval?: boolean
+  readonly afterWait?: boolean
 }
 
 /** What every driver of this process shares. */
@@ -133,8 +134,10 @@ export class RunDriver {
   readonly #modelBackoff: Backoff
   readonly #budget: BudgetGuard
   readonly #approvals: ApprovalGate
-  /** The first step finishes a wait for approvals (see DriverStart.afterApproval). */
-  #afterApproval: boolean
+  /** The first step finishes a wait (see DriverStart.afterWait). */
+  #afterWait: boolean
+  /** Calls of the step in progress whose tools answer later (SPEC §13). */
+  readonly #pending: PendingCalls
 
   constructor (deps: DriverDeps, run: RunRecord, lease: Lease, history: MessageParam[], from: DriverStart = {}) {
     this.#deps = deps
@@ -145,7 +148,7 @@ export class RunDriver {
     this.#resumed = from.resumed
     this.#prefetchedTools = from.tools
     this.#approvals = new ApprovalGate(this.#params)
-    this.#afterApproval = from.afterApproval === true && from.resumed !== undefined
+    this.#afterWait = from.afterWait === true && from.resumed !== undefined
     this.#mcpTools = (this.#params.mcp_tools ?? []).map((t) => pinnedToolRecord(run.tenant_id, t))
     this.#clientTools = new Map((this.#params.client_tools ?? []).map((t) => [t.name, { definition: t, check: deps.registry.compileSchema(t.input_schema) }]))
     // One listener per step and per wait on the run's signal at most; never a leak to warn about.
@@ -160,6 +163,7 @@ export class RunDriver {
       signal: this.#controller.signal,
       ...(watched === undefined ? {} : { watched: () => watched(run.id) })
     })
+    this.#pending = new PendingCalls({ store: deps.store, events: this.events, log: this.#log, runSignal: this.#controller.signal })
     this.#toolCalls = new ToolCalls({
       registry: deps.registry,
       sourceOf: toolSources(deps.webhooks, deps.mcp),
@@ -168,7 +172,8 @@ export class RunDriver {
       log: this.#log,
       runSignal: this.#controller.signal,
       stepSpan: () => this.#stepSpan,
-      batchTool: this.#params.batch_tool === true
+      batchTool: this.#params.batch_tool === true,
+      pending: this.#pending
     })
     this.#modelBackoff = { ...MODEL_BACKOFF, maxRetries: deps.modelMaxRetries }
     this.#budget = deps.cost.guard(run)
@@ -205,7 +210,7 @@ export class RunDriver {
       }
       // A run claimed (queued, taken over) or resumed after a cancel was recorded never starts.
       this.#honourCancelAsked()
-      if (this.#resumed !== undefined && !this.#afterApproval) {
+      if (this.#resumed !== undefined && !this.#afterWait) {
         this.events.emit('run.resumed', { step: this.#resumed.step, replica: this.#lease.owner, after_model_call: this.#resumed.message !== undefined })
         this.#log.info({ step: this.#resumed.step }, 'run taken over')
       }
@@ -227,8 +232,8 @@ export class RunDriver {
   async #loop (): Promise<void> {
     for (;;) {
       this.#honourCancelAsked()
-      // A step that waited for approvals is stored, stopped or not: its calls get their results.
-      if (this.#afterApproval) this.#afterApproval = false
+      // A step that waited (approvals, results posted later) is stored, stopped or not: its calls get their results.
+      if (this.#afterWait) this.#afterWait = false
       else this.#throwIfStopped()
       // A run resumed after its last allowed step (which asked for client tools) ends here.
       if (this.events.run.steps >= this.#params.max_steps) {
@@ -238,7 +243,7 @@ export class RunDriver {
       if (this.#draining && this.events.run.steps > 0) throw new RunStop('shutdown', 'this replica is shutting down')
       const step = this.events.run.steps + 1
       const { stop, last } = await this.#inStepSpan(step, async () => await this.#step(step))
-      if (stop === 'requires_action') return
+      if (stop === 'requires_action' || stop === 'parked') return
       if (stop !== null) {
         await this.#finish('completed', stop, null, last)
         return
@@ -251,7 +256,7 @@ export class RunDriver {
    * One model call and its tool calls; answers the stop reason if the run is done. The step is
    * stored here, unless it is the run's last: then `last` holds its write, stored with the run's end.
    */
-  async #step (step: number): Promise<{ stop: StopReason | 'requires_action' | null, last?: Omit<RunWrite, 'events'> }> {
+  async #step (step: number): Promise<{ stop: StopReason | 'requires_action' | 'parked' | null, last?: Omit<RunWrite, 'events'> }> {
     const run = this.events.run
     // A read that fails (a database failing over, say) is retried as the run's writes are.
     const webhookRecords = this.#prefetchedTools ?? await retry(STORAGE_BACKOFF, async () => await this.#deps.store.getTools(run.tenant_id, this.#params.tools), { signal: this.#controller.signal })
@@ -314,6 +319,16 @@ export class RunDriver {
     // results, so the step is not stored; whoever resumes the run decides what those calls became.
     const stop = this.#controller.signal.reason
     if (stop instanceof RunStop && (stop.reason === 'shutdown' || stop.reason === 'lease_lost')) throw stop
+    // Calls whose tools answer later (SPEC §13): their results now, or the run waits on them, held
+    // by no replica (unless a reviewer is to decide first: the decision takes the step up again).
+    if (this.#pending.size > 0) {
+      const later = await this.#pending.resolve(step)
+      for (const [i, toolUse] of answered.entries()) results[i] = later.results.get(toolUse.id) ?? results[i]!
+      if (later.waiting.length > 0 && held.size === 0) {
+        await this.#pending.park(step, later.waiting, this.#lease)
+        return { stop: 'parked' }
+      }
+    }
 
     const counters: RunPatch = {
       steps: step,
@@ -476,7 +491,9 @@ export class RunDriver {
       const { toolUse } = call
       if (call.action === 'stored') calls.set(toolUse.id, Promise.resolve(call.result))
       else if (call.action === 'client') clientComplete.add(toolUse.id)
-      else if (call.action === 'unknown') calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
+      else if (call.action === 'pending') {
+        calls.set(toolUse.id, Promise.resolve(this.#pending.waitFor(toolUse.id, resumed.accepted!.get(toolUse.id)!)))
+      } else if (call.action === 'unknown') calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
       else if (call.action === 'send' && this.#approvals.needs(toolUse, tools.get(toolUse.name), resumed.approved)) {
         // Still undecided: it waits again, unless the run stopped (cancel, deadline) meanwhile.
         const stop = this.#controller.signal.reason

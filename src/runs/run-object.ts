@@ -34,6 +34,7 @@ export function toRunObject (run: RunRecord, messages?: MessageParam[], timeline
       cost_usd: run.usage.cost_usd ?? null
     },
     required_action: run.required_action,
+    pending_tool_calls: run.pending_calls == null ? null : run.pending_calls.map((c) => ({ tool_use_id: c.tool_use_id, name: c.name, deadline: isoDate(c.deadline_at) })),
     error: run.error,
     callback: run.callback_url === null
       ? null
@@ -51,6 +52,15 @@ export function toEventObject (event: EventRecord): RunEvent {
 /** Whether nothing more happens to a run until its caller acts: it ended, or waits for tool outputs. */
 export function isSettled (run: RunRecord): boolean {
   return FINAL_STATUSES.has(run.status) || run.status === 'requires_action'
+}
+
+/**
+ * Whether a sync request answers with the run now: it is settled, or it waits for results its
+ * tools post later (SPEC §13), which may take an hour, too long to hold a connection. (A stream
+ * goes on through such a wait: its follower chose to hold one.)
+ */
+export function answersNow (run: RunRecord): boolean {
+  return isSettled(run) || run.pending_calls != null
 }
 
 /**

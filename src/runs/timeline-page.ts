@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { cutText } from '../lib/text.js'
-import { isFailure, unionLength, type AttemptOutcome, type Timeline, type TimelineBar, type TimelineRow } from './timeline.js'
+import { isFailure, sentSpan, unionLength, type AttemptOutcome, type Timeline, type TimelineBar, type TimelineRow } from './timeline.js'
 
 /** While a run goes on, its page reloads this often. */
 export const TIMELINE_REFRESH_SECONDS = 2
@@ -59,6 +59,7 @@ svg .now { stroke: #1e3a8a; stroke-width: 1.5; stroke-dasharray: 5 3; }
 .bar.cancelled, .bar.unknown, .bar.interrupted, .legend i.cancelled { fill: #9aa5b1; background: #9aa5b1; }
 .bar.running, .legend i.running { fill: #a9c9ee; background: #a9c9ee; }
 .bar.held { stroke: #111827; stroke-width: 2; }
+.bar.wait, .legend i.wait { fill: #eef2f7; background: #eef2f7; stroke: #7b8794; stroke-width: 1; stroke-dasharray: 3 2; }
 ul.markers { margin: 6px 0; padding-left: 20px; color: #3e4c59; }
 footer { margin-top: 14px; color: #7b8794; font-size: 12px; }
 `
@@ -87,7 +88,8 @@ const MARKS: Record<AttemptOutcome, string> = {
   circuit_open: '⊘ not called: circuit open',
   cached: '↺ cached result',
   interrupted: '⚠ interrupted (replica stopped)',
-  running: '… running'
+  running: '… running',
+  accepted: '⧗ 202: answers later'
 }
 
 /**
@@ -139,7 +141,7 @@ ${leftOut}<footer>Drawn from the run's stored events at ${new Date(now).toISOStr
 function legend (): string {
   const items: Array<[string, string]> = [
     ['model', 'model call'], ['tool', 'tool call'], ['error', '✕ error'], ['timeout', '✕ timed out'],
-    ['cancelled', 'cancelled or interrupted'], ['running', 'running'], ['client', 'caller\'s tool'], ['held', 'held its step up']
+    ['cancelled', 'cancelled or interrupted'], ['running', 'running'], ['client', 'caller\'s tool'], ['wait', 'waiting for a result posted later'], ['held', 'held its step up']
   ]
   return `<div class="legend">${items.map(([cls, label]) => `<span><i class="${cls}"></i>${escapeHtml(label)}</span>`).join('')}</div>`
 }
@@ -182,8 +184,9 @@ function stepHeader (timeline: Timeline, step: number, y: number): string {
   if (model !== undefined) notes.push(`model ${duration(model.end - model.start)}`)
   const sent = calls.filter((r) => r.kind === 'tool' && r.bars.some((b) => b.attempt > 0))
   if (sent.length > 1) {
-    const added = sent.reduce((sum, r) => sum + r.end - r.start, 0)
-    notes.push(`${calls.length} tool calls, in flight for ${duration(unionLength(sent.map((r) => [r.start, r.end])))} (${duration(added)} added up)`)
+    const spans = sent.map(sentSpan)
+    const added = spans.reduce((sum, [start, end]) => sum + end - start, 0)
+    notes.push(`${calls.length} tool calls, in flight for ${duration(unionLength(spans))} (${duration(added)} added up)`)
   } else if (calls.length > 0) {
     notes.push(`${calls.length} tool call${calls.length === 1 ? '' : 's'}`)
   }
@@ -209,7 +212,7 @@ function drawRow (row: TimelineRow, y: number, x: (ms: number) => number): strin
     const left = x(bar.start)
     const width = Math.max(2, round(x(bar.end) - left))
     const last = index === row.bars.length - 1
-    out.push(`<rect class="bar ${row.kind} ${bar.outcome}${last ? held : ''}" data-tool="${escapeHtml(row.name)}" data-outcome="${bar.outcome}" ` +
+    out.push(`<rect class="bar ${row.kind} ${bar.outcome}${bar.wait === true ? ' wait' : ''}${last ? held : ''}" data-tool="${escapeHtml(row.name)}" data-outcome="${bar.outcome}" ` +
       `x="${left}" y="${round(top)}" width="${width}" height="${BAR_HEIGHT}" rx="2"><title>${escapeHtml(barTitle(row, bar))}</title></rect>`)
     // An earlier attempt says how long it took, inside its bar when there is room.
     if (!last && width >= 48) {
@@ -230,7 +233,11 @@ function drawRow (row: TimelineRow, y: number, x: (ms: number) => number): strin
 /** The text after a row's last bar: how long, how it ended, retries, whether it held its step up. */
 function rowInfo (row: TimelineRow): string {
   const last = row.bars[row.bars.length - 1]!
-  const parts = [last.attempt === 0 ? 'not sent' : duration(row.end - row.start)]
+  const [sentStart, sentEnd] = sentSpan(row)
+  const parts = [last.attempt === 0 ? 'not sent' : duration(sentEnd - sentStart)]
+  // A result posted later (SPEC §13): the wait apart from the request.
+  const waited = row.bars.filter((b) => b.wait === true).reduce((sum, b) => sum + b.end - b.start, 0)
+  if (waited > 0) parts.push(`⧗ waited ${duration(waited)} for its result`)
   const retries = row.bars.filter((b) => b.retried).length
   if (retries > 0) parts.push(`↻ ${row.bars.length} attempts`)
   const mark = MARKS[row.outcome]
@@ -241,7 +248,7 @@ function rowInfo (row: TimelineRow): string {
 
 function barTitle (row: TimelineRow, bar: TimelineBar): string {
   const what = row.kind === 'model' ? `model call of step ${row.step}` : `${row.name} (step ${row.step}${row.toolUseId === null ? '' : `, ${row.toolUseId}`})`
-  const lines = [`${what}${bar.attempt > 0 ? `, attempt ${bar.attempt}` : ''}`, `${duration(bar.start)} → ${duration(bar.end)}: ${duration(bar.end - bar.start)}`]
+  const lines = [`${what}${bar.wait === true ? ', waiting for its result (posted later)' : bar.attempt > 0 ? `, attempt ${bar.attempt}` : ''}`, `${duration(bar.start)} → ${duration(bar.end)}: ${duration(bar.end - bar.start)}`]
   if (row.codeCaller !== undefined) lines.push(`called by the model's code (${row.codeCaller === '' ? 'code execution' : row.codeCaller})`)
   const outcome = bar.outcome === 'ok' ? 'ok' : MARKS[bar.outcome]
   lines.push(`${outcome}${bar.status === null ? '' : ` (HTTP ${bar.status})`}${bar.retried ? ', retried' : ''}`)

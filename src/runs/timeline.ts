@@ -5,9 +5,10 @@ import { cutText } from '../lib/text.js'
 /**
  * How an attempt ended. The tool outcomes of the events (`ok`, `error`, `timeout`, `unreachable`,
  * `refused`, `cancelled`, `unknown`, `client`, `circuit_open`, `cached`), plus `interrupted` (in flight when its replica
- * stopped; the run was taken over) and `running` (still going).
+ * stopped; the run was taken over), `running` (still going) and `accepted` (the tool answered 202: its
+ * result comes later, SPEC §13).
  */
-export type AttemptOutcome = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'unknown' | 'client' | 'circuit_open' | 'cached' | 'interrupted' | 'running'
+export type AttemptOutcome = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'unknown' | 'client' | 'circuit_open' | 'cached' | 'interrupted' | 'running' | 'accepted'
 
 /** One bar of the timeline: a model call attempt or a tool call attempt. Times are ms since the run was created. */
 export interface TimelineBar {
@@ -21,6 +22,11 @@ export interface TimelineBar {
   readonly error: string | null
   /** Another attempt followed this one. */
   readonly retried: boolean
+  /**
+   * Not a request but the wait for a result the tool posts later (SPEC §13), from its 202 to the
+   * result (or its timeout): drawn apart, and never counted as the tool running.
+   */
+  readonly wait?: boolean
 }
 
 /** One line of the waterfall: a step's model call, or one tool call, with its attempts. */
@@ -91,6 +97,8 @@ const ERROR_CHARS = 300
 interface OpenAttempt {
   start: number
   attempt: number
+  /** The wait for a result posted later (see TimelineBar.wait). */
+  wait?: boolean
 }
 
 interface RowBuilder {
@@ -150,7 +158,7 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
     row.open = null
     // A retry scheduled after the run ended never started.
     if (at < open.start) return
-    row.bars.push({ start: open.start, end: at, attempt: open.attempt, ...bar })
+    row.bars.push({ start: open.start, end: at, attempt: open.attempt, ...bar, ...(open.wait === true ? { wait: true } : {}) })
   }
   const closeAll = (at: number, bar: Omit<TimelineBar, 'start' | 'end' | 'attempt'>): void => {
     for (const row of allRows()) close(row, at, bar)
@@ -200,6 +208,14 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
         const row = tools.get(String(data.tool_use_id))
         if (row === undefined) break
         close(row, at, { outcome: retriedOutcome(data), status: numberOrNull(data.status), error: text(data.error), retried: true })
+        break
+      }
+      case 'tool_call.accepted': {
+        // The request ends with its 202; the wait for the result is a bar of its own (see TimelineBar.wait).
+        const row = toolRow(tools, data, step, () => order++)
+        const attempt = row.open?.attempt ?? numberOr(data.attempts, 1)
+        close(row, at, { outcome: 'accepted', status: 202, error: null, retried: false })
+        row.open = { start: at, attempt, wait: true }
         break
       }
       case 'tool_call.completed': {
@@ -280,7 +296,7 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
     }))
 
     const toolRows = rows.filter((r) => r.kind === 'tool' && r.bars.some((b) => b.attempt > 0))
-    const intervals = toolRows.map((r): [number, number] => [r.start, r.end])
+    const intervals = toolRows.map(sentSpan)
     const toolSumMs = intervals.reduce((sum, [s, e]) => sum + (e - s), 0)
     const toolBusyMs = unionLength(intervals)
     const modelRows = rows.filter((r) => r.kind === 'model')
@@ -310,6 +326,13 @@ export function createTimelineBuilder (run: RunFacts): TimelineBuilder {
     }
   }
   return { add, finish }
+}
+
+/** From a call's first request to the end of its last, leaving out any wait for a result posted later. */
+export function sentSpan (row: TimelineRow): [number, number] {
+  const sent = row.bars.filter((b) => b.wait !== true)
+  if (sent.length === 0) return [row.start, row.start]
+  return [Math.min(...sent.map((b) => b.start)), Math.max(...sent.map((b) => b.end))]
 }
 
 /** Whether an outcome is a failure the page marks as one. */

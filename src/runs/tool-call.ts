@@ -13,6 +13,7 @@ import type { EventLog } from './event-log.js'
 import type { RunParams } from '../schemas/runs.js'
 import { ApprovalGate } from './approvals.js'
 import { batchRef, dispatchBatch, BATCH_TOOL_NAME, type BatchCalls } from './batch-tool.js'
+import type { PendingCalls } from './pending-calls.js'
 import type { ResumedStep } from './resume.js'
 import { RunStop } from './run-stop.js'
 
@@ -31,6 +32,8 @@ export interface ToolCallsDeps {
   readonly stepSpan: () => Span | undefined
   /** Whether the run offers the batch meta-tool, `batch_tool` (SPEC §14). */
   readonly batchTool?: boolean
+  /** Where calls answered `202 Accepted` wait for their results (SPEC §13). */
+  readonly pending?: PendingCalls
 }
 
 /**
@@ -46,9 +49,13 @@ export class ToolCalls {
   #approvals: ApprovalGate | undefined
   /** The run has code execution (SPEC §16): its calls' events say who made each, the model or its code. */
   readonly #codeExecution: boolean
+  /** `{result_base}/runs/{run_id}/tool_calls/`: each call's result_url is this, its id, and `/result` (SPEC §13). */
+  readonly #resultPrefix: string
 
   constructor (deps: ToolCallsDeps) {
     this.#deps = deps
+    const run = deps.events.run
+    this.#resultPrefix = `${(run.params as unknown as RunParams).result_base ?? ''}/runs/${run.id}/tool_calls/`
     this.#codeExecution = (deps.events.run.params as { code_execution?: unknown }).code_execution === true
   }
 
@@ -131,7 +138,9 @@ export class ToolCalls {
           traceId: run.trace_id,
           span: this.#deps.stepSpan(),
           runDeadline: run.deadline_at,
-          signal
+          signal,
+          // A batch's invocation (its id has an index) or a call of the model's code cannot answer later.
+          resultUrl: fromCode || batchRef(block.id).batch !== undefined ? undefined : `${this.#resultPrefix}${block.id}/result`
         }, {
           onAttempt: async (attempt) => {
             events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect, ...batchRef(block.id), ...caller })
@@ -157,6 +166,8 @@ export class ToolCalls {
       outcome = errorOutcome('cancelled', `Tool ${block.name} was cancelled: ${runSignal.reason.message}`)
     }
     const durationMs = startedAt === 0 ? 0 : Date.now() - startedAt
+    // A 202: the result comes later (SPEC §13); its tool_call.completed is emitted when it does.
+    if (outcome.kind === 'accepted' && this.#deps.pending !== undefined) return await this.#deps.pending.accept(step, block, tool, attempts, durationMs)
     // `circuit`: the tool's circuit breaker on this replica changed with this call (opened, or closed).
     const changed = circuit === undefined ? {} : { circuit }
     // The API takes only text for the model's code: an image or other block is flattened (its event

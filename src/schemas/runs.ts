@@ -131,6 +131,8 @@ export interface RunParams {
   readonly cache?: CreateRun['cache']
   /** Whether the model is given the API's code execution tool (SPEC §16); absent: false. */
   readonly code_execution?: boolean
+  /** Where each call's result_url points (SPEC §13): PUBLIC_URL, or the scheme and host the run was created through. */
+  readonly result_base?: string
 }
 
 const UsageSchema = Type.Object({
@@ -169,6 +171,11 @@ export const RunSchema = Type.Object({
   tool_calls: Type.Object({ total: Type.Integer(), errors: Type.Integer() }),
   usage: UsageSchema,
   required_action: Type.Union([Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), Type.Null()]),
+  pending_tool_calls: Type.Union([Type.Array(Type.Object({
+    tool_use_id: Type.String(),
+    name: Type.String(),
+    deadline: ISODate
+  })), Type.Null()], { description: 'While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise.' }),
   error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
   callback: Type.Union([Type.Object({
     url: Type.String(),
@@ -244,6 +251,19 @@ export const ToolOutputsSchema = Type.Object({
 }, { additionalProperties: false, title: 'ToolOutputs' })
 
 export type ToolOutputs = Static<typeof ToolOutputsSchema>
+
+/** The body of `POST /runs/{run_id}/tool_calls/{tool_use_id}/result` (SPEC §13): a §6 answer. */
+export const ToolCallResultSchema = Type.Object({
+  content: Type.Union([Type.String(), Type.Array(Type.Unsafe<Record<string, unknown>>({ type: 'object', additionalProperties: true }), { maxItems: 100 })], { description: 'A string, or `text` and `image` blocks, as a webhook\'s answer (SPEC §6).' }),
+  is_error: Type.Optional(Type.Boolean({ description: '`true`: the call failed; the model is told so.' }))
+}, { additionalProperties: false, title: 'ToolCallResult' })
+
+export type ToolCallResult = Static<typeof ToolCallResultSchema>
+
+export const ToolCallParams = Type.Object({
+  run_id: Type.String({ pattern: '^run_[0-9A-Z]{26}$', description: '`run_…`' }),
+  tool_use_id: Type.String({ minLength: 1, maxLength: 256, description: 'The call\'s `tool_use_id`, as in its webhook body.' })
+})
 
 /** The body of `POST /runs/{id}/approvals` (SPEC §12). */
 export const ApprovalsSchema = Type.Object({

@@ -61,6 +61,9 @@ export type ToolModelOptions = Static<typeof ToolModelOptionsSchema>
 /** Whether every call of a tool waits for a reviewer's decision (SPEC §12). */
 export const ApprovalSchema = Type.Union([Type.Literal('never'), Type.Literal('always')], { default: 'never', description: '`always`: each call waits, with the run in `requires_action`, until POST /runs/{id}/approvals decides it.' })
 
+/** How long a call the tool answered `202 Accepted` waits for its result (SPEC §13). */
+export const AsyncTimeoutSchema = Type.Integer({ minimum: 1000, maximum: 604_800_000, default: 3_600_000, description: 'When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run\'s deadline; after it the call gets an `is_error` result. 1 s to 7 days.' })
+
 /** The fields of a tool a caller writes (PUT /tools/{name}, TOOLS_FILE). */
 export const ToolDefinitionSchema = Type.Object({
   description: Type.String({ minLength: 1, maxLength: 20_000, pattern: NO_NUL, description: 'Shown to the model: what the tool does and when to use it.' }),
@@ -75,6 +78,7 @@ export const ToolDefinitionSchema = Type.Object({
   circuit_breaker: Type.Optional(Type.Union([CircuitBreakerSchema, Type.Literal(false)], { default: CIRCUIT_BREAKER_DEFAULTS, description: 'Per tool and replica: after `failures` failed calls in a row (transport failures, timeouts, 5xx; never `is_error` answers or 4xx) within `window_ms`, calls fail at once for `open_ms`, then one probe call decides. `false`: off.' })),
   cache_ttl_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000, default: 0, description: 'Only for `read_only` tools: a call with the same input (key order aside) within this many ms reuses the stored result of this tenant\'s tool at this revision, without a call. 0: off.' })),
   approval: Type.Optional(ApprovalSchema),
+  async_timeout_ms: Type.Optional(AsyncTimeoutSchema),
   ...ToolModelOptionsSchema.properties
 }, { additionalProperties: false })
 
@@ -96,6 +100,7 @@ export const ToolSchema = Type.Object({
   circuit_breaker: Type.Union([CircuitBreakerSchema, Type.Literal(false)]),
   cache_ttl_ms: Type.Integer(),
   approval: ApprovalSchema,
+  async_timeout_ms: AsyncTimeoutSchema,
   ...ToolModelOptionsSchema.properties,
   circuit: Type.Optional(CircuitStateSchema),
   source: Type.Union([Type.Literal('api'), Type.Literal('file')], { description: '`file`: declared in TOOLS_FILE, so only the file can change or remove it.' }),

@@ -274,6 +274,32 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
       statements: ["ALTER TABLE tools ADD COLUMN model_options TEXT NOT NULL DEFAULT '{}'"]
     },
     {
+      version: 12,
+      name: 'tools that answer later: pending calls and their results',
+      statements: [
+        // How long a call answered 202 may wait for its result (SPEC §13).
+        'ALTER TABLE tools ADD COLUMN async_timeout_ms INTEGER NOT NULL DEFAULT 3600000',
+        // While a run waits on pending calls with no replica holding it: what it waits for (shown).
+        'ALTER TABLE runs ADD COLUMN pending_calls TEXT',
+        // One row per call answered 202: its tool (whose secrets sign its result), its deadline,
+        // and once posted, its result. A row is answered or closed once: the first wins.
+        `CREATE TABLE tool_call_waits (
+          run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+          tool_use_id TEXT NOT NULL,
+          tenant_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          step INTEGER NOT NULL,
+          state TEXT NOT NULL,
+          accepted_at ${big} NOT NULL,
+          deadline_at ${big} NOT NULL,
+          content TEXT,
+          is_error INTEGER NOT NULL DEFAULT 0,
+          answered_at ${big},
+          PRIMARY KEY (run_id, tool_use_id)
+        )`
+      ]
+    },
+    {
       version: 13,
       name: 'programmatic tool calling: the container a run\'s code runs in',
       // Sent with every model request of the run after the first that named it, by whichever replica drives it.

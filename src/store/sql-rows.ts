@@ -8,7 +8,10 @@ import type { EventRecord, NewEvent, Page, RunRecord, ToolRecord } from './store
 // Between the SQL store's rows and the records of the Store interface, both ways: JSON columns are
 // stored as text, booleans as 0 and 1, and PostgreSQL answers a BIGINT as a string.
 
-const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error', 'pending_results'])
+/** A tool's async_timeout_ms when it sets none (SPEC §13): an hour. */
+const DEFAULT_ASYNC_TIMEOUT_MS = 3_600_000
+
+const JSON_RUN_COLUMNS = new Set(['params', 'metadata', 'usage', 'output', 'required_action', 'error', 'pending_results', 'pending_calls'])
 
 /** A tool's values, in the order of TOOL_COLUMNS. */
 export function toolValues (tool: ToolRecord): unknown[] {
@@ -18,6 +21,7 @@ export function toolValues (tool: ToolRecord): unknown[] {
     if (column === 'model_options') return JSON.stringify(value ?? {})
     if (column === 'parallel') return value === true ? 1 : 0
     if (column === 'approval') return value ?? 'never'
+    if (column === 'async_timeout_ms') return value ?? DEFAULT_ASYNC_TIMEOUT_MS
     return value
   })
 }
@@ -40,6 +44,7 @@ export function toToolRecord (row: Row): ToolRecord {
     cache_ttl_ms: Number(row.cache_ttl_ms ?? 0),
     model_options: row.model_options == null ? {} : JSON.parse(row.model_options as string),
     approval: row.approval === 'always' ? 'always' : 'never',
+    async_timeout_ms: Number(row.async_timeout_ms ?? DEFAULT_ASYNC_TIMEOUT_MS),
     signing_secrets: JSON.parse(row.signing_secrets as string),
     source: row.source as ToolRecord['source'],
     revision: row.revision as string,
@@ -100,6 +105,8 @@ export function toRunRecord (row: Row): RunRecord {
     callback_next_at: numberOrNull(row.callback_next_at),
     callback_error: (row.callback_error ?? null) as string | null,
     step_events_after: Number(row.step_events_after ?? 0),
+    // Only on a run waiting on pending calls (SPEC §13): every other run reads as before.
+    ...(row.pending_calls == null ? {} : { pending_calls: parseJson(row.pending_calls) }),
     // Only a run with code execution has one (SPEC §16).
     ...(row.container_id == null ? {} : { container_id: row.container_id as string })
   }

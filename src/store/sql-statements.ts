@@ -18,7 +18,7 @@ export const SKIP_LOCKED_POSTGRES = ' FOR UPDATE SKIP LOCKED'
 export const TOOL_COLUMNS = [
   'tenant_id', 'name', 'description', 'input_schema', 'url', 'headers', 'timeout_ms', 'effect', 'parallel',
   'max_concurrency', 'max_attempts', 'signing_secrets', 'source', 'revision', 'created_at', 'updated_at',
-  'circuit_breaker', 'cache_ttl_ms', 'approval', 'model_options'
+  'circuit_breaker', 'cache_ttl_ms', 'approval', 'model_options', 'async_timeout_ms'
 ] as const
 
 /** The columns of a run's insert, in order. */
@@ -33,7 +33,7 @@ export const RUN_INSERT_COLUMNS = [
 /** The run columns a write may patch: only these are ever named in the text writeTexts makes. */
 export const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
   'status', 'stop_reason', 'started_at', 'completed_at', 'steps', 'tool_calls_total', 'tool_calls_errors',
-  'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at',
+  'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at', 'pending_calls',
   'container_id'
 ])
 

@@ -16,6 +16,7 @@ import { ToolCache } from './tool-cache.js'
 import { SqlToolHealthStore, type ToolHealthStore } from './tool-health.js'
 import { SqlUsageStore, usageParam, usageStatements, type UsageStore } from './usage-ledger.js'
 import { mcpServerValues, PUT_MCP_SERVER, toMcpServerRecord } from './mcp-server-rows.js'
+import { SqlCallWaitStore, type CallWaitStore } from './call-waits.js'
 
 /** The one implementation of {@link Store}, over SQLite or PostgreSQL. */
 export class SqlStore implements Store {
@@ -33,11 +34,13 @@ export class SqlStore implements Store {
   readonly #tools = new ToolCache()
   readonly toolHealth: ToolHealthStore
   readonly usage: UsageStore
+  readonly callWaits: CallWaitStore
 
   constructor (driver: SqlDriver) {
     this.#db = driver
     this.toolHealth = new SqlToolHealthStore(driver)
     this.usage = new SqlUsageStore(driver)
+    this.callWaits = new SqlCallWaitStore(driver)
     this.kind = driver.dialect
     this.#now = driver.dialect === 'postgres' ? CAST_NOW_POSTGRES : CAST_NOW_SQLITE
     this.#skipLocked = driver.dialect === 'postgres' ? SKIP_LOCKED_POSTGRES : ''
@@ -329,6 +332,23 @@ export class SqlStore implements Store {
       "UPDATE runs SET status = 'requires_action', lease_owner = NULL, lease_expires_at = 0 WHERE id = ? AND lease_token = ?",
       [runId, lease.token]
     )
+  }
+
+  async parkRun (runId: string, lease: Lease, until: number): Promise<boolean> {
+    const rows = await this.#db.query(
+      'UPDATE runs SET lease_owner = NULL, lease_token = lease_token + 1, lease_expires_at = ? WHERE id = ? AND lease_token = ? AND pending_calls IS NOT NULL RETURNING id',
+      [until, runId, lease.token]
+    )
+    return rows.length > 0
+  }
+
+  async takeParkedRun (runId: string, eventCount: number, owner: string, leaseMs: number): Promise<RunRecord | null> {
+    const [row] = await this.#db.query(
+      `UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_at = ${this.#now} + ?
+       WHERE id = ? AND status = 'running' AND lease_owner IS NULL AND pending_calls IS NOT NULL AND event_count = ? RETURNING *`,
+      [owner, leaseMs, runId, eventCount]
+    )
+    return row === undefined ? null : toRunRecord(row)
   }
 
   async requestCancel (tenantId: string, runId: string, at: number): Promise<RunRecord | null> {

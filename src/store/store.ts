@@ -1,9 +1,11 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
 import type { ToolHealthStore } from './tool-health.js'
 import type { UsageEntry, UsageStore } from './usage-ledger.js'
+import type { CallWaitStore } from './call-waits.js'
 
 export type { CircuitRow, StoredResult, ToolCallRow, ToolCallTotals, ToolHealthStore } from './tool-health.js'
 export type { UsageEntry, UsageGrouping, UsageStore, UsageTotals } from './usage-ledger.js'
+export type { CallWait, CallWaitStore } from './call-waits.js'
 
 export type ToolEffect = 'read_only' | 'idempotent' | 'side_effecting'
 
@@ -41,6 +43,8 @@ export interface ToolRecord {
   } | undefined
   /** `always`: each call waits for a reviewer's decision (SPEC §12); absent: `never`. */
   readonly approval?: 'always' | 'never' | undefined
+  /** How long a call answered `202 Accepted` waits for its result (SPEC §13); absent: an hour. */
+  readonly async_timeout_ms?: number | undefined
   /** Newest first. */
   readonly signing_secrets: readonly SigningSecret[]
   readonly source: 'api' | 'file'
@@ -155,10 +159,23 @@ export interface RunRecord {
   /** Events after this number belong to the step in progress (the last step commit's last event). */
   readonly step_events_after: number
   /**
+   * While the run waits, held by no replica, for results of calls that answer later (SPEC §13):
+   * those calls and their deadlines. Null (or absent) otherwise.
+   */
+  readonly pending_calls?: PendingCallEntry[] | null
+  /**
    * The Messages API container the run's code runs in (SPEC §16), from the last model answer that
    * named one: sent with each later request of the run. Null (or absent) for a run without one.
    */
   readonly container_id?: string | null
+}
+
+/** A call a run waits on, as the run shows it (see RunRecord.pending_calls). */
+export interface PendingCallEntry {
+  readonly tool_use_id: string
+  readonly name: string
+  /** When it stops waiting (ms since the epoch). */
+  readonly deadline_at: number
 }
 
 export type CallbackStatus = 'pending' | 'delivered' | 'failed'
@@ -167,7 +184,7 @@ export type CallbackStatus = 'pending' | 'delivered' | 'failed'
 export type RunPatch = Partial<Pick<RunRecord,
   'status' | 'stop_reason' | 'started_at' | 'completed_at' | 'steps' | 'tool_calls_total' |
   'tool_calls_errors' | 'usage' | 'output' | 'required_action' | 'error' | 'pending_results' |
-  'callback_status' | 'callback_next_at' | 'container_id'>>
+  'callback_status' | 'callback_next_at' | 'pending_calls' | 'container_id'>>
 
 /** The outcome of a callback delivery attempt. */
 export interface CallbackUpdate {
@@ -297,6 +314,8 @@ export interface Store {
   readonly toolHealth: ToolHealthStore
   /** What the cost guards keep: each model call's and tool call's usage, per tenant (src/cost/). */
   readonly usage: UsageStore
+  /** Calls that answer later (SPEC §13): their waits and results. */
+  readonly callWaits: CallWaitStore
   /** Succeeds when the storage answers. */
   ping (): Promise<void>
   close (): Promise<void>
@@ -372,6 +391,17 @@ export interface Store {
   resumeWaitingRun (runId: string, eventCount: number, owner: string, leaseMs: number): Promise<RunRecord | null>
   /** Puts a run taken by resumeWaitingRun back to waiting, when resuming it failed. */
   returnToWaiting (runId: string, lease: Lease): Promise<void>
+  /**
+   * Lets go of a running run that waits on pending calls (SPEC §13): no replica holds it, and
+   * none takes it over before `until` (its first pending call's deadline), when the sweep's
+   * takeover ends the calls due. Answers false if the lease was lost meanwhile.
+   */
+  parkRun (runId: string, lease: Lease, until: number): Promise<boolean>
+  /**
+   * Takes a run parked by parkRun (lease held by `owner`), for the one that gets there first, and
+   * only as `eventCount` shows it. Null if it is not parked so (any more).
+   */
+  takeParkedRun (runId: string, eventCount: number, owner: string, leaseMs: number): Promise<RunRecord | null>
   /** Marks a queued or running run for cancellation by whichever replica drives it. */
   requestCancel (tenantId: string, runId: string, at: number): Promise<RunRecord | null>
   /** Runs `owner` drives for which another replica was asked to cancel. */

@@ -75,6 +75,8 @@ export class Metrics {
   readonly toolCalls: Counter<'tool' | 'outcome'>
   readonly toolCallDuration: Histogram<'tool' | 'outcome'>
   readonly toolCallAttempts: Counter<'tool'>
+  /** Calls a tool answered `202 Accepted`, to post the result later (SPEC §13). */
+  readonly toolCallsAccepted: Counter<'tool'>
   readonly toolAttemptsInFlight: Gauge
   readonly leaseRenewals: Counter<'result'>
   /** 1 while a tool's circuit breaker on this replica is open (or probing), else 0. */
@@ -107,6 +109,7 @@ export class Metrics {
     this.modelCallRetries = new Counter({ name: 'switchboard_model_call_retries_total', help: 'Model calls retried after a retryable failure.', labelNames: ['model'], registers })
     this.modelTokens = new Counter({ name: 'switchboard_model_tokens_total', help: 'Tokens of model calls, by model and type (input, output, cache_creation_input, cache_read_input).', labelNames: ['model', 'type'], registers })
     this.modelCallsInFlight = new Gauge({ name: 'switchboard_model_calls_in_flight', help: 'Model calls under way on this replica.', registers })
+    this.toolCallsAccepted = new Counter({ name: 'switchboard_tool_calls_accepted_total', help: 'Tool calls the tool answered 202 Accepted, to post their result later.', labelNames: ['tool'], registers })
     this.toolCalls = new Counter({ name: 'switchboard_tool_calls_total', help: 'Tool calls, by tool and outcome (ok, error, timeout, refused, cancelled, circuit_open, cached).', labelNames: ['tool', 'outcome'], registers })
     this.toolCallDuration = new Histogram({
       name: 'switchboard_tool_call_duration_seconds',
@@ -206,6 +209,9 @@ export class Metrics {
         }
         return
       }
+      case 'tool_call.accepted':
+        this.toolCallsAccepted.inc({ tool: this.toolLabel(String(data.name)) })
+        return
       case 'run.started':
         this.runsStarted.inc()
         return

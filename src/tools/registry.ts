@@ -215,6 +215,7 @@ export class ToolRegistry {
       cache_ttl_ms: cacheTtlMs,
       model_options: modelOptions(definition),
       approval: definition.approval ?? 'never',
+      async_timeout_ms: definition.async_timeout_ms ?? 3_600_000,
       signing_secrets: [],
       source,
       revision: newId('rev'),

@@ -19,6 +19,7 @@ export function toToolObject (tool: ToolRecord, now: number = Date.now()): Tool 
     circuit_breaker: tool.circuit_breaker,
     cache_ttl_ms: tool.cache_ttl_ms,
     approval: tool.approval ?? 'never',
+    async_timeout_ms: tool.async_timeout_ms ?? 3_600_000,
     ...tool.model_options,
     source: tool.source,
     ...secretStatus(tool.signing_secrets, now),

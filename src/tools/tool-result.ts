@@ -12,9 +12,10 @@ export type ToolResultContent = string | Array<TextBlockParam | ImageBlockParam>
  * - `refused`: not sent at all: the egress policy, an unknown tool, an invalid input;
  * - `cancelled`: the run stopped while the call was in flight;
  * - `circuit_open`: not sent: the tool's circuit breaker is open (see tools/health/);
- * - `cached`: not sent: a stored result of a read_only tool for the same input answered it.
+ * - `cached`: not sent: a stored result of a read_only tool for the same input answered it;
+ * - `accepted`: the tool answered `202 Accepted`: its result comes later, to its result_url (SPEC §13).
  */
-export type OutcomeKind = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'circuit_open' | 'cached'
+export type OutcomeKind = 'ok' | 'error' | 'timeout' | 'unreachable' | 'refused' | 'cancelled' | 'circuit_open' | 'cached' | 'accepted'
 
 /** Which retries an outcome allows (SPEC §6). */
 export type Retryability = 'no' | 'any-tool' | 'idempotent-only'

@@ -15,6 +15,11 @@ export interface CallContext {
   readonly runDeadline: number
   /** Aborted when the run stops (cancelled, timed out, shutting down). */
   readonly signal: AbortSignal
+  /**
+   * Where the tool may post the call's result later, after answering `202 Accepted` (SPEC §13).
+   * None (a batch_tool invocation): a 202 is an error.
+   */
+  readonly resultUrl?: string | undefined
 }
 
 export interface CallHooks {

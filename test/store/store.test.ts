@@ -22,6 +22,7 @@ function tool (tenant: string, name: string, overrides: Partial<ToolRecord> = {}
     circuit_breaker: { failures: 5, window_ms: 60_000, open_ms: 30_000 },
     cache_ttl_ms: 0,
     approval: 'never',
+    async_timeout_ms: 3_600_000,
     model_options: { strict: true, input_examples: [{ city: 'Paris' }] },
     signing_secrets: [{ secret: `whsec_${newId('s')}`, expires_at: null }],
     source: 'api',

@@ -138,6 +138,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/runs/{run_id}/tool_calls/{tool_use_id}/result": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Post the result of a call your tool answered 202 Accepted
+         * @description For tools, not callers: a tool that answered a call `202 Accepted` posts its result here, at the call's `result_url`, as `{ content, is_error? }` (a webhook's answer, SPEC §6). No API key: sign the request with Standard Webhooks headers and the tool's signing secret, as Switchboard signs calls. Once the step's last pending call has its result, the run goes on.
+         */
+        post: operations["postToolCallResult"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/runs": {
         parameters: {
             query?: never;
@@ -440,6 +460,11 @@ export interface components {
              * @default never
              */
             approval: "never" | "always";
+            /**
+             * @description When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run's deadline; after it the call gets an `is_error` result. 1 s to 7 days.
+             * @default 3600000
+             */
+            async_timeout_ms: number;
             /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
             strict?: boolean;
             /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
@@ -530,6 +555,16 @@ export interface components {
             required_action: {
                 [key: string]: unknown;
             } | null;
+            /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+            pending_tool_calls: {
+                tool_use_id: string;
+                name: string;
+                /**
+                 * Format: date-time
+                 * @description ISO 8601, UTC.
+                 */
+                deadline: string;
+            }[] | null;
             error: {
                 code: string;
                 message: string;
@@ -754,6 +789,11 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /**
+                         * @description When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run's deadline; after it the call gets an `is_error` result. 1 s to 7 days.
+                         * @default 3600000
+                         */
+                        async_timeout_ms: number;
                         /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
                         strict?: boolean;
                         /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
@@ -942,6 +982,11 @@ export interface operations {
                      * @default never
                      */
                     approval?: "never" | "always";
+                    /**
+                     * @description When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run's deadline; after it the call gets an `is_error` result. 1 s to 7 days.
+                     * @default 3600000
+                     */
+                    async_timeout_ms?: number;
                     /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
                     strict?: boolean;
                     /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
@@ -1005,6 +1050,11 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /**
+                         * @description When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run's deadline; after it the call gets an `is_error` result. 1 s to 7 days.
+                         * @default 3600000
+                         */
+                        async_timeout_ms: number;
                         /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
                         strict?: boolean;
                         /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
@@ -1096,6 +1146,11 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /**
+                         * @description When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run's deadline; after it the call gets an `is_error` result. 1 s to 7 days.
+                         * @default 3600000
+                         */
+                        async_timeout_ms: number;
                         /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
                         strict?: boolean;
                         /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
@@ -1426,6 +1481,11 @@ export interface operations {
                          * @default never
                          */
                         approval: "never" | "always";
+                        /**
+                         * @description When the tool answers a call `202 Accepted`, how long (ms) the run waits for the result posted to `result_url`, never past the run's deadline; after it the call gets an `is_error` result. 1 s to 7 days.
+                         * @default 3600000
+                         */
+                        async_timeout_ms: number;
                         /** @description Passed to the Messages API: the model's input always matches `input_schema` (structured outputs). */
                         strict?: boolean;
                         /** @description Passed to the Messages API: example inputs shown to the model. Each must match `input_schema`, or the tool is refused (400 TOOL_ERR_INVALID_EXAMPLE, naming it). */
@@ -1746,6 +1806,94 @@ export interface operations {
             };
         };
     };
+    postToolCallResult: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description `run_…` */
+                run_id: string;
+                /** @description The call's `tool_use_id`, as in its webhook body. */
+                tool_use_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description A string, or `text` and `image` blocks, as a webhook's answer (SPEC §6). */
+                    content: string | {
+                        [key: string]: unknown;
+                    }[];
+                    /** @description `true`: the call failed; the model is told so. */
+                    is_error?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Stored: the run goes on (or waits for the step's other pending calls). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     listRuns: {
         parameters: {
             query: {
@@ -2044,6 +2192,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -2118,6 +2276,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -2272,6 +2440,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -2520,6 +2698,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -2711,6 +2899,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -2785,6 +2983,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -2959,6 +3167,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;
@@ -3033,6 +3251,16 @@ export interface operations {
                         required_action: {
                             [key: string]: unknown;
                         } | null;
+                        /** @description While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise. */
+                        pending_tool_calls: {
+                            tool_use_id: string;
+                            name: string;
+                            /**
+                             * Format: date-time
+                             * @description ISO 8601, UTC.
+                             */
+                            deadline: string;
+                        }[] | null;
                         error: {
                             code: string;
                             message: string;

@@ -143,7 +143,8 @@ export class WebhookClient implements ToolSource {
       input,
       attempt,
       deadline: isoTime(deadline),
-      metadata: context.metadata
+      metadata: context.metadata,
+      result_url: context.resultUrl
     })
     const sent = await this.#signedPost({
       url: tool.url,
@@ -163,6 +164,7 @@ export class WebhookClient implements ToolSource {
       const limits = sent.status >= 200 && sent.status < 300
         ? this.#options
         : { maxResultChars: this.#options.maxResultChars, redact: (text: string) => this.#toolRedactor(tool).redact(text) }
+      if (sent.status === 202) return accepted(tool.name, context.resultUrl)
       if (sent.oversized) return this.#oversized(tool, sent.status, sent.headers, sent.body, limits)
       return outcomeFromResponse(tool.name, sent.status, sent.headers, sent.body, limits)
     }
@@ -379,6 +381,18 @@ function redactOutcome (outcome: ToolOutcome, redactor: Redactor): ToolOutcome {
     ? redactor.redact(content)
     : content.map((block) => block.type === 'text' ? { ...block, text: redactor.redact(block.text) } : block)
   return { ...outcome, content: redacted }
+}
+
+/**
+ * A `202 Accepted`: the call's result comes later, posted to its result_url (SPEC §13), whatever
+ * the body said. A call with no result_url (a batch_tool invocation, a call of the model's code)
+ * cannot answer later: that is an error the model reads.
+ */
+function accepted (tool: string, resultUrl: string | undefined): ToolOutcome {
+  if (resultUrl === undefined) {
+    return errorOutcome('error', `${tool} answered 202 Accepted, but this call cannot be answered later (it was made inside batch_tool or by the model's code): call ${tool} directly for that`, { status: 202 })
+  }
+  return { kind: 'accepted', isError: false, content: '', status: 202, retry: 'no' }
 }
 
 // A call's own timer is only set when it ends before the run's deadline (see `call`): a timeout is

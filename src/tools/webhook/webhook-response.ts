@@ -69,6 +69,19 @@ export function outcomeFromResponse (tool: string, status: number, headers: Reco
 }
 
 /**
+ * A result a tool posts later (SPEC §13) as the model gets it: `{ content, is_error? }` read as a
+ * 2xx JSON answer is (same blocks kept, same cut at `maxResultChars`). Null when it is not of that
+ * shape (a block of another type, an image without its source...).
+ */
+export function laterResult (tool: string, value: unknown, maxResultChars: number): { content: ToolResultContent, isError: boolean } | null {
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) return null
+  const own = ownResult(value)
+  if (own === null) return null
+  const content = own.isError && isEmptyContent(own.content) ? failedWithoutMessage(tool) : own.content
+  return { content: capContent(content, maxResultChars), isError: own.isError }
+}
+
+/**
  * `{ content, is_error? }` in the shape the model accepts, or null. Each block keeps only what the
  * Messages API takes in a tool result: a text block its text, an image its source. The rest
  * (`cache_control`, whose breakpoints a run would soon have more of than the API's four,
