@@ -59,6 +59,19 @@ for (const backend of backends) {
       await expect.poll(() => servers.modern.callsOf('hang').every((c) => c.cancelled)).toBe(true)
     })
 
+    it('a 2026-07-28 server\'s notifications/tools/list_changed (on its subscriptions/listen stream) updates the stored list', async () => {
+      const moving = await new McpTestServer(standardTools(), { eras: 'modern' }).start()
+      try {
+        expect((await put('moving', { url: moving.url })).statusCode).toBe(201)
+        // A call opens this replica's connection, which listens for changes.
+        await runOneCall(h, 'moving__echo')
+        moving.setTools([...standardTools(), { name: 'fresh', description: 'New.', run: () => ({ content: [{ type: 'text', text: 'fresh' }] }) }])
+        await expect.poll(async () => (await get('moving')).json().tools.map((t: { name: string }) => t.name), { timeout: 5000 }).toContain('fresh')
+      } finally {
+        await moving.close()
+      }
+    })
+
     it('a server that speaks both eras is spoken to in the newer', async () => {
       const res = await put('bilingual', { url: servers.both.url })
       expect(res.statusCode, res.body).toBe(201)
