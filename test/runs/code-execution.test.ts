@@ -1,6 +1,9 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { backends } from '../support/backends.js'
-import { auth, TENANT_A } from '../support/app.js'
+import { auth, startApp, TENANT_A } from '../support/app.js'
 import { startHarness, type Harness } from '../support/harness.js'
 import { codeCalls, codeResult, resultText, toolResults, turnNumber, type RecordedRequest } from '../support/fake-messages-api.js'
 import { McpTestServer } from '../support/mcp-server.js'
@@ -236,3 +239,25 @@ for (const backend of backends) {
     })
   })
 }
+
+describe('callers in TOOLS_FILE', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'switchboard-code-callers-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  const file = (name: string, fields: string): string => {
+    const path = join(dir, `${name}.yaml`)
+    writeFileSync(path, `tenants:\n  ${TENANT_A.id}:\n    ${name}:\n      description: d\n      url: http://127.0.0.1:9/\n      input_schema: { type: object }\n${fields}`)
+    return path
+  }
+
+  it('holds a tool of the file to the same rule, and keeps the callers of one that may be called from code', async () => {
+    await expect(startApp(backends[0]!, { env: { TOOLS_FILE: file('writer', '      callers: [direct, code]\n') } }))
+      .rejects.toThrow(/tool "writer" of tenant "acme": tool writer is side_effecting, but callers lists "code"/)
+    const started = await startApp(backends[0]!, { env: { TOOLS_FILE: file('reader', '      effect: read_only\n      callers: [direct, code]\n') } })
+    try {
+      const res = await started.app.inject({ method: 'GET', url: '/tools/reader', headers: auth(TENANT_A) })
+      expect(res.json()).toMatchObject({ source: 'file', effect: 'read_only', callers: ['direct', 'code'] })
+    } finally {
+      await started.close()
+    }
+  })
+})
