@@ -3,7 +3,11 @@ import { AppError } from '../errors.js'
 import type { Approvals, RunParams } from '../schemas/runs.js'
 import type { RunPatch, RunRecord, ToolRecord } from '../store/index.js'
 import { toolResult } from '../tools/tool-result.js'
+import type { Log } from '../logger.js'
+import type { EventLog } from './event-log.js'
 import type { ResumedStep } from './resume.js'
+import { toRunObject } from './run-object.js'
+import { RunStop } from './run-stop.js'
 
 /** A call that waits for a reviewer, as listed in a run's `required_action` (SPEC §12). */
 export interface ApprovalCall {
@@ -39,6 +43,31 @@ export class ApprovalGate {
   needs (toolUse: Pick<ToolUseBlock, 'id' | 'name'>, tool: ToolRecord | undefined, approved: ReadonlySet<string> = NO_IDS): boolean {
     if (tool === undefined || approved.has(toolUse.id)) return false
     return tool.approval === 'always' || this.#required.has(toolUse.name)
+  }
+
+  /**
+   * A call of a step taken up again (after decisions, a takeover): null if it needs no decision
+   * (any more); `held` if it waits again; or, if the run stopped meanwhile (`stop`: a cancel, its
+   * deadline), the result it gets instead.
+   */
+  undecided (toolUse: Pick<ToolUseBlock, 'id' | 'name'>, tool: ToolRecord | undefined, approved: ReadonlySet<string> | undefined, stop: unknown): 'held' | { notRun: string } | null {
+    if (!this.needs(toolUse, tool, approved)) return null
+    return stop instanceof RunStop ? { notRun: undecidedText(stop.message) } : 'held'
+  }
+
+  /**
+   * The step has calls that wait for a reviewer, and every other call is done: the run waits in
+   * `requires_action` (approvals come before a caller's tools), and the reviewer may be told through
+   * the callback URL (see Callbacks). The step stays in its events; the decisions resume it (see
+   * decide in approval-waits.ts).
+   */
+  async wait (events: EventLog, held: readonly ToolUseBlock[], tools: ReadonlyMap<string, ToolRecord>, log: Log): Promise<'requires_action'> {
+    const patch = approvalWait(held, tools)
+    if (events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: Date.now() })
+    events.emit('run.requires_action', toRunObject({ ...events.run, ...patch }))
+    await events.commit({ patch })
+    log.info({ calls: held.length }, 'run waits for approvals')
+    return 'requires_action'
   }
 }
 

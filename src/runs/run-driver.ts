@@ -18,7 +18,7 @@ import { toolSources } from '../tools/tool-sources.js'
 import type { ToolHealth } from '../tools/health/tool-health.js'
 import type { Telemetry } from '../telemetry/index.js'
 import type { BudgetGuard, CostControl } from '../cost/index.js'
-import { ApprovalGate, approvalWait, undecidedText } from './approvals.js'
+import { ApprovalGate } from './approvals.js'
 import { BATCH_TOOL_NAME, batchShape } from './batch-tool.js'
 import { EventLog, STORAGE_BACKOFF } from './event-log.js'
 import { modelRequest } from './model-request.js'
@@ -339,7 +339,7 @@ export class RunDriver {
       ...containerPatch(message, run.container_id)
     }
     // Calls waiting for a reviewer: the step stops here, its other calls done (SPEC §12).
-    if (held.size > 0) return { stop: await this.#awaitApproval(toolUses.filter((u) => held.has(u.id)), tools) }
+    if (held.size > 0) return { stop: await this.#approvals.wait(this.events, toolUses.filter((u) => held.has(u.id)), tools, this.#log) }
     // The step's usage lines (SPEC §17) go with the write that stores the step, in its transaction.
     const lines = this.#budget.entries(run, message, account.cost, answered, results)
     if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters, lines) }
@@ -376,21 +376,6 @@ export class RunDriver {
     this.#append([assistant])
     await this.events.commit({ messages: [assistant], patch, usage })
     this.#log.info({ calls: clientCalls.length }, 'run waits for client tool outputs')
-    return 'requires_action'
-  }
-
-  /**
-   * The step has calls that wait for a reviewer, and every other call is done: the run waits in
-   * `requires_action` (approvals come before a caller's tools). The step stays in its events;
-   * the decisions resume it (see RunEngine.approve).
-   */
-  async #awaitApproval (held: ToolUseBlock[], tools: ReadonlyMap<string, ToolRecord>): Promise<'requires_action'> {
-    const patch = approvalWait(held, tools)
-    // The reviewer may be told through the callback URL (see Callbacks).
-    if (this.events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: Date.now() })
-    this.events.emit('run.requires_action', toRunObject({ ...this.events.run, ...patch }))
-    await this.events.commit({ patch })
-    this.#log.info({ calls: held.length }, 'run waits for approvals')
     return 'requires_action'
   }
 
@@ -494,12 +479,12 @@ export class RunDriver {
       else if (call.action === 'pending') {
         calls.set(toolUse.id, Promise.resolve(this.#pending.waitFor(toolUse.id, resumed.accepted!.get(toolUse.id)!)))
       } else if (call.action === 'unknown') calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, 'outcome unknown: the call was in flight when its replica stopped', 'unknown')))
-      else if (call.action === 'send' && this.#approvals.needs(toolUse, tools.get(toolUse.name), resumed.approved)) {
-        // Still undecided: it waits again, unless the run stopped (cancel, deadline) meanwhile.
-        const stop = this.#controller.signal.reason
-        if (stop instanceof RunStop) calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, undecidedText(stop.message))))
-        else held.add(toolUse.id)
-      } else if (call.action === 'send') calls.set(toolUse.id, this.#toolCalls.dispatch(step, { block: toolUse, index: call.index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
+      else if (call.action === 'send') {
+        const undecided = this.#approvals.undecided(toolUse, tools.get(toolUse.name), resumed.approved, this.#controller.signal.reason)
+        if (undecided === 'held') held.add(toolUse.id)
+        else if (undecided !== null) calls.set(toolUse.id, Promise.resolve(this.#toolCalls.notCalled(step, toolUse, undecided.notRun)))
+        else calls.set(toolUse.id, this.#toolCalls.dispatch(step, { block: toolUse, index: call.index, inputComplete: true }, tools, dispatcher, this.#controller.signal))
+      }
       // never_sent: answered with the step's other blocks whose input was never complete.
     }
     return { message: resumed.message! as Message, calls, clientComplete, held }
