@@ -29,8 +29,38 @@ export interface ToolCallContext {
   readonly headers: Readonly<Record<string, string | string[] | undefined>>
   /** The request's path and query, as received. */
   readonly url: string
-  // SEAM (SPEC §13, tools that answer later): once the service takes a 202 and sends `result_url`,
-  // an `answerLater()` goes here that answers 202 now and POSTs the result, signed, to result_url.
+  /**
+   * Answers the call `202 Accepted` now, whatever the handler returns, and gives what posts its
+   * result later, signed with the tool's secret, to the call's `result_url` (docs/webhooks.md,
+   * answering later): for work that takes minutes or hours. The run waits for it, up to the
+   * tool's `async_timeout_ms`. If the handler throws after this, its error is posted as the
+   * result. Throws for a call that cannot be answered later (inside `batch_tool`, or made by
+   * the model's code: it has no `result_url`), or when no signing secret of the tool is known.
+   */
+  answerLater (): LaterAnswer
+}
+
+/** What a handler that answered its call 202 posts its result with (see ToolCallContext.answerLater). */
+export interface LaterAnswer {
+  /** Where the result goes. */
+  readonly resultUrl: string
+  /**
+   * Posts the result: a string, content blocks or any JSON value, as a handler returns it
+   * (`{ is_error: true }` with `fail`). Retried on a failed connection and 5xx answers; rejects
+   * with a {@link LaterAnswerError} when Switchboard refuses it (409: it had its result already,
+   * or gave up waiting).
+   */
+  send (result: unknown): Promise<void>
+  /** Posts an `is_error` result with the error's message, which the model reads. */
+  fail (error: unknown): Promise<void>
+}
+
+/** Switchboard refused a result posted later: `status` says why (401, 404, 409, 400). */
+export class LaterAnswerError extends Error {
+  override name = 'LaterAnswerError'
+  constructor (readonly status: number, message: string) {
+    super(message)
+  }
 }
 
 /**
@@ -70,6 +100,8 @@ export interface ToolHostOptions {
   readonly maxBodyBytes?: number | undefined
   /** Told of every error a handler throws (the caller gets an `is_error` answer either way). */
   readonly onError?: ((err: unknown, call: { tool: string, runId: string, toolUseId: string }) => void) | undefined
+  /** What results posted later (answerLater) are sent with: the global fetch by default. */
+  readonly fetch?: typeof fetch | undefined
 }
 
 /** What a tool host answers Switchboard: `{ content, is_error? }`, or an error of the protocol. */
@@ -80,7 +112,7 @@ export interface ToolAnswer {
 
 export interface HostReply {
   readonly status: number
-  readonly body: ToolAnswer | { error: string }
+  readonly body: ToolAnswer | { error: string } | { accepted: true }
 }
 
 interface CallBody {
@@ -91,6 +123,7 @@ interface CallBody {
   attempt?: number
   deadline?: string
   metadata?: Record<string, string>
+  result_url?: string
 }
 
 const ANSWERS_KEPT = 10_000
@@ -108,9 +141,10 @@ export class ToolHost {
   readonly #tools: HostedTools
   readonly #allowUnsigned: boolean
   readonly #answers: AnswerCache
-  readonly #inFlight = new Map<string, Promise<{ answer: ToolAnswer, abandoned: boolean }>>()
+  readonly #inFlight = new Map<string, Promise<{ answer: ToolAnswer, abandoned: boolean, later: boolean }>>()
   readonly #validators = new Map<string, ValidateFunction>()
   readonly #onError: ToolHostOptions['onError']
+  readonly #fetch: typeof fetch
 
   constructor (options: ToolHostOptions) {
     this.#tools = options.tools
@@ -119,6 +153,7 @@ export class ToolHost {
     this.#answers = options.answers ?? new MemoryAnswers(ANSWERS_KEPT, ANSWER_TTL_MS)
     this.maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
     this.#onError = options.onError
+    this.#fetch = options.fetch ?? fetch
     const ajv = new Ajv({ allErrors: true, strict: false })
     const ajv2020 = new Ajv2020({ allErrors: true, strict: false })
     for (const [name, tool] of Object.entries(this.#tools)) {
@@ -159,7 +194,9 @@ export class ToolHost {
     const outcome = this.#run(tool, call, headers, hangUp, url)
     this.#inFlight.set(key, outcome)
     try {
-      const { answer, abandoned } = await outcome
+      const { answer, abandoned, later } = await outcome
+      // Answered later: 202 now, the result goes to result_url (a repeat of the call gets 202 again).
+      if (later) return { status: 202, body: { accepted: true } }
       // Abandoned at its deadline, the attempt's answer (most often the handler's abort) is one
       // Switchboard no longer waits for: it is held until Switchboard hangs up, so that the run
       // records Switchboard's own timeout rather than whichever of the two came first.
@@ -195,12 +232,13 @@ export class ToolHost {
     return `The call's signature does not verify: ${reason}.`
   }
 
-  async #run (tool: HostedTool, call: CallBody, headers: Readonly<Record<string, string | string[] | undefined>>, hangUp: AbortSignal, url: string): Promise<{ answer: ToolAnswer, abandoned: boolean }> {
+  async #run (tool: HostedTool, call: CallBody, headers: Readonly<Record<string, string | string[] | undefined>>, hangUp: AbortSignal, url: string): Promise<{ answer: ToolAnswer, abandoned: boolean, later: boolean }> {
     const validate = this.#validators.get(call.tool)!
     if (!validate(call.input)) {
       const problems = (validate.errors ?? []).slice(0, 5).map((e) => `input${e.instancePath.replaceAll('/', '.')}: ${e.message ?? 'is invalid'}`)
-      return { answer: { content: `Tool ${call.tool} was not run: invalid input: ${problems.join('; ')}`, is_error: true }, abandoned: false }
+      return { answer: { content: `Tool ${call.tool} was not run: invalid input: ${problems.join('; ')}`, is_error: true }, abandoned: false, later: false }
     }
+    let later: LaterAnswer | undefined
     const deadlineMs = Date.parse(call.deadline ?? '')
     const deadline = Number.isFinite(deadlineMs) ? new Date(deadlineMs) : new Date(Date.now() + 30_000)
     const signal = AbortSignal.any([hangUp, AbortSignal.timeout(Math.max(0, deadline.getTime() - Date.now()))])
@@ -214,18 +252,82 @@ export class ToolHost {
       metadata: call.metadata ?? {},
       tool: call.tool,
       headers,
-      url
+      url,
+      answerLater: () => {
+        later ??= this.#laterAnswer(call)
+        return later
+      }
     }
     let answer: ToolAnswer
     try {
       answer = toAnswer(await tool.handler(call.input, context))
     } catch (err) {
       this.#onError?.(err, { tool: call.tool, runId: call.run_id, toolUseId: call.tool_use_id })
+      // Answered 202 already: the error is the result Switchboard waits for.
+      if (later !== undefined) later.fail(err).catch(() => {})
       const message = err instanceof Error ? err.message : String(err)
       answer = { content: message === '' ? `Tool ${call.tool} failed.` : message, is_error: true }
     }
-    return { answer, abandoned: signal.aborted }
+    return { answer, abandoned: later === undefined && signal.aborted, later: later !== undefined }
   }
+
+  /** What posts a call's result later (see ToolCallContext.answerLater). */
+  #laterAnswer (call: CallBody): LaterAnswer {
+    const resultUrl = call.result_url
+    if (typeof resultUrl !== 'string' || resultUrl === '') {
+      throw new Error(`This call of ${call.tool} cannot be answered later: it has no result_url (it was made inside batch_tool, or by the model's code). Answer it now.`)
+    }
+    const [secret] = this.secrets.for(call.tool)
+    if (secret === undefined) throw new Error(`Answering a call of ${call.tool} later needs its signing secret: give it in \`secrets\` (or register the tool with registerTools).`)
+    const post = async (answer: ToolAnswer): Promise<void> => {
+      const raw = JSON.stringify(answer)
+      for (let attempt = 1; ; attempt++) {
+        const id = `${call.run_id}:${call.tool_use_id}:result`
+        const at = new Date()
+        let res: Response | undefined
+        try {
+          res = await this.#fetch(resultUrl, {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'webhook-id': id,
+              'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+              'webhook-signature': new Webhook(secret).sign(id, at, raw)
+            },
+            body: raw
+          })
+        } catch (err) {
+          if (attempt >= LATER_ATTEMPTS) throw err
+        }
+        if (res !== undefined) {
+          if (res.ok) return
+          const text = await res.text()
+          if (res.status < 500 || attempt >= LATER_ATTEMPTS) throw new LaterAnswerError(res.status, `Switchboard refused the result of ${call.tool_use_id} (HTTP ${res.status}): ${laterMessage(text)}`)
+        }
+        await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt))
+      }
+    }
+    return {
+      resultUrl,
+      send: async (result) => { await post(toAnswer(result)) },
+      fail: async (error) => {
+        const message = error instanceof Error ? error.message : String(error)
+        await post({ content: message === '' ? `Tool ${call.tool} failed.` : message, is_error: true })
+      }
+    }
+  }
+}
+
+/** Tries of a result posted later, on failed connections and 5xx answers. */
+const LATER_ATTEMPTS = 5
+
+/** The message of Switchboard's error answer, or the start of the text. */
+function laterMessage (text: string): string {
+  try {
+    const parsed = JSON.parse(text) as { message?: unknown }
+    if (typeof parsed.message === 'string') return parsed.message
+  } catch {}
+  return text.slice(0, 200)
 }
 
 // How long an abandoned attempt's answer waits for Switchboard to hang up: its timeout and the
