@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --quick] [-- --write] [-- --only=fan-out,throughput,eager,growth,memory,mcp]
+ * npm run bench [-- --quick] [-- --write] [-- --only=fan-out,throughput,eager,growth,memory,waits,mcp]
  *
  * Measures Switchboard against a hand-written baseline in the same run, on this machine, and prints
  * one table. Everything talks to 127.0.0.1; every load is bounded. Ratios and differences against
@@ -14,6 +14,7 @@ import { throughput, throughputSection } from './throughput.js'
 import { eager, eagerSection } from './eager.js'
 import { growth, growthSection } from './growth.js'
 import { memory, memorySection } from './memory.js'
+import { waits, waitsSection } from './waits.js'
 import { mcpFanOut, mcpSection } from './mcp.js'
 import { SERVICE_NODE_ARGS, type Section } from './support.js'
 
@@ -73,6 +74,7 @@ if (wanted('throughput')) sections.push(throughputSection(await throughput({ qui
 if (wanted('eager')) sections.push(eagerSection(await eager({ quick, log }), quick))
 if (wanted('growth')) sections.push(growthSection(await growth({ quick, log }), quick))
 if (wanted('memory')) sections.push(memorySection(await memory({ quick, log }), quick))
+if (wanted('waits')) sections.push(waitsSection(await waits({ quick, log }), quick))
 if (sections.length > 0) {
   const verdicts = sections.flatMap((s) => s.verdicts)
   lines.push(
