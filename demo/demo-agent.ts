@@ -18,6 +18,11 @@ export const demoAgent: Respond = (request) => {
   if (turnNumber(request) === 1) {
     const question = userText(request)
     const cities = KNOWN_CITIES.filter((c) => question.toLowerCase().includes(c.toLowerCase()))
+    // A forecast comes from a tool that answers later (SPEC §13): the run waits for it.
+    if (/forecast/i.test(question) && available.has('get_forecast') && cities.length > 0) {
+      const days = Number(/(\d) days/.exec(question)?.[1] ?? 3)
+      return { content: [{ type: 'text', text: `Let me get the forecast for ${cities.join(', ')}.` }, ...cities.map((city) => ({ type: 'tool_use' as const, name: 'get_forecast', input: { city, days } }))] }
+    }
     const calls = cities.flatMap((city) => [
       ...(available.has('get_weather') ? [{ type: 'tool_use' as const, name: 'get_weather', input: { city } }] : []),
       ...(available.has('get_local_time') ? [{ type: 'tool_use' as const, name: 'get_local_time', input: { city } }] : [])
@@ -37,6 +42,11 @@ export const demoAgent: Respond = (request) => {
       if ('temperature_c' in data) return `- ${String(data.city)}: ${String(data.temperature_c)} °C, ${String(data.conditions)}`
       if ('local_time' in data) return `- ${String(data.city)}: it is ${String(data.local_time)} there`
       if ('result' in data) return `- ${String(data.amount)} ${String(data.from)} is ${String(data.result)} ${String(data.to)}`
+      if (Array.isArray(data.forecast)) {
+        const days = data.forecast as Array<{ temperature_c: number, conditions: string }>
+        const temperatures = days.map((d) => d.temperature_c)
+        return `- ${String(data.city)}, next ${days.length} days: ${Math.min(...temperatures)} to ${Math.max(...temperatures)} °C, ${days[0]?.conditions ?? ''}`
+      }
     } catch {}
     return `- ${text}`
   })

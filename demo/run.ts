@@ -1,10 +1,12 @@
 /**
  * npm run demo: Switchboard doing real work on this machine, offline.
  *
- * Starts the example tool server (weather, local time, currency), Switchboard itself (embedded
+ * Starts the example tool server (weather, local time, currency, and a forecast that answers
+ * later), Switchboard itself (embedded
  * SQLite in ./data/demo), and, unless ANTHROPIC_API_KEY is set, a local fake of the Messages API
  * that plays Claude; registers the tools through the API, runs one question, and prints the answer
- * with each tool call's timing. Then it keeps serving until Ctrl-C, so you can try the API.
+ * with each tool call's timing; then asks for a forecast, whose tool answers 202 and posts its
+ * result a few seconds later, while the run waits. Then it keeps serving until Ctrl-C, so you can try the API.
  *
  *   npm run demo                         the default question
  *   npm run demo -- "Weather in London and Sydney?"
@@ -84,13 +86,35 @@ try {
   console.log(dim(`run ${run.id}: ${run.steps} model calls, ${run.tool_calls.total} tool calls (${run.tool_calls.errors} errors), ${run.usage.input_tokens} + ${run.usage.output_tokens} tokens`))
   console.log(dim(`see it all: curl -s '${base}/runs/${run.id}?include=messages'   and   curl -s '${base}/runs/${run.id}/events'`))
   console.log(`${bold('timeline:')} ${base}${run.timeline_url}  ${dim('(open it in a browser; the link works for an hour)')}`)
-  if (once) await shutdown(run.status === 'completed' ? 0 : 1)
+  const later = await forecast()
+  if (once) await shutdown(run.status === 'completed' && later ? 0 : 1)
   console.log(dim('\nServing until Ctrl-C. Try another question with:'))
   console.log(dim(`  curl -s ${base}/runs -H 'content-type: application/json' -d '{"input":"Weather in London and Sydney?","tools":["get_weather","get_local_time"]}'`))
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => { shutdown(0).catch(() => process.exit(1)) })
 } catch (err) {
   console.error(`demo failed: ${(err as Error).message}`)
   await shutdown(1)
+}
+
+/**
+ * A run whose tool answers later (SPEC §13): the request answers at once, the run `running` with the
+ * call pending; the tool posts its result a few seconds later and the run goes on. True if it completed.
+ */
+async function forecast (): Promise<boolean> {
+  const asked = 'What is the forecast for Paris for the next 3 days?'
+  console.log(`\n${bold('Q:')} ${asked}\n`)
+  const started = Date.now()
+  const run = await client.runs.create({ input: asked, tools: ['get_forecast'], max_tokens: 1024, metadata: { source: 'demo' } })
+  const waiting = run.pending_tool_calls ?? []
+  console.log(dim(`the request answered after ${Date.now() - started} ms: run ${run.status}, waiting for ${waiting.map((c) => c.name).join(', ') || 'nothing'} (answered 202; its result comes later, to result_url), on no replica`))
+  let current = run
+  while (current.status === 'running' || current.status === 'queued') {
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    current = await client.runs.get(run.id)
+  }
+  console.log(`${bold('A:')} ${current.status === 'completed' ? current.output_text : `the run ${current.status}: ${JSON.stringify(current.error)}`}`)
+  console.log(dim(`  the result came ${((Date.now() - started) / 1000).toFixed(1)} s after the question; timeline: ${base}${current.timeline_url ?? ''}`))
+  return current.status === 'completed'
 }
 
 /** Each step's tool calls as bars on the step's time axis: what ran together, and for how long. */

@@ -76,6 +76,22 @@ export const DEMO_TOOLS = {
       if (RATES_TO_USD[from] === undefined || RATES_TO_USD[to] === undefined) throw new Error(`No rate for ${from} to ${to}.`)
       return { amount: input.amount, from, to, result: Math.round(input.amount * RATES_TO_USD[from] / RATES_TO_USD[to] * 100) / 100 }
     }
+  },
+  get_forecast: {
+    description: 'The forecast for a city over the next days (1 to 7), from a slow weather model: its answer comes a few seconds after the call.',
+    input_schema: { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city'], additionalProperties: false },
+    effect: 'read_only',
+    timeout_ms: 5000,
+    async_timeout_ms: 60_000,
+    // Answers later (SPEC §13): 202 now; the result is posted to the call's result_url once the
+    // "model" is done (3 s, or ?delay_ms=N), while the run waits holding nothing.
+    handler: (input: { city: string, days?: number }, context: ToolCallContext) => {
+      const { temperature, conditions } = city(input.city)
+      const later = context.answerLater()
+      const days = Array.from({ length: input.days ?? 3 }, (_, i) => ({ day: i + 1, temperature_c: temperature + (i % 3) - 1, conditions }))
+      setTimeout(() => { later.send({ city: input.city, forecast: days }).catch(() => {}) }, slowness(context.url) ?? 3000)
+      return undefined
+    }
   }
 } as const satisfies Record<string, HostedTool>
 

@@ -31,6 +31,9 @@ it('npm run demo answers its question offline, with the tool calls run side by s
     expect(timeline, output).toBeDefined()
     const [, together, alone] = /the calls took (\d+) ms side by side; one after another they would have taken (\d+) ms/.exec(output)!
     expect(Number(together)).toBeLessThan(Number(alone))
+    // The forecast's tool answers later: the request answered with the run waiting, the result came after.
+    expect(output).toMatch(/run running, waiting for get_forecast/)
+    expect(output).toMatch(/A: Here is what I found:\n- Paris, next 3 days: 13 to 15 °C, light rain/)
   } finally {
     rmSync(dataDir, { recursive: true, force: true })
   }
