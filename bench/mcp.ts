@@ -201,9 +201,12 @@ if (import.meta.url === `file://${process.argv[1] ?? ''}`) {
   if (process.argv.includes('--write')) {
     const path = new URL('./RESULTS.md', import.meta.url)
     const text = readFileSync(path, 'utf8')
+    // The section replaces the last one it wrote, and keeps the sections after it.
     const start = text.indexOf('## MCP fan-out latency')
-    const kept = start === -1 ? text.trimEnd() : text.slice(0, start).trimEnd()
-    writeFileSync(path, `${kept}\n\n${section}\n`)
+    const next = start === -1 ? -1 : text.indexOf('\n## ', start + 1)
+    const before = start === -1 ? text.trimEnd() : text.slice(0, start).trimEnd()
+    const after = next === -1 ? '' : `\n${text.slice(next + 1).trimEnd()}\n`
+    writeFileSync(path, `${before}\n\n${section}\n${after}`)
   }
   process.exit(0)
 }
