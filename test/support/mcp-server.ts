@@ -55,8 +55,12 @@ export interface McpTestServerOptions {
   readonly auth?: { readonly authorizationServer: string, readonly verify: (token: string) => boolean }
 }
 
-/** A hostile answer to tools/call: 1 GB as one JSON body, or as one endless SSE event. */
-export type McpHostility = 'huge-json' | 'huge-sse'
+/**
+ * An answer to tools/call: 1 GB as one JSON body (`huge-json`) or as one endless SSE event
+ * (`huge-sse`), both hostile; or 2 MB of small notifications on the answer's SSE stream, then the
+ * result, text `chatty` (`chatty-sse`: long, yet each event small).
+ */
+export type McpHostility = 'huge-json' | 'huge-sse' | 'chatty-sse'
 const HOSTILE_BYTES = 1024 ** 3
 
 /**
@@ -166,7 +170,7 @@ export class McpTestServer {
     this.#broken = how
   }
 
-  /** Answers every tools/call with 1 GB (`huge-json`: one JSON body; `huge-sse`: one SSE event that never ends). */
+  /** Answers every tools/call as `how` says (see {@link McpHostility}), until called with null. */
   answerCallsWith (how: McpHostility | null): void {
     this.#hostile = how
   }
@@ -249,6 +253,15 @@ export class McpTestServer {
 
   /** Writes up to 1 GB, as fast as the client reads it, until the client hangs up. */
   async #answerHostile (res: ServerResponse, how: McpHostility, id: unknown): Promise<void> {
+    if (how === 'chatty-sse') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      const note = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'n'.repeat(1000) } })}\n\n`
+      for (let sent = 0; sent < 2 * 1024 * 1024 && !res.destroyed; sent += note.length) {
+        if (!res.write(note)) await new Promise((resolve) => res.once('drain', resolve))
+      }
+      res.end(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'chatty' }] } })}\n\n`)
+      return
+    }
     const sse = how === 'huge-sse'
     res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json' })
     res.write(sse ? `event: message\ndata: {"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"content":[{"type":"text","text":"` : `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":{"content":[{"type":"text","text":"`)

@@ -16,6 +16,7 @@ export const callStreams = new Map<string, (error: unknown) => void>()
 // undici's DecoratorHandler passes every event on, in the handler API of today (it adapts fetch's
 // older one); its typings do not list the methods it has.
 interface EndEvents {
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: Record<string, string | string[] | undefined>): void
   onResponseError (controller: Dispatcher.DispatchController, error: Error): void
@@ -23,7 +24,7 @@ interface EndEvents {
 const Decorator = DecoratorHandler as unknown as new (handler: Dispatcher.DispatchHandler) => Dispatcher.DispatchHandler & EndEvents
 
 /**
- * An MCP server's answer (a JSON body, or an SSE stream, counted whole) was longer than
+ * An MCP server's answer (a JSON body, or one event of an SSE stream) was longer than
  * TOOL_MAX_RESPONSE_BYTES: it was cut there, and what was read of it is dropped.
  */
 export class McpResponseTooLargeError extends Error {
@@ -38,12 +39,16 @@ export class McpResponseTooLargeError extends Error {
 }
 
 /**
- * Passes everything on to `handler`, tells `onEnd` when the answer ended or failed, and cuts an
- * answer at `limit` bytes: a hostile server's endless answer costs that much memory, no more.
+ * Passes everything on to `handler`, tells `onEnd` when the answer ended or failed, and cuts a
+ * JSON answer, or an event of an SSE stream, at `limit` bytes: a hostile server's endless answer
+ * costs that much memory, no more. An SSE stream is bounded by the event, as the client parses it
+ * event by event: a stream of notifications may live for days, each event read and let go.
  */
 class AnswerEndHandler extends Decorator {
   readonly #onEnd: ((error: unknown) => void) | undefined
   readonly #limit: number
+  #sse = false
+  /** Bytes of the body, or of the SSE event being read. */
   #size = 0
 
   constructor (handler: Dispatcher.DispatchHandler, onEnd: ((error: unknown) => void) | undefined, limit: number) {
@@ -52,9 +57,17 @@ class AnswerEndHandler extends Decorator {
     this.#limit = limit
   }
 
+  override onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>, statusMessage?: string): void {
+    this.#sse = String(headers['content-type']).startsWith('text/event-stream')
+    super.onResponseStart(controller, statusCode, headers, statusMessage)
+  }
+
   override onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.#size += chunk.length
-    if (this.#size > this.#limit) {
+    const ended = this.#sse ? afterLastEvent(chunk) : 0
+    // The event that ends in this chunk, whole, then the one it starts (or the body so far).
+    const tooLarge = this.#size + ended > this.#limit || (ended === 0 ? this.#size + chunk.length : chunk.length - ended) > this.#limit
+    this.#size = ended === 0 ? this.#size + chunk.length : chunk.length - ended
+    if (tooLarge) {
       controller.abort(new McpResponseTooLargeError(this.#limit))
       return
     }
@@ -70,6 +83,17 @@ class AnswerEndHandler extends Decorator {
     super.onResponseError(controller, error)
     this.#onEnd?.(error)
   }
+}
+
+/**
+ * How many bytes of `chunk` are events it ends (up to the last blank line: LF LF, or CR LF CR LF),
+ * which then no longer count. A blank line split between two chunks is not seen: that event
+ * counts on with the next, which errs on the side of the limit.
+ */
+function afterLastEvent (chunk: Buffer): number {
+  const lf = chunk.lastIndexOf('\n\n')
+  const crlf = chunk.lastIndexOf('\r\n\r\n')
+  return Math.max(lf === -1 ? 0 : lf + 2, crlf === -1 ? 0 : crlf + 4)
 }
 
 /** What the MCP client's transport is given as its `fetch`. */

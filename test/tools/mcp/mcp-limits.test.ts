@@ -5,8 +5,9 @@ import { McpTestServer, runOneCall, standardTools } from '../../support/mcp-serv
 
 const LIMIT = 256 * 1024
 
-// TOOL_MAX_RESPONSE_BYTES bounds what is read of an MCP server's answer, as of a webhook's: a
-// hostile server sending 1 GB costs the limit, and the call is an is_error result naming it.
+// TOOL_MAX_RESPONSE_BYTES bounds what is read of an MCP server's answer (a JSON body, or an event
+// of an SSE stream), as of a webhook's: a hostile server sending 1 GB costs the limit, and the call
+// is an is_error result naming it.
 describe('MCP answers and TOOL_MAX_RESPONSE_BYTES', () => {
   let h: Harness
   let mcp: McpTestServer
@@ -40,4 +41,14 @@ describe('MCP answers and TOOL_MAX_RESPONSE_BYTES', () => {
       expect(text).toBe(`echo {"after":"${how}"}`)
     })
   }
+
+  it('an answer\'s SSE stream is bounded by the event: 2 MB of small notifications, then the result, is answered', async () => {
+    mcp.answerCallsWith('chatty-sse')
+    try {
+      const { text, isError } = await runOneCall(h, 'hostile__echo')
+      expect({ text, isError }).toEqual({ text: 'chatty', isError: false })
+    } finally {
+      mcp.answerCallsWith(null)
+    }
+  })
 })
