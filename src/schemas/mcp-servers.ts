@@ -21,7 +21,8 @@ export const McpServerDefinitionSchema = Type.Object({
   oauth: Type.Optional(Type.Object({
     client_id: Type.String({ minLength: 1, maxLength: 512 }),
     client_secret: Type.String({ minLength: 1, maxLength: 4096, description: 'Write-only.' }),
-    scope: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 }))
+    scope: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+    issuer: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: 'The authorization server\'s issuer identifier (https://auth.example.com): the credentials are then sent to that authorization server only, whichever one the MCP server names. Without it, they go to the one the MCP server names.' }))
   }, { additionalProperties: false, description: 'OAuth client credentials: the token is fetched from the server\'s authorization server.' })),
   tools: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 512, uniqueItems: true, description: 'Allow-list of the server\'s tool names; by default every tool.' })),
   trust_annotations: Type.Optional(Type.Boolean({ default: false, description: '`true`: readOnlyHint makes a tool `read_only`, idempotentHint `idempotent`. Otherwise every tool is `side_effecting` unless overridden.' })),
@@ -51,7 +52,7 @@ export const McpServerSchema = Type.Object({
   name: Type.String(),
   url: Type.String(),
   header_names: Type.Array(Type.String()),
-  oauth: Type.Union([Type.Object({ client_id: Type.String(), scope: Type.Union([Type.String(), Type.Null()]), has_client_secret: Type.Boolean() }), Type.Null()]),
+  oauth: Type.Union([Type.Object({ client_id: Type.String(), scope: Type.Union([Type.String(), Type.Null()]), issuer: Type.Union([Type.String(), Type.Null()]), has_client_secret: Type.Boolean() }), Type.Null()]),
   allowed_tools: Type.Union([Type.Array(Type.String()), Type.Null()], { description: 'The allow-list; null: every tool.' }),
   trust_annotations: Type.Boolean(),
   defaults: Type.Object({ timeout_ms: Type.Integer(), max_attempts: Type.Integer(), max_concurrency: Type.Union([Type.Integer(), Type.Null()]) }),

@@ -77,7 +77,7 @@ export interface McpServerRecord {
   readonly name: string
   readonly url: string
   readonly headers: Record<string, string>
-  readonly oauth: { readonly client_id: string, readonly client_secret: string, readonly scope?: string | undefined } | null
+  readonly oauth: { readonly client_id: string, readonly client_secret: string, readonly scope?: string | undefined, readonly issuer?: string | undefined } | null
   /** The allow-list of tool names; null: every tool. */
   readonly tools: readonly string[] | null
   readonly trust_annotations: boolean

@@ -609,6 +609,7 @@ export interface components {
             oauth: {
                 client_id: string;
                 scope: string | null;
+                issuer: string | null;
                 has_client_secret: boolean;
             } | null;
             /** @description The allow-list; null: every tool. */
@@ -3613,6 +3614,7 @@ export interface operations {
                         oauth: {
                             client_id: string;
                             scope: string | null;
+                            issuer: string | null;
                             has_client_secret: boolean;
                         } | null;
                         /** @description The allow-list; null: every tool. */
@@ -3758,6 +3760,8 @@ export interface operations {
                         /** @description Write-only. */
                         client_secret: string;
                         scope?: string;
+                        /** @description The authorization server's issuer identifier (https://auth.example.com): the credentials are then sent to that authorization server only, whichever one the MCP server names. Without it, they go to the one the MCP server names. */
+                        issuer?: string;
                     };
                     /** @description Allow-list of the server's tool names; by default every tool. */
                     tools?: string[];
@@ -3807,6 +3811,7 @@ export interface operations {
                         oauth: {
                             client_id: string;
                             scope: string | null;
+                            issuer: string | null;
                             has_client_secret: boolean;
                         } | null;
                         /** @description The allow-list; null: every tool. */
@@ -3883,6 +3888,7 @@ export interface operations {
                         oauth: {
                             client_id: string;
                             scope: string | null;
+                            issuer: string | null;
                             has_client_secret: boolean;
                         } | null;
                         /** @description The allow-list; null: every tool. */
@@ -4196,6 +4202,7 @@ export interface operations {
                         oauth: {
                             client_id: string;
                             scope: string | null;
+                            issuer: string | null;
                             has_client_secret: boolean;
                         } | null;
                         /** @description The allow-list; null: every tool. */

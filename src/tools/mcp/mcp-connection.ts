@@ -116,7 +116,7 @@ export class McpConnection {
       requestInit: { headers: { ...target.headers, 'user-agent': this.#options.userAgent } },
       ...(target.oauth === null
         ? {}
-        : { authProvider: new ClientCredentialsProvider({ clientId: target.oauth.client_id, clientSecret: target.oauth.client_secret, ...(target.oauth.scope === undefined ? {} : { scope: target.oauth.scope }) }) })
+        : { authProvider: new ClientCredentialsProvider({ clientId: target.oauth.client_id, clientSecret: target.oauth.client_secret, ...(target.oauth.scope === undefined ? {} : { scope: target.oauth.scope }), ...(target.oauth.issuer === undefined ? {} : { expectedIssuer: target.oauth.issuer }) }) })
     })
     client.onerror = (err) => { this.#options.log.debug({ err, mcpServer: target.name }, 'MCP connection error') }
     try {

@@ -358,7 +358,7 @@ export function toMcpServerObject (server: McpServerRecord): McpServer {
     name: server.name,
     url: server.url,
     header_names: Object.keys(server.headers),
-    oauth: server.oauth === null ? null : { client_id: server.oauth.client_id, scope: server.oauth.scope ?? null, has_client_secret: true },
+    oauth: server.oauth === null ? null : { client_id: server.oauth.client_id, scope: server.oauth.scope ?? null, issuer: server.oauth.issuer ?? null, has_client_secret: true },
     allowed_tools: server.tools === null ? null : [...server.tools],
     trust_annotations: server.trust_annotations,
     defaults: { ...server.defaults },

@@ -33,10 +33,10 @@ for (const backend of backends) {
       await h.app.inject({ method: 'PUT', url: `/mcp-servers/${name}`, headers: auth(TENANT_A), payload: body })
 
     it('registers with client credentials: a token is asked for with them, and the server\'s tools are listed with it', async () => {
-      const res = await put('vault', { url: mcp.url, oauth: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, scope: 'tools' } })
+      const res = await put('vault', { url: mcp.url, oauth: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, scope: 'tools', issuer: oauth.issuer } })
       expect(res.statusCode, res.body).toBe(201)
       expect(res.json().tools.map((t: { name: string }) => t.name)).toContain('echo')
-      expect(res.json().oauth).toEqual({ client_id: CLIENT_ID, scope: 'tools', has_client_secret: true })
+      expect(res.json().oauth).toEqual({ client_id: CLIENT_ID, scope: 'tools', issuer: oauth.issuer, has_client_secret: true })
       const [request] = oauth.tokenRequests
       expect(request!.form).toMatchObject({ grant_type: 'client_credentials', scope: 'tools' })
       expect(request!.authorization).toBe(`Basic ${Buffer.from(`${CLIENT_ID}:${CLIENT_SECRET}`).toString('base64')}`)
@@ -51,6 +51,22 @@ for (const backend of backends) {
       expect(res.json().message).toContain('the authorization server refused the client credentials (invalid_client)')
       expect(res.body).not.toContain('not-the-secret-000')
       expect((await h.app.inject({ method: 'GET', url: '/mcp-servers/wrong', headers: auth(TENANT_A) })).statusCode).toBe(404)
+    })
+
+    it('with issuer, the credentials go to that authorization server only: one the MCP server names instead is refused, and is sent nothing', async () => {
+      const impostor = await new OAuthTestServer({ id: CLIENT_ID, secret: CLIENT_SECRET }).start()
+      const misled = await new McpTestServer(standardTools(), { auth: { authorizationServer: impostor.issuer, verify: (token) => impostor.verify(token) !== null } }).start()
+      try {
+        const res = await put('misled', { url: misled.url, oauth: { client_id: CLIENT_ID, client_secret: CLIENT_SECRET, issuer: oauth.issuer } })
+        expect(res.statusCode).toBe(400)
+        expect(res.json()).toMatchObject({ code: 'MCP_ERR_UNREACHABLE' })
+        expect(res.json().message, res.body).toContain(impostor.issuer)
+        expect(res.body).not.toContain(CLIENT_SECRET)
+        expect(impostor.tokenRequests).toEqual([])
+      } finally {
+        await misled.close()
+        await impostor.close()
+      }
     })
 
     it('an expired token is renewed on a call: the call goes through', async () => {
