@@ -23,10 +23,11 @@ export type ToolCaller = 'direct' | 'code'
 export const DEFAULT_CALLERS: readonly ToolCaller[] = ['direct']
 
 /**
- * The longest one attempt of a call made by code may take (SPEC §16). The code waits in the API's
- * container for the result, and a container left idle for about five minutes is checkpointed, its
- * running code stopped (see docs/code-execution.md): 240 s leaves the rest of that window for the
- * result to be stored and the next model request to reach the API.
+ * The longest a call made by code may take, all its attempts together (SPEC §16). The code waits
+ * in the API's container for the result, and a container left idle for about five minutes is
+ * checkpointed, its running code stopped (see docs/code-execution.md): 240 s leaves the rest of
+ * that window for the backoff between attempts, the result to be stored and the next model
+ * request to reach the API.
  */
 export const CODE_CALL_TIMEOUT_CAP_MS = 240_000
 
@@ -69,9 +70,16 @@ export function callerOf (block: Pick<ToolUseBlock, 'caller'>): CallerRef {
   return { type: 'code', tool_id: String((block.caller as { tool_id?: unknown }).tool_id ?? '') }
 }
 
-/** The timeout of one attempt of a call made by code: the tool's, at most {@link CODE_CALL_TIMEOUT_CAP_MS}. */
-export function codeCallTimeoutMs (timeoutMs: number): number {
-  return Math.min(timeoutMs, CODE_CALL_TIMEOUT_CAP_MS)
+/**
+ * A tool as a call made by code makes it: each attempt's timeout the tool's, at most
+ * {@link CODE_CALL_TIMEOUT_CAP_MS}, and no more attempts than fit that time together (one at
+ * least), so that a tool that keeps failing still answers the code before its container stops.
+ * The tool itself when it fits already (most do: 30 s and 3 attempts), so nothing is copied.
+ */
+export function codeCallTool<T extends { readonly timeout_ms: number, readonly max_attempts: number }> (tool: T): T {
+  const timeoutMs = Math.min(tool.timeout_ms, CODE_CALL_TIMEOUT_CAP_MS)
+  const maxAttempts = Math.max(1, Math.min(tool.max_attempts, Math.floor(CODE_CALL_TIMEOUT_CAP_MS / timeoutMs)))
+  return timeoutMs === tool.timeout_ms && maxAttempts === tool.max_attempts ? tool : { ...tool, timeout_ms: timeoutMs, max_attempts: maxAttempts }
 }
 
 type ResultContent = string | ReadonlyArray<{ readonly type: string, readonly text?: string, readonly source?: object }>
@@ -111,11 +119,29 @@ export function isContainerGone (status: number | undefined, type: string | unde
   return /container/i.test(message) && /expired|not found|no longer (exists|available)/i.test(message)
 }
 
+/** What a run keeps of its container: the id, and when it expires unless a request uses it. */
+export interface ContainerPatch {
+  container_id?: string
+  container_expires_at?: string
+}
+
 /**
- * What a step's write and its `step.completed` event keep of a model answer's container: its id,
- * when the answer names one other than `known` (the run's so far). Empty otherwise.
+ * What a step's write and its `step.completed` event keep of a model answer's container: its id
+ * when the answer names one other than `known` (the run's so far), and its `expires_at`, which each
+ * answer moves on (the container expires after a time without requests). Empty for an answer
+ * without a container.
  */
-export function containerPatch (message: Pick<Message, 'container'> | { readonly container?: unknown }, known: string | null | undefined): { container_id?: string } {
+export function containerPatch (message: Pick<Message, 'container'> | { readonly container?: unknown }, known: string | null | undefined): ContainerPatch {
   const id = containerIdOf(message)
-  return id === undefined || id === known ? {} : { container_id: id }
+  if (id === undefined) return {}
+  const expiresAt = (message.container as { expires_at?: unknown }).expires_at
+  return {
+    ...(id === known ? {} : { container_id: id }),
+    ...(typeof expiresAt === 'string' && expiresAt !== '' ? { container_expires_at: expiresAt } : {})
+  }
+}
+
+/** The run object's `container` (SPEC §16): null for a run whose model never ran code. */
+export function runContainer (run: { readonly container_id?: string | null, readonly container_expires_at?: string | null }): { id: string, expires_at: string | null } | null {
+  return run.container_id == null ? null : { id: run.container_id, expires_at: run.container_expires_at ?? null }
 }

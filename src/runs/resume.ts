@@ -60,7 +60,7 @@ export function resumedStep (step: number, events: readonly EventRecord[]): Resu
     stop_reason: completed.data.stop_reason as Answer['stop_reason'],
     usage: completed.data.usage as Answer['usage'],
     // The container the answer's code runs in (SPEC §16), if any: the step's write stores it.
-    ...(typeof completed.data.container_id === 'string' ? { container: { id: completed.data.container_id } as Message['container'] } : {})
+    ...(typeof completed.data.container_id === 'string' ? { container: { id: completed.data.container_id, expires_at: completed.data.container_expires_at } as Message['container'] } : {})
   }
   return { step, message, results, inFlight, incomplete, approved, accepted }
 }

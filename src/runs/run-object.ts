@@ -1,4 +1,5 @@
 import type { MessageParam } from '@anthropic-ai/sdk/resources/messages'
+import { runContainer } from '../model/code-execution.js'
 import { isoDate } from '../schemas/common.js'
 import { FINAL_STATUSES, type Run, type RunEvent, type StopReason } from '../schemas/runs.js'
 import type { EventRecord, RunRecord } from '../store/index.js'
@@ -36,6 +37,7 @@ export function toRunObject (run: RunRecord, messages?: MessageParam[], timeline
     required_action: run.required_action,
     pending_tool_calls: run.pending_calls == null ? null : run.pending_calls.map((c) => ({ tool_use_id: c.tool_use_id, name: c.name, deadline: isoDate(c.deadline_at) })),
     error: run.error,
+    container: runContainer(run),
     callback: run.callback_url === null
       ? null
       : { url: run.callback_url, status: run.callback_status ?? 'waiting', attempts: run.callback_attempts, last_error: run.callback_error },

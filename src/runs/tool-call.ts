@@ -1,7 +1,7 @@
 import type { Span } from '@opentelemetry/api'
 import type { ToolResultBlockParam, ToolUseBlock } from '@anthropic-ai/sdk/resources/messages'
 import type { Log } from '../logger.js'
-import { callerOf, codeCallTimeoutMs, isCodeCall, resultAsText } from '../model/code-execution.js'
+import { callerOf, codeCallTool, isCodeCall, resultAsText } from '../model/code-execution.js'
 import type { CompletedToolUse } from '../model/message-accumulator.js'
 import type { RunRecord, ToolRecord } from '../store/index.js'
 import type { StepDispatcher } from '../tools/dispatcher.js'
@@ -118,9 +118,9 @@ export class ToolCalls {
     const run: RunRecord = events.run
     const caller = this.#callerFields(block)
     // A call made by the model's code (SPEC §16): the code waits for it in the API's container, so
-    // that each attempt ends within CODE_CALL_TIMEOUT_CAP_MS (see there), whatever the tool's timeout.
+    // that its attempts together end within CODE_CALL_TIMEOUT_CAP_MS (see there), whatever the tool's timeout.
     const fromCode = isCodeCall(block)
-    const callTool = fromCode && tool.timeout_ms > codeCallTimeoutMs(tool.timeout_ms) ? { ...tool, timeout_ms: codeCallTimeoutMs(tool.timeout_ms) } : tool
+    const callTool = fromCode ? codeCallTool(tool) : tool
     let startedAt = 0
     let attempts = 0
     let outcome: ToolOutcome
@@ -140,7 +140,7 @@ export class ToolCalls {
           runDeadline: run.deadline_at,
           signal,
           // A batch's invocation (its id has an index) or a call of the model's code cannot answer later.
-          resultUrl: fromCode || batchRef(block.id).batch !== undefined ? undefined : `${this.#resultPrefix}${block.id}/result`
+          resultUrl: fromCode || block.id.includes(':') ? undefined : `${this.#resultPrefix}${block.id}/result`
         }, {
           onAttempt: async (attempt) => {
             events.emit('tool_call.started', { step, tool_use_id: block.id, name: block.name, input: block.input, attempt, effect: tool.effect, ...batchRef(block.id), ...caller })

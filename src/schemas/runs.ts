@@ -177,6 +177,10 @@ export const RunSchema = Type.Object({
     deadline: ISODate
   })), Type.Null()], { description: 'While the run (`running`) waits, held by no replica, for results its tools will post to `result_url` (SPEC §13): those calls, and when each stops waiting. Null otherwise.' }),
   error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  container: Type.Union([Type.Object({
+    id: Type.String({ description: 'The container\'s id, as the Messages API names it.' }),
+    expires_at: Type.Union([ISODate, Type.Null()], { description: 'When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request).' })
+  }), Type.Null()], { description: 'With `code_execution` (SPEC §16): the Messages API container the model\'s code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution.' }),
   callback: Type.Union([Type.Object({
     url: Type.String(),
     status: Type.Union([Type.Literal('waiting'), Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('failed')], { description: '`waiting` until the run ends, then `pending` until delivered (or `failed` after the last attempt).' }),

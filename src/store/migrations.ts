@@ -304,6 +304,12 @@ function schema (dialect: 'sqlite' | 'postgres'): Migration[] {
       name: 'programmatic tool calling: the container a run\'s code runs in',
       // Sent with every model request of the run after the first that named it, by whichever replica drives it.
       statements: ['ALTER TABLE runs ADD COLUMN container_id TEXT']
+    },
+    {
+      version: 14,
+      name: 'programmatic tool calling: when the run\'s container expires',
+      // The API's expires_at of the last answer (ISO text, as the API gives it): shown on the run.
+      statements: ['ALTER TABLE runs ADD COLUMN container_expires_at TEXT']
     }
   ]
 }

@@ -108,7 +108,8 @@ export function toRunRecord (row: Row): RunRecord {
     // Only on a run waiting on pending calls (SPEC §13): every other run reads as before.
     ...(row.pending_calls == null ? {} : { pending_calls: parseJson(row.pending_calls) }),
     // Only a run with code execution has one (SPEC §16).
-    ...(row.container_id == null ? {} : { container_id: row.container_id as string })
+    ...(row.container_id == null ? {} : { container_id: row.container_id as string }),
+    ...(row.container_expires_at == null ? {} : { container_expires_at: row.container_expires_at as string })
   }
 }
 

@@ -34,7 +34,7 @@ export const RUN_INSERT_COLUMNS = [
 export const PATCHABLE_RUN_COLUMNS = new Set<keyof RunPatch>([
   'status', 'stop_reason', 'started_at', 'completed_at', 'steps', 'tool_calls_total', 'tool_calls_errors',
   'usage', 'output', 'required_action', 'error', 'pending_results', 'callback_status', 'callback_next_at', 'pending_calls',
-  'container_id'
+  'container_id', 'container_expires_at'
 ])
 
 /**

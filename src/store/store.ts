@@ -168,6 +168,8 @@ export interface RunRecord {
    * named one: sent with each later request of the run. Null (or absent) for a run without one.
    */
   readonly container_id?: string | null
+  /** When that container expires unless a request uses it (the API's `expires_at`, ISO), from the last answer that named one. */
+  readonly container_expires_at?: string | null
 }
 
 /** A call a run waits on, as the run shows it (see RunRecord.pending_calls). */
@@ -184,7 +186,7 @@ export type CallbackStatus = 'pending' | 'delivered' | 'failed'
 export type RunPatch = Partial<Pick<RunRecord,
   'status' | 'stop_reason' | 'started_at' | 'completed_at' | 'steps' | 'tool_calls_total' |
   'tool_calls_errors' | 'usage' | 'output' | 'required_action' | 'error' | 'pending_results' |
-  'callback_status' | 'callback_next_at' | 'pending_calls' | 'container_id'>>
+  'callback_status' | 'callback_next_at' | 'pending_calls' | 'container_id' | 'container_expires_at'>>
 
 /** The outcome of a callback delivery attempt. */
 export interface CallbackUpdate {

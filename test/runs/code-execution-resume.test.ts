@@ -56,6 +56,8 @@ for (const backend of backends) {
       const [container] = [...model.containers.keys()]
       expect(model.requests.length).toBeGreaterThanOrEqual(3)
       expect(model.requests.map((r) => r.body.container)).toEqual([undefined, ...model.requests.slice(1).map(() => container)])
+      // The run object shows it too, as the replica that finished the run stored it.
+      expect(done.container).toEqual({ id: container, expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) })
     }, 90_000)
   })
 }

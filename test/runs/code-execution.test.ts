@@ -46,6 +46,18 @@ for (const backend of backends) {
       await h.registerTool('code_only', '/lookup', { input_schema: LOOKUP_SCHEMA, effect: 'idempotent', callers: ['code'] })
       await h.registerTool('chart', '/chart', { effect: 'read_only', callers: ['direct', 'code'] })
       await h.registerTool('direct_only', '/lookup', { input_schema: LOOKUP_SCHEMA, effect: 'read_only' })
+      // A tool that is down: every attempt answers 503.
+      h.tools.on('/down', async (_req, res) => {
+        res.writeHead(503, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ error: 'down for maintenance' }))
+      })
+      // A tool that would answer later (SPEC §13): 202 now, the result posted afterwards.
+      h.tools.on('/later', async (_req, res) => {
+        res.writeHead(202)
+        res.end()
+      })
+      await h.registerTool('later', '/later', { effect: 'read_only', callers: ['direct', 'code'] })
+      await h.registerTool('slow_down', '/down', { effect: 'read_only', callers: ['direct', 'code'], timeout_ms: 100_000, max_attempts: 3 })
     })
     afterAll(async () => h?.close())
     beforeEach(() => {
@@ -81,8 +93,13 @@ for (const backend of backends) {
       expect(continuation.content.map((b) => typeof b.content)).toEqual(ids.map(() => 'string'))
       expect(resultText(continuation.content[2]!)).toBe('record 3: price 30')
       // The container the first answer ran the code in is named by the next request.
-      const first = h.model.containers.keys().next().value
+      const first = h.model.containers.keys().next().value!
       expect(containers(h)).toEqual([undefined, first])
+      // The run shows its container, and when the API said it expires (from the last answer).
+      const expiresAt = new Date(h.model.containers.get(first)! + h.model.containerIdleMs).toISOString()
+      expect(run.container).toEqual({ id: first, expires_at: expiresAt })
+      const read = await h.app.inject({ method: 'GET', url: `/runs/${run.id as string}`, headers: auth(TENANT_A) })
+      expect(read.json().container).toEqual({ id: first, expires_at: expiresAt })
 
       // Events show who made each call: the code, and which code execution call it was.
       const events = await h.events(run.id)
@@ -161,6 +178,8 @@ for (const backend of backends) {
       const [first] = [...h.model.containers.keys()]
       expect(h.model.containers.size).toBe(1)
       expect(containers(h)).toEqual([undefined, first, first, first])
+      // Its expiry is the last answer's: each request moved it on.
+      expect(run.container).toEqual({ id: first, expires_at: new Date(h.model.containers.get(first!)! + h.model.containerIdleMs).toISOString() })
     })
 
     it('fails the run clearly, without retrying, when the API says its container has expired', async () => {
@@ -175,6 +194,44 @@ for (const backend of backends) {
       expect(run.error.message).toMatch(/code execution container expired or is gone .*start the task again in a new run/)
       // One refused continuation, not one per retry.
       expect(h.model.requests).toHaveLength(2)
+      // The run names the container that is gone.
+      expect(run.container.id).toBe(h.model.requests[1]!.body.container)
+      expect(run.error.message).toContain(run.container.id)
+    })
+
+    it('gives a failing code call no more attempts than fit 240 s, where the same tool called directly gets all of its own', async () => {
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: [{ type: 'tool_use', name: 'slow_down', input: {}, caller: { type: 'direct' } }, ...codeCalls([{ name: 'slow_down', input: { from: 'code' } }])] }
+        : { content: [codeResult(request, 'failed'), { type: 'text', text: 'both failed' }] }
+      const { body: run } = await h.startRun({ input: 'retries', tools: ['slow_down'], code_execution: true })
+      expect(run.status, JSON.stringify(run.error)).toBe('completed')
+      expect(h.model.refusals).toEqual([])
+      // 100 s a attempt: 3 attempts directly (the tool's max_attempts), 2 from code (200 s of 240).
+      expect(h.tools.calls.filter((c) => c.body.input.from === undefined)).toHaveLength(3)
+      expect(h.tools.calls.filter((c) => c.body.input.from === 'code')).toHaveLength(2)
+      const events = await h.events(run.id)
+      const retrying = events.filter((e) => e.type === 'tool_call.retrying')
+      expect(retrying.map((e) => e.data.caller).sort()).toEqual(['code', 'direct', 'direct'])
+      const completed = events.filter((e) => e.type === 'tool_call.completed')
+      expect(completed.map((e) => [e.data.caller, e.data.attempts, e.data.is_error]).sort()).toEqual([['code', 2, true], ['direct', 3, true]])
+      // The code gets the failure as text, and the model sees it called out as an error.
+      const code = toolResults(h.model.requests[1]!).find((r) => typeof r.content === 'string' && r.is_error === true && r.tool_use_id !== completed.find((e) => e.data.caller === 'direct')!.data.tool_use_id)
+      expect(code?.content).toMatch(/503/)
+    })
+
+    it('does not let a code call wait for a result posted later: a 202 is an error result for the code, at once', async () => {
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: codeCalls([{ name: 'later', input: { n: 1 } }]) }
+        : { content: [codeResult(request, 'no result'), { type: 'text', text: 'gave up' }] }
+      const { body: run } = await h.startRun({ input: 'later', tools: ['later'], code_execution: true })
+      expect(run.status, JSON.stringify(run.error)).toBe('completed')
+      expect(run.pending_tool_calls).toBeNull()
+      expect(h.model.refusals).toEqual([])
+      // The tool was given nowhere to post a result, and the code was told why it got none.
+      expect(h.tools.calls).toHaveLength(1)
+      expect(h.tools.calls[0]!.body.result_url).toBeUndefined()
+      const [result] = toolResults(h.model.requests[1]!)
+      expect(result).toMatchObject({ is_error: true, content: expect.stringMatching(/later answered 202 Accepted, but this call cannot be answered later \(.*the model's code\)/) })
     })
 
     it('refuses at registration a side_effecting tool that lists "code" in callers, and a run with code execution on a model without it', async () => {
@@ -236,6 +293,7 @@ for (const backend of backends) {
       expect(tools.map((t) => t.name)).toEqual(['lookup', 'code_only'])
       expect(tools.every((t) => t.allowed_callers === undefined)).toBe(true)
       expect(h.model.requests[0]!.body.container).toBeUndefined()
+      expect(run.container).toBeNull()
     })
   })
 }

@@ -569,6 +569,13 @@ export interface components {
                 code: string;
                 message: string;
             } | null;
+            /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+            container: {
+                /** @description The container's id, as the Messages API names it. */
+                id: string;
+                /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                expires_at: string | null;
+            } | null;
             /** @description Where the final run object goes, and how that went; null without `callback_url`. */
             callback: {
                 url: string;
@@ -2207,6 +2214,13 @@ export interface operations {
                             code: string;
                             message: string;
                         } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
+                        } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
                             url: string;
@@ -2290,6 +2304,13 @@ export interface operations {
                         error: {
                             code: string;
                             message: string;
+                        } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
                         } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
@@ -2454,6 +2475,13 @@ export interface operations {
                         error: {
                             code: string;
                             message: string;
+                        } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
                         } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
@@ -2713,6 +2741,13 @@ export interface operations {
                             code: string;
                             message: string;
                         } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
+                        } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
                             url: string;
@@ -2914,6 +2949,13 @@ export interface operations {
                             code: string;
                             message: string;
                         } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
+                        } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
                             url: string;
@@ -2997,6 +3039,13 @@ export interface operations {
                         error: {
                             code: string;
                             message: string;
+                        } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
                         } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
@@ -3182,6 +3231,13 @@ export interface operations {
                             code: string;
                             message: string;
                         } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
+                        } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
                             url: string;
@@ -3265,6 +3321,13 @@ export interface operations {
                         error: {
                             code: string;
                             message: string;
+                        } | null;
+                        /** @description With `code_execution` (SPEC §16): the Messages API container the model's code runs in, sent with each request of the run after the first answer that named it. Null until then, and for a run without code execution. */
+                        container: {
+                            /** @description The container's id, as the Messages API names it. */
+                            id: string;
+                            /** @description When the container expires unless a request of the run uses it, from the last model answer (the API moves it on with each request). */
+                            expires_at: string | null;
                         } | null;
                         /** @description Where the final run object goes, and how that went; null without `callback_url`. */
                         callback: {
