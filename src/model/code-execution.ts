@@ -19,9 +19,6 @@ export const CODE_EXECUTION_TOOL: ToolUnion = { type: CODE_EXECUTION_TOOL_TYPE, 
 /** Who may call a tool: the model (`direct`) and/or the code it runs in the API's container (`code`). */
 export type ToolCaller = 'direct' | 'code'
 
-/** The callers of a tool that does not say. */
-export const DEFAULT_CALLERS: readonly ToolCaller[] = ['direct']
-
 /**
  * The longest a call made by code may take, all its attempts together (SPEC §16). The code waits
  * in the API's container for the result, and a container left idle for about five minutes is

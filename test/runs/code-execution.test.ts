@@ -16,6 +16,7 @@ import { McpTestServer } from '../support/mcp-server.js'
 
 const LOOKUP_SCHEMA = { type: 'object', properties: { id: { type: 'integer' } }, required: ['id'], additionalProperties: false }
 const CODE = 'code_execution_20260120'
+const METRICS_TOKEN = 'metrics-token-code-execution-0123'
 
 /** The last user message of a request (the continuation of the answer before it). */
 function lastMessage (request: RecordedRequest): { role: string, content: Array<Record<string, any>> } {
@@ -31,7 +32,7 @@ for (const backend of backends) {
   describe.skipIf(backend.skip)(`programmatic tool calling: ${backend.name}`, () => {
     let h: Harness
     beforeAll(async () => {
-      h = await startHarness(backend)
+      h = await startHarness(backend, { env: { METRICS_TOKEN } })
       // A lookup answers with the record of the id it is given.
       h.tools.on('/lookup', async (_req, res, call) => {
         res.writeHead(200, { 'content-type': 'application/json' })
@@ -217,6 +218,10 @@ for (const backend of backends) {
       // The code gets the failure as text, and the model sees it called out as an error.
       const code = toolResults(h.model.requests[1]!).find((r) => typeof r.content === 'string' && r.is_error === true && r.tool_use_id !== completed.find((e) => e.data.caller === 'direct')!.data.tool_use_id)
       expect(code?.content).toMatch(/503/)
+      // The metrics count both calls under their tool, with every attempt each made.
+      const metrics = await h.app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+      expect(metrics.body).toMatch(/^switchboard_tool_calls_total\{tool="slow_down",outcome="error"\} 2$/m)
+      expect(metrics.body).toMatch(/^switchboard_tool_call_attempts_total\{tool="slow_down"\} 5$/m)
     })
 
     it('does not let a code call wait for a result posted later: a 202 is an error result for the code, at once', async () => {
