@@ -224,6 +224,21 @@ for (const backend of backends) {
       expect(metrics.body).toMatch(/^switchboard_tool_call_attempts_total\{tool="slow_down"\} 5$/m)
     })
 
+    it('answers a code call whose input breaks the tool\'s schema without calling the tool, telling the code why', async () => {
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: codeCalls([{ name: 'lookup', input: { id: 'seven' } }, { name: 'lookup', input: { id: 7 } }]) }
+        : { content: [codeResult(request, 'one failed'), { type: 'text', text: 'one of two' }] }
+      const { body: run } = await h.startRun({ input: 'bad input', tools: ['lookup'], code_execution: true })
+      expect(run.status, JSON.stringify(run.error)).toBe('completed')
+      expect(h.model.refusals).toEqual([])
+      expect(h.tools.calls.map((c) => c.body.input)).toEqual([{ id: 7 }])
+      const [bad, good] = toolResults(h.model.requests[1]!)
+      expect(bad).toMatchObject({ is_error: true, content: expect.stringMatching(/^Tool lookup was not called: invalid input: .*id/) })
+      expect(good).toMatchObject({ content: 'record 7: price 70' })
+      const refused = (await h.events(run.id)).find((e) => e.type === 'tool_call.completed' && e.data.outcome === 'refused')
+      expect(refused?.data).toMatchObject({ caller: 'code', attempts: 0, is_error: true })
+    })
+
     it('does not let a code call wait for a result posted later: a 202 is an error result for the code, at once', async () => {
       h.model.respond = (request) => turnNumber(request) === 1
         ? { content: codeCalls([{ name: 'later', input: { n: 1 } }]) }
