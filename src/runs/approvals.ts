@@ -59,10 +59,11 @@ export class ApprovalGate {
    * The step has calls that wait for a reviewer, and every other call is done: the run waits in
    * `requires_action` (approvals come before a caller's tools), and the reviewer may be told through
    * the callback URL (see Callbacks). The step stays in its events; the decisions resume it (see
-   * decide in approval-waits.ts).
+   * decide in approval-waits.ts). `also`: what else the run shows while it waits (its code's
+   * container, SPEC §16, whose expiry the decisions must come before).
    */
-  async wait (events: EventLog, held: readonly ToolUseBlock[], tools: ReadonlyMap<string, ToolRecord>, log: Log): Promise<'requires_action'> {
-    const patch = approvalWait(held, tools)
+  async wait (events: EventLog, held: readonly ToolUseBlock[], tools: ReadonlyMap<string, ToolRecord>, log: Log, also: RunPatch = {}): Promise<'requires_action'> {
+    const patch = { ...also, ...approvalWait(held, tools) }
     if (events.run.callback_url !== null) Object.assign(patch, { callback_status: 'pending', callback_next_at: Date.now() })
     events.emit('run.requires_action', toRunObject({ ...events.run, ...patch }))
     await events.commit({ patch })

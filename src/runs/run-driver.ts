@@ -339,7 +339,7 @@ export class RunDriver {
       ...containerPatch(message, run.container_id)
     }
     // Calls waiting for a reviewer: the step stops here, its other calls done (SPEC §12).
-    if (held.size > 0) return { stop: await this.#approvals.wait(this.events, toolUses.filter((u) => held.has(u.id)), tools, this.#log) }
+    if (held.size > 0) return { stop: await this.#approvals.wait(this.events, toolUses.filter((u) => held.has(u.id)), tools, this.#log, containerPatch(message, run.container_id)) }
     // The step's usage lines (SPEC §17) go with the write that stores the step, in its transaction.
     const lines = this.#budget.entries(run, message, account.cost, answered, results)
     if (clientCalls.length > 0) return { stop: await this.#awaitCaller(message, toolUses, results, clientCalls, counters, lines) }

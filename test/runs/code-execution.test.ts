@@ -239,6 +239,26 @@ for (const backend of backends) {
       expect(refused?.data).toMatchObject({ caller: 'code', attempts: 0, is_error: true })
     })
 
+    it('shows the container, with its expiry, on a run whose code waits for a reviewer, and names it again once the call is approved', async () => {
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: codeCalls([{ name: 'lookup', input: { id: 5 } }]) }
+        : { content: [codeResult(request, 'approved'), { type: 'text', text: toolResults(request).map(resultText).join('') }] }
+      const { body: waiting } = await h.startRun({ input: 'approve', tools: ['lookup'], code_execution: true, require_approval: ['lookup'] })
+      expect(waiting.status, JSON.stringify(waiting.error)).toBe('requires_action')
+      const [container] = [...h.model.containers.keys()]
+      // The reviewer can see by when to decide: the container's expiry, from the answer that asked.
+      expect(waiting.container).toEqual({ id: container, expires_at: new Date(h.model.containers.get(container!)! + h.model.containerIdleMs).toISOString() })
+      const [call] = waiting.required_action.tool_calls
+      const decided = await h.app.inject({ method: 'POST', url: `/runs/${waiting.id as string}/approvals`, headers: auth(TENANT_A), payload: { decisions: [{ tool_use_id: call.tool_use_id, approve: true }] } })
+      expect(decided.statusCode, decided.body).toBeLessThan(300)
+      await expect.poll(async () => (await h.app.inject({ method: 'GET', url: `/runs/${waiting.id as string}`, headers: auth(TENANT_A) })).json().status, { timeout: 10_000 }).toBe('completed')
+      const done = (await h.app.inject({ method: 'GET', url: `/runs/${waiting.id as string}`, headers: auth(TENANT_A) })).json()
+      expect(done.output_text).toBe('record 5: price 50')
+      expect(h.model.refusals).toEqual([])
+      expect(containers(h)).toEqual([undefined, container])
+      expect(done.container.id).toBe(container)
+    })
+
     it('does not let a code call wait for a result posted later: a 202 is an error result for the code, at once', async () => {
       h.model.respond = (request) => turnNumber(request) === 1
         ? { content: codeCalls([{ name: 'later', input: { n: 1 } }]) }
