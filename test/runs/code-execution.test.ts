@@ -200,6 +200,16 @@ for (const backend of backends) {
       expect(run.error.message).toContain(run.container.id)
     })
 
+    it('fails the run the same way when the API answers 404 that the container was not found, and refuses it once', async () => {
+      h.model.respond = (request) => turnNumber(request) === 1
+        ? { content: codeCalls([{ name: 'lookup', input: { id: 1 } }]) }
+        : { kind: 'error', status: 404, type: 'not_found_error', message: `container ${String(request.body.container)} not found` }
+      const { body: run } = await h.startRun({ input: 'gone', tools: ['lookup'], code_execution: true })
+      expect(run.status).toBe('failed')
+      expect(run.error).toMatchObject({ code: 'RUN_ERR_CONTAINER_EXPIRED', message: expect.stringContaining('404 not_found_error') })
+      expect(h.model.requests).toHaveLength(2)
+    })
+
     it('gives a failing code call no more attempts than fit 240 s, where the same tool called directly gets all of its own', async () => {
       h.model.respond = (request) => turnNumber(request) === 1
         ? { content: [{ type: 'tool_use', name: 'slow_down', input: {}, caller: { type: 'direct' } }, ...codeCalls([{ name: 'slow_down', input: { from: 'code' } }])] }
