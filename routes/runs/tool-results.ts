@@ -37,13 +37,14 @@ export default async function toolResultRoutes (fastify: FastifyInstance) {
     }
   })
 
-  app.post('/runs/:run_id/tool_calls/:tool_use_id/result', {
+  // `:id`, as every route under /runs/ names the run: the router keeps one name per parameter.
+  app.post('/runs/:id/tool_calls/:tool_use_id/result', {
     bodyLimit,
     config: {
       rateLimit: {
         max: RESULTS_PER_RUN_PER_MINUTE,
         timeWindow: 60_000,
-        keyGenerator: (request: FastifyRequest) => `result:${(request.params as { run_id?: string }).run_id ?? ''}`,
+        keyGenerator: (request: FastifyRequest) => `result:${(request.params as { id?: string }).id ?? ''}`,
         allowList: () => false
       }
     },
@@ -66,13 +67,13 @@ export default async function toolResultRoutes (fastify: FastifyInstance) {
     }
   }, async (request, reply) => {
     await app.engine.postToolResult({
-      runId: request.params.run_id,
+      runId: request.params.id,
       toolUseId: request.params.tool_use_id,
       rawBody: request.rawBody ?? '',
       body: request.body,
       headers: request.headers as Record<string, string | string[] | undefined>
     })
-    request.log.info({ runId: request.params.run_id, toolUseId: request.params.tool_use_id }, 'tool call result posted')
+    request.log.info({ runId: request.params.id, toolUseId: request.params.tool_use_id }, 'tool call result posted')
     return await reply.code(204).send(null)
   })
 }

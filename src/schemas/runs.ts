@@ -265,7 +265,7 @@ export const ToolCallResultSchema = Type.Object({
 export type ToolCallResult = Static<typeof ToolCallResultSchema>
 
 export const ToolCallParams = Type.Object({
-  run_id: Type.String({ pattern: '^run_[0-9A-Z]{26}$', description: '`run_…`' }),
+  id: Type.String({ pattern: '^run_[0-9A-Z]{26}$', description: 'The run, `run_…`' }),
   tool_use_id: Type.String({ minLength: 1, maxLength: 256, description: 'The call\'s `tool_use_id`, as in its webhook body.' })
 })
 

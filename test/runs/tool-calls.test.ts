@@ -263,7 +263,7 @@ for (const backend of backends) {
         const [call] = h.tools.callsTo('/ok')
         const toolUseId = call!.body.tool_use_id
         expect(call!.body).toEqual({
-          run_id: run.id, tool_use_id: toolUseId, tool: 'inspect', input: { q: 'hello' }, attempt: 1, deadline: expect.any(String), metadata: { customer: 'c-9' }
+          run_id: run.id, tool_use_id: toolUseId, tool: 'inspect', input: { q: 'hello' }, attempt: 1, deadline: expect.any(String), metadata: { customer: 'c-9' }, result_url: `http://localhost:80/runs/${String(run.id)}/tool_calls/${String(toolUseId)}/result`
         })
         const deadline = Date.parse(call!.body.deadline)
         expect(deadline - Date.parse(run.created_at)).toBeGreaterThan(0)

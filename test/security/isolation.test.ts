@@ -18,6 +18,8 @@ import { McpTestServer } from '../support/mcp-server.js'
 
 // Routes that hold nothing of any tenant. /docs* is Swagger UI's, /metrics the service's own figures.
 const TENANT_FREE = [/^GET \/healthz$/, /^GET \/readyz$/, /^GET \/openapi\.json$/, /^GET \/docs/, /^GET \/metrics$/]
+// Routes that take a tool's signature in place of a key: a result posted later (SPEC §13).
+const TOOL_SIGNED = [/^POST \/runs\/:id\/tool_calls\/:tool_use_id\/result$/]
 const MISSING_RUN = 'run_00000000000000000000000000'
 const MISSING_TOOL = 'no_such_tool'
 const ASK_HUMAN = { name: 'ask_human', description: 'Ask the person at the keyboard', input_schema: { type: 'object', properties: { q: { type: 'string' } } } }
@@ -34,7 +36,7 @@ for (const backend of backends) {
     let h: Harness
     let mcp: McpTestServer
     // What tenant A owns; filled in beforeAll.
-    const a = { toolSecret: '', callbackSecret: '', done: '', waiting: '', waitingCall: '', keyed: '', others: [] as string[] }
+    const a = { toolSecret: '', callbackSecret: '', done: '', waiting: '', waitingCall: '', keyed: '', others: [] as string[], parked: '', parkedCall: '', bLaterSecret: '' }
     const bRuns: string[] = []
 
     const call = (tenant: TestTenant | null, method: string, url: string, options: { payload?: unknown, headers?: Record<string, string> } = {}) =>
@@ -95,6 +97,14 @@ for (const backend of backends) {
       a.keyed = keyed.json().id
       await call(TENANT_A, 'POST', '/runs', { payload: { input: 'twice' }, headers: { 'idempotency-key': 'order-43' } })
       h.tools.on('/cb', (_req, res) => { res.writeHead(204).end() })
+      // A run of A's waiting on a call its tool answered 202 (SPEC §13); B has a tool of the same name.
+      h.tools.on('/later', (_req, res) => { res.writeHead(202).end() })
+      await h.registerTool('later', '/later')
+      a.bLaterSecret = (await h.registerTool('later', '/later', {}, TENANT_B)).signing_secret
+      const parked = await h.startRun({ input: 'build', tools: ['later'] })
+      expect(parked.body.pending_tool_calls).toHaveLength(1)
+      a.parked = parked.body.id
+      a.parkedCall = parked.body.pending_tool_calls[0].tool_use_id
       for (let i = 0; i < 3; i++) a.others.push((await h.startRun({ input: `more ${i}`, metadata: { team: 'red' } })).body.id)
       for (let i = 0; i < 2; i++) bRuns.push((await h.startRun({ input: `b ${i}`, metadata: { team: 'red', owner: 'b' } }, TENANT_B)).body.id)
     })
@@ -189,7 +199,7 @@ for (const backend of backends) {
             names.push(...page.data.map((t: { name: string }) => t.name))
             after = page.next_cursor
           } while (after !== null)
-          expect(names.sort()).toEqual(['b_only', 'shared_name'])
+          expect(names.sort()).toEqual(['b_only', 'later', 'shared_name'])
           // A's cursor, handed to B, pages through B's tools only.
           const cursorOfA = (await call(TENANT_A, 'GET', '/tools?limit=1')).json().next_cursor
           expect(cursorOfA).not.toBeNull()
@@ -342,6 +352,19 @@ for (const backend of backends) {
           expect(res.json().signing_secret).not.toBe(a.callbackSecret)
         }
       },
+      'POST /runs/:id/tool_calls/:tool_use_id/result': {
+        run: async () => {
+          // No key opens it, B's no more than any: a result must be signed by the call's own tool,
+          // and B's tool of the same name is not it.
+          const body = JSON.stringify({ content: 'from B' })
+          const at = new Date()
+          const headers = { 'content-type': 'application/json', 'webhook-id': 'b-1', 'webhook-timestamp': String(Math.floor(at.getTime() / 1000)), 'webhook-signature': new Webhook(a.bLaterSecret).sign('b-1', at, body) }
+          const res = await call(TENANT_B, 'POST', `/runs/${a.parked}/tool_calls/${a.parkedCall}/result`, { payload: body, headers })
+          expect(res.statusCode).toBe(401)
+          expect(res.json().code).toBe('TOOL_RESULT_ERR_BAD_SIGNATURE')
+          expect((await call(TENANT_A, 'GET', `/runs/${a.parked}`)).json().pending_tool_calls).toHaveLength(1)
+        }
+      },
       'GET /runs/:id/timeline': {
         run: async () => {
           for (const id of [a.done, a.waiting]) {
@@ -367,8 +390,14 @@ for (const backend of backends) {
     })
 
     it('asks for a key on every tenant-scoped route, and none on the tenant-free ones', async () => {
-      const params = { name: 'lookup', id: a.done }
+      const params = { name: 'lookup', id: a.done, tool_use_id: a.parkedCall }
       for (const route of appRoutes(h.app)) {
+        // Not a key but the tool's signature: refused without it (on a call that waits for a result).
+        if (TOOL_SIGNED.some((re) => re.test(route.key))) {
+          const unsigned = await call(null, route.method, fillRoute(route.url, { ...params, id: a.parked }), { payload: { content: 'x' } })
+          expect(unsigned.json().code, route.key).toBe('TOOL_RESULT_ERR_BAD_SIGNATURE')
+          continue
+        }
         const url = fillRoute(route.url.replace(/\*$/, 'x'), params)
         const open = await call(null, route.method, url)
         if (TENANT_FREE.some((re) => re.test(route.key))) {

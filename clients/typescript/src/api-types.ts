@@ -138,7 +138,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/runs/{run_id}/tool_calls/{tool_use_id}/result": {
+    "/runs/{id}/tool_calls/{tool_use_id}/result": {
         parameters: {
             query?: never;
             header?: never;
@@ -1819,8 +1819,8 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description `run_…` */
-                run_id: string;
+                /** @description The run, `run_…` */
+                id: string;
                 /** @description The call's `tool_use_id`, as in its webhook body. */
                 tool_use_id: string;
             };
