@@ -178,6 +178,24 @@ for (const backend of backends) {
       expect((await settledRun(run.id)).output_text).toBe('final: first')
     })
 
+    it('limits the posts to one run\'s result_urls (429 past 600 a minute on a replica), signed or not', async () => {
+      plan({ name: 'build', q: 'x' })
+      const run = await start({ tools: ['build'] })
+      const [call] = tools.callsTo('/later')
+      const statuses: number[] = []
+      for (let i = 0; i < 601; i++) statuses.push((await post(call!, { content: 'x' }, { secret: null })).statusCode)
+      expect(statuses.slice(0, 600).every((s) => s === 401)).toBe(true)
+      const limited = await post(call!, { content: 'x' })
+      expect(limited.json()).toMatchObject({ statusCode: 429, code: 'REQUEST_ERR_RATE_LIMITED' })
+      expect(statuses[600]).toBe(429)
+      // Another run's results are counted apart.
+      plan({ name: 'build', q: 'y' })
+      const other = await start({ tools: ['build'] })
+      expect((await post(tools.callsTo('/later').at(-1)!, { content: 'y' })).statusCode).toBe(204)
+      expect((await settledRun(other.id)).output_text).toBe('final: y')
+      expect((await getRun(run.id)).pending_tool_calls).toHaveLength(1)
+    })
+
     it('takes a result signed with the previous secret during a rotation', async () => {
       await register('rotating', '/later')
       const old = secrets.get(`${TENANT_A.id}/rotating`)!
