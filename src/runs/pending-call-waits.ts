@@ -30,9 +30,11 @@ export interface PostedResult {
  * Takes a result a tool posts for a call it answered `202 Accepted` (SPEC §13). No API key: the
  * signature, by the secrets of the tool the call was made to (any of them during a rotation), is
  * what lets it in; a tool's secret answers only that tool's calls. An unknown call is a 404, a bad
- * signature a 401, a call that has its result already, or was given another (its
- * async_timeout_ms, a cancel, the run's end), a 409. Once stored, the run goes on if that was
- * what it waited for, here; otherwise it waits on for the rest, held by no replica.
+ * signature a 401, a call that has another result already, or was given one (its
+ * async_timeout_ms, a cancel, the run's end), a 409; the same result again is taken (204) as the
+ * first was, so that a tool retrying a post whose answer it lost is not refused. Once stored,
+ * the run goes on if that was what it waited for, here; otherwise it waits on for the rest, held
+ * by no replica.
  */
 export async function postResult (host: DecideHost, maxResultChars: number, posted: PostedResult): Promise<void> {
   const { store } = host
@@ -44,13 +46,19 @@ export async function postResult (host: DecideHost, maxResultChars: number, post
   }
   const run = await store.getRun(wait.tenant_id, posted.runId)
   if (run === null) throw unknownCall(posted)
-  if (FINAL_STATUSES.has(run.status) || wait.state !== 'pending') throw notPending(posted, wait, run)
   const result = laterResult(wait.name, posted.body, maxResultChars)
   if (result === null) {
     throw new AppError('TOOL_RESULT_ERR_INVALID', 'The result is not a tool answer: send { "content": "text" } or { "content": [text or image blocks], "is_error"?: true }, as a webhook answers a call.')
   }
-  if (!await store.callWaits.answer(posted.runId, posted.toolUseId, JSON.stringify(result.content), result.isError, now)) {
-    throw notPending(posted, await store.callWaits.get(posted.runId, posted.toolUseId) ?? wait, run)
+  const content = JSON.stringify(result.content)
+  // The result stored already, posted again (a retry whose first answer was lost): taken as it was.
+  const repeat = (w: CallWait): boolean => w.state === 'answered' && w.content === content && w.is_error === result.isError
+  if (!repeat(wait)) {
+    if (FINAL_STATUSES.has(run.status) || wait.state !== 'pending') throw notPending(posted, wait, run)
+    if (!await store.callWaits.answer(posted.runId, posted.toolUseId, content, result.isError, now)) {
+      const current = await store.callWaits.get(posted.runId, posted.toolUseId) ?? wait
+      if (!repeat(current)) throw notPending(posted, current, run)
+    }
   }
   await wakeIfAnswered(host, await store.getRun(wait.tenant_id, posted.runId) ?? run)
 }

@@ -178,6 +178,67 @@ for (const backend of backends) {
       expect((await settledRun(run.id)).output_text).toBe('final: first')
     })
 
+    it('takes one of two results posted at the same moment (204), refuses the other (409), and goes on once, with the one it took', async () => {
+      plan({ name: 'build', q: 'x' })
+      const run = await start({ tools: ['build'] })
+      const [call] = tools.callsTo('/later')
+      const replies = await Promise.all([post(call!, { content: 'one' }), post(call!, { content: 'two' })])
+      expect(replies.map((r) => r.statusCode).sort()).toEqual([204, 409])
+      const loser = replies.find((r) => r.statusCode === 409)!.json()
+      expect(loser.code).toBe('TOOL_RESULT_ERR_NOT_PENDING')
+      const winner = replies[0]!.statusCode === 204 ? 'one' : 'two'
+      const done = await settledRun(run.id)
+      expect(done).toMatchObject({ status: 'completed', steps: 2, output_text: `final: ${winner}` })
+      const stored = await events(run.id)
+      expect(stored.filter((e) => e.type === 'step.started')).toHaveLength(2)
+      expect(stored.filter((e) => e.type === 'tool_call.completed' && e.data.answered_later === true).map((e) => e.data.content)).toEqual([winner])
+      expect(model.refusals).toEqual([])
+    })
+
+    it('takes the same result posted again (a retry whose answer was lost) as the first, and the run goes on once with it', async () => {
+      plan({ name: 'build', q: 'x' })
+      const run = await start({ tools: ['build'] })
+      const [call] = tools.callsTo('/later')
+      const replies = await Promise.all([post(call!, { content: 'same' }), post(call!, { content: 'same' })])
+      expect(replies.map((r) => r.statusCode)).toEqual([204, 204])
+      expect((await settledRun(run.id)).output_text).toBe('final: same')
+      expect((await post(call!, { content: 'same' })).statusCode).toBe(204)
+      expect((await post(call!, { content: 'same', is_error: true })).statusCode).toBe(409)
+      const stored = await events(run.id)
+      expect(stored.filter((e) => e.type === 'step.started')).toHaveLength(2)
+      expect(stored.filter((e) => e.type === 'tool_call.completed' && e.data.answered_later === true)).toHaveLength(1)
+    })
+
+    it('answers bad input on the result route with a 4xx that says what is wrong, and the call still waits', async () => {
+      plan({ name: 'build', q: 'x' })
+      const run = await start({ tools: ['build'] })
+      const [call] = tools.callsTo('/later')
+      const url = `/runs/${run.id}/tool_calls/${String(call!.body.tool_use_id)}/result`
+      const secret = secrets.get(`${TENANT_A.id}/build`)!
+      const send = async (payload: string, headers: Record<string, string>, target = url) =>
+        await replica.app.inject({ method: 'POST', url: target, headers: { 'content-type': 'application/json', ...headers }, payload })
+      const malformed = await send('{"content": ', signed(secret, 'bad-json', '{"content": '))
+      expect(malformed.json()).toMatchObject({ statusCode: 400, code: 'REQUEST_ERR_INVALID_JSON' })
+      // Past TOOL_MAX_RESPONSE_BYTES: refused before it is read whole.
+      const big = JSON.stringify({ content: 'x'.repeat(1_100_000) })
+      expect((await send(big, signed(secret, 'big', big))).statusCode).toBe(413)
+      // A signature made six minutes ago, and one whose headers are incomplete.
+      const body = JSON.stringify({ content: 'late' })
+      const old = new Date(Date.now() - 6 * 60_000)
+      const stale = { 'webhook-id': 'stale', 'webhook-timestamp': String(Math.floor(old.getTime() / 1000)), 'webhook-signature': new Webhook(secret).sign('stale', old, body) }
+      expect((await send(body, stale)).json()).toMatchObject({ statusCode: 401, code: 'TOOL_RESULT_ERR_BAD_SIGNATURE' })
+      const { 'webhook-id': _id, ...noId } = signed(secret, 'no-id', body)
+      expect((await send(body, noId)).statusCode).toBe(401)
+      // A run id of another shape (400), and a call id longer than the router takes (414): refused before anything is looked up.
+      expect((await send(body, signed(secret, 'shape', body), `/runs/run_1/tool_calls/${String(call!.body.tool_use_id)}/result`)).json()).toMatchObject({ statusCode: 400 })
+      expect((await send(body, signed(secret, 'long', body), `/runs/${run.id}/tool_calls/${'t'.repeat(257)}/result`)).statusCode).toBe(414)
+      // Not a JSON object at all.
+      expect((await replica.app.inject({ method: 'POST', url, headers: { 'content-type': 'text/plain', ...signed(secret, 'text', 'done') }, payload: 'done' })).json()).toMatchObject({ statusCode: 400, code: 'REQUEST_ERR_VALIDATION' })
+      expect((await getRun(run.id)).pending_tool_calls).toHaveLength(1)
+      expect((await post(call!, { content: 'good' })).statusCode).toBe(204)
+      expect((await settledRun(run.id)).output_text).toBe('final: good')
+    })
+
     it('limits the posts to one run\'s result_urls (429 past 600 a minute on a replica), signed or not', async () => {
       plan({ name: 'build', q: 'x' })
       const run = await start({ tools: ['build'] })
