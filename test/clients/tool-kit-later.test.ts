@@ -13,6 +13,7 @@ import { resultText, toolResults, turnNumber } from '../support/fake-messages-ap
 describe('the tool kit answers later', () => {
   let h: Harness
   let client: Switchboard
+  let baseURL: string
   let server: Server
   const secrets = new ToolSecrets()
   const answers: LaterAnswer[] = []
@@ -43,7 +44,8 @@ describe('the tool kit answers later', () => {
 
   beforeAll(async () => {
     h = await startHarness()
-    client = new Switchboard({ baseURL: await h.app.listen({ port: 0, host: '127.0.0.1' }), apiKey: TENANT_A.key })
+    baseURL = await h.app.listen({ port: 0, host: '127.0.0.1' })
+    client = new Switchboard({ baseURL, apiKey: TENANT_A.key })
     server = createServer(createToolHandler({ secrets, tools }))
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     await registerTools(client, { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/calls`, tools, secrets })
@@ -88,6 +90,57 @@ describe('the tool kit answers later', () => {
     const done = await settled(run.id)
     expect(done.output_text).toBe('final: ERR the cluster is full | {"built":"v3"}')
     expect(done.tool_calls).toEqual({ total: 2, errors: 1 })
+  })
+
+  it('posts to resultOrigin when set (the path kept), and tries again after a 429', async () => {
+    // A front that the host reaches Switchboard through: it refuses the first post with 429 (a rate
+    // limit in the way), then passes posts on.
+    const seen: string[] = []
+    const front = createServer((req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', (chunk: Buffer) => chunks.push(chunk))
+      req.on('end', () => {
+        seen.push(req.url ?? '')
+        if (seen.length === 1) {
+          res.writeHead(429, { 'content-type': 'application/json' }).end('{"message":"slow down"}')
+          return
+        }
+        const headers = Object.fromEntries(['content-type', 'webhook-id', 'webhook-timestamp', 'webhook-signature'].map((h) => [h, String(req.headers[h])]))
+        fetch(`${baseURL}${req.url ?? ''}`, { method: 'POST', headers, body: Buffer.concat(chunks) })
+          .then(async (answer) => { res.writeHead(answer.status).end(await answer.text()) }, () => res.writeHead(502).end())
+      })
+    })
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+    const frontUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`
+    const frontSecrets = new ToolSecrets()
+    const queued: HostedTools = {
+      queue: {
+        description: 'Queues a job',
+        input_schema: { type: 'object' },
+        handler: (_input, context) => {
+          const later = context.answerLater()
+          later.send('queued job done').catch((err) => refused.push(err))
+        }
+      }
+    }
+    const host = createServer(createToolHandler({ secrets: frontSecrets, tools: queued, resultOrigin: frontUrl }))
+    await new Promise<void>((resolve) => host.listen(0, '127.0.0.1', resolve))
+    try {
+      await registerTools(client, { url: `http://127.0.0.1:${(host.address() as AddressInfo).port}/calls`, tools: queued, secrets: frontSecrets })
+      plan({ name: 'queue', input: {} })
+      const run = await client.runs.create({ input: 'queue it', tools: ['queue'] })
+      const done = await settled(run.id)
+      expect(done.output_text).toBe('final: queued job done')
+      expect(seen).toHaveLength(2)
+      expect(seen[1]).toMatch(new RegExp(`^/runs/${run.id}/tool_calls/toolu_\\w+/result$`))
+      expect(seen[0]).toBe(seen[1])
+      expect(refused).toEqual([])
+    } finally {
+      for (const server of [host, front]) {
+        server.closeAllConnections()
+        await new Promise<void>((resolve) => server.close(() => resolve()))
+      }
+    }
   })
 
   it('answers at once, as an error, a call that cannot be answered later (inside batch_tool)', async () => {

@@ -46,7 +46,7 @@ export interface LaterAnswer {
   readonly resultUrl: string
   /**
    * Posts the result: a string, content blocks or any JSON value, as a handler returns it
-   * (`{ is_error: true }` with `fail`). Retried on a failed connection and 5xx answers; rejects
+   * (`{ is_error: true }` with `fail`). Retried on a failed connection, 429 and 5xx answers; rejects
    * with a {@link LaterAnswerError} when Switchboard refuses it (409: it had its result already,
    * or gave up waiting).
    */
@@ -102,6 +102,12 @@ export interface ToolHostOptions {
   readonly onError?: ((err: unknown, call: { tool: string, runId: string, toolUseId: string }) => void) | undefined
   /** What results posted later (answerLater) are sent with: the global fetch by default. */
   readonly fetch?: typeof fetch | undefined
+  /**
+   * Where results posted later go instead of the scheme and host of each call's `result_url`
+   * (`http://switchboard:3000`): for a host that reaches Switchboard at another address than its
+   * callers do, such as a container network. The path is kept.
+   */
+  readonly resultOrigin?: string | undefined
 }
 
 /** What a tool host answers Switchboard: `{ content, is_error? }`, or an error of the protocol. */
@@ -145,6 +151,7 @@ export class ToolHost {
   readonly #validators = new Map<string, ValidateFunction>()
   readonly #onError: ToolHostOptions['onError']
   readonly #fetch: typeof fetch
+  readonly #resultOrigin: URL | undefined
 
   constructor (options: ToolHostOptions) {
     this.#tools = options.tools
@@ -154,6 +161,7 @@ export class ToolHost {
     this.maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
     this.#onError = options.onError
     this.#fetch = options.fetch ?? fetch
+    this.#resultOrigin = options.resultOrigin === undefined || options.resultOrigin === '' ? undefined : new URL(options.resultOrigin)
     const ajv = new Ajv({ allErrors: true, strict: false })
     const ajv2020 = new Ajv2020({ allErrors: true, strict: false })
     for (const [name, tool] of Object.entries(this.#tools)) {
@@ -273,10 +281,10 @@ export class ToolHost {
 
   /** What posts a call's result later (see ToolCallContext.answerLater). */
   #laterAnswer (call: CallBody): LaterAnswer {
-    const resultUrl = call.result_url
-    if (typeof resultUrl !== 'string' || resultUrl === '') {
+    if (typeof call.result_url !== 'string' || call.result_url === '') {
       throw new Error(`This call of ${call.tool} cannot be answered later: it has no result_url (it was made inside batch_tool, or by the model's code). Answer it now.`)
     }
+    const resultUrl = this.#resultOrigin === undefined ? call.result_url : withOrigin(call.result_url, this.#resultOrigin)
     const [secret] = this.secrets.for(call.tool)
     if (secret === undefined) throw new Error(`Answering a call of ${call.tool} later needs its signing secret: give it in \`secrets\` (or register the tool with registerTools).`)
     const post = async (answer: ToolAnswer): Promise<void> => {
@@ -302,7 +310,7 @@ export class ToolHost {
         if (res !== undefined) {
           if (res.ok) return
           const text = await res.text()
-          if (res.status < 500 || attempt >= LATER_ATTEMPTS) throw new LaterAnswerError(res.status, `Switchboard refused the result of ${call.tool_use_id} (HTTP ${res.status}): ${laterMessage(text)}`)
+          if ((res.status < 500 && res.status !== 429) || attempt >= LATER_ATTEMPTS) throw new LaterAnswerError(res.status, `Switchboard refused the result of ${call.tool_use_id} (HTTP ${res.status}): ${laterMessage(text)}`)
         }
         await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt))
       }
@@ -318,7 +326,15 @@ export class ToolHost {
   }
 }
 
-/** Tries of a result posted later, on failed connections and 5xx answers. */
+/** `url` at `origin`'s scheme and host, its path and query kept. */
+function withOrigin (url: string, origin: URL): string {
+  const moved = new URL(url)
+  moved.protocol = origin.protocol
+  moved.host = origin.host
+  return moved.href
+}
+
+/** Tries of a result posted later, on failed connections, 429 and 5xx answers. */
 const LATER_ATTEMPTS = 5
 
 /** The message of Switchboard's error answer, or the start of the text. */
