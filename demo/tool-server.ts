@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
-import { createToolHandler, ToolSecrets, type HostedTool, type ToolCallContext } from '../clients/typescript/src/tools/index.js'
+import { Switchboard } from '../clients/typescript/src/index.js'
+import { createToolHandler, registerTools, ToolSecrets, type HostedTool, type HostedTools, type ToolCallContext } from '../clients/typescript/src/tools/index.js'
 
 /**
  * An example tool server, as a backend team would write one with the TypeScript client's tool kit
@@ -106,10 +107,11 @@ export class DemoToolServer {
   readonly #server: Server
   #url = ''
 
-  constructor () {
+  /** `resultOrigin`: where results posted later go, when Switchboard is reached at another address than its callers use. */
+  constructor (options: { resultOrigin?: string | undefined } = {}) {
     // Every tool could share one URL (the kit routes on the call's `tool`); each has its own,
     // /tools/<name>, so that ?delay_ms can slow one down.
-    this.#server = createServer(createToolHandler({ tools: DEMO_TOOLS, secrets: this.secrets, allowUnsigned: true }))
+    this.#server = createServer(createToolHandler({ tools: DEMO_TOOLS, secrets: this.secrets, allowUnsigned: true, resultOrigin: options.resultOrigin }))
   }
 
   get url (): string {
@@ -138,11 +140,47 @@ function slowness (path: string): number | undefined {
   return Number.isFinite(delay) && delay >= 0 ? Math.min(delay, 600_000) : undefined
 }
 
+/** The tools that answer later (get_forecast): they sign their results, so they need a secret. */
+const LATER_TOOLS = Object.fromEntries(Object.entries(DEMO_TOOLS).filter(([, tool]) => 'async_timeout_ms' in tool)) as HostedTools
+
+/** The key of the first `tenant:key` pair of an API_KEYS list (none given by digest). */
+function firstKey (apiKeys: string | undefined): string | undefined {
+  return (apiKeys ?? '').split(',').map((pair) => pair.trim().split(':')).find((parts) => parts.length === 2 && parts[1] !== '')?.[1]
+}
+
+/**
+ * Registers the tools that answer later with Switchboard at `baseURL`, as reached at `toolsUrl`,
+ * so that the server knows their secrets (a restart rotates them), trying every 2 s for 3 minutes
+ * while Switchboard starts.
+ */
+async function registerLaterTools (server: DemoToolServer, baseURL: string, apiKey: string, toolsUrl: string): Promise<void> {
+  const client = new Switchboard({ baseURL, apiKey })
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await registerTools(client, { url: (name) => `${toolsUrl}/tools/${name}`, tools: LATER_TOOLS, secrets: server.secrets })
+      process.stdout.write(`registered ${Object.keys(LATER_TOOLS).join(', ')} with ${baseURL}: results posted later are signed\n`)
+      return
+    } catch (err) {
+      if (attempt >= 90) throw err
+      await sleep(2000)
+    }
+  }
+}
+
 // Run on its own, as the compose stack's `tools` service: `node dist/demo/tool-server.js` (or
-// `npx tsx demo/tool-server.ts`), listening on PORT (4000) and HOST (127.0.0.1). It then knows no
-// signing secret (Switchboard makes one when a tool is registered), so it does not check signatures.
+// `npx tsx demo/tool-server.ts`), listening on PORT (4000) and HOST (127.0.0.1). It knows no
+// signing secret (Switchboard makes one when a tool is registered), so it does not check the
+// signatures of the tools you register. Given SWITCHBOARD_URL and SWITCHBOARD_API_KEYS (API_KEYS'
+// list: the first key is used), it registers the tools that answer later itself, as reached at
+// TOOLS_URL, so that it can sign their results, which it posts to SWITCHBOARD_URL.
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const server = await new DemoToolServer().start(Number(process.env.PORT ?? 4000), process.env.HOST ?? '127.0.0.1')
+  const switchboard = process.env.SWITCHBOARD_URL
+  const server = await new DemoToolServer({ resultOrigin: switchboard }).start(Number(process.env.PORT ?? 4000), process.env.HOST ?? '127.0.0.1')
   process.stdout.write(`demo tool server on ${server.url}/tools/{${Object.keys(DEMO_TOOLS).join(',')}} (signatures not checked; ?delay_ms=N slows a tool down)\n`)
+  const apiKey = firstKey(process.env.SWITCHBOARD_API_KEYS)
+  if (switchboard !== undefined && switchboard !== '' && apiKey !== undefined) {
+    registerLaterTools(server, switchboard, apiKey, process.env.TOOLS_URL || server.url)
+      .catch((err) => { process.stderr.write(`could not register ${Object.keys(LATER_TOOLS).join(', ')} with ${switchboard}: ${String(err)}\n`) })
+  }
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => { server.close().then(() => process.exit(0), () => process.exit(1)) })
 }

@@ -10,11 +10,11 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 interface Service { readonly url: string, readonly child: ChildProcess, output: () => string }
 
 /** Starts a demo service as docker-compose.yml does: a process of its own, told PORT and HOST. */
-async function startService (script: string): Promise<Service> {
+async function startService (script: string, env: Record<string, string> = {}): Promise<Service> {
   const port = await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', script], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1' },
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''
@@ -84,6 +84,27 @@ describe('the demo tool server and fake Messages API on their own, as the compos
         expect(run.body.status).toBe('completed')
         expect(run.body.tool_calls).toEqual({ total: 1, errors: 1 })
         expect(run.body.output_text).toMatch(/a tool failed: Tool get_weather timed out after 300 ms/)
+      })
+
+      it('get_forecast answers later, as in the compose stack: the server registers it itself to sign its result, and posts it to SWITCHBOARD_URL, not the address the run was created through', async () => {
+        const switchboard = await started!.app.listen({ port: 0, host: '127.0.0.1' })
+        const later = await startService('demo/tool-server.ts', { SWITCHBOARD_URL: switchboard, SWITCHBOARD_API_KEYS: started!.config.API_KEYS })
+        try {
+          for (let i = 0; i < 300 && !later.output().includes('registered get_forecast'); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+          expect(later.output()).toContain(`registered get_forecast with ${switchboard}`)
+          // Created through another address than the tools reach (inject's http://localhost:80).
+          const run = await api('POST', '/runs', { input: 'What is the forecast for Paris?', tools: ['get_forecast'] })
+          expect(run.body).toMatchObject({ status: 'running', pending_tool_calls: [{ name: 'get_forecast' }] })
+          let done = run.body
+          for (let i = 0; i < 300 && done.status === 'running'; i++) {
+            await new Promise((resolve) => setTimeout(resolve, 50))
+            done = (await api('GET', `/runs/${String(run.body.id)}`)).body
+          }
+          expect(done).toMatchObject({ status: 'completed', tool_calls: { total: 1, errors: 0 } })
+          expect(done.output_text).toContain('Paris')
+        } finally {
+          await stop(later)
+        }
       })
     })
   }
