@@ -102,12 +102,16 @@ async function takeFromWait (host: DecideHost, waiting: RunRecord, stop?: RunSto
   return await driveFromWait(host, run, { patch: { pending_calls: null }, ...(stop === undefined ? {} : { stop }) }, async () => { await store.parkRun(run.id, lease, until) })
 }
 
-/** The call's wait, waiting a moment for one a tool answered faster than its wait was stored. */
+/**
+ * The call's wait, waiting a moment for one a tool answered faster than its wait was stored; at
+ * once a 404 for a run that does not exist (no post for a made-up run holds a connection).
+ */
 async function findWait (host: DecideHost, runId: string, toolUseId: string): Promise<CallWait> {
   const giveUp = Date.now() + WAIT_FOR_WAIT_MS
   for (let delay = 25; ; delay = Math.min(delay * 2, 400)) {
     const wait = await host.store.callWaits.get(runId, toolUseId)
     if (wait !== null) return wait
+    if (delay === 25 && !await host.store.callWaits.runExists(runId)) throw unknownCall({ runId, toolUseId })
     if (Date.now() + delay > giveUp) throw unknownCall({ runId, toolUseId })
     await sleep(delay)
   }

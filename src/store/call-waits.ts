@@ -30,6 +30,8 @@ export interface CallWaitStore {
   /** Records a call answered 202; a call already recorded (a step taken over) is kept as it is. */
   add (wait: Omit<CallWait, 'state' | 'content' | 'is_error' | 'answered_at'>): Promise<void>
   get (runId: string, toolUseId: string): Promise<CallWait | null>
+  /** Whether a run of that id exists, of any tenant (a result for none is refused at once). */
+  runExists (runId: string): Promise<boolean>
   /** The waits of a run's step. */
   ofStep (runId: string, step: number): Promise<CallWait[]>
   /**
@@ -62,6 +64,10 @@ export class SqlCallWaitStore implements CallWaitStore {
   async get (runId: string, toolUseId: string): Promise<CallWait | null> {
     const [row] = await this.#db.query('SELECT * FROM tool_call_waits WHERE run_id = ? AND tool_use_id = ?', [runId, toolUseId])
     return row === undefined ? null : toCallWait(row)
+  }
+
+  async runExists (runId: string): Promise<boolean> {
+    return (await this.#db.query('SELECT 1 AS found FROM runs WHERE id = ?', [runId])).length > 0
   }
 
   async ofStep (runId: string, step: number): Promise<CallWait[]> {

@@ -37,6 +37,9 @@ for (const backend of backends) {
       expect(states).toEqual([['toolu_a', 'answered', '"done"'], ['toolu_b', 'closed', null], ['toolu_c', 'pending', null]])
       expect(await store.callWaits.get(run.id, 'toolu_a')).toMatchObject({ deadline_at: soon, is_error: false, name: 'build', tenant_id: 't1' })
       expect(await store.callWaits.get(run.id, 'toolu_nope')).toBeNull()
+      // A result for a run that exists may wait a moment for its call; one for no run is refused at once.
+      expect(await store.callWaits.runExists(run.id)).toBe(true)
+      expect(await store.callWaits.runExists('run_00000000000000000000000000')).toBe(false)
     })
 
     it('parks a run with no lease until its first deadline, and lets one take it, from the wait that was read', async () => {
