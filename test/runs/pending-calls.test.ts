@@ -306,6 +306,33 @@ for (const backend of backends) {
       expect(messages.at(-1).content[0]).toMatchObject({ type: 'tool_result', is_error: true })
     })
 
+    it('a result racing a cancel: the run ends once, the result taken (204) or refused (409), never a 5xx', async () => {
+      for (let i = 0; i < 5; i++) {
+        plan({ name: 'build', q: `x${i}` })
+        tools.calls.length = 0
+        const run = await start({ tools: ['build'] })
+        const [posted, cancelled] = await Promise.all([
+          post(tools.callsTo('/later')[0]!, { content: 'raced' }),
+          replica.app.inject({ method: 'POST', url: `/runs/${run.id}/cancel`, headers: auth(TENANT_A) })
+        ])
+        expect([204, 409]).toContain(posted.statusCode)
+        const done = await settledRun(run.id)
+        const stored = await events(run.id)
+        expect(stored.filter((e) => ['run.cancelled', 'run.completed', 'run.failed'].includes(e.type))).toHaveLength(1)
+        expect(stored.filter((e) => e.type === 'tool_call.completed')).toHaveLength(1)
+        expect(done.pending_tool_calls).toBeNull()
+        if (done.status === 'completed') {
+          // The result came first and the run went on with it; the cancel found it ended.
+          expect(posted.statusCode).toBe(204)
+          expect(done.output_text).toBe('final: raced')
+        } else {
+          expect(done.status).toBe('cancelled')
+          expect(cancelled.statusCode).toBe(200)
+          expect(stored.filter((e) => e.type === 'step.started')).toHaveLength(1)
+        }
+      }
+    })
+
     it('answers a 202 from a batch_tool invocation as an error: answering later is for calls of the model\'s own', async () => {
       model.respond = (request) => turnNumber(request) === 1
         ? { content: [{ type: 'tool_use', name: 'batch_tool', input: { invocations: [{ name: 'build', arguments: '{"q":"x"}' }, { name: 'lookup', arguments: '{"q":"y"}' }] } }] }
