@@ -199,6 +199,20 @@ reply=$(http GET "$r2/runs/$run/events?limit=100")
   fail "events of $run through replica 2: $reply"
 pass "run $run read through replica 2: the same run, its tool call in the events"
 
+# get_forecast answers later (202, its result posted 3 s after): the tools service registered it
+# itself under the first API key, and posts the result to http://switchboard:3000 (either replica).
+forecast_registered() { [ "$(http GET "$r1/tools/get_forecast" | json 's')" = 200 ]; }
+wait_until "get_forecast registered by the tools service" 90 forecast_registered
+reply=$(http POST "$r1/runs" '{"input":"What is the forecast for Paris?","tools":["get_forecast"],"metadata":{"smoke":"later"}}')
+[ "$(echo "$reply" | json 's === 200 && j.status === "running" && j.pending_tool_calls?.length === 1')" = true ] ||
+  fail "forecast run through replica 1 (answered while it waits): $reply"
+run=$(echo "$reply" | json 'j.id')
+forecast_done() { [ "$(run_status "$r2" "$run")" = completed ]; }
+wait_until "forecast run $run completed" 60 forecast_done
+reply=$(http GET "$r2/runs/$run")
+[ "$(echo "$reply" | json 'j.tool_calls.errors === 0 && j.output_text.includes("Paris")')" = true ] || fail "forecast run $run: $reply"
+pass "run $run: get_forecast answered 202, posted its result later, and the run completed"
+
 # ---- 4. replica 1 killed in the middle of a run ----
 slow=${tool/get_weather\"/get_weather?delay_ms=8000\"}
 slow=${slow/\"timeout_ms\":5000/\"timeout_ms\":30000}
