@@ -41,6 +41,12 @@ export async function postResult (host: DecideHost, maxResultChars: number, post
   const wait = await findWait(host, posted.runId, posted.toolUseId)
   const tool = await store.getTool(wait.tenant_id, wait.name)
   const now = Date.now()
+  // The signature covers the webhook-id but not the URL: naming the call in it is what keeps a
+  // result signed for one call from being posted to another call of the same tool.
+  const messageId = resultMessageId(posted.runId, posted.toolUseId)
+  if (tool !== null && signedId(posted.headers) !== messageId) {
+    throw new AppError('TOOL_RESULT_ERR_BAD_SIGNATURE', `The result for ${posted.toolUseId} must be signed with webhook-id "${messageId}" (the call it answers, so that a signed result cannot be posted to another call).`)
+  }
   if (tool === null || !verifySignature(posted.headers, posted.rawBody, activeSecrets(tool.signing_secrets, now), now)) {
     throw new AppError('TOOL_RESULT_ERR_BAD_SIGNATURE', `The result for ${posted.toolUseId} is not signed by tool ${wait.name}: sign it as Switchboard signs calls (Standard Webhooks headers webhook-id, webhook-timestamp within 5 minutes, webhook-signature) with one of the tool's signing secrets.`)
   }
@@ -128,4 +134,14 @@ function notPending (posted: PostedResult, wait: CallWait, run: RunRecord): AppE
       ? `the run ended (${run.status})`
       : 'it was given another result (its async_timeout_ms passed, or the run was cancelled or reached its deadline)'
   return new AppError('TOOL_RESULT_ERR_NOT_PENDING', `Call ${posted.toolUseId} of run ${posted.runId} no longer waits for a result: ${why}.`)
+}
+
+/** The `webhook-id` a result posted later is signed with: `{run_id}:{tool_use_id}:result`, the call it answers. */
+export function resultMessageId (runId: string, toolUseId: string): string {
+  return `${runId}:${toolUseId}:result`
+}
+
+function signedId (headers: SignedHeaders): string | undefined {
+  const id = headers['webhook-id']
+  return Array.isArray(id) ? id[0] : id
 }

@@ -33,7 +33,7 @@ async function tools (server: Replica, lookupPath = '/ok'): Promise<string> {
 async function postResult (server: Replica, call: RecordedCall, secret: string, content: string): Promise<number> {
   const body = JSON.stringify({ content })
   const at = new Date()
-  const id = `${String(call.body.tool_use_id)}:result`
+  const id = `${String(call.body.run_id)}:${String(call.body.tool_use_id)}:result`
   // The path of the call's result_url, on whichever replica the tool's load balancer picks.
   const path = new URL(String(call.body.result_url)).pathname
   const res = await fetch(`${server.url}${path}`, {

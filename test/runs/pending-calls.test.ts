@@ -89,7 +89,7 @@ for (const backend of backends) {
       const payload = JSON.stringify(body)
       const headers: Record<string, string> = { 'content-type': 'application/json' }
       const secret = options.secret === undefined ? secrets.get(`${TENANT_A.id}/${String((call as RecordedCall).body?.tool ?? 'build')}`)! : options.secret
-      if (secret !== null) Object.assign(headers, signed(secret, `result-${String(target.tool_use_id)}`, payload))
+      if (secret !== null) Object.assign(headers, signed(secret, `${String(target.run_id)}:${String(target.tool_use_id)}:result`, payload))
       return await (options.app ?? replica.app).inject({ method: 'POST', url: `/runs/${String(target.run_id)}/tool_calls/${String(target.tool_use_id)}/result`, headers, payload })
     }
 
@@ -164,9 +164,15 @@ for (const backend of backends) {
       expect((await post(call!, { content: 'x' }, { secret: secrets.get(`${TENANT_A.id}/lookup`)! })).statusCode).toBe(401)
       expect((await post(call!, { content: 'x' }, { secret: secrets.get(`${TENANT_B.id}/build`)! })).statusCode).toBe(401)
       // A signature over another body is no signature of this one.
-      const other = signed(secrets.get(`${TENANT_A.id}/build`)!, 'm1', JSON.stringify({ content: 'a' }))
+      const id = `${run.id}:${String(call!.body.tool_use_id)}:result`
+      const other = signed(secrets.get(`${TENANT_A.id}/build`)!, id, JSON.stringify({ content: 'a' }))
       const forged = await replica.app.inject({ method: 'POST', url: `/runs/${run.id}/tool_calls/${String(call!.body.tool_use_id)}/result`, headers: { ...other, 'content-type': 'application/json' }, payload: JSON.stringify({ content: 'b' }) })
       expect(forged.statusCode).toBe(401)
+      // Rightly signed, but for another message id: a result signed for one call is no result of another.
+      const payload = JSON.stringify({ content: 'b' })
+      const elsewhere = await replica.app.inject({ method: 'POST', url: `/runs/${run.id}/tool_calls/${String(call!.body.tool_use_id)}/result`, headers: { ...signed(secrets.get(`${TENANT_A.id}/build`)!, `${run.id}:toolu_other:result`, payload), 'content-type': 'application/json' }, payload })
+      expect(elsewhere.json()).toMatchObject({ statusCode: 401, code: 'TOOL_RESULT_ERR_BAD_SIGNATURE' })
+      expect(elsewhere.json().message).toContain(`webhook-id "${id}"`)
       expect((await post({ run_id: run.id, tool_use_id: 'toolu_nope' }, { content: 'x' })).json()).toMatchObject({ statusCode: 404, code: 'TOOL_RESULT_ERR_NOT_FOUND' })
       expect((await post({ run_id: 'run_00000000000000000000000000', tool_use_id: String(call!.body.tool_use_id) }, { content: 'x' })).statusCode).toBe(404)
       expect((await post(call!, { content: [{ type: 'video', url: 'x' }] })).json()).toMatchObject({ statusCode: 400, code: 'TOOL_RESULT_ERR_INVALID' })
@@ -225,9 +231,10 @@ for (const backend of backends) {
       // A signature made six minutes ago, and one whose headers are incomplete.
       const body = JSON.stringify({ content: 'late' })
       const old = new Date(Date.now() - 6 * 60_000)
-      const stale = { 'webhook-id': 'stale', 'webhook-timestamp': String(Math.floor(old.getTime() / 1000)), 'webhook-signature': new Webhook(secret).sign('stale', old, body) }
+      const id = `${run.id}:${String(call!.body.tool_use_id)}:result`
+      const stale = { 'webhook-id': id, 'webhook-timestamp': String(Math.floor(old.getTime() / 1000)), 'webhook-signature': new Webhook(secret).sign(id, old, body) }
       expect((await send(body, stale)).json()).toMatchObject({ statusCode: 401, code: 'TOOL_RESULT_ERR_BAD_SIGNATURE' })
-      const { 'webhook-id': _id, ...noId } = signed(secret, 'no-id', body)
+      const { 'webhook-id': _id, ...noId } = signed(secret, id, body)
       expect((await send(body, noId)).statusCode).toBe(401)
       // A run id of another shape (400), and a call id longer than the router takes (414): refused before anything is looked up.
       expect((await send(body, signed(secret, 'shape', body), `/runs/run_1/tool_calls/${String(call!.body.tool_use_id)}/result`)).json()).toMatchObject({ statusCode: 400 })

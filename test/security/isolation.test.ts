@@ -358,7 +358,8 @@ for (const backend of backends) {
           // and B's tool of the same name is not it.
           const body = JSON.stringify({ content: 'from B' })
           const at = new Date()
-          const headers = { 'content-type': 'application/json', 'webhook-id': 'b-1', 'webhook-timestamp': String(Math.floor(at.getTime() / 1000)), 'webhook-signature': new Webhook(a.bLaterSecret).sign('b-1', at, body) }
+          const id = `${a.parked}:${a.parkedCall}:result`
+          const headers = { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(Math.floor(at.getTime() / 1000)), 'webhook-signature': new Webhook(a.bLaterSecret).sign(id, at, body) }
           const res = await call(TENANT_B, 'POST', `/runs/${a.parked}/tool_calls/${a.parkedCall}/result`, { payload: body, headers })
           expect(res.statusCode).toBe(401)
           expect(res.json().code).toBe('TOOL_RESULT_ERR_BAD_SIGNATURE')
