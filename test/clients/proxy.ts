@@ -1,5 +1,5 @@
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { closeLocal, listenLocal } from '../support/local-server.js'
 
 /** What the proxy does with one request (numbered from 0 in arrival order). */
 export type ProxyMode =
@@ -85,13 +85,11 @@ export class TestProxy {
   }
 
   async start (): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`
+    this.#url = await listenLocal(this.#server)
     return this
   }
 
   async close (): Promise<void> {
-    this.#server.closeAllConnections()
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    await closeLocal(this.#server)
   }
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { closeLocal, listenLocal } from './local-server.js'
 
 /** One token the server issued. */
 export interface IssuedToken {
@@ -48,14 +48,12 @@ export class OAuthTestServer {
   }
 
   async start (): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`
+    this.#url = await listenLocal(this.#server)
     return this
   }
 
   async close (): Promise<void> {
-    this.#server.closeAllConnections()
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    await closeLocal(this.#server)
   }
 
   /** Whether `token` is one this server issued and still valid: what a resource server asks. */

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { gunzipSync } from 'node:zlib'
+import { closeLocal, listenLocal } from './local-server.js'
 
 /** A span as an OTLP/HTTP JSON export carries it, with its attributes made plain values. */
 export interface CollectedSpan {
@@ -50,14 +50,12 @@ export class OtlpCollector {
   }
 
   async start (): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`
+    this.#url = await listenLocal(this.#server)
     return this
   }
 
   async close (): Promise<void> {
-    this.#server.closeAllConnections()
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    await closeLocal(this.#server)
   }
 
   #collect (request: { resourceSpans?: Array<{ resource?: { attributes?: OtlpAttribute[] }, scopeSpans?: Array<{ spans?: OtlpSpan[] }> }> }): void {

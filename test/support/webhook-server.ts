@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { closeLocal, listenLocal } from './local-server.js'
 
 /** One request a tool server received. Times are performance.now() milliseconds. */
 export interface RecordedCall {
@@ -53,14 +53,12 @@ export class WebhookServer {
   }
 
   async start (): Promise<this> {
-    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve))
-    this.#url = `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`
+    this.#url = await listenLocal(this.#server)
     return this
   }
 
   async close (): Promise<void> {
-    this.#server.closeAllConnections()
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    await closeLocal(this.#server)
   }
 
   /** Gives `path` (exact, without query) a handler of the test's own. */
