@@ -24,6 +24,9 @@ for (const backend of backends) {
         : { content: [{ type: 'text', text: 'never' }] }
       const { body: run } = await h.startRun({ input: 'x', tools: ['stuck', 'quick'], background: true })
       await expect.poll(() => h.tools.callsTo('/hang').length).toBeGreaterThan(0)
+      // The quick call's answer is in before the cancel (on a loaded machine it may still be in flight
+      // when the slow one has arrived), so that what the cancel does to each call is known.
+      await expect.poll(async () => (await h.events(run.id)).some((e) => e.type === 'tool_call.completed' && e.data.name === 'quick'), { timeout: 10_000 }).toBe(true)
       const res = await cancel(run.id)
       expect(res.statusCode).toBe(200)
       expect(res.json()).toMatchObject({ id: run.id, status: 'cancelled', stop_reason: 'cancelled', completed_at: expect.any(String) })
